@@ -1,0 +1,275 @@
+//! Views of encoded text: JSON/YAML string escapes, URL percent-encoding
+//! and base64. Each decoder records, for every output byte, the offset of
+//! the input byte it came from, so a finding in a decoded view reports the
+//! location of the encoded text.
+
+use base64::Engine as _;
+use serde::Serialize;
+
+/// The decoding that produced the view a secret was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decoder {
+    /// JSON, YAML or shell string escapes (`\"`, `\n`, `\u0041`).
+    Escape,
+    /// URL percent-encoding (`%2F`).
+    Percent,
+    /// Base64 or base64url.
+    Base64,
+}
+
+impl Decoder {
+    /// The name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decoder::Escape => "escape",
+            Decoder::Percent => "percent",
+            Decoder::Base64 => "base64",
+        }
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn hex_byte(hi: Option<&u8>, lo: Option<&u8>) -> Option<u8> {
+    Some(hex_value(*hi?)? << 4 | hex_value(*lo?)?)
+}
+
+/// Resolves string escapes (`\"`, `\\`, `\/`, `\n`, `\r`, `\t`, `\xHH`,
+/// `\uHHHH` for ASCII) into `out`, with `map[i]` the input offset of
+/// `out[i]`. Returns false when the input holds no escape.
+pub fn unescape(input: &[u8], out: &mut Vec<u8>, map: &mut Vec<u32>) -> bool {
+    out.clear();
+    map.clear();
+    let mut changed = false;
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        let at = i as u32;
+        if b != b'\\' {
+            out.push(b);
+            map.push(at);
+            i += 1;
+            continue;
+        }
+        let next = input.get(i + 1).copied();
+        let (byte, width) = match next {
+            Some(b'"') => (Some(b'"'), 2),
+            Some(b'\'') => (Some(b'\''), 2),
+            Some(b'\\') => (Some(b'\\'), 2),
+            Some(b'/') => (Some(b'/'), 2),
+            Some(b'n') => (Some(b'\n'), 2),
+            Some(b'r') => (Some(b'\r'), 2),
+            Some(b't') => (Some(b'\t'), 2),
+            Some(b'x') => (hex_byte(input.get(i + 2), input.get(i + 3)), 4),
+            Some(b'u') => {
+                let hi = hex_byte(input.get(i + 2), input.get(i + 3));
+                let lo = hex_byte(input.get(i + 4), input.get(i + 5));
+                match (hi, lo) {
+                    (Some(0), Some(lo)) if lo.is_ascii() => (Some(lo), 6),
+                    _ => (None, 0),
+                }
+            }
+            _ => (None, 0),
+        };
+        match byte {
+            Some(byte) => {
+                out.push(byte);
+                map.push(at);
+                i += width;
+                changed = true;
+            }
+            None => {
+                out.push(b);
+                map.push(at);
+                i += 1;
+            }
+        }
+    }
+    changed
+}
+
+/// Resolves `%HH` escapes into `out`, with `map[i]` the input offset of
+/// `out[i]`. `+` stays `+`: secrets are full of them. Returns false when
+/// the input holds no escape.
+pub fn percent_decode(input: &[u8], out: &mut Vec<u8>, map: &mut Vec<u32>) -> bool {
+    out.clear();
+    map.clear();
+    let mut changed = false;
+    let mut i = 0;
+    while let Some(&b) = input.get(i) {
+        let at = i as u32;
+        if b == b'%' {
+            if let Some(byte) = hex_byte(input.get(i + 1), input.get(i + 2)) {
+                out.push(byte);
+                map.push(at);
+                i += 3;
+                changed = true;
+                continue;
+            }
+        }
+        out.push(b);
+        map.push(at);
+        i += 1;
+    }
+    changed
+}
+
+/// Shortest base64 run worth decoding: 20 characters decode to 15 bytes,
+/// shorter than any credential with a prefix.
+pub const MIN_BASE64_RUN: usize = 20;
+
+/// Longest base64 run decoded; longer runs are embedded files, not values.
+pub const MAX_BASE64_RUN: usize = 16 * 1024;
+
+const fn base64_table() -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
+        i += 1;
+    }
+    table
+}
+
+static BASE64_CHAR: [bool; 256] = base64_table();
+
+fn is_b64(b: u8) -> bool {
+    BASE64_CHAR.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// Calls `visit(start, end)` for every run of base64 characters (standard
+/// or URL-safe alphabet, optional `=` padding) at least [`MIN_BASE64_RUN`]
+/// long and with both letters and digits or symbols, the mark of encoded
+/// data rather than a long identifier.
+pub fn base64_runs(input: &[u8], mut visit: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    let len = input.len();
+    while i < len {
+        // Skip to the next base64 byte.
+        while i < len && !input.get(i).copied().is_some_and(is_b64) {
+            i += 1;
+        }
+        let start = i;
+        let (mut upper, mut lower, mut digit) = (false, false, false);
+        while let Some(&b) = input.get(i) {
+            if !is_b64(b) {
+                break;
+            }
+            upper |= b.is_ascii_uppercase();
+            lower |= b.is_ascii_lowercase();
+            digit |= b.is_ascii_digit() || b == b'+' || b == b'/';
+            i += 1;
+        }
+        while input.get(i) == Some(&b'=') && i - start < MAX_BASE64_RUN {
+            i += 1;
+        }
+        let run = i - start;
+        if (MIN_BASE64_RUN..=MAX_BASE64_RUN).contains(&run) && upper && lower && digit {
+            visit(start, i);
+        }
+    }
+}
+
+fn printable(bytes: &[u8]) -> bool {
+    let good = bytes
+        .iter()
+        .filter(|&&b| b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r' || b == b'\t')
+        .count();
+    good * 100 >= bytes.len() * 95
+}
+
+/// Decodes a base64 run (standard or URL-safe, padded or not) into `out`
+/// when the result is text; returns false for binary data or bad input.
+pub fn decode_base64_text(run: &[u8], out: &mut Vec<u8>) -> bool {
+    out.clear();
+    let trimmed = run.strip_suffix(b"==").or_else(|| run.strip_suffix(b"=")).unwrap_or(run);
+    // Peek at the first 16 characters before decoding it all: most runs
+    // are not text, and this rejects them at a twentieth of the cost.
+    let head = trimmed.get(..16).unwrap_or(trimmed);
+    let url_safe = trimmed.iter().any(|&b| b == b'-' || b == b'_');
+    let engine = if url_safe {
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+    } else {
+        &base64::engine::general_purpose::STANDARD_NO_PAD
+    };
+    let mut probe = Vec::with_capacity(12);
+    if engine.decode_vec(head, &mut probe).is_err() || !printable(&probe) {
+        return false;
+    }
+    // Base64 decodes whole 4-character groups; drop a ragged tail.
+    let whole = trimmed.len() - trimmed.len() % 4;
+    let body = if trimmed.len() % 4 == 1 {
+        trimmed.get(..whole).unwrap_or(trimmed)
+    } else {
+        trimmed
+    };
+    engine.decode_vec(body, out).is_ok() && out.len() >= 12 && printable(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_maps_offsets() {
+        let (mut out, mut map) = (Vec::new(), Vec::new());
+        assert!(unescape(br#"a\"b\nc\u0041"#, &mut out, &mut map));
+        assert_eq!(out, b"a\"b\ncA");
+        assert_eq!(map, vec![0, 1, 3, 4, 6, 7]);
+        assert!(!unescape(b"plain", &mut out, &mut map));
+    }
+
+    #[test]
+    fn percent_keeps_plus() {
+        let (mut out, mut map) = (Vec::new(), Vec::new());
+        assert!(percent_decode(b"a%2Fb+c%3d", &mut out, &mut map));
+        assert_eq!(out, b"a/b+c=");
+        assert!(!percent_decode(b"100%", &mut out, &mut map));
+    }
+
+    #[test]
+    fn finds_and_decodes_runs() {
+        let text = b"data:\n  token: Z2hwX2FVVXlZenFNWjJuU0hXYUJpRGpkeFN5OUM3REdhNDN5WGQ4TQ==\n";
+        let mut runs = Vec::new();
+        base64_runs(text, |s, e| runs.push((s, e)));
+        assert_eq!(runs.len(), 1);
+        let (s, e) = runs[0];
+        let mut out = Vec::new();
+        assert!(decode_base64_text(&text[s..e], &mut out));
+        assert_eq!(out, b"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");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic_and_maps_align(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let (mut out, mut map) = (Vec::new(), Vec::new());
+            unescape(&bytes, &mut out, &mut map);
+            proptest::prop_assert_eq!(out.len(), map.len());
+            proptest::prop_assert!(map.windows(2).all(|w| w[0] < w[1]));
+            percent_decode(&bytes, &mut out, &mut map);
+            proptest::prop_assert_eq!(out.len(), map.len());
+            base64_runs(&bytes, |s, e| {
+                let mut out = Vec::new();
+                let _ = decode_base64_text(&bytes[s..e], &mut out);
+            });
+        }
+
+        #[test]
+        fn base64_roundtrip(text in "[ -~]{12,200}") {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+            let mut out = Vec::new();
+            if encoded.bytes().any(|b| b.is_ascii_digit() || b == b'+' || b == b'/') {
+                proptest::prop_assert!(decode_base64_text(encoded.as_bytes(), &mut out));
+                proptest::prop_assert_eq!(out, text.as_bytes());
+            }
+        }
+    }
+}

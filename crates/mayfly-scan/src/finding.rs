@@ -1,0 +1,156 @@
+//! Findings, their locations, and the grouping of copies into secrets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::decode::Decoder;
+use crate::fingerprint::Fingerprint;
+use crate::rule::RuleInfo;
+use crate::surface::Surface;
+
+/// A cell of a database table that holds a copy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Cell {
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+    /// The row's `rowid`, or its position for tables without one.
+    pub row: i64,
+}
+
+/// Where one copy of a secret is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Location {
+    /// The file (as given or walked), or `-` for standard input.
+    pub path: String,
+    /// 1-based line of the text that holds the copy (inside the cell for databases).
+    pub line: u64,
+    /// 1-based byte column of that text.
+    pub column: u64,
+    /// The kind of place.
+    pub surface: Surface,
+    /// The decoding that revealed the copy, if it was encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<Decoder>,
+    /// The database cell, for copies in SQLite files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<Cell>,
+}
+
+impl Location {
+    /// `path:line:column`, or `path#table.column[row]:line:column` in a database.
+    pub fn display(&self) -> String {
+        match &self.cell {
+            Some(cell) => format!(
+                "{}#{}.{}[{}]:{}:{}",
+                self.path, cell.table, cell.column, cell.row, self.line, self.column
+            ),
+            None => format!("{}:{}:{}", self.path, self.line, self.column),
+        }
+    }
+}
+
+/// One copy of a secret found by one rule.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The rule that recognised it.
+    pub rule: Arc<RuleInfo>,
+    /// The keyed fingerprint: equal for every copy of the same secret.
+    pub fingerprint: Fingerprint,
+    /// A redacted preview that identifies the credential to its owner
+    /// without disclosing it.
+    pub preview: String,
+    /// The plaintext, only when the user asked for it (`--show-secrets`).
+    pub secret: Option<String>,
+    /// Where it is.
+    pub location: Location,
+}
+
+/// Redacts a secret for display: the first line of a PEM block, or a
+/// fifth of the characters (at most 8), then stars.
+pub fn redact(secret: &[u8]) -> String {
+    let text = String::from_utf8_lossy(secret);
+    if text.starts_with("-----BEGIN") || text.starts_with("PuTTY-User-Key-File") {
+        let first = text.lines().next().unwrap_or_default();
+        let first = first.split("\\n").next().unwrap_or(first);
+        return format!("{first} ****");
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let shown = (chars.len() / 5).min(8);
+    let mut preview: String = chars.iter().take(shown).collect();
+    preview.push_str(&"*".repeat((chars.len() - shown).clamp(4, 12)));
+    preview
+}
+
+/// All copies of one secret: findings that share a fingerprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretGroup<'a> {
+    /// The shared fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The rule of the first copy (copies found by several rules keep the most specific).
+    pub rule: &'a RuleInfo,
+    /// Redacted preview.
+    pub preview: &'a str,
+    /// Plaintext, only when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<&'a str>,
+    /// The distinct surfaces its copies live on.
+    pub surfaces: Vec<Surface>,
+    /// Every copy, sorted by path and line.
+    pub locations: Vec<&'a Location>,
+}
+
+/// Groups findings into secrets: most copies first, then by severity and id.
+pub fn group(findings: &[Finding]) -> Vec<SecretGroup<'_>> {
+    let mut by_fingerprint: BTreeMap<Fingerprint, Vec<&Finding>> = BTreeMap::new();
+    for finding in findings {
+        by_fingerprint.entry(finding.fingerprint).or_default().push(finding);
+    }
+    let mut groups: Vec<SecretGroup<'_>> = by_fingerprint
+        .into_iter()
+        .filter_map(|(fingerprint, mut copies)| {
+            copies.sort_by(|a, b| a.location.cmp(&b.location));
+            let first = copies.first()?;
+            let mut locations: Vec<&Location> = copies.iter().map(|f| &f.location).collect();
+            locations.dedup();
+            let mut surfaces: Vec<Surface> = locations.iter().map(|l| l.surface).collect();
+            surfaces.sort();
+            surfaces.dedup();
+            Some(SecretGroup {
+                fingerprint,
+                rule: &first.rule,
+                preview: &first.preview,
+                secret: first.secret.as_deref(),
+                surfaces,
+                locations,
+            })
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        b.locations
+            .len()
+            .cmp(&a.locations.len())
+            .then(b.rule.severity.cmp(&a.rule.severity))
+            .then(a.rule.id.cmp(&b.rule.id))
+            .then(a.locations.first().cmp(&b.locations.first()))
+    });
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_the_body() {
+        let token = "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";
+        let preview = redact(token.as_bytes());
+        assert!(preview.starts_with("ghp_aUUy"));
+        assert!(!preview.contains("DGa43yXd8M"));
+        assert_eq!(redact(b"-----BEGIN RSA PRIVATE KEY-----\nMIIE"), "-----BEGIN RSA PRIVATE KEY----- ****");
+        assert_eq!(redact(b"hunter22"), "h*******");
+    }
+}

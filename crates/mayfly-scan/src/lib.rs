@@ -1,0 +1,38 @@
+//! Discovery of copied credentials.
+//!
+//! `mayfly-scan` turns bytes into findings: [`source`] walks directories,
+//! reads files, streams and SQLite databases; [`surface`] labels where each
+//! blob lives; [`matcher`] runs a literal prefilter over all [`rule`]s at
+//! once and then each candidate rule's pattern, on the raw bytes and on the
+//! views the [`decode`] module derives; [`validate`] drops placeholders and
+//! malformed matches; [`fingerprint`] identifies each secret without storing
+//! it, so copies group into one secret; [`suppress`] applies baselines,
+//! ignore files and inline allows; [`output`] writes text, JSON, SARIF and
+//! CSV. The crate has no database and no network.
+//!
+//! ```
+//! use mayfly_scan::{fingerprint::FingerprintKey, rule::RuleSet, scan::{Scanner, ScanOptions}};
+//!
+//! let rules = RuleSet::builtin().unwrap();
+//! let scanner = Scanner::new(rules, FingerprintKey::from_bytes(b"a key shared by the organisation").unwrap(), ScanOptions::default()).unwrap();
+//! let token = "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";
+//! let findings = scanner.scan_bytes("config.py", format!("TOKEN = '{token}'\n").as_bytes());
+//! assert_eq!(findings.len(), 1);
+//! assert_eq!(findings[0].rule.id, "github-pat-classic");
+//! assert!(!findings[0].preview.contains(token));
+//! ```
+
+pub mod decode;
+pub mod finding;
+pub mod fingerprint;
+pub mod matcher;
+pub mod output;
+pub mod rule;
+pub mod scan;
+pub mod source;
+pub mod surface;
+pub mod suppress;
+pub mod validate;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;

@@ -1,0 +1,133 @@
+//! The readable report: one block per secret, its copies below it, then
+//! the summaries and what could not be scanned.
+
+use std::io::{self, Write};
+
+use super::{RunInfo, counts};
+use crate::finding::SecretGroup;
+use crate::scan::ScanReport;
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let name = UNITS.get(unit).copied().unwrap_or("B");
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {name}") }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn joined<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
+    pairs.map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunInfo, out: &mut dyn Write) -> io::Result<()> {
+    let counts = counts(groups);
+    let stats = &report.stats;
+    if groups.is_empty() {
+        writeln!(out, "mayfly: no secrets found")?;
+    } else {
+        writeln!(
+            out,
+            "mayfly: {} in {}",
+            plural(groups.len() as u64, "secret", "secrets"),
+            plural(counts.copies, "copy", "copies")
+        )?;
+    }
+    for group in groups {
+        writeln!(out)?;
+        writeln!(out, "{:<8}  {} ({})", group.rule.severity.as_str(), group.rule.name, group.rule.id)?;
+        writeln!(
+            out,
+            "  {}  fingerprint {}  {}",
+            group.preview,
+            group.fingerprint.short(),
+            plural(group.locations.len() as u64, "copy", "copies")
+        )?;
+        if let Some(secret) = group.secret {
+            writeln!(out, "  secret: {secret}")?;
+        }
+        let width = group.locations.iter().map(|l| l.display().len()).max().unwrap_or(0);
+        for location in &group.locations {
+            let decoded = location.decoder.map(|d| format!(" ({d:?} encoded)").to_lowercase()).unwrap_or_default();
+            writeln!(out, "    {:<width$}  {}{decoded}", location.display(), location.surface)?;
+        }
+    }
+    writeln!(out)?;
+    if !groups.is_empty() {
+        writeln!(out, "by surface: {}", joined(counts.by_surface.iter().map(|(k, v)| (*k, *v))))?;
+        writeln!(out, "by rule:    {}", joined(counts.by_rule.iter().map(|(k, v)| (k.as_str(), *v))))?;
+    }
+    let mut scanned = format!(
+        "scanned {} ({})",
+        plural(stats.files_scanned, "file", "files"),
+        size(stats.bytes_scanned)
+    );
+    if stats.databases_scanned > 0 {
+        scanned.push_str(&format!(
+            ", {} ({})",
+            plural(stats.databases_scanned, "database", "databases"),
+            plural(stats.cells_scanned, "cell", "cells")
+        ));
+    }
+    if let Some(elapsed) = run.elapsed {
+        let secs = elapsed.as_secs_f64();
+        scanned.push_str(&format!(" in {secs:.2} s"));
+        if secs > 0.0 {
+            scanned.push_str(&format!(" ({}/s)", size((stats.bytes_scanned as f64 / secs) as u64)));
+        }
+    }
+    writeln!(out, "{scanned}")?;
+    let mut skipped = Vec::new();
+    if stats.skipped_binary > 0 {
+        skipped.push(plural(stats.skipped_binary, "binary file", "binary files"));
+    }
+    if stats.skipped_symlinks > 0 {
+        skipped.push(format!("{} (--follow-symlinks to follow)", plural(stats.skipped_symlinks, "symlink", "symlinks")));
+    }
+    if stats.skipped_special > 0 {
+        skipped.push(plural(stats.skipped_special, "device, pipe or socket", "devices, pipes or sockets"));
+    }
+    if !stats.skipped_too_large.is_empty() {
+        skipped.push(format!(
+            "{} over the size limit (--max-file-size)",
+            plural(stats.skipped_too_large.len() as u64, "file", "files")
+        ));
+    }
+    if !skipped.is_empty() {
+        writeln!(out, "skipped: {}", skipped.join(", "))?;
+    }
+    for file in stats.skipped_too_large.iter().take(20) {
+        writeln!(out, "  too large: {} ({})", file.path, size(file.size))?;
+    }
+    let s = &stats.suppressed;
+    let suppressed: Vec<String> = [
+        (s.baseline, "by baseline"),
+        (s.ignore_file, "by ignore file"),
+        (s.inline, "inline (mayfly:allow)"),
+        (s.path_rule, "by path rules"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, why)| format!("{n} {why}"))
+    .collect();
+    if !suppressed.is_empty() {
+        writeln!(out, "suppressed: {}", suppressed.join(", "))?;
+    }
+    for missing in &stats.missing {
+        writeln!(out, "not found: {missing}")?;
+    }
+    for issue in stats.errors.iter().take(50) {
+        writeln!(out, "could not scan {}: {}", issue.path, issue.error)?;
+    }
+    if stats.errors.len() > 50 {
+        writeln!(out, "... and {} more errors (see --format json)", stats.errors.len() - 50)?;
+    }
+    Ok(())
+}

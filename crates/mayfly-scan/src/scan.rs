@@ -1,0 +1,320 @@
+//! The scanner: options, statistics, and the path from a blob's matches
+//! to findings (fingerprints, redaction, inline and per-path suppression).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::finding::{Cell, Finding, Location, redact};
+use crate::fingerprint::FingerprintKey;
+use crate::matcher::{Matcher, MatcherError, Scratch};
+use crate::rule::RuleSet;
+use crate::surface::{Surface, classify};
+use crate::suppress::{INLINE_ALLOW, PathRules, Suppressed};
+
+/// Default size above which a file is skipped (and reported): 100 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
+
+/// What to scan and how.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Files larger than this are skipped and reported.
+    pub max_file_size: u64,
+    /// Follow symbolic links while walking (loops are detected and reported).
+    pub follow_symlinks: bool,
+    /// Worker threads; 0 uses every core.
+    pub threads: usize,
+    /// Keep the plaintext of each secret in its finding.
+    pub reveal_secrets: bool,
+    /// Rules enabled or disabled per path glob.
+    pub path_rules: PathRules,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            follow_symlinks: false,
+            threads: 0,
+            reveal_secrets: false,
+            path_rules: PathRules::default(),
+        }
+    }
+}
+
+/// A file that was skipped for its size.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct SkippedFile {
+    /// The file.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// An input that could not be scanned, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ScanIssue {
+    /// The input.
+    pub path: String,
+    /// What went wrong (never any content of the file).
+    pub error: String,
+}
+
+/// What a scan covered and what it could not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ScanStats {
+    /// Text files (and streams) scanned.
+    pub files_scanned: u64,
+    /// Bytes scanned.
+    pub bytes_scanned: u64,
+    /// SQLite databases scanned.
+    pub databases_scanned: u64,
+    /// Database cells scanned.
+    pub cells_scanned: u64,
+    /// Files skipped because their content is binary.
+    pub skipped_binary: u64,
+    /// Symbolic links not followed.
+    pub skipped_symlinks: u64,
+    /// Devices, pipes and sockets skipped.
+    pub skipped_special: u64,
+    /// Files skipped for their size.
+    pub skipped_too_large: Vec<SkippedFile>,
+    /// Paths given that do not exist.
+    pub missing: Vec<String>,
+    /// Inputs that could not be read (permissions, loops, I/O errors, corrupt databases).
+    pub errors: Vec<ScanIssue>,
+    /// Findings removed by each suppression.
+    pub suppressed: Suppressed,
+}
+
+impl ScanStats {
+    pub(crate) fn merge(&mut self, other: ScanStats) {
+        self.files_scanned += other.files_scanned;
+        self.bytes_scanned += other.bytes_scanned;
+        self.databases_scanned += other.databases_scanned;
+        self.cells_scanned += other.cells_scanned;
+        self.skipped_binary += other.skipped_binary;
+        self.skipped_symlinks += other.skipped_symlinks;
+        self.skipped_special += other.skipped_special;
+        self.skipped_too_large.extend(other.skipped_too_large);
+        self.missing.extend(other.missing);
+        self.errors.extend(other.errors);
+        self.suppressed.baseline += other.suppressed.baseline;
+        self.suppressed.ignore_file += other.suppressed.ignore_file;
+        self.suppressed.inline += other.suppressed.inline;
+        self.suppressed.path_rule += other.suppressed.path_rule;
+    }
+
+    /// Sorts the lists, so reports do not depend on thread timing.
+    pub(crate) fn sort(&mut self) {
+        self.skipped_too_large.sort();
+        self.missing.sort();
+        self.errors.sort();
+    }
+}
+
+/// The result of a scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Every copy found, sorted by location.
+    pub findings: Vec<Finding>,
+    /// Coverage and problems.
+    pub stats: ScanStats,
+}
+
+/// Receives progress while a scan runs (a terminal progress bar).
+pub trait Progress: Sync {
+    /// One more input done, of `bytes` bytes.
+    fn advance(&self, bytes: u64);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn advance(&self, _bytes: u64) {}
+}
+
+/// Why a scanner could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The matcher could not be built from the rules.
+    #[error(transparent)]
+    Matcher(#[from] MatcherError),
+}
+
+/// Where a blob comes from.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin<'a> {
+    pub path: &'a str,
+    pub surface: Surface,
+    pub cell: Option<Cell>,
+}
+
+/// Scans blobs, files, trees, databases and streams with one rule set.
+#[derive(Debug)]
+pub struct Scanner {
+    pub(crate) matcher: Matcher,
+    key: FingerprintKey,
+    pub(crate) options: ScanOptions,
+}
+
+impl Scanner {
+    /// A scanner over `rules`, fingerprinting under `key`.
+    pub fn new(rules: RuleSet, key: FingerprintKey, options: ScanOptions) -> Result<Self, ScanError> {
+        Ok(Scanner {
+            matcher: Matcher::new(rules)?,
+            key,
+            options,
+        })
+    }
+
+    /// The rules in use.
+    pub fn rules(&self) -> &RuleSet {
+        self.matcher.rules()
+    }
+
+    /// The fingerprint key in use.
+    pub fn key(&self) -> &FingerprintKey {
+        &self.key
+    }
+
+    /// Scans one in-memory blob named `path` (the name decides its surface).
+    pub fn scan_bytes(&self, path: &str, bytes: &[u8]) -> Vec<Finding> {
+        let head = bytes.get(..8192).unwrap_or(bytes);
+        let origin = Origin {
+            path,
+            surface: classify(Path::new(path), head),
+            cell: None,
+        };
+        let mut findings = Vec::new();
+        let mut stats = ScanStats::default();
+        self.scan_blob(bytes, &origin, 0, bytes.len(), &mut Scratch::default(), &mut findings, &mut stats);
+        findings
+    }
+
+    /// Turns the matches in `blob` whose anchor lies before `limit` into
+    /// findings. `line_base` is the number of lines before `blob` in its
+    /// file (for chunked reads).
+    #[expect(clippy::too_many_arguments, reason = "the hot path: kept flat on purpose")]
+    pub(crate) fn scan_blob(
+        &self,
+        blob: &[u8],
+        origin: &Origin<'_>,
+        line_base: u64,
+        limit: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<Finding>,
+        stats: &mut ScanStats,
+    ) {
+        let matches = self.matcher.find(blob, scratch);
+        if matches.is_empty() {
+            return;
+        }
+        let rules = self.matcher.rules().rules();
+        // Matches come sorted by anchor: count lines incrementally.
+        let (mut counted_to, mut line) = (0usize, line_base + 1);
+        for m in matches.into_iter().filter(|m| m.span.start < limit) {
+            let Some(rule) = rules.get(m.rule) else { continue };
+            if !self.options.path_rules.is_empty() && !self.options.path_rules.enabled(&rule.spec.id, origin.path, true) {
+                stats.suppressed.path_rule += 1;
+                continue;
+            }
+            let before = blob.get(counted_to..m.span.start).unwrap_or_default();
+            line += memchr::memchr_iter(b'\n', before).count() as u64;
+            counted_to = m.span.start;
+            let line_start = memchr::memrchr(b'\n', blob.get(..m.span.start).unwrap_or_default()).map_or(0, |i| i + 1);
+            let line_end = memchr::memchr(b'\n', blob.get(m.span.start..).unwrap_or_default()).map_or(blob.len(), |i| m.span.start + i);
+            let text = blob.get(line_start..line_end).unwrap_or_default();
+            if memchr::memmem::find(text, INLINE_ALLOW.as_bytes()).is_some() {
+                stats.suppressed.inline += 1;
+                continue;
+            }
+            out.push(Finding {
+                rule: rule.info.clone(),
+                fingerprint: self.key.fingerprint(&m.secret),
+                preview: redact(&m.secret),
+                secret: self
+                    .options
+                    .reveal_secrets
+                    .then(|| String::from_utf8_lossy(&m.secret).into_owned()),
+                location: Location {
+                    path: origin.path.to_owned(),
+                    line,
+                    column: (m.span.start - line_start + 1) as u64,
+                    surface: origin.surface,
+                    decoder: m.decoder,
+                    cell: origin.cell.clone(),
+                },
+            });
+        }
+    }
+}
+
+/// A rule example that does not behave as its rule says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExampleFailure {
+    /// The rule.
+    pub rule: String,
+    /// Where the rule was loaded from.
+    pub origin: String,
+    /// 1-based index of the example in its list.
+    pub index: usize,
+    /// True for a negative example that yielded a finding.
+    pub negative: bool,
+    /// The rules that did fire on it.
+    pub found: Vec<String>,
+}
+
+impl std::fmt::Display for ExampleFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.negative {
+            write!(f, "{}: rule {}: negative example {} yields a finding", self.origin, self.rule, self.index)
+        } else {
+            write!(
+                f,
+                "{}: rule {}: example {} yields no finding of this rule (found: {})",
+                self.origin,
+                self.rule,
+                self.index,
+                if self.found.is_empty() { "nothing".to_owned() } else { self.found.join(", ") }
+            )
+        }
+    }
+}
+
+impl Scanner {
+    /// Runs every rule against its own examples and negative examples,
+    /// through the whole engine (prefilter, pattern, validators, overlaps).
+    pub fn check_rule_examples(&self) -> Vec<ExampleFailure> {
+        let mut failures = Vec::new();
+        for rule in self.rules().rules() {
+            let cases = rule
+                .spec
+                .examples
+                .iter()
+                .map(|e| (e, false))
+                .enumerate()
+                .chain(rule.spec.negative_examples.iter().map(|e| (e, true)).enumerate());
+            for (index, (example, negative)) in cases {
+                let found: Vec<String> = self
+                    .scan_bytes("rule-example.txt", example.as_bytes())
+                    .into_iter()
+                    .map(|f| f.rule.id.clone())
+                    .collect();
+                let fired = found.iter().any(|id| *id == rule.spec.id);
+                if fired == negative {
+                    failures.push(ExampleFailure {
+                        rule: rule.spec.id.clone(),
+                        origin: rule.origin.clone(),
+                        index: index + 1,
+                        negative,
+                        found,
+                    });
+                }
+            }
+        }
+        failures
+    }
+}

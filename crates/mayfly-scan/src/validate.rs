@@ -1,0 +1,320 @@
+//! Checks that tell a real credential from something shaped like one:
+//! structural validators, entropy and the shared placeholder filter.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+/// A structural check named by a rule's `validator` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidatorKind {
+    /// `PREFIX_` + 30 base62 + the base62 CRC32 of those 30 (GitHub tokens).
+    GithubChecksum,
+    /// The same scheme for `npm_` tokens.
+    NpmChecksum,
+    /// A JSON Web Token whose header and payload decode to JSON objects.
+    Jwt,
+    /// A PEM private key block with a real body.
+    PemPrivateKey,
+    /// The password of a `scheme://user:password@host` URL.
+    UrlCredentials,
+    /// A base64 `user:password` pair (HTTP basic auth).
+    BasicAuth,
+    /// An AWS secret access key: 40 base64 characters of mixed classes.
+    AwsSecret,
+    /// A password assigned in code or config: not a weak default, not a
+    /// variable, expression or identifier.
+    Password,
+    /// A keyword-anchored secret: letters and digits, not an expression,
+    /// path, URL or identifier.
+    GenericSecret,
+}
+
+impl ValidatorKind {
+    /// True when `secret` passes the check.
+    pub fn check(self, secret: &[u8]) -> bool {
+        match self {
+            ValidatorKind::GithubChecksum | ValidatorKind::NpmChecksum => base62_crc32_ok(secret),
+            ValidatorKind::Jwt => jwt_ok(secret),
+            ValidatorKind::PemPrivateKey => pem_ok(secret),
+            ValidatorKind::UrlCredentials => password_ok(secret),
+            ValidatorKind::BasicAuth => basic_auth_ok(secret),
+            ValidatorKind::AwsSecret => {
+                secret.len() == 40
+                    && secret.iter().any(u8::is_ascii_uppercase)
+                    && secret.iter().any(u8::is_ascii_lowercase)
+                    && secret.iter().any(u8::is_ascii_digit)
+            }
+            ValidatorKind::Password => password_ok(secret) && !looks_like_code(secret),
+            ValidatorKind::GenericSecret => {
+                password_ok(secret)
+                    && !looks_like_code(secret)
+                    && secret.iter().any(u8::is_ascii_digit)
+                    && secret.iter().any(u8::is_ascii_alphabetic)
+            }
+        }
+    }
+}
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn base62_value(digit: u8) -> Option<u64> {
+    BASE62.iter().position(|&d| d == digit).map(|p| p as u64)
+}
+
+/// Encodes a CRC32 the way GitHub and npm tokens carry it: six base62
+/// digits, most significant first.
+pub fn base62_checksum(data: &[u8]) -> String {
+    let mut value = u64::from(crc32fast::hash(data));
+    let mut digits = [b'0'; 6];
+    for slot in digits.iter_mut().rev() {
+        // INVARIANT: value % 62 < 62, so the index is in bounds.
+        *slot = BASE62.get((value % 62) as usize).copied().unwrap_or(b'0');
+        value /= 62;
+    }
+    String::from_utf8_lossy(&digits).into_owned()
+}
+
+/// `PREFIX_` + 30 base62 random characters + 6 base62 checksum digits.
+fn base62_crc32_ok(secret: &[u8]) -> bool {
+    let Some(underscore) = secret.iter().rposition(|&b| b == b'_') else {
+        return false;
+    };
+    let body = secret.get(underscore + 1..).unwrap_or_default();
+    if body.len() != 36 {
+        return false;
+    }
+    let (random, check) = body.split_at(30);
+    let mut value: u64 = 0;
+    for &digit in check {
+        match base62_value(digit) {
+            Some(d) => value = value * 62 + d,
+            None => return false,
+        }
+    }
+    value == u64::from(crc32fast::hash(random))
+}
+
+fn b64url_json_object(part: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    serde_json::from_slice(&decoded).ok()
+}
+
+fn jwt_ok(secret: &[u8]) -> bool {
+    let mut parts = secret.split(|&b| b == b'.');
+    let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(header) = b64url_json_object(header) else {
+        return false;
+    };
+    header.get("alg").is_some_and(serde_json::Value::is_string) && b64url_json_object(payload).is_some()
+}
+
+fn pem_ok(secret: &[u8]) -> bool {
+    // The body is what lies between the BEGIN and END lines; count its
+    // base64 characters, ignoring line breaks (raw or escaped).
+    let text = String::from_utf8_lossy(secret);
+    let body: String = text
+        .lines()
+        .filter(|line| !line.contains("-----") && !line.contains(':'))
+        .collect();
+    let body = body.replace("\\n", "");
+    let b64 = body
+        .bytes()
+        .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/' || *b == b'=')
+        .count();
+    b64 >= 64 && !body.contains("...")
+}
+
+/// Passwords that documentation and local development use, never a real one.
+const WEAK_PASSWORDS: &[&str] = &[
+    "password", "passwd", "pass", "secret", "postgres", "postgresql", "mysql", "root", "admin",
+    "user", "username", "guest", "test", "testing", "changeme", "example", "sample", "dummy",
+    "default", "pwd", "redis", "mongo", "mongodb", "rabbitmq", "letmein", "qwerty", "123456",
+    "password123", "pass123", "mypassword", "yourpassword", "dbpassword", "db_password",
+    "secretpassword", "supersecret", "s3cr3t", "p4ssw0rd", "passw0rd", "foobar", "foo", "bar",
+    "baz", "none", "null", "nil", "undefined", "true", "false", "xxx", "token", "apikey",
+];
+
+fn password_ok(password: &[u8]) -> bool {
+    let lower = password.to_ascii_lowercase();
+    if password.len() < 4 || WEAK_PASSWORDS.iter().any(|w| w.as_bytes() == lower.as_slice()) {
+        return false;
+    }
+    // A variable reference is not a password: $PASS, %PASS%, {{pass}}.
+    !matches!(password.first(), Some(b'$' | b'%' | b'{' | b'<' | b'['))
+}
+
+/// True for text that is code or a reference, not a literal secret:
+/// identifiers and dotted paths (`request.form`), calls, file paths, URLs.
+fn looks_like_code(value: &[u8]) -> bool {
+    let identifier_path = value
+        .split(|&b| b == b'.' || b == b':' || b == b'-')
+        .all(|part| !part.is_empty() && part.iter().all(|b| b.is_ascii_alphabetic() || *b == b'_'));
+    let call_or_index = value.iter().any(|b| b"()[]{}".contains(b));
+    let path = value.starts_with(b"/") || value.starts_with(b"./") || value.starts_with(b"~/");
+    let url = memchr::memmem::find(value, b"://").is_some();
+    identifier_path || call_or_index || path || url
+}
+
+fn basic_auth_ok(secret: &[u8]) -> bool {
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(secret) else {
+        return false;
+    };
+    let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    let (user, password) = decoded.split_at(colon);
+    let password = password.get(1..).unwrap_or_default();
+    !user.is_empty()
+        && decoded.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        && password_ok(password)
+        && !is_placeholder(password)
+}
+
+/// Shannon entropy of `bytes`, in bits per byte.
+pub fn shannon_entropy(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in bytes {
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c += 1;
+        }
+    }
+    let len = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Words that mark documentation, templates and redactions.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "example", "sample", "dummy", "placeholder", "changeme", "change_me", "redacted", "your",
+    "insert", "replace", "fake",
+];
+
+/// Markers that never occur in a real credential.
+const PLACEHOLDER_MARKS: &[&str] = &["xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$("];
+
+/// True when `secret` is a placeholder, template, redaction or documentation
+/// example rather than a credential.
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return true;
+    }
+    let contains = |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
+    if PLACEHOLDER_MARKS.iter().any(|m| contains(secret, m)) {
+        return true;
+    }
+    // Long secrets (key bodies) are checked for markers only: a 2,000-byte
+    // random body holds four-letter words by chance.
+    if secret.len() <= 160 {
+        let lower = secret.to_ascii_lowercase();
+        if PLACEHOLDER_WORDS.iter().any(|w| contains(&lower, w)) || contains(&lower, "xxxx") {
+            return true;
+        }
+        let mut counts = [0u32; 256];
+        for &b in secret {
+            if let Some(c) = counts.get_mut(usize::from(b)) {
+                *c += 1;
+            }
+        }
+        let most = counts.iter().copied().max().unwrap_or(0) as usize;
+        if secret.len() >= 8 && most * 2 >= secret.len() {
+            return true;
+        }
+    }
+    has_run(secret)
+}
+
+/// True for six identical bytes in a row, or eight consecutive ascending
+/// or descending letters or digits (`12345678`, `hgfedcba`).
+fn has_run(secret: &[u8]) -> bool {
+    let (mut same, mut up, mut down) = (1, 1, 1);
+    for pair in secret.windows(2) {
+        let [a, b] = [pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0)];
+        same = if a == b { same + 1 } else { 1 };
+        let alnum = a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric();
+        up = if alnum && b.wrapping_sub(a) == 1 { up + 1 } else { 1 };
+        down = if alnum && a.wrapping_sub(b) == 1 { down + 1 } else { 1 };
+        if same >= 6 || up >= 8 || down >= 8 {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_roundtrip() {
+        let random = b"aUUyYzqMZ2nSHWaBiDjdxSy9C7DGa4";
+        let token = format!("ghp_{}{}", String::from_utf8_lossy(random), base62_checksum(random));
+        assert!(ValidatorKind::GithubChecksum.check(token.as_bytes()));
+        let mut broken = token.into_bytes();
+        if let Some(last) = broken.last_mut() {
+            *last = if *last == b'a' { b'b' } else { b'a' };
+        }
+        assert!(!ValidatorKind::GithubChecksum.check(&broken));
+    }
+
+    #[test]
+    fn placeholders() {
+        for p in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "your-api-key-here",
+            "<TOKEN>",
+            "${OPENAI_API_KEY}",
+            "${{ secrets.X }}",
+            "sk-****************",
+            "changeme",
+            "sk-proj-xxxxxxxxxxxxxxxxxxxx",
+            "abcdefghijklmnop",
+            "1234567890",
+            "aaaaaaaaaaaa",
+        ] {
+            assert!(is_placeholder(p.as_bytes()), "{p} should be a placeholder");
+        }
+        for real in ["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", "Zq3v9LmP2xR7tK1wB8nC"] {
+            assert!(!is_placeholder(real.as_bytes()), "{real} is not a placeholder");
+        }
+    }
+
+    #[test]
+    fn jwt_structure() {
+        let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ3b3JrZXIiLCJpYXQiOjE3MDAwMDAwMDB9.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
+        assert!(ValidatorKind::Jwt.check(jwt.as_bytes()));
+        assert!(!ValidatorKind::Jwt.check(b"eyJub3QiOiJqd3QifQ.eyJub3QiOiJqd3QifQ.x"));
+    }
+
+    #[test]
+    fn entropy_orders_randomness() {
+        assert!(shannon_entropy(b"aaaaaaaa") < 0.01);
+        assert!(shannon_entropy(b"Zq3v9LmP2xR7tK1wB8nC") > 4.0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn validators_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            for kind in [ValidatorKind::GithubChecksum, ValidatorKind::NpmChecksum, ValidatorKind::Jwt,
+                ValidatorKind::PemPrivateKey, ValidatorKind::UrlCredentials, ValidatorKind::BasicAuth,
+                ValidatorKind::AwsSecret, ValidatorKind::Password, ValidatorKind::GenericSecret] {
+                let _ = kind.check(&bytes);
+            }
+            let _ = is_placeholder(&bytes);
+            let _ = shannon_entropy(&bytes);
+        }
+    }
+}

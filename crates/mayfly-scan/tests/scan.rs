@@ -1,0 +1,7 @@
+//! Integration tests of the scanning library, compiled as one binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+
+#[path = "cases/common.rs"]
+mod common;
+#[path = "cases/rules.rs"]
+mod rules;

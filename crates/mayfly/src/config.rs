@@ -1,0 +1,127 @@
+//! The configuration file (`.mayfly.toml`): parsed strictly, so a typo is
+//! an error rather than a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+/// The default configuration file, looked up in the current directory.
+pub const DEFAULT_CONFIG: &str = ".mayfly.toml";
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Settings of `mayfly scan`.
+    #[serde(default)]
+    pub scan: ScanSection,
+}
+
+/// `[scan]`: defaults for `mayfly scan`; command-line flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSection {
+    /// Skip files larger than this (`100M`, `2G`).
+    pub max_file_size: Option<String>,
+    /// Follow symbolic links.
+    pub follow_symlinks: Option<bool>,
+    /// Rule id globs to disable everywhere.
+    #[serde(default)]
+    pub disable_rules: Vec<String>,
+    /// Extra rule files, relative to the configuration file.
+    #[serde(default)]
+    pub rules: Vec<PathBuf>,
+    /// Ignore files, relative to the configuration file.
+    #[serde(default)]
+    pub ignore_files: Vec<PathBuf>,
+    /// Rules enabled or disabled under path globs; later entries win.
+    #[serde(default)]
+    pub path_rules: Vec<PathRuleSection>,
+}
+
+/// `[[scan.path_rules]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRuleSection {
+    /// Path globs (a glob without `/` matches at any depth).
+    pub paths: Vec<String>,
+    /// Rule id globs turned on under these paths.
+    #[serde(default)]
+    pub enable: Vec<String>,
+    /// Rule id globs turned off under these paths.
+    #[serde(default)]
+    pub disable: Vec<String>,
+}
+
+/// A loaded configuration and the directory its relative paths start from.
+pub struct Loaded {
+    /// The settings.
+    pub file: ConfigFile,
+    /// The configuration file's directory.
+    pub base: PathBuf,
+}
+
+impl Loaded {
+    /// Resolves a path written in the configuration file.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_owned() } else { self.base.join(path) }
+    }
+}
+
+/// Loads `explicit`, or `.mayfly.toml` from the current directory if it
+/// exists, or the defaults.
+pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None if Path::new(DEFAULT_CONFIG).is_file() => PathBuf::from(DEFAULT_CONFIG),
+        None => {
+            return Ok(Loaded {
+                file: ConfigFile::default(),
+                base: PathBuf::from("."),
+            });
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read configuration {}", path.display()))?;
+    let file: ConfigFile = toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
+    let base = path.parent().map(Path::to_owned).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    Ok(Loaded { file, base })
+}
+
+/// Parses a size: bytes, or a number with K, M, G or T (powers of 1024,
+/// optionally followed by `B` or `iB`).
+pub fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let trimmed = text.trim();
+    let lower = trimmed.to_ascii_lowercase();
+    let unit_start = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(unit_start);
+    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => bail!("size {trimmed:?}: unknown unit; write e.g. 500K, 100M or 2G"),
+    };
+    let value: u64 = number.parse().with_context(|| format!("size {trimmed:?}: expected a number such as 100M"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .with_context(|| format!("size {trimmed:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("4K").unwrap(), 4096);
+        assert_eq!(parse_size("100M").unwrap(), 100 << 20);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1gb").unwrap(), 1 << 30);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! `mayfly`: the command line. It parses arguments and configuration, wires
+//! the libraries together and maps outcomes to exit codes; the work happens
+//! in the library crates.
+
+mod cli;
+mod config;
+mod progress;
+mod scan_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+/// Exit code: the scan found nothing.
+const EXIT_CLEAN: u8 = 0;
+/// Exit code: the scan found secrets.
+const EXIT_FINDINGS: u8 = 1;
+/// Exit code: Mayfly could not do what was asked.
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_ERROR } else { EXIT_CLEAN };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("mayfly: error: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
