@@ -73,10 +73,13 @@ pub struct Finding {
 /// fifth of the characters (at most 8), then stars.
 pub fn redact(secret: &[u8]) -> String {
     let text = String::from_utf8_lossy(secret);
-    if text.starts_with("-----BEGIN") || text.starts_with("PuTTY-User-Key-File") {
-        let first = text.lines().next().unwrap_or_default();
-        let first = first.split("\\n").next().unwrap_or(first);
-        return format!("{first} ****");
+    if let Some(rest) = text.strip_prefix("-----BEGIN") {
+        let header_end = rest.find("-----").map_or(rest.len(), |i| i + 5);
+        return format!("-----BEGIN{} ****", rest.get(..header_end).unwrap_or_default());
+    }
+    if let Some(kind) = text.strip_prefix("PuTTY-User-Key-File-") {
+        let kind: String = kind.chars().take_while(|c| !c.is_whitespace()).collect();
+        return format!("PuTTY-User-Key-File-{kind} ****");
     }
     let chars: Vec<char> = text.chars().collect();
     let shown = (chars.len() / 5).min(8);

@@ -283,6 +283,10 @@ impl Matcher {
             let Some(secret) = group else { continue };
             let bytes = secret.as_bytes();
             if accept(rule, bytes) {
+                // A key block copied as a file, an indented YAML value or an
+                // escaped JSON string is one secret: fingerprint its content,
+                // not its line breaks.
+                let bytes = if rule.spec.multiline { &normalize_lines(bytes) } else { bytes };
                 let last = secret.end().saturating_sub(1).max(secret.start());
                 out.push(RawMatch {
                     rule: rule_index,
@@ -356,6 +360,30 @@ impl Matcher {
     }
 }
 
+
+/// Removes line breaks (raw or escaped), the indentation after them and
+/// stray escapes.
+fn normalize_lines(secret: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(secret.len());
+    let mut i = 0;
+    let mut after_break = false;
+    while let Some(&b) = secret.get(i) {
+        let escaped_break = b == b'\\' && matches!(secret.get(i + 1), Some(b'n' | b'r'));
+        if b == b'\n' || b == b'\r' || escaped_break {
+            i += if escaped_break { 2 } else { 1 };
+            after_break = true;
+            continue;
+        }
+        if b == b'\\' || (after_break && (b == b' ' || b == b'\t')) {
+            i += 1;
+            continue;
+        }
+        after_break = false;
+        out.push(b);
+        i += 1;
+    }
+    out
+}
 
 fn accept(rule: &Rule, secret: &[u8]) -> bool {
     !is_placeholder(secret)

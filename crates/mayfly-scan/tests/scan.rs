@@ -5,3 +5,9 @@
 mod common;
 #[path = "cases/rules.rs"]
 mod rules;
+#[path = "cases/decoders.rs"]
+mod decoders;
+#[path = "cases/surfaces.rs"]
+mod surfaces;
+#[path = "cases/inputs.rs"]
+mod inputs;
