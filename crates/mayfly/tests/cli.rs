@@ -1,0 +1,11 @@
+//! End-to-end tests through the real `mayfly` binary, compiled as one test binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+
+#[path = "cli/common.rs"]
+mod common;
+#[path = "cli/formats.rs"]
+mod formats;
+#[path = "cli/scan.rs"]
+mod scan;
+#[path = "cli/suppression.rs"]
+mod suppression;
