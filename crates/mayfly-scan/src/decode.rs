@@ -105,14 +105,15 @@ pub fn percent_decode(input: &[u8], out: &mut Vec<u8>, map: &mut Vec<u32>) -> bo
     let mut i = 0;
     while let Some(&b) = input.get(i) {
         let at = i as u32;
-        if b == b'%' {
-            if let Some(byte) = hex_byte(input.get(i + 1), input.get(i + 2)) {
-                out.push(byte);
-                map.push(at);
-                i += 3;
-                changed = true;
-                continue;
-            }
+        if let Some(byte) = (b == b'%')
+            .then(|| hex_byte(input.get(i + 1), input.get(i + 2)))
+            .flatten()
+        {
+            out.push(byte);
+            map.push(at);
+            i += 3;
+            changed = true;
+            continue;
         }
         out.push(b);
         map.push(at);
@@ -133,7 +134,12 @@ const fn base64_table() -> [bool; 256] {
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        table[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "const fn: i < 256 by the loop bound"
+        )]
+        let slot = &mut table[i];
+        *slot = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'-' || b == b'_';
         i += 1;
     }
     table
@@ -190,7 +196,10 @@ fn printable(bytes: &[u8]) -> bool {
 /// when the result is text; returns false for binary data or bad input.
 pub fn decode_base64_text(run: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
-    let trimmed = run.strip_suffix(b"==").or_else(|| run.strip_suffix(b"=")).unwrap_or(run);
+    let trimmed = run
+        .strip_suffix(b"==")
+        .or_else(|| run.strip_suffix(b"="))
+        .unwrap_or(run);
     // Peek at the first 16 characters before decoding it all: most runs
     // are not text, and this rejects them at a twentieth of the cost.
     let head = trimmed.get(..16).unwrap_or(trimmed);

@@ -75,7 +75,10 @@ pub fn redact(secret: &[u8]) -> String {
     let text = String::from_utf8_lossy(secret);
     if let Some(rest) = text.strip_prefix("-----BEGIN") {
         let header_end = rest.find("-----").map_or(rest.len(), |i| i + 5);
-        return format!("-----BEGIN{} ****", rest.get(..header_end).unwrap_or_default());
+        return format!(
+            "-----BEGIN{} ****",
+            rest.get(..header_end).unwrap_or_default()
+        );
     }
     if let Some(kind) = text.strip_prefix("PuTTY-User-Key-File-") {
         let kind: String = kind.chars().take_while(|c| !c.is_whitespace()).collect();
@@ -110,7 +113,10 @@ pub struct SecretGroup<'a> {
 pub fn group(findings: &[Finding]) -> Vec<SecretGroup<'_>> {
     let mut by_fingerprint: BTreeMap<Fingerprint, Vec<&Finding>> = BTreeMap::new();
     for finding in findings {
-        by_fingerprint.entry(finding.fingerprint).or_default().push(finding);
+        by_fingerprint
+            .entry(finding.fingerprint)
+            .or_default()
+            .push(finding);
     }
     let mut groups: Vec<SecretGroup<'_>> = by_fingerprint
         .into_iter()
@@ -153,7 +159,10 @@ mod tests {
         let preview = redact(token.as_bytes());
         assert!(preview.starts_with("ghp_aUUy"));
         assert!(!preview.contains("DGa43yXd8M"));
-        assert_eq!(redact(b"-----BEGIN RSA PRIVATE KEY-----\nMIIE"), "-----BEGIN RSA PRIVATE KEY----- ****");
+        assert_eq!(
+            redact(b"-----BEGIN RSA PRIVATE KEY-----\nMIIE"),
+            "-----BEGIN RSA PRIVATE KEY----- ****"
+        );
         assert_eq!(redact(b"hunter22"), "h*******");
     }
 }

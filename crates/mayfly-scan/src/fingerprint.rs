@@ -40,7 +40,9 @@ pub enum KeyError {
         reason: String,
     },
     /// The key is too short to be a key.
-    #[error("fingerprint key {path} holds {len} bytes; a key needs at least {MIN_KEY_LEN} (create one with `head -c 32 /dev/urandom | xxd -p -c 64 > FILE`)")]
+    #[error(
+        "fingerprint key {path} holds {len} bytes; a key needs at least {MIN_KEY_LEN} (create one with `head -c 32 /dev/urandom | xxd -p -c 64 > FILE`)"
+    )]
     TooShort {
         /// The key file.
         path: String,
@@ -48,7 +50,9 @@ pub enum KeyError {
         len: usize,
     },
     /// No data directory is known for the default key.
-    #[error("no data directory for the fingerprint key: set MAYFLY_HOME or HOME, or pass --fingerprint-key FILE")]
+    #[error(
+        "no data directory for the fingerprint key: set MAYFLY_HOME or HOME, or pass --fingerprint-key FILE"
+    )]
     NoHome,
 }
 
@@ -76,7 +80,9 @@ impl FingerprintKey {
             reason: err.to_string(),
         };
         let mut bytes = Vec::new();
-        fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io)?;
+        fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(io)?;
         let trimmed = bytes.trim_ascii();
         if trimmed.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort {
@@ -154,7 +160,11 @@ impl FingerprintKey {
 
 /// Mayfly's data directory (see [`FingerprintKey::default_path`]).
 pub fn data_dir() -> Result<PathBuf, KeyError> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(home) = var("MAYFLY_HOME") {
         return Ok(home);
     }
@@ -235,6 +245,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         fs::write(&path, "short\n").unwrap();
-        assert!(matches!(FingerprintKey::from_file(&path), Err(KeyError::TooShort { len: 5, .. })));
+        assert!(matches!(
+            FingerprintKey::from_file(&path),
+            Err(KeyError::TooShort { len: 5, .. })
+        ));
     }
 }

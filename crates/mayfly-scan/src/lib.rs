@@ -30,8 +30,8 @@ pub mod output;
 pub mod rule;
 pub mod scan;
 pub mod source;
-pub mod surface;
 pub mod suppress;
+pub mod surface;
 pub mod validate;
 
 #[cfg(feature = "sqlite")]

@@ -151,16 +151,16 @@ impl Matcher {
                         });
                         keywords.len() - 1
                     });
-                    if let Some(entry) = keywords.get_mut(slot) {
-                        if entry.rules.last() != Some(&rule_index) {
-                            entry.rules.push(rule_index);
-                        }
+                    if let Some(entry) = keywords.get_mut(slot)
+                        && entry.rules.last() != Some(&rule_index)
+                    {
+                        entry.rules.push(rule_index);
                     }
                 }
             }
         }
-        let prefilter =
-            AhoCorasickPrefilter::new(&literals).map_err(|e| MatcherError::Prefilter(e.to_string()))?;
+        let prefilter = AhoCorasickPrefilter::new(&literals)
+            .map_err(|e| MatcherError::Prefilter(e.to_string()))?;
         Ok(Matcher {
             rules,
             prefilter: Box::new(prefilter),
@@ -190,21 +190,22 @@ impl Matcher {
     fn find_raw(&self, blob: &[u8], scratch: &mut Scratch, out: &mut Vec<RawMatch>) {
         let mut candidates = std::mem::take(&mut scratch.candidates);
         candidates.clear();
-        self.prefilter.for_each_hit(blob, &mut |keyword, start, end| {
-            let Some(entry) = self.keywords.get(keyword) else {
-                return;
-            };
-            let line = line_bounds(blob, start, end);
-            for &rule_index in &entry.rules {
-                let multiline = self.rule(rule_index).is_some_and(|r| r.spec.multiline);
-                let window_end = if multiline {
-                    blob.len().min(start + MULTILINE_WINDOW).max(line.end)
-                } else {
-                    line.end
+        self.prefilter
+            .for_each_hit(blob, &mut |keyword, start, end| {
+                let Some(entry) = self.keywords.get(keyword) else {
+                    return;
                 };
-                candidates.push((rule_index, line.start, window_end, entry.encoded));
-            }
-        });
+                let line = line_bounds(blob, start, end);
+                for &rule_index in &entry.rules {
+                    let multiline = self.rule(rule_index).is_some_and(|r| r.spec.multiline);
+                    let window_end = if multiline {
+                        blob.len().min(start + MULTILINE_WINDOW).max(line.end)
+                    } else {
+                        line.end
+                    };
+                    candidates.push((rule_index, line.start, window_end, entry.encoded));
+                }
+            });
         candidates.sort_unstable();
         let mut merged: Option<(usize, usize, usize, bool)> = None;
         for &(rule, start, end, encoded) in &candidates {
@@ -241,9 +242,18 @@ impl Matcher {
         if memchr::memchr(b'\\', window).is_some()
             && decode::unescape(window, &mut scratch.decoded, &mut scratch.decoded_map)
         {
-            let map = |decoded_map: &[u32], i: usize| start + decoded_map.get(i).map_or(0, |&o| o as usize);
+            let map = |decoded_map: &[u32], i: usize| {
+                start + decoded_map.get(i).map_or(0, |&o| o as usize)
+            };
             let first = &scratch.decoded_map;
-            self.run_rule(rule_index, rule, &scratch.decoded, &|i| map(first, i), Some(Decoder::Escape), out);
+            self.run_rule(
+                rule_index,
+                rule,
+                &scratch.decoded,
+                &|i| map(first, i),
+                Some(Decoder::Escape),
+                out,
+            );
             // Text escaped twice (a JSON document inside a JSON string, as
             // agent transcripts store tool results).
             if memchr::memchr(b'\\', &scratch.decoded).is_some()
@@ -254,7 +264,14 @@ impl Matcher {
                     let mid = inner.get(i).map_or(0, |&o| o as usize);
                     map(outer, mid)
                 };
-                self.run_rule(rule_index, rule, &scratch.twice, &compose, Some(Decoder::Escape), out);
+                self.run_rule(
+                    rule_index,
+                    rule,
+                    &scratch.twice,
+                    &compose,
+                    Some(Decoder::Escape),
+                    out,
+                );
             }
         }
         if memchr::memchr(b'%', window).is_some()
@@ -262,7 +279,14 @@ impl Matcher {
         {
             let first = &scratch.decoded_map;
             let map = |i: usize| start + first.get(i).map_or(0, |&o| o as usize);
-            self.run_rule(rule_index, rule, &scratch.decoded, &map, Some(Decoder::Percent), out);
+            self.run_rule(
+                rule_index,
+                rule,
+                &scratch.decoded,
+                &map,
+                Some(Decoder::Percent),
+                out,
+            );
         }
     }
 
@@ -286,7 +310,11 @@ impl Matcher {
                 // A key block copied as a file, an indented YAML value or an
                 // escaped JSON string is one secret: fingerprint its content,
                 // not its line breaks.
-                let bytes = if rule.spec.multiline { &normalize_lines(bytes) } else { bytes };
+                let bytes = if rule.spec.multiline {
+                    &normalize_lines(bytes)
+                } else {
+                    bytes
+                };
                 let last = secret.end().saturating_sub(1).max(secret.start());
                 out.push(RawMatch {
                     rule: rule_index,
@@ -306,25 +334,35 @@ impl Matcher {
         }
         let mut inner = Scratch::default();
         for run in runs {
-            let Some(encoded) = blob.get(run.clone()) else { continue };
+            let Some(encoded) = blob.get(run.clone()) else {
+                continue;
+            };
             if !decode::decode_base64_text(encoded, &mut scratch.base64) {
                 continue;
             }
             // The view is the text before the run on its line, then the
             // decoded bytes: `password: <base64>` reads `password: hunter2`.
-            let line_start = memchr::memrchr(b'\n', blob.get(..run.start).unwrap_or_default()).map_or(0, |i| i + 1);
+            let line_start = memchr::memrchr(b'\n', blob.get(..run.start).unwrap_or_default())
+                .map_or(0, |i| i + 1);
             let context_start = line_start.max(run.start.saturating_sub(BASE64_CONTEXT));
             scratch.view.clear();
-            scratch.view.extend_from_slice(blob.get(context_start..run.start).unwrap_or_default());
+            scratch
+                .view
+                .extend_from_slice(blob.get(context_start..run.start).unwrap_or_default());
             let prefix = scratch.view.len();
             scratch.view.extend_from_slice(&scratch.base64);
             let mut found = Vec::new();
             self.find_raw(&scratch.view, &mut inner, &mut found);
-            out.extend(found.into_iter().filter(|m| m.span.start >= prefix).map(|m| RawMatch {
-                span: run.clone(),
-                decoder: Some(Decoder::Base64),
-                ..m
-            }));
+            out.extend(
+                found
+                    .into_iter()
+                    .filter(|m| m.span.start >= prefix)
+                    .map(|m| RawMatch {
+                        span: run.clone(),
+                        decoder: Some(Decoder::Base64),
+                        ..m
+                    }),
+            );
         }
     }
 
@@ -341,16 +379,19 @@ impl Matcher {
             .drain(..)
             .map(|m| (generic(&m), m.decoder.is_some(), m.rule, m))
             .collect();
-        ranked.sort_by(|a, b| (a.0, a.1, a.2, a.3.span.start).cmp(&(b.0, b.1, b.2, b.3.span.start)));
+        ranked.sort_by_key(|r| (r.0, r.1, r.2, r.3.span.start));
         // Kept matches by span start; spans are shorter than MAX_SPAN, so
         // only starts within MAX_SPAN before a match can overlap it.
         let mut kept: BTreeMap<usize, Vec<(bool, RawMatch)>> = BTreeMap::new();
         for (is_generic, _, _, m) in ranked {
             let lo = m.span.start.saturating_sub(MAX_SPAN);
-            let shadowed = kept.range(lo..m.span.end).flat_map(|(_, v)| v).any(|(k_generic, k)| {
-                let overlap = k.span.start < m.span.end && m.span.start < k.span.end;
-                overlap && (k.secret == m.secret || (is_generic && !k_generic))
-            });
+            let shadowed = kept
+                .range(lo..m.span.end)
+                .flat_map(|(_, v)| v)
+                .any(|(k_generic, k)| {
+                    let overlap = k.span.start < m.span.end && m.span.start < k.span.end;
+                    overlap && (k.secret == m.secret || (is_generic && !k_generic))
+                });
             if !shadowed {
                 kept.entry(m.span.start).or_default().push((is_generic, m));
             }
@@ -359,7 +400,6 @@ impl Matcher {
         out.sort_by_key(|m| (m.span.start, m.rule));
     }
 }
-
 
 /// Removes line breaks (raw or escaped), the indentation after them and
 /// stray escapes.
@@ -387,7 +427,10 @@ fn normalize_lines(secret: &[u8]) -> Vec<u8> {
 
 fn accept(rule: &Rule, secret: &[u8]) -> bool {
     !is_placeholder(secret)
-        && rule.spec.min_entropy.is_none_or(|min| shannon_entropy(secret) >= min)
+        && rule
+            .spec
+            .min_entropy
+            .is_none_or(|min| shannon_entropy(secret) >= min)
         && rule.spec.validator.is_none_or(|v| v.check(secret))
 }
 
@@ -395,8 +438,10 @@ fn accept(rule: &Rule, secret: &[u8]) -> bool {
 fn line_bounds(blob: &[u8], start: usize, end: usize) -> Range<usize> {
     let lo = start.saturating_sub(LINE_WINDOW);
     let hi = blob.len().min(end + LINE_WINDOW);
-    let line_start = memchr::memrchr(b'\n', blob.get(lo..start).unwrap_or_default()).map_or(lo, |i| lo + i + 1);
-    let line_end = memchr::memchr(b'\n', blob.get(end..hi).unwrap_or_default()).map_or(hi, |i| end + i);
+    let line_start =
+        memchr::memrchr(b'\n', blob.get(lo..start).unwrap_or_default()).map_or(lo, |i| lo + i + 1);
+    let line_end =
+        memchr::memchr(b'\n', blob.get(end..hi).unwrap_or_default()).map_or(hi, |i| end + i);
     line_start..line_end
 }
 
@@ -418,7 +463,10 @@ mod tests {
     #[test]
     fn specific_rule_shadows_generic() {
         let m = matcher();
-        let found = ids(&m, "GITHUB_TOKEN=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\n");
+        let found = ids(
+            &m,
+            "GITHUB_TOKEN=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\n",
+        );
         assert_eq!(found, vec!["github-pat-classic"]);
     }
 
@@ -439,7 +487,9 @@ mod tests {
     fn empty_and_binary_input() {
         let m = matcher();
         assert!(m.find(b"", &mut Scratch::default()).is_empty());
-        let noise: Vec<u8> = (0..10_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..10_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let _ = m.find(&noise, &mut Scratch::default());
     }
 }

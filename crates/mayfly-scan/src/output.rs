@@ -37,7 +37,9 @@ impl FromStr for Format {
             "json" => Ok(Format::Json),
             "sarif" => Ok(Format::Sarif),
             "csv" => Ok(Format::Csv),
-            other => Err(format!("unknown format {other:?}: use text, json, sarif or csv")),
+            other => Err(format!(
+                "unknown format {other:?}: use text, json, sarif or csv"
+            )),
         }
     }
 }
@@ -54,7 +56,12 @@ pub struct RunInfo {
 }
 
 /// Writes `report` in `format`.
-pub fn write(format: Format, report: &ScanReport, run: &RunInfo, out: &mut dyn Write) -> io::Result<()> {
+pub fn write(
+    format: Format,
+    report: &ScanReport,
+    run: &RunInfo,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let groups = crate::finding::group(&report.findings);
     match format {
         Format::Text => text::write(&groups, report, run, out),
@@ -81,9 +88,15 @@ pub(crate) fn counts(groups: &[SecretGroup<'_>]) -> Counts {
     };
     for group in groups {
         for location in &group.locations {
-            *counts.by_surface.entry(location.surface.as_str()).or_default() += 1;
+            *counts
+                .by_surface
+                .entry(location.surface.as_str())
+                .or_default() += 1;
             *counts.by_rule.entry(group.rule.id.clone()).or_default() += 1;
-            *counts.by_severity.entry(group.rule.severity.as_str()).or_default() += 1;
+            *counts
+                .by_severity
+                .entry(group.rule.severity.as_str())
+                .or_default() += 1;
             counts.copies += 1;
         }
     }

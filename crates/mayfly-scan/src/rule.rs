@@ -53,7 +53,10 @@ impl fmt::Display for Severity {
 
 /// An item of the OWASP Non-Human Identities Top 10 (2025).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[expect(missing_docs, reason = "the variants are the OWASP item numbers; `title` names them")]
+#[expect(
+    missing_docs,
+    reason = "the variants are the OWASP item numbers; `title` names them"
+)]
 pub enum Nhi {
     NHI1,
     NHI2,
@@ -168,10 +171,14 @@ impl Rule {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(invalid("the id must be non-empty kebab-case (a-z, 0-9, -)".into()));
+            return Err(invalid(
+                "the id must be non-empty kebab-case (a-z, 0-9, -)".into(),
+            ));
         }
         if spec.keywords.is_empty() {
-            return Err(invalid("a rule needs at least one keyword for the prefilter".into()));
+            return Err(invalid(
+                "a rule needs at least one keyword for the prefilter".into(),
+            ));
         }
         if let Some(short) = spec.keywords.iter().find(|k| k.len() < 3 || !k.is_ascii()) {
             return Err(invalid(format!(
@@ -179,7 +186,9 @@ impl Rule {
             )));
         }
         if spec.nhi.is_empty() {
-            return Err(invalid("map the rule to at least one OWASP NHI item (`nhi`)".into()));
+            return Err(invalid(
+                "map the rule to at least one OWASP NHI item (`nhi`)".into(),
+            ));
         }
         let regex = RegexBuilder::new(&spec.pattern)
             .unicode(false)
@@ -191,7 +200,9 @@ impl Rule {
                 origin: origin.to_owned(),
                 reason: err.to_string(),
             })?;
-        let secret_group = regex.capture_names().position(|name| name == Some("secret"));
+        let secret_group = regex
+            .capture_names()
+            .position(|name| name == Some("secret"));
         let info = Arc::new(RuleInfo {
             id: spec.id.clone(),
             name: spec.name.clone(),

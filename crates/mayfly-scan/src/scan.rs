@@ -9,8 +9,8 @@ use crate::finding::{Cell, Finding, Location, redact};
 use crate::fingerprint::FingerprintKey;
 use crate::matcher::{Matcher, MatcherError, Scratch};
 use crate::rule::RuleSet;
-use crate::surface::{Surface, classify};
 use crate::suppress::{INLINE_ALLOW, PathRules, Suppressed};
+use crate::surface::{Surface, classify};
 
 /// Default size above which a file is skipped (and reported): 100 MiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 100 * 1024 * 1024;
@@ -162,7 +162,11 @@ pub struct Scanner {
 
 impl Scanner {
     /// A scanner over `rules`, fingerprinting under `key`.
-    pub fn new(rules: RuleSet, key: FingerprintKey, options: ScanOptions) -> Result<Self, ScanError> {
+    pub fn new(
+        rules: RuleSet,
+        key: FingerprintKey,
+        options: ScanOptions,
+    ) -> Result<Self, ScanError> {
         Ok(Scanner {
             matcher: Matcher::new(rules)?,
             key,
@@ -190,14 +194,25 @@ impl Scanner {
         };
         let mut findings = Vec::new();
         let mut stats = ScanStats::default();
-        self.scan_blob(bytes, &origin, 0, bytes.len(), &mut Scratch::default(), &mut findings, &mut stats);
+        self.scan_blob(
+            bytes,
+            &origin,
+            0,
+            bytes.len(),
+            &mut Scratch::default(),
+            &mut findings,
+            &mut stats,
+        );
         findings
     }
 
     /// Turns the matches in `blob` whose anchor lies before `limit` into
     /// findings. `line_base` is the number of lines before `blob` in its
     /// file (for chunked reads).
-    #[expect(clippy::too_many_arguments, reason = "the hot path: kept flat on purpose")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hot path: kept flat on purpose"
+    )]
     pub(crate) fn scan_blob(
         &self,
         blob: &[u8],
@@ -216,16 +231,25 @@ impl Scanner {
         // Matches come sorted by anchor: count lines incrementally.
         let (mut counted_to, mut line) = (0usize, line_base + 1);
         for m in matches.into_iter().filter(|m| m.span.start < limit) {
-            let Some(rule) = rules.get(m.rule) else { continue };
-            if !self.options.path_rules.is_empty() && !self.options.path_rules.enabled(&rule.spec.id, origin.path, true) {
+            let Some(rule) = rules.get(m.rule) else {
+                continue;
+            };
+            if !self.options.path_rules.is_empty()
+                && !self
+                    .options
+                    .path_rules
+                    .enabled(&rule.spec.id, origin.path, true)
+            {
                 stats.suppressed.path_rule += 1;
                 continue;
             }
             let before = blob.get(counted_to..m.span.start).unwrap_or_default();
             line += memchr::memchr_iter(b'\n', before).count() as u64;
             counted_to = m.span.start;
-            let line_start = memchr::memrchr(b'\n', blob.get(..m.span.start).unwrap_or_default()).map_or(0, |i| i + 1);
-            let line_end = memchr::memchr(b'\n', blob.get(m.span.start..).unwrap_or_default()).map_or(blob.len(), |i| m.span.start + i);
+            let line_start = memchr::memrchr(b'\n', blob.get(..m.span.start).unwrap_or_default())
+                .map_or(0, |i| i + 1);
+            let line_end = memchr::memchr(b'\n', blob.get(m.span.start..).unwrap_or_default())
+                .map_or(blob.len(), |i| m.span.start + i);
             let text = blob.get(line_start..line_end).unwrap_or_default();
             if memchr::memmem::find(text, INLINE_ALLOW.as_bytes()).is_some() {
                 stats.suppressed.inline += 1;
@@ -270,7 +294,11 @@ pub struct ExampleFailure {
 impl std::fmt::Display for ExampleFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.negative {
-            write!(f, "{}: rule {}: negative example {} yields a finding", self.origin, self.rule, self.index)
+            write!(
+                f,
+                "{}: rule {}: negative example {} yields a finding",
+                self.origin, self.rule, self.index
+            )
         } else {
             write!(
                 f,
@@ -278,7 +306,11 @@ impl std::fmt::Display for ExampleFailure {
                 self.origin,
                 self.rule,
                 self.index,
-                if self.found.is_empty() { "nothing".to_owned() } else { self.found.join(", ") }
+                if self.found.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    self.found.join(", ")
+                }
             )
         }
     }
@@ -296,14 +328,20 @@ impl Scanner {
                 .iter()
                 .map(|e| (e, false))
                 .enumerate()
-                .chain(rule.spec.negative_examples.iter().map(|e| (e, true)).enumerate());
+                .chain(
+                    rule.spec
+                        .negative_examples
+                        .iter()
+                        .map(|e| (e, true))
+                        .enumerate(),
+                );
             for (index, (example, negative)) in cases {
                 let found: Vec<String> = self
                     .scan_bytes("rule-example.txt", example.as_bytes())
                     .into_iter()
                     .map(|f| f.rule.id.clone())
                     .collect();
-                let fired = found.iter().any(|id| *id == rule.spec.id);
+                let fired = found.contains(&rule.spec.id);
                 if fired == negative {
                     failures.push(ExampleFailure {
                         rule: rule.spec.id.clone(),

@@ -38,9 +38,13 @@ fn sniff(head: &[u8]) -> Kind {
     if head.starts_with(b"SQLite format 3\0") {
         Kind::Sqlite
     } else if head.starts_with(&[0xFF, 0xFE]) {
-        Kind::Utf16 { little_endian: true }
+        Kind::Utf16 {
+            little_endian: true,
+        }
     } else if head.starts_with(&[0xFE, 0xFF]) {
-        Kind::Utf16 { little_endian: false }
+        Kind::Utf16 {
+            little_endian: false,
+        }
     } else if memchr::memchr(0, head).is_some() {
         Kind::Binary
     } else {
@@ -49,10 +53,21 @@ fn sniff(head: &[u8]) -> Kind {
 }
 
 fn utf16_to_utf8(bytes: &[u8], little_endian: bool) -> Vec<u8> {
-    let units = bytes.get(2..).unwrap_or_default().chunks_exact(2).map(|pair| {
-        let (a, b) = (pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0));
-        if little_endian { u16::from_le_bytes([a, b]) } else { u16::from_be_bytes([a, b]) }
-    });
+    let units = bytes
+        .get(2..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|pair| {
+            let (a, b) = (
+                pair.first().copied().unwrap_or(0),
+                pair.get(1).copied().unwrap_or(0),
+            );
+            if little_endian {
+                u16::from_le_bytes([a, b])
+            } else {
+                u16::from_be_bytes([a, b])
+            }
+        });
     char::decode_utf16(units)
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
         .collect::<String>()
@@ -111,7 +126,12 @@ impl<'s> Worker<'s> {
     }
 
     /// Scans a stream in chunks; `head` already holds its first bytes.
-    fn scan_stream(&mut self, shown: &str, surface: Surface, reader: &mut impl Read) -> io::Result<u64> {
+    fn scan_stream(
+        &mut self,
+        shown: &str,
+        surface: Surface,
+        reader: &mut impl Read,
+    ) -> io::Result<u64> {
         let origin = Origin {
             path: shown,
             surface,
@@ -125,7 +145,15 @@ impl<'s> Worker<'s> {
                 Err(e) => break Err(e),
             };
             let limit = if eof { buf.len() } else { CHUNK };
-            self.scanner.scan_blob(&buf, &origin, line_base, limit, &mut self.scratch, &mut self.findings, &mut self.stats);
+            self.scanner.scan_blob(
+                &buf,
+                &origin,
+                line_base,
+                limit,
+                &mut self.scratch,
+                &mut self.findings,
+                &mut self.stats,
+            );
             let done = buf.get(..limit).unwrap_or_default();
             line_base += memchr::memchr_iter(b'\n', done).count() as u64;
             total += limit as u64;
@@ -154,7 +182,9 @@ impl<'s> Worker<'s> {
             Err(e) => return self.issue(&shown, e),
         };
         if size > self.scanner.options.max_file_size {
-            self.stats.skipped_too_large.push(SkippedFile { path: shown, size });
+            self.stats
+                .skipped_too_large
+                .push(SkippedFile { path: shown, size });
             return;
         }
         let mut buf = std::mem::take(&mut self.buf);
@@ -226,7 +256,15 @@ impl<'s> Worker<'s> {
             surface,
             cell: None,
         };
-        self.scanner.scan_blob(bytes, &origin, 0, bytes.len(), &mut self.scratch, &mut self.findings, &mut self.stats);
+        self.scanner.scan_blob(
+            bytes,
+            &origin,
+            0,
+            bytes.len(),
+            &mut self.scratch,
+            &mut self.findings,
+            &mut self.stats,
+        );
         self.stats.files_scanned += 1;
         self.stats.bytes_scanned += bytes.len() as u64;
     }
@@ -234,7 +272,12 @@ impl<'s> Worker<'s> {
     #[cfg(feature = "sqlite")]
     fn scan_sqlite(&mut self, path: &Path, shown: &str, size: u64) {
         let mut table_errors = Vec::new();
-        let (scanner, scratch, findings, stats) = (self.scanner, &mut self.scratch, &mut self.findings, &mut self.stats);
+        let (scanner, scratch, findings, stats) = (
+            self.scanner,
+            &mut self.scratch,
+            &mut self.findings,
+            &mut self.stats,
+        );
         let mut bytes = 0u64;
         let result = crate::sqlite::scan_database(path, &mut table_errors, |cell, text| {
             bytes += text.len() as u64;
@@ -299,7 +342,9 @@ impl Scanner {
                 .standard_filters(false)
                 .follow_links(self.options.follow_symlinks)
                 .threads(self.options.threads)
-                .filter_entry(|entry| !(entry.file_name() == ".git" && entry.file_type().is_some_and(|t| t.is_dir())));
+                .filter_entry(|entry| {
+                    !(entry.file_name() == ".git" && entry.file_type().is_some_and(|t| t.is_dir()))
+                });
             let collected = Mutex::new(ScanReport::default());
             builder.build_parallel().run(|| {
                 let mut flush = Flush {
@@ -323,11 +368,15 @@ impl Scanner {
                     WalkState::Continue
                 })
             });
-            let walked = collected.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let walked = collected
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             report.findings.extend(walked.findings);
             report.stats.merge(walked.stats);
         }
-        report.findings.sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
+        report
+            .findings
+            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         report.stats.sort();
         report
     }
@@ -360,7 +409,10 @@ impl Drop for Flush<'_, '_> {
     fn drop(&mut self) {
         let findings = std::mem::take(&mut self.worker.findings);
         let stats = std::mem::take(&mut self.worker.stats);
-        let mut shared = self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut shared = self
+            .shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         shared.findings.extend(findings);
         shared.stats.merge(stats);
     }
@@ -370,7 +422,9 @@ fn error_path(err: &ignore::Error) -> Option<String> {
     match err {
         ignore::Error::WithPath { path, .. } => Some(display_path(path)),
         ignore::Error::Loop { child, .. } => Some(display_path(child)),
-        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => error_path(err),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            error_path(err)
+        }
         ignore::Error::Partial(errs) => errs.iter().find_map(error_path),
         _ => None,
     }

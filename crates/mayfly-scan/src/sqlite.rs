@@ -9,7 +9,9 @@ use rusqlite::{Connection, OpenFlags};
 use crate::finding::Cell;
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     if Path::new(&wal).exists() {
@@ -72,7 +74,10 @@ fn scan_table(
     let with_rowid = conn.prepare(&format!("SELECT rowid, * FROM {}", quote(table)));
     let (mut stmt, has_rowid) = match with_rowid {
         Ok(stmt) => (stmt, true),
-        Err(_) => (conn.prepare(&format!("SELECT * FROM {}", quote(table)))?, false),
+        Err(_) => (
+            conn.prepare(&format!("SELECT * FROM {}", quote(table)))?,
+            false,
+        ),
     };
     let names: Vec<String> = stmt.column_names().into_iter().map(str::to_owned).collect();
     let first_value = usize::from(has_rowid);
@@ -80,7 +85,11 @@ fn scan_table(
     let mut position = 0i64;
     while let Some(row) = rows.next()? {
         position += 1;
-        let row_id = if has_rowid { row.get::<_, i64>(0).unwrap_or(position) } else { position };
+        let row_id = if has_rowid {
+            row.get::<_, i64>(0).unwrap_or(position)
+        } else {
+            position
+        };
         for (index, name) in names.iter().enumerate().skip(first_value) {
             let bytes = match row.get_ref(index)? {
                 ValueRef::Text(text) => text,

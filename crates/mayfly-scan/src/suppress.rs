@@ -26,7 +26,9 @@ pub enum SuppressError {
         reason: String,
     },
     /// The baseline is not a Mayfly baseline.
-    #[error("{path}: not a Mayfly baseline ({reason}); write one with `mayfly scan --write-baseline {path}`")]
+    #[error(
+        "{path}: not a Mayfly baseline ({reason}); write one with `mayfly scan --write-baseline {path}`"
+    )]
     BadBaseline {
         /// The file.
         path: String,
@@ -34,7 +36,9 @@ pub enum SuppressError {
         reason: String,
     },
     /// The baseline was written under another fingerprint key.
-    #[error("{path} was written with fingerprint key {found}, but this scan uses key {current}; pass the key it was written with (--fingerprint-key FILE) or write a new baseline")]
+    #[error(
+        "{path} was written with fingerprint key {found}, but this scan uses key {current}; pass the key it was written with (--fingerprint-key FILE) or write a new baseline"
+    )]
     KeyMismatch {
         /// The file.
         path: String,
@@ -113,10 +117,11 @@ impl Baseline {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
-        let baseline: Baseline = serde_json::from_str(&text).map_err(|e| SuppressError::BadBaseline {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let baseline: Baseline =
+            serde_json::from_str(&text).map_err(|e| SuppressError::BadBaseline {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
         if baseline.key_id != key.key_id() {
             return Err(SuppressError::KeyMismatch {
                 path: shown,
@@ -133,7 +138,8 @@ impl Baseline {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
-        let mut text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
         text.push('\n');
         let tmp = path.with_extension("mayfly-tmp");
         std::fs::write(&tmp, text).map_err(io)?;
@@ -164,12 +170,19 @@ impl IgnoreList {
             };
             let (fingerprint, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
             let fingerprint = fingerprint.to_ascii_lowercase();
-            if fingerprint.len() < 12 || fingerprint.len() > 64 || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad("expected a fingerprint (12 to 64 hex digits, as `mayfly scan` prints it) then a reason"));
+            if fingerprint.len() < 12
+                || fingerprint.len() > 64
+                || !fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(bad(
+                    "expected a fingerprint (12 to 64 hex digits, as `mayfly scan` prints it) then a reason",
+                ));
             }
             let reason = reason.trim().trim_start_matches('#').trim();
             if reason.is_empty() {
-                return Err(bad("say why this secret is safe to ignore, after the fingerprint"));
+                return Err(bad(
+                    "say why this secret is safe to ignore, after the fingerprint",
+                ));
             }
             entries.push((fingerprint, reason.to_owned()));
         }
@@ -223,10 +236,12 @@ fn compile_globs(globs: &[String]) -> Result<Vec<GlobMatcher>, SuppressError> {
     globs
         .iter()
         .map(|g| {
-            Glob::new(g).map(|g| g.compile_matcher()).map_err(|e| SuppressError::BadGlob {
-                glob: g.clone(),
-                reason: e.to_string(),
-            })
+            Glob::new(g)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| SuppressError::BadGlob {
+                    glob: g.clone(),
+                    reason: e.to_string(),
+                })
         })
         .collect()
 }
@@ -234,11 +249,20 @@ fn compile_globs(globs: &[String]) -> Result<Vec<GlobMatcher>, SuppressError> {
 impl PathRules {
     /// Adds an entry: under any of `paths`, rules whose id matches a glob of
     /// `disable` are off and those matching `enable` are on.
-    pub fn push(&mut self, paths: &[String], enable: &[String], disable: &[String]) -> Result<(), SuppressError> {
+    pub fn push(
+        &mut self,
+        paths: &[String],
+        enable: &[String],
+        disable: &[String],
+    ) -> Result<(), SuppressError> {
         let mut set = GlobSetBuilder::new();
         for path in paths {
             // A pattern without a slash matches at any depth, like .gitignore.
-            let pattern = if path.contains('/') { path.clone() } else { format!("**/{path}") };
+            let pattern = if path.contains('/') {
+                path.clone()
+            } else {
+                format!("**/{path}")
+            };
             set.add(Glob::new(&pattern).map_err(|e| SuppressError::BadGlob {
                 glob: path.clone(),
                 reason: e.to_string(),
@@ -322,7 +346,11 @@ mod tests {
 
     #[test]
     fn ignore_file_needs_reasons() {
-        let ok = IgnoreList::parse("# reviewed\n0123456789abcdef revoked in 2024\n", ".mayflyignore").unwrap();
+        let ok = IgnoreList::parse(
+            "# reviewed\n0123456789abcdef revoked in 2024\n",
+            ".mayflyignore",
+        )
+        .unwrap();
         assert_eq!(ok.reason("0123456789abcdef00"), Some("revoked in 2024"));
         assert_eq!(ok.reason("ffff"), None);
         let err = IgnoreList::parse("0123456789abcdef\n", ".mayflyignore").unwrap_err();
@@ -333,8 +361,12 @@ mod tests {
     #[test]
     fn path_rules_last_wins() {
         let mut rules = PathRules::default();
-        rules.push(&["tests/**".into()], &[], &["generic-*".into()]).unwrap();
-        rules.push(&["tests/keep/**".into()], &["generic-password".into()], &[]).unwrap();
+        rules
+            .push(&["tests/**".into()], &[], &["generic-*".into()])
+            .unwrap();
+        rules
+            .push(&["tests/keep/**".into()], &["generic-password".into()], &[])
+            .unwrap();
         assert!(!rules.enabled("generic-token", "tests/a.py", true));
         assert!(rules.enabled("generic-password", "tests/keep/a.py", true));
         assert!(!rules.enabled("generic-token", "tests/keep/a.py", true));

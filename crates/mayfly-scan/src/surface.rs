@@ -71,30 +71,82 @@ impl fmt::Display for Surface {
 }
 
 const SHELL_HISTORIES: &[&str] = &[
-    ".bash_history", ".zsh_history", ".zhistory", ".history", ".sh_history", "fish_history",
-    ".python_history", ".psql_history", ".mysql_history", ".node_repl_history", ".sqlite_history",
-    ".irb_history", ".rediscli_history", ".lesshst", ".mongosh_history",
+    ".bash_history",
+    ".zsh_history",
+    ".zhistory",
+    ".history",
+    ".sh_history",
+    "fish_history",
+    ".python_history",
+    ".psql_history",
+    ".mysql_history",
+    ".node_repl_history",
+    ".sqlite_history",
+    ".irb_history",
+    ".rediscli_history",
+    ".lesshst",
+    ".mongosh_history",
 ];
 
 const MCP_FILES: &[&str] = &[
-    "claude_desktop_config.json", ".mcp.json", "mcp.json", "mcp_config.json", "mcp_settings.json",
-    "cline_mcp_settings.json", ".claude.json", "mcp-servers.json",
+    "claude_desktop_config.json",
+    ".mcp.json",
+    "mcp.json",
+    "mcp_config.json",
+    "mcp_settings.json",
+    "cline_mcp_settings.json",
+    ".claude.json",
+    "mcp-servers.json",
 ];
 
 const CI_FILES: &[&str] = &[
-    ".gitlab-ci.yml", ".gitlab-ci.yaml", "jenkinsfile", "azure-pipelines.yml", "azure-pipelines.yaml",
-    ".travis.yml", "bitbucket-pipelines.yml", ".drone.yml", "cloudbuild.yaml", "cloudbuild.yml",
-    "buildspec.yml", "appveyor.yml", ".woodpecker.yml", "codemagic.yaml",
+    ".gitlab-ci.yml",
+    ".gitlab-ci.yaml",
+    "jenkinsfile",
+    "azure-pipelines.yml",
+    "azure-pipelines.yaml",
+    ".travis.yml",
+    "bitbucket-pipelines.yml",
+    ".drone.yml",
+    "cloudbuild.yaml",
+    "cloudbuild.yml",
+    "buildspec.yml",
+    "appveyor.yml",
+    ".woodpecker.yml",
+    "codemagic.yaml",
 ];
 
 const SHARED_CONFIG_FILES: &[&str] = &[
-    ".npmrc", ".pypirc", ".netrc", "_netrc", ".git-credentials", ".dockercfg", ".yarnrc",
-    ".yarnrc.yml", ".gem/credentials", "credentials", "kubeconfig", "hosts.yml", "settings.xml",
-    ".s3cfg", ".boto", "terraform.rc", ".terraformrc", "credentials.tfrc.json", "pip.conf",
+    ".npmrc",
+    ".pypirc",
+    ".netrc",
+    "_netrc",
+    ".git-credentials",
+    ".dockercfg",
+    ".yarnrc",
+    ".yarnrc.yml",
+    ".gem/credentials",
+    "credentials",
+    "kubeconfig",
+    "hosts.yml",
+    "settings.xml",
+    ".s3cfg",
+    ".boto",
+    "terraform.rc",
+    ".terraformrc",
+    "credentials.tfrc.json",
+    "pip.conf",
 ];
 
 const SHARED_CONFIG_EXTENSIONS: &[&str] = &[
-    "tfvars", "tfstate", "properties", "ini", "cfg", "conf", "hcl", "backup",
+    "tfvars",
+    "tfstate",
+    "properties",
+    "ini",
+    "cfg",
+    "conf",
+    "hcl",
+    "backup",
 ];
 
 fn contains(head: &[u8], needle: &str) -> bool {
@@ -110,7 +162,10 @@ pub fn classify(path: &Path, head: &[u8]) -> Surface {
         .file_name()
         .map(|n| n.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let full = path.to_string_lossy().replace('\\', "/").to_ascii_lowercase();
+    let full = path
+        .to_string_lossy()
+        .replace('\\', "/")
+        .to_ascii_lowercase();
     let parent = path
         .parent()
         .and_then(Path::file_name)
@@ -136,7 +191,8 @@ pub fn classify(path: &Path, head: &[u8]) -> Surface {
     if ext == "ipynb" {
         return Surface::Notebook;
     }
-    let in_dir = |dir: &str| full.contains(&format!("/{dir}/")) || full.starts_with(&format!("{dir}/"));
+    let in_dir =
+        |dir: &str| full.contains(&format!("/{dir}/")) || full.starts_with(&format!("{dir}/"));
     if MCP_FILES.contains(&name.as_str())
         || (parent == ".codex" && name == "config.toml")
         || ((parent == ".zed" || parent == "zed") && name == "settings.json")
@@ -148,10 +204,13 @@ pub fn classify(path: &Path, head: &[u8]) -> Surface {
     {
         return Surface::McpConfig;
     }
-    if ext == "jsonl" || ext == "ndjson" {
-        if in_dir(".claude") || in_dir(".codex") || in_dir("sessions") || looks_like_transcript(head) {
-            return Surface::PromptLog;
-        }
+    if (ext == "jsonl" || ext == "ndjson")
+        && (in_dir(".claude")
+            || in_dir(".codex")
+            || in_dir("sessions")
+            || looks_like_transcript(head))
+    {
+        return Surface::PromptLog;
     }
     if name.starts_with(".aider.") && (name.contains("history") || name.contains("chat")) {
         return Surface::PromptLog;
@@ -172,7 +231,10 @@ pub fn classify(path: &Path, head: &[u8]) -> Surface {
     if SHARED_CONFIG_FILES.contains(&name.as_str())
         || SHARED_CONFIG_EXTENSIONS.contains(&ext.as_str())
         || name.ends_with(".tfvars.json")
-        || (yaml && (name.starts_with("docker-compose") || name.starts_with("compose") || name.starts_with("values")))
+        || (yaml
+            && (name.starts_with("docker-compose")
+                || name.starts_with("compose")
+                || name.starts_with("values")))
         || (yaml && contains(head, "apiVersion:") && contains(head, "kind:"))
         || (parent == ".docker" && name == "config.json")
         || (parent == ".kube" && name == "config")
@@ -188,7 +250,9 @@ pub fn classify(path: &Path, head: &[u8]) -> Surface {
 }
 
 fn looks_like_transcript(head: &[u8]) -> bool {
-    (contains(head, "\"role\"") || contains(head, "\"type\":\"user\"") || contains(head, "\"type\": \"user\""))
+    (contains(head, "\"role\"")
+        || contains(head, "\"type\":\"user\"")
+        || contains(head, "\"type\": \"user\""))
         && (contains(head, "\"content\"") || contains(head, "\"message\""))
 }
 
@@ -196,7 +260,8 @@ fn looks_like_chat_export(head: &[u8]) -> bool {
     // Slack: arrays of {"type": "message", "user": ..., "text": ..., "ts": ...}
     let slack = contains(head, "\"ts\"") && contains(head, "\"text\"") && contains(head, "\"user");
     // Teams / Graph: {"messageType": ..., "body": {"content": ...}, "from": ...}
-    let teams = contains(head, "\"messageType\"") || (contains(head, "\"createdDateTime\"") && contains(head, "\"body\""));
+    let teams = contains(head, "\"messageType\"")
+        || (contains(head, "\"createdDateTime\"") && contains(head, "\"body\""));
     // ChatGPT export: conversations with a "mapping" of messages with "author".
     let chatgpt = contains(head, "\"mapping\"") && contains(head, "\"author\"");
     slack || teams || chatgpt
@@ -214,7 +279,10 @@ mod tests {
             ("deploy/prod.env", Surface::Env),
             ("src/main.rs", Surface::Code),
             (".cursor/mcp.json", Surface::McpConfig),
-            ("Library/Application Support/Claude/claude_desktop_config.json", Surface::McpConfig),
+            (
+                "Library/Application Support/Claude/claude_desktop_config.json",
+                Surface::McpConfig,
+            ),
             (".codex/config.toml", Surface::McpConfig),
             (".zed/settings.json", Surface::McpConfig),
             (".codeium/windsurf/mcp_config.json", Surface::McpConfig),
@@ -240,17 +308,29 @@ mod tests {
 
     #[test]
     fn classifies_by_content() {
-        assert_eq!(classify(Path::new("x.db"), b"SQLite format 3\0rest"), Surface::Database);
         assert_eq!(
-            classify(Path::new("k8s/secret.yaml"), b"apiVersion: v1\nkind: Secret\n"),
+            classify(Path::new("x.db"), b"SQLite format 3\0rest"),
+            Surface::Database
+        );
+        assert_eq!(
+            classify(
+                Path::new("k8s/secret.yaml"),
+                b"apiVersion: v1\nkind: Secret\n"
+            ),
             Surface::SharedConfig
         );
         assert_eq!(
-            classify(Path::new("export/general/2024-01-02.json"), br#"[{"type": "message", "user": "U1", "text": "hi", "ts": "1"}]"#),
+            classify(
+                Path::new("export/general/2024-01-02.json"),
+                br#"[{"type": "message", "user": "U1", "text": "hi", "ts": "1"}]"#
+            ),
             Surface::ChatExport
         );
         assert_eq!(
-            classify(Path::new("logs/run.jsonl"), br#"{"role":"user","content":"hello"}"#),
+            classify(
+                Path::new("logs/run.jsonl"),
+                br#"{"role":"user","content":"hello"}"#
+            ),
             Surface::PromptLog
         );
         assert_eq!(

@@ -110,7 +110,8 @@ fn jwt_ok(secret: &[u8]) -> bool {
     let Some(header) = b64url_json_object(header) else {
         return false;
     };
-    header.get("alg").is_some_and(serde_json::Value::is_string) && b64url_json_object(payload).is_some()
+    header.get("alg").is_some_and(serde_json::Value::is_string)
+        && b64url_json_object(payload).is_some()
 }
 
 fn pem_ok(secret: &[u8]) -> bool {
@@ -131,17 +132,66 @@ fn pem_ok(secret: &[u8]) -> bool {
 
 /// Passwords that documentation and local development use, never a real one.
 const WEAK_PASSWORDS: &[&str] = &[
-    "password", "passwd", "pass", "secret", "postgres", "postgresql", "mysql", "root", "admin",
-    "user", "username", "guest", "test", "testing", "changeme", "example", "sample", "dummy",
-    "default", "pwd", "redis", "mongo", "mongodb", "rabbitmq", "letmein", "qwerty", "123456",
-    "password123", "pass123", "mypassword", "yourpassword", "dbpassword", "db_password",
-    "secretpassword", "supersecret", "s3cr3t", "p4ssw0rd", "passw0rd", "foobar", "foo", "bar",
-    "baz", "none", "null", "nil", "undefined", "true", "false", "xxx", "token", "apikey",
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "root",
+    "admin",
+    "user",
+    "username",
+    "guest",
+    "test",
+    "testing",
+    "changeme",
+    "example",
+    "sample",
+    "dummy",
+    "default",
+    "pwd",
+    "redis",
+    "mongo",
+    "mongodb",
+    "rabbitmq",
+    "letmein",
+    "qwerty",
+    "123456",
+    "password123",
+    "pass123",
+    "mypassword",
+    "yourpassword",
+    "dbpassword",
+    "db_password",
+    "secretpassword",
+    "supersecret",
+    "s3cr3t",
+    "p4ssw0rd",
+    "passw0rd",
+    "foobar",
+    "foo",
+    "bar",
+    "baz",
+    "none",
+    "null",
+    "nil",
+    "undefined",
+    "true",
+    "false",
+    "xxx",
+    "token",
+    "apikey",
 ];
 
 fn password_ok(password: &[u8]) -> bool {
     let lower = password.to_ascii_lowercase();
-    if password.len() < 4 || WEAK_PASSWORDS.iter().any(|w| w.as_bytes() == lower.as_slice()) {
+    if password.len() < 4
+        || WEAK_PASSWORDS
+            .iter()
+            .any(|w| w.as_bytes() == lower.as_slice())
+    {
         return false;
     }
     // A variable reference is not a password: $PASS, %PASS%, {{pass}}.
@@ -199,12 +249,23 @@ pub fn shannon_entropy(bytes: &[u8]) -> f64 {
 
 /// Words that mark documentation, templates and redactions.
 const PLACEHOLDER_WORDS: &[&str] = &[
-    "example", "sample", "dummy", "placeholder", "changeme", "change_me", "redacted", "your",
-    "insert", "replace", "fake",
+    "example",
+    "sample",
+    "dummy",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "redacted",
+    "your",
+    "insert",
+    "replace",
+    "fake",
 ];
 
 /// Markers that never occur in a real credential.
-const PLACEHOLDER_MARKS: &[&str] = &["xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$("];
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$(",
+];
 
 /// True when `secret` is a placeholder, template, redaction or documentation
 /// example rather than a credential.
@@ -212,7 +273,8 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
     if secret.is_empty() {
         return true;
     }
-    let contains = |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
+    let contains =
+        |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
     if PLACEHOLDER_MARKS.iter().any(|m| contains(secret, m)) {
         return true;
     }
@@ -242,11 +304,22 @@ pub fn is_placeholder(secret: &[u8]) -> bool {
 fn has_run(secret: &[u8]) -> bool {
     let (mut same, mut up, mut down) = (1, 1, 1);
     for pair in secret.windows(2) {
-        let [a, b] = [pair.first().copied().unwrap_or(0), pair.get(1).copied().unwrap_or(0)];
+        let [a, b] = [
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ];
         same = if a == b { same + 1 } else { 1 };
         let alnum = a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric();
-        up = if alnum && b.wrapping_sub(a) == 1 { up + 1 } else { 1 };
-        down = if alnum && a.wrapping_sub(b) == 1 { down + 1 } else { 1 };
+        up = if alnum && b.wrapping_sub(a) == 1 {
+            up + 1
+        } else {
+            1
+        };
+        down = if alnum && a.wrapping_sub(b) == 1 {
+            down + 1
+        } else {
+            1
+        };
         if same >= 6 || up >= 8 || down >= 8 {
             return true;
         }
@@ -261,7 +334,11 @@ mod tests {
     #[test]
     fn checksum_roundtrip() {
         let random = b"aUUyYzqMZ2nSHWaBiDjdxSy9C7DGa4";
-        let token = format!("ghp_{}{}", String::from_utf8_lossy(random), base62_checksum(random));
+        let token = format!(
+            "ghp_{}{}",
+            String::from_utf8_lossy(random),
+            base62_checksum(random)
+        );
         assert!(ValidatorKind::GithubChecksum.check(token.as_bytes()));
         let mut broken = token.into_bytes();
         if let Some(last) = broken.last_mut() {
@@ -287,8 +364,14 @@ mod tests {
         ] {
             assert!(is_placeholder(p.as_bytes()), "{p} should be a placeholder");
         }
-        for real in ["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", "Zq3v9LmP2xR7tK1wB8nC"] {
-            assert!(!is_placeholder(real.as_bytes()), "{real} is not a placeholder");
+        for real in [
+            "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",
+            "Zq3v9LmP2xR7tK1wB8nC",
+        ] {
+            assert!(
+                !is_placeholder(real.as_bytes()),
+                "{real} is not a placeholder"
+            );
         }
     }
 

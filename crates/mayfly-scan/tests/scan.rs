@@ -1,13 +1,19 @@
 //! Integration tests of the scanning library, compiled as one binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 #[path = "cases/common.rs"]
 mod common;
-#[path = "cases/rules.rs"]
-mod rules;
 #[path = "cases/decoders.rs"]
 mod decoders;
-#[path = "cases/surfaces.rs"]
-mod surfaces;
 #[path = "cases/inputs.rs"]
 mod inputs;
+#[path = "cases/rules.rs"]
+mod rules;
+#[path = "cases/surfaces.rs"]
+mod surfaces;

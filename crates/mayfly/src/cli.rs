@@ -11,7 +11,12 @@ use crate::scan_cmd;
 /// notebooks, chat exports, SQLite databases) and groups copies of the same
 /// secret by a keyed fingerprint.
 #[derive(Debug, Parser)]
-#[command(name = "mayfly", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "mayfly",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +27,7 @@ enum Command {
     /// Find copied secrets in files, directory trees, SQLite databases and stdin.
     ///
     /// Exit codes: 0 no secret found, 1 secrets found, 2 error.
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// List the rules or check rule files against their own examples.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -116,7 +121,7 @@ enum RulesCommand {
 /// Runs the command; returns the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Scan(args) => scan_cmd::scan(args),
+        Command::Scan(args) => scan_cmd::scan(*args),
         Command::Rules(RulesCommand::List { rule_files }) => scan_cmd::list_rules(&rule_files),
         Command::Rules(RulesCommand::Check { files }) => scan_cmd::check_rules(&files),
     }

@@ -65,7 +65,11 @@ pub struct Loaded {
 impl Loaded {
     /// Resolves a path written in the configuration file.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_owned() } else { self.base.join(path) }
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.base.join(path)
+        }
     }
 }
 
@@ -82,9 +86,15 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
             });
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read configuration {}", path.display()))?;
-    let file: ConfigFile = toml::from_str(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
-    let base = path.parent().map(Path::to_owned).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read configuration {}", path.display()))?;
+    let file: ConfigFile = toml::from_str(&text)
+        .with_context(|| format!("invalid configuration {}", path.display()))?;
+    let base = path
+        .parent()
+        .map(Path::to_owned)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     Ok(Loaded { file, base })
 }
 
@@ -93,7 +103,9 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
     let trimmed = text.trim();
     let lower = trimmed.to_ascii_lowercase();
-    let unit_start = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
+    let unit_start = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
     let (number, unit) = lower.split_at(unit_start);
     let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
         "" => 0,
@@ -103,7 +115,9 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
         "t" => 40,
         _ => bail!("size {trimmed:?}: unknown unit; write e.g. 500K, 100M or 2G"),
     };
-    let value: u64 = number.parse().with_context(|| format!("size {trimmed:?}: expected a number such as 100M"))?;
+    let value: u64 = number
+        .parse()
+        .with_context(|| format!("size {trimmed:?}: expected a number such as 100M"))?;
     value
         .checked_mul(1u64 << shift)
         .with_context(|| format!("size {trimmed:?} is too large"))

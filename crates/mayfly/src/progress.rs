@@ -20,8 +20,10 @@ impl Bar {
             return None;
         }
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-        let style = ProgressStyle::with_template("{spinner} scanning: {msg} files, {bytes} ({bytes_per_sec}), {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let style = ProgressStyle::with_template(
+            "{spinner} scanning: {msg} files, {bytes} ({bytes_per_sec}), {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(Bar {
@@ -40,7 +42,7 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         let files = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         self.bar.inc(bytes);
-        if files % 64 == 0 {
+        if files.is_multiple_of(64) {
             self.bar.set_message(files.to_string());
         }
     }

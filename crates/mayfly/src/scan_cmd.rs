@@ -26,7 +26,9 @@ fn glob_set(globs: &[String], what: &str) -> anyhow::Result<GlobSet> {
     for glob in globs {
         builder.add(Glob::new(glob).with_context(|| format!("{what}: bad glob {glob:?}"))?);
     }
-    builder.build().with_context(|| format!("{what}: bad globs"))
+    builder
+        .build()
+        .with_context(|| format!("{what}: bad globs"))
 }
 
 fn load_rules(config: &Loaded, args: &ScanArgs) -> anyhow::Result<RuleSet> {
@@ -41,9 +43,14 @@ fn load_rules(config: &Loaded, args: &ScanArgs) -> anyhow::Result<RuleSet> {
     disabled_globs.extend(args.disable_rule.iter().cloned());
     let disabled = glob_set(&disabled_globs, "--disable-rule")?;
     let only = glob_set(&args.only_rule, "--only-rule")?;
-    rules.retain(|rule| !disabled.is_match(&rule.spec.id) && (args.only_rule.is_empty() || only.is_match(&rule.spec.id)));
+    rules.retain(|rule| {
+        !disabled.is_match(&rule.spec.id)
+            && (args.only_rule.is_empty() || only.is_match(&rule.spec.id))
+    });
     if rules.is_empty() {
-        bail!("no rule is left to run after --only-rule and --disable-rule; see `mayfly rules list`");
+        bail!(
+            "no rule is left to run after --only-rule and --disable-rule; see `mayfly rules list`"
+        );
     }
     Ok(rules)
 }
@@ -57,18 +64,29 @@ fn load_key(explicit: Option<&Path>) -> anyhow::Result<FingerprintKey> {
 
 fn load_ignore_list(config: &Loaded, args: &ScanArgs) -> anyhow::Result<IgnoreList> {
     let mut list = IgnoreList::default();
-    let mut files: Vec<PathBuf> = config.file.scan.ignore_files.iter().map(|f| config.resolve(f)).collect();
+    let mut files: Vec<PathBuf> = config
+        .file
+        .scan
+        .ignore_files
+        .iter()
+        .map(|f| config.resolve(f))
+        .collect();
     files.extend(args.ignore_file.iter().cloned());
     // Implicit ignore files: the current directory's and each scanned directory's.
     let mut implicit = vec![PathBuf::from(IGNORE_FILE)];
-    implicit.extend(args.paths.iter().filter(|p| p.is_dir()).map(|p| p.join(IGNORE_FILE)));
+    implicit.extend(
+        args.paths
+            .iter()
+            .filter(|p| p.is_dir())
+            .map(|p| p.join(IGNORE_FILE)),
+    );
     let mut seen = Vec::new();
     for path in implicit {
-        if let Ok(canonical) = path.canonicalize() {
-            if !seen.contains(&canonical) {
-                seen.push(canonical);
-                files.push(path);
-            }
+        if let Ok(canonical) = path.canonicalize()
+            && !seen.contains(&canonical)
+        {
+            seen.push(canonical);
+            files.push(path);
         }
     }
     for file in files {
@@ -78,7 +96,12 @@ fn load_ignore_list(config: &Loaded, args: &ScanArgs) -> anyhow::Result<IgnoreLi
 }
 
 fn options(config: &Loaded, args: &ScanArgs) -> anyhow::Result<ScanOptions> {
-    let max_file_size = match args.max_file_size.as_ref().or(config.file.scan.max_file_size.as_ref()) {
+    let max_file_size = match args.max_file_size.as_ref().or(config
+        .file
+        .scan
+        .max_file_size
+        .as_ref())
+    {
         Some(text) => config::parse_size(text)?,
         None => DEFAULT_MAX_FILE_SIZE,
     };
@@ -95,10 +118,16 @@ fn options(config: &Loaded, args: &ScanArgs) -> anyhow::Result<ScanOptions> {
     })
 }
 
-fn write_report(format: Format, report: &mayfly_scan::scan::ScanReport, run: &RunInfo, output: Option<&Path>) -> anyhow::Result<()> {
+fn write_report(
+    format: Format,
+    report: &mayfly_scan::scan::ScanReport,
+    run: &RunInfo,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
     let result = match output {
         Some(path) => {
-            let file = File::create(path).with_context(|| format!("cannot write report to {}", path.display()))?;
+            let file = File::create(path)
+                .with_context(|| format!("cannot write report to {}", path.display()))?;
             let mut out = BufWriter::new(file);
             output::write(format, report, run, &mut out).and_then(|()| out.flush())
         }
@@ -120,7 +149,11 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
     let config = config::load(args.config.as_deref())?;
     let rules = load_rules(&config, &args)?;
     let key = load_key(args.fingerprint_key.as_deref())?;
-    let baseline = args.baseline.as_deref().map(|path| Baseline::read(path, &key)).transpose()?;
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|path| Baseline::read(path, &key))
+        .transpose()?;
     let ignore = load_ignore_list(&config, &args)?;
     let scanner = Scanner::new(rules, key, options(&config, &args)?)?;
 
@@ -135,12 +168,21 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
     if let Some(bar) = &bar {
         bar.finish();
     }
-    suppress::apply(&mut report.findings, baseline.as_ref(), &ignore, &mut report.stats.suppressed);
+    suppress::apply(
+        &mut report.findings,
+        baseline.as_ref(),
+        &ignore,
+        &mut report.stats.suppressed,
+    );
 
     if let Some(path) = &args.write_baseline {
         let baseline = Baseline::from_findings(&report.findings, scanner.key());
         baseline.write(path)?;
-        eprintln!("mayfly: wrote a baseline of {} secrets to {}", baseline.secrets.len(), path.display());
+        eprintln!(
+            "mayfly: wrote a baseline of {} secrets to {}",
+            baseline.secrets.len(),
+            path.display()
+        );
     }
     let run = RunInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -168,7 +210,12 @@ pub fn list_rules(files: &[PathBuf]) -> anyhow::Result<u8> {
     }
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let width = rules.rules().iter().map(|r| r.spec.id.len()).max().unwrap_or(0);
+    let width = rules
+        .rules()
+        .iter()
+        .map(|r| r.spec.id.len())
+        .max()
+        .unwrap_or(0);
     for rule in rules.rules() {
         let nhi: Vec<String> = rule.spec.nhi.iter().map(|n| format!("{n:?}")).collect();
         writeln!(
@@ -211,5 +258,9 @@ pub fn check_rules(files: &[PathBuf]) -> anyhow::Result<u8> {
         println!("{name}: {count} rules, {} failing examples", failures.len());
         failed += failures.len();
     }
-    Ok(if failed == 0 { EXIT_CLEAN } else { EXIT_FINDINGS })
+    Ok(if failed == 0 {
+        EXIT_CLEAN
+    } else {
+        EXIT_FINDINGS
+    })
 }

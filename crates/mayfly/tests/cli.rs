@@ -1,5 +1,11 @@
 //! End-to-end tests through the real `mayfly` binary, compiled as one test binary.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 #[path = "cli/common.rs"]
 mod common;

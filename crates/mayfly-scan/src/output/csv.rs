@@ -40,7 +40,10 @@ pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Resu
                 location.line.to_string(),
                 location.column.to_string(),
                 location.surface.as_str().to_owned(),
-                location.decoder.map(|d| d.as_str().to_owned()).unwrap_or_default(),
+                location
+                    .decoder
+                    .map(|d| d.as_str().to_owned())
+                    .unwrap_or_default(),
                 cell.map(|c| c.table.clone()).unwrap_or_default(),
                 cell.map(|c| c.column.clone()).unwrap_or_default(),
                 cell.map(|c| c.row.to_string()).unwrap_or_default(),
@@ -67,6 +70,9 @@ mod tests {
         assert_eq!(field("a,b"), "\"a,b\"");
         assert_eq!(field("say \"x\""), "\"say \"\"x\"\"\"");
         assert_eq!(field("=cmd()"), "'=cmd()");
-        assert_eq!(field("-----BEGIN KEY----- ****"), "'-----BEGIN KEY----- ****");
+        assert_eq!(
+            field("-----BEGIN KEY----- ****"),
+            "'-----BEGIN KEY----- ****"
+        );
     }
 }

@@ -34,7 +34,12 @@ struct Summary {
     by_severity: BTreeMap<&'static str, u64>,
 }
 
-pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunInfo, out: &mut dyn Write) -> io::Result<()> {
+pub(super) fn write(
+    groups: &[SecretGroup<'_>],
+    report: &ScanReport,
+    run: &RunInfo,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let counts = counts(groups);
     let document = Document {
         schema: "mayfly.scan/v1",

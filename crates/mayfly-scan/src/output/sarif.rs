@@ -40,13 +40,21 @@ fn uri(path: &str) -> String {
             out.push_str(&format!("%{byte:02X}"));
         }
     }
-    if out.starts_with('/') { format!("file://{out}") } else { out }
+    if out.starts_with('/') {
+        format!("file://{out}")
+    } else {
+        out
+    }
 }
 
 fn rule_descriptor(rule: &RuleInfo) -> Value {
     let mut tags = vec!["security".to_owned(), "secret".to_owned()];
     tags.extend(rule.nhi.iter().map(|n| format!("owasp-nhi/{n:?}")));
-    let nhi: Vec<String> = rule.nhi.iter().map(|n| format!("{n:?} {}", n.title())).collect();
+    let nhi: Vec<String> = rule
+        .nhi
+        .iter()
+        .map(|n| format!("{n:?} {}", n.title()))
+        .collect();
     json!({
         "id": rule.id,
         "name": rule.name,
@@ -80,7 +88,11 @@ fn physical_location(location: &Location) -> Value {
     }
 }
 
-pub(super) fn write(groups: &[SecretGroup<'_>], run: &RunInfo, out: &mut dyn Write) -> io::Result<()> {
+pub(super) fn write(
+    groups: &[SecretGroup<'_>],
+    run: &RunInfo,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut rule_index: BTreeMap<&str, usize> = BTreeMap::new();
     let mut rules = Vec::new();
     for group in groups {
@@ -102,23 +114,27 @@ pub(super) fn write(groups: &[SecretGroup<'_>], run: &RunInfo, out: &mut dyn Wri
                 group.fingerprint.short()
             );
             if let Some(cell) = &location.cell {
-                text.push_str(&format!(" in table {}, column {}, row {}", cell.table, cell.column, cell.row));
+                text.push_str(&format!(
+                    " in table {}, column {}, row {}",
+                    cell.table, cell.column, cell.row
+                ));
             }
-            let copy_id: String = Sha256::digest(format!("{}\0{}", group.fingerprint.to_hex(), location.path).as_bytes())
-                .iter()
-                .take(16)
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            let mut properties = json!({
-                "surface": location.surface.as_str(),
-                "copies": copies,
-                "provider": group.rule.provider,
-            });
+            let copy_id: String = Sha256::digest(
+                format!("{}\0{}", group.fingerprint.to_hex(), location.path).as_bytes(),
+            )
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+            let mut properties = serde_json::Map::new();
+            properties.insert("surface".into(), json!(location.surface.as_str()));
+            properties.insert("copies".into(), json!(copies));
+            properties.insert("provider".into(), json!(group.rule.provider));
             if let Some(decoder) = location.decoder {
-                properties["decoder"] = json!(decoder.as_str());
+                properties.insert("decoder".into(), json!(decoder.as_str()));
             }
             if let Some(secret) = group.secret {
-                properties["secret"] = json!(secret);
+                properties.insert("secret".into(), json!(secret));
             }
             results.push(json!({
                 "ruleId": group.rule.id,

@@ -16,7 +16,11 @@ fn size(bytes: u64) -> String {
         unit += 1;
     }
     let name = UNITS.get(unit).copied().unwrap_or("B");
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {name}") }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {name}")
+    }
 }
 
 fn plural(n: u64, one: &str, many: &str) -> String {
@@ -24,10 +28,18 @@ fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 fn joined<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
-    pairs.map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    pairs
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunInfo, out: &mut dyn Write) -> io::Result<()> {
+pub(super) fn write(
+    groups: &[SecretGroup<'_>],
+    report: &ScanReport,
+    run: &RunInfo,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let counts = counts(groups);
     let stats = &report.stats;
     if groups.is_empty() {
@@ -42,7 +54,13 @@ pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunIn
     }
     for group in groups {
         writeln!(out)?;
-        writeln!(out, "{:<8}  {} ({})", group.rule.severity.as_str(), group.rule.name, group.rule.id)?;
+        writeln!(
+            out,
+            "{:<8}  {} ({})",
+            group.rule.severity.as_str(),
+            group.rule.name,
+            group.rule.id
+        )?;
         writeln!(
             out,
             "  {}  fingerprint {}  {}",
@@ -53,16 +71,37 @@ pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunIn
         if let Some(secret) = group.secret {
             writeln!(out, "  secret: {secret}")?;
         }
-        let width = group.locations.iter().map(|l| l.display().len()).max().unwrap_or(0);
+        let width = group
+            .locations
+            .iter()
+            .map(|l| l.display().len())
+            .max()
+            .unwrap_or(0);
         for location in &group.locations {
-            let decoded = location.decoder.map(|d| format!(" ({d:?} encoded)").to_lowercase()).unwrap_or_default();
-            writeln!(out, "    {:<width$}  {}{decoded}", location.display(), location.surface)?;
+            let decoded = location
+                .decoder
+                .map(|d| format!(" ({d:?} encoded)").to_lowercase())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "    {:<width$}  {}{decoded}",
+                location.display(),
+                location.surface
+            )?;
         }
     }
     writeln!(out)?;
     if !groups.is_empty() {
-        writeln!(out, "by surface: {}", joined(counts.by_surface.iter().map(|(k, v)| (*k, *v))))?;
-        writeln!(out, "by rule:    {}", joined(counts.by_rule.iter().map(|(k, v)| (k.as_str(), *v))))?;
+        writeln!(
+            out,
+            "by surface: {}",
+            joined(counts.by_surface.iter().map(|(k, v)| (*k, *v)))
+        )?;
+        writeln!(
+            out,
+            "by rule:    {}",
+            joined(counts.by_rule.iter().map(|(k, v)| (k.as_str(), *v)))
+        )?;
     }
     let mut scanned = format!(
         "scanned {} ({})",
@@ -80,7 +119,10 @@ pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunIn
         let secs = elapsed.as_secs_f64();
         scanned.push_str(&format!(" in {secs:.2} s"));
         if secs > 0.0 {
-            scanned.push_str(&format!(" ({}/s)", size((stats.bytes_scanned as f64 / secs) as u64)));
+            scanned.push_str(&format!(
+                " ({}/s)",
+                size((stats.bytes_scanned as f64 / secs) as u64)
+            ));
         }
     }
     writeln!(out, "{scanned}")?;
@@ -89,10 +131,17 @@ pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunIn
         skipped.push(plural(stats.skipped_binary, "binary file", "binary files"));
     }
     if stats.skipped_symlinks > 0 {
-        skipped.push(format!("{} (--follow-symlinks to follow)", plural(stats.skipped_symlinks, "symlink", "symlinks")));
+        skipped.push(format!(
+            "{} (--follow-symlinks to follow)",
+            plural(stats.skipped_symlinks, "symlink", "symlinks")
+        ));
     }
     if stats.skipped_special > 0 {
-        skipped.push(plural(stats.skipped_special, "device, pipe or socket", "devices, pipes or sockets"));
+        skipped.push(plural(
+            stats.skipped_special,
+            "device, pipe or socket",
+            "devices, pipes or sockets",
+        ));
     }
     if !stats.skipped_too_large.is_empty() {
         skipped.push(format!(
@@ -127,7 +176,11 @@ pub(super) fn write(groups: &[SecretGroup<'_>], report: &ScanReport, run: &RunIn
         writeln!(out, "could not scan {}: {}", issue.path, issue.error)?;
     }
     if stats.errors.len() > 50 {
-        writeln!(out, "... and {} more errors (see --format json)", stats.errors.len() - 50)?;
+        writeln!(
+            out,
+            "... and {} more errors (see --format json)",
+            stats.errors.len() - 50
+        )?;
     }
     Ok(())
 }

@@ -17,15 +17,31 @@ fn kubernetes_secret_data_is_base64_decoded() {
         b64(OPENAI)
     );
     let findings = scanner().scan_bytes("k8s/secret.yaml", manifest.as_bytes());
-    assert_eq!(ids(&findings), vec!["github-pat-classic", "openai-project-key"]);
-    assert!(findings.iter().all(|f| f.location.decoder == Some(Decoder::Base64)));
-    assert_eq!((findings[0].location.line, findings[0].location.column), (6, 17));
-    assert_eq!(findings[0].location.surface, mayfly_scan::surface::Surface::SharedConfig);
+    assert_eq!(
+        ids(&findings),
+        vec!["github-pat-classic", "openai-project-key"]
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.location.decoder == Some(Decoder::Base64))
+    );
+    assert_eq!(
+        (findings[0].location.line, findings[0].location.column),
+        (6, 17)
+    );
+    assert_eq!(
+        findings[0].location.surface,
+        mayfly_scan::surface::Surface::SharedConfig
+    );
 }
 
 #[test]
 fn basic_auth_header_is_decoded_by_its_validator() {
-    let header = format!("curl -H 'Authorization: Basic {}' https://ci.corp/api\n", b64("deploy:Zk29xq!Lm4pT"));
+    let header = format!(
+        "curl -H 'Authorization: Basic {}' https://ci.corp/api\n",
+        b64("deploy:Zk29xq!Lm4pT")
+    );
     let findings = scanner().scan_bytes("notes.md", header.as_bytes());
     assert_eq!(ids(&findings), vec!["http-basic-auth-header"]);
     let weak = format!("Authorization: Basic {}\n", b64("user:password"));
@@ -36,7 +52,10 @@ fn basic_auth_header_is_decoded_by_its_validator() {
 fn json_escaped_private_key_in_a_transcript() {
     let mut body = String::new();
     for i in 0..20 {
-        body.push_str(&b64(&format!("{i:02}-this-is-random-enough-key-material-{}", i * 7919)));
+        body.push_str(&b64(&format!(
+            "{i:02}-this-is-random-enough-key-material-{}",
+            i * 7919
+        )));
         body.push_str("\\n");
     }
     let line = format!(
@@ -51,18 +70,30 @@ fn json_escaped_private_key_in_a_transcript() {
 
 #[test]
 fn url_encoded_connection_string() {
-    let text = "jdbc_url=postgresql%3A%2F%2Fbilling%3AQz7%21kLp2xVr9%40db.internal%3A5432%2Fbilling\n";
+    let text =
+        "jdbc_url=postgresql%3A%2F%2Fbilling%3AQz7%21kLp2xVr9%40db.internal%3A5432%2Fbilling\n";
     let findings = scanner().scan_bytes("app.properties", text.as_bytes());
-    assert_eq!(ids(&findings), vec!["postgres-url-password"], "{findings:?}");
+    assert_eq!(
+        ids(&findings),
+        vec!["postgres-url-password"],
+        "{findings:?}"
+    );
     assert_eq!(findings[0].location.decoder, Some(Decoder::Percent));
 }
 
 #[test]
 fn same_secret_in_several_encodings_is_one_fingerprint() {
-    let text = format!("a = \"{AWS_ID}\"\nb: {}\n{{\"aws\": \"{AWS_ID}\"}}\n", b64(AWS_ID));
+    let text = format!(
+        "a = \"{AWS_ID}\"\nb: {}\n{{\"aws\": \"{AWS_ID}\"}}\n",
+        b64(AWS_ID)
+    );
     let findings = scanner().scan_bytes("mixed.txt", text.as_bytes());
     assert_eq!(findings.len(), 3, "{findings:?}");
-    assert!(findings.iter().all(|f| f.fingerprint == findings[0].fingerprint));
+    assert!(
+        findings
+            .iter()
+            .all(|f| f.fingerprint == findings[0].fingerprint)
+    );
     let lines: Vec<u64> = findings.iter().map(|f| f.location.line).collect();
     assert_eq!(lines, vec![1, 2, 3]);
 }

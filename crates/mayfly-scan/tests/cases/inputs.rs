@@ -21,10 +21,14 @@ fn sqlite_text_cells_are_scanned() {
     .unwrap();
     conn.execute(
         "INSERT INTO connectors (id, name, config, blob) VALUES (7, 'slack', ?1, ?2)",
-        (format!("{{\n  \"token\": \"{SLACK}\"\n}}"), format!("stripe={STRIPE}").into_bytes()),
+        (
+            format!("{{\n  \"token\": \"{SLACK}\"\n}}"),
+            format!("stripe={STRIPE}").into_bytes(),
+        ),
     )
     .unwrap();
-    conn.execute("INSERT INTO kv VALUES ('openai', ?1)", [OPENAI]).unwrap();
+    conn.execute("INSERT INTO kv VALUES ('openai', ?1)", [OPENAI])
+        .unwrap();
     drop(conn);
     let report = scanner().scan_paths(&[dir.path().to_path_buf()], &NoProgress);
     assert_eq!(report.stats.databases_scanned, 1);
@@ -34,7 +38,12 @@ fn sqlite_text_cells_are_scanned() {
         .map(|f| {
             assert_eq!(f.location.surface, Surface::Database);
             let cell = f.location.cell.as_ref().unwrap();
-            (cell.table.clone(), cell.column.clone(), cell.row, f.location.line)
+            (
+                cell.table.clone(),
+                cell.column.clone(),
+                cell.row,
+                f.location.line,
+            )
         })
         .collect();
     cells.sort();
@@ -83,13 +92,24 @@ fn chunked_reading_keeps_lines_and_boundary_secrets() {
         file.write_all(line.as_bytes()).unwrap();
         lines += 1;
     }
-    file.write_all(format!("key={OPENAI}\n").as_bytes()).unwrap();
+    file.write_all(format!("key={OPENAI}\n").as_bytes())
+        .unwrap();
     lines += 1;
     drop(file);
     assert!(fs::metadata(&path).unwrap().len() > (CHUNK * 4 + OVERLAP) as u64);
     let report = scanner().scan_paths(&[path], &NoProgress);
-    let found: Vec<(&str, u64)> = report.findings.iter().map(|f| (f.rule.id.as_str(), f.location.line)).collect();
-    assert_eq!(found, vec![("github-pat-classic", boundary_line_no), ("openai-project-key", lines)]);
+    let found: Vec<(&str, u64)> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule.id.as_str(), f.location.line))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("github-pat-classic", boundary_line_no),
+            ("openai-project-key", lines)
+        ]
+    );
 }
 
 #[test]
@@ -130,7 +150,10 @@ fn invalid_utf8_utf16_missing_paths_and_special_files() {
     {
         std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("dangling")).unwrap();
-        let status = std::process::Command::new("mkfifo").arg(root.join("pipe")).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(root.join("pipe"))
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let missing = root.join("does-not-exist");

@@ -20,7 +20,11 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("home")).unwrap();
         fs::create_dir_all(dir.path().join("repo")).unwrap();
-        fs::write(dir.path().join("fingerprint.key"), "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
+        fs::write(
+            dir.path().join("fingerprint.key"),
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n",
+        )
+        .unwrap();
         Workspace { dir }
     }
 
@@ -40,7 +44,10 @@ impl Workspace {
         let mut cmd = Command::cargo_bin("mayfly").unwrap();
         cmd.current_dir(self.repo())
             .env("MAYFLY_HOME", self.dir.path().join("home"))
-            .env("MAYFLY_FINGERPRINT_KEY_FILE", self.dir.path().join("fingerprint.key"))
+            .env(
+                "MAYFLY_FINGERPRINT_KEY_FILE",
+                self.dir.path().join("fingerprint.key"),
+            )
             .env("MAYFLY_NO_TIMING", "1")
             .env_remove("XDG_DATA_HOME");
         cmd
@@ -48,13 +55,22 @@ impl Workspace {
 
     /// The standard fixture: three secrets, one of them copied three times.
     pub fn standard(&self) {
-        self.write(".env", &format!("OPENAI_API_KEY={OPENAI}\nSTRIPE_SECRET_KEY={STRIPE}\n"));
-        self.write("src/settings.py", &format!("import os\n\nOPENAI_API_KEY = \"{OPENAI}\"\nDEBUG = True\n"));
+        self.write(
+            ".env",
+            &format!("OPENAI_API_KEY={OPENAI}\nSTRIPE_SECRET_KEY={STRIPE}\n"),
+        );
+        self.write(
+            "src/settings.py",
+            &format!("import os\n\nOPENAI_API_KEY = \"{OPENAI}\"\nDEBUG = True\n"),
+        );
         self.write(
             ".cursor/mcp.json",
             &format!("{{\n  \"mcpServers\": {{\n    \"openai\": {{\"env\": {{\"OPENAI_API_KEY\": \"{OPENAI}\"}}}},\n    \"slack\": {{\"env\": {{\"SLACK_BOT_TOKEN\": \"{SLACK}\"}}}}\n  }}\n}}\n"),
         );
-        self.write("README.md", "Set OPENAI_API_KEY=your-api-key-here and AKIAIOSFODNN7EXAMPLE.\n");
+        self.write(
+            "README.md",
+            "Set OPENAI_API_KEY=your-api-key-here and AKIAIOSFODNN7EXAMPLE.\n",
+        );
     }
 }
 
@@ -69,7 +85,8 @@ pub fn stdout_of(cmd: &mut Command) -> (i32, String, String) {
 
 pub fn json_of(cmd: &mut Command) -> (i32, serde_json::Value) {
     let (code, out, err) = stdout_of(cmd);
-    let value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\nstderr: {err}"));
+    let value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {out}\nstderr: {err}"));
     (code, value)
 }
 

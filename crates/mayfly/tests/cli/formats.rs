@@ -7,7 +7,11 @@ use crate::common::{OPENAI, SLACK, STRIPE, Workspace, stdout_of};
 fn run(format: &str) -> (i32, String) {
     let ws = Workspace::new();
     ws.standard();
-    let (code, out, _) = stdout_of(ws.mayfly().args(["scan", ".", "--no-progress", "--format", format]));
+    let (code, out, _) =
+        stdout_of(
+            ws.mayfly()
+                .args(["scan", ".", "--no-progress", "--format", format]),
+        );
     for secret in [OPENAI, SLACK, STRIPE] {
         assert!(!out.contains(secret), "{format} output leaks a secret");
     }
@@ -43,12 +47,19 @@ fn sarif_report_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.sarif");
     std::fs::write(&report, &out).unwrap();
-    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
+    let schema =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json");
     let check = "import json, sys, jsonschema\n\
                  schema = json.load(open(sys.argv[1]))\n\
                  jsonschema.validate(json.load(open(sys.argv[2])), schema, cls=jsonschema.Draft7Validator)\n\
                  print('valid')\n";
-    let output = Process::new("python3").arg("-c").arg(check).arg(&schema).arg(&report).output().unwrap();
+    let output = Process::new("python3")
+        .arg("-c")
+        .arg(check)
+        .arg(&schema)
+        .arg(&report)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "SARIF does not validate (scripts/test installs jsonschema):\n{}",
@@ -61,7 +72,14 @@ fn show_secrets_prints_plaintext_only_when_asked() {
     let ws = Workspace::new();
     ws.standard();
     for format in ["text", "json", "sarif", "csv"] {
-        let (_, out, _) = stdout_of(ws.mayfly().args(["scan", ".", "--show-secrets", "--format", format]));
-        assert!(out.contains(OPENAI) && out.contains(SLACK), "{format} does not show secrets");
+        let (_, out, _) =
+            stdout_of(
+                ws.mayfly()
+                    .args(["scan", ".", "--show-secrets", "--format", format]),
+            );
+        assert!(
+            out.contains(OPENAI) && out.contains(SLACK),
+            "{format} does not show secrets"
+        );
     }
 }

@@ -24,7 +24,11 @@ fn exit_codes() {
 #[test]
 fn stdin_is_scanned() {
     let ws = Workspace::new();
-    let (code, json) = json_of(ws.mayfly().args(["scan", "-", "--format", "json"]).write_stdin(format!("x\nSTRIPE={STRIPE}\n")));
+    let (code, json) = json_of(
+        ws.mayfly()
+            .args(["scan", "-", "--format", "json"])
+            .write_stdin(format!("x\nSTRIPE={STRIPE}\n")),
+    );
     assert_eq!(code, 1);
     let location = &json["secrets"][0]["locations"][0];
     assert_eq!(location["path"], "-");
@@ -37,8 +41,12 @@ fn fingerprint_key_is_created_once_per_installation() {
     ws.write("a.txt", &format!("t={GITHUB}\n"));
     let run = || {
         let mut cmd = ws.mayfly();
-        cmd.env_remove("MAYFLY_FINGERPRINT_KEY_FILE").args(["scan", ".", "--format", "json"]);
-        json_of(&mut cmd).1["secrets"][0]["fingerprint"].as_str().unwrap().to_owned()
+        cmd.env_remove("MAYFLY_FINGERPRINT_KEY_FILE")
+            .args(["scan", ".", "--format", "json"]);
+        json_of(&mut cmd).1["secrets"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let first = run();
     assert_eq!(first, run());
@@ -47,7 +55,10 @@ fn fingerprint_key_is_created_once_per_installation() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     // The shared key gives another fingerprint than the installation key.
     let (_, shared) = json_of(ws.mayfly().args(["scan", ".", "--format", "json"]));
@@ -71,8 +82,15 @@ examples = ["ACME=acme_tk_q8d7w2m4x9c1v6b3n5z0p2l7"]
 negative_examples = ["acme_tk_short"]
 "#;
     let path = ws.write("acme-rules.toml", rules);
-    ws.write("app.cfg", "gateway_token = acme_tk_q8d7w2m4x9c1v6b3n5z0p2l7\n");
-    let (code, json) = json_of(ws.mayfly().args(["scan", "app.cfg", "--format", "json", "--rules"]).arg(&path));
+    ws.write(
+        "app.cfg",
+        "gateway_token = acme_tk_q8d7w2m4x9c1v6b3n5z0p2l7\n",
+    );
+    let (code, json) = json_of(
+        ws.mayfly()
+            .args(["scan", "app.cfg", "--format", "json", "--rules"])
+            .arg(&path),
+    );
     assert_eq!(code, 1);
     assert_eq!(json["secrets"][0]["rule"]["id"], "acme-internal-token");
     let (code, out, _) = stdout_of(ws.mayfly().args(["rules", "check"]).arg(&path));
@@ -82,8 +100,17 @@ negative_examples = ["acme_tk_short"]
     let broken = ws.write("broken.toml", &rules.replace("(?P<secret>", "(?P<secret"));
     let (code, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--rules"]).arg(&broken));
     assert_eq!(code, 2);
-    assert!(err.contains("acme-internal-token") && err.contains("pattern"), "{err}");
-    let failing = ws.write("failing.toml", &rules.replace("negative_examples = [\"acme_tk_short\"]", "negative_examples = [\"acme_tk_aaaa1111bbbb2222cccc3333\"]"));
+    assert!(
+        err.contains("acme-internal-token") && err.contains("pattern"),
+        "{err}"
+    );
+    let failing = ws.write(
+        "failing.toml",
+        &rules.replace(
+            "negative_examples = [\"acme_tk_short\"]",
+            "negative_examples = [\"acme_tk_aaaa1111bbbb2222cccc3333\"]",
+        ),
+    );
     let (code, out, _) = stdout_of(ws.mayfly().args(["rules", "check"]).arg(&failing));
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("negative example 1 yields a finding"), "{out}");
@@ -94,7 +121,15 @@ fn builtin_rules_listed_and_checked() {
     let ws = Workspace::new();
     let (code, out, _) = stdout_of(ws.mayfly().args(["rules", "list"]));
     assert_eq!(code, 0);
-    let count: usize = out.lines().last().unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let count: usize = out
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(count >= 120, "{count}");
     assert!(out.contains("github-pat-classic") && out.contains("NHI2"));
     let (code, out, _) = stdout_of(ws.mayfly().args(["rules", "check"]));
@@ -105,7 +140,10 @@ fn builtin_rules_listed_and_checked() {
 fn config_disables_rules_by_path_and_rejects_typos() {
     let ws = Workspace::new();
     ws.write("src/app.py", &format!("OPENAI = \"{OPENAI}\"\n"));
-    ws.write("tests/fixtures/app.py", &format!("OPENAI = \"{OPENAI}\"\nT = \"{GITHUB}\"\n"));
+    ws.write(
+        "tests/fixtures/app.py",
+        &format!("OPENAI = \"{OPENAI}\"\nT = \"{GITHUB}\"\n"),
+    );
     ws.write(
         ".mayfly.toml",
         "[scan]\nmax_file_size = \"1M\"\n\n[[scan.path_rules]]\npaths = [\"tests/fixtures/**\"]\ndisable = [\"openai-*\"]\n",
@@ -119,14 +157,21 @@ fn config_disables_rules_by_path_and_rejects_typos() {
         .flat_map(|s| s["locations"].as_array().unwrap())
         .map(|l| l["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths.iter().filter(|p| p.starts_with("tests/")).count(), 1, "{paths:?}");
+    assert_eq!(
+        paths.iter().filter(|p| p.starts_with("tests/")).count(),
+        1,
+        "{paths:?}"
+    );
     assert!(paths.contains(&"src/app.py"));
     assert_eq!(json["coverage"]["suppressed"]["path_rule"], 1);
 
     ws.write(".mayfly.toml", "[scan]\nmax_filesize = \"1M\"\n");
     let (code, _, err) = stdout_of(ws.mayfly().args(["scan", "."]));
     assert_eq!(code, 2);
-    assert!(err.contains("max_filesize") && err.contains(".mayfly.toml"), "{err}");
+    assert!(
+        err.contains("max_filesize") && err.contains(".mayfly.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -135,5 +180,8 @@ fn oversized_files_are_reported() {
     ws.write("big.txt", &format!("{}\nT={GITHUB}\n", "x".repeat(4096)));
     let (code, out, _) = stdout_of(ws.mayfly().args(["scan", ".", "--max-file-size", "1K"]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 file over the size limit") && out.contains("too large: big.txt"), "{out}");
+    assert!(
+        out.contains("1 file over the size limit") && out.contains("too large: big.txt"),
+        "{out}"
+    );
 }
