@@ -306,7 +306,9 @@ impl Matcher {
             };
             let Some(secret) = group else { continue };
             let bytes = secret.as_bytes();
-            if accept(rule, bytes) {
+            if accept(rule, bytes)
+                && !denied_by_context(rule, haystack, secret.start(), secret.end())
+            {
                 // A key block copied as a file, an indented YAML value or an
                 // escaped JSON string is one secret: fingerprint its content,
                 // not its line breaks.
@@ -399,6 +401,24 @@ impl Matcher {
         out.extend(kept.into_values().flatten().map(|(_, m)| m));
         out.sort_by_key(|m| (m.span.start, m.rule));
     }
+}
+
+/// True when the line of a match holds one of the rule's `deny_context` words.
+fn denied_by_context(rule: &Rule, haystack: &[u8], start: usize, end: usize) -> bool {
+    if rule.deny_context.is_empty() {
+        return false;
+    }
+    let line_start =
+        memchr::memrchr(b'\n', haystack.get(..start).unwrap_or_default()).map_or(0, |i| i + 1);
+    let line_end = memchr::memchr(b'\n', haystack.get(end..).unwrap_or_default())
+        .map_or(haystack.len(), |i| end + i);
+    let line = haystack
+        .get(line_start..line_end)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    rule.deny_context
+        .iter()
+        .any(|word| memchr::memmem::find(&line, word).is_some())
 }
 
 /// Removes line breaks (raw or escaped), the indentation after them and

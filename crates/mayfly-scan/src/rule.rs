@@ -117,6 +117,10 @@ pub struct RuleSpec {
     /// Keyword-anchored rule that yields to a specific rule at the same spot.
     #[serde(default)]
     pub generic: bool,
+    /// Words (ASCII case-insensitive) that, on the line of a match, mark it
+    /// as not a credential: `NextToken` pagination cursors, `example` lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_context: Vec<String>,
     /// The pattern spans lines (PEM blocks).
     #[serde(default)]
     pub multiline: bool,
@@ -156,6 +160,7 @@ pub struct Rule {
     pub origin: String,
     pub(crate) regex: Regex,
     pub(crate) secret_group: Option<usize>,
+    pub(crate) deny_context: Vec<Vec<u8>>,
 }
 
 impl Rule {
@@ -211,8 +216,14 @@ impl Rule {
             severity: spec.severity,
             nhi: spec.nhi.clone(),
         });
+        let deny_context = spec
+            .deny_context
+            .iter()
+            .map(|w| w.to_ascii_lowercase().into_bytes())
+            .collect();
         Ok(Rule {
             info,
+            deny_context,
             spec,
             origin: origin.to_owned(),
             regex,

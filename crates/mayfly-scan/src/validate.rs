@@ -45,10 +45,13 @@ impl ValidatorKind {
                     && secret.iter().any(u8::is_ascii_lowercase)
                     && secret.iter().any(u8::is_ascii_digit)
             }
-            ValidatorKind::Password => password_ok(secret) && !looks_like_code(secret),
+            ValidatorKind::Password => {
+                password_ok(secret) && !looks_like_code(secret) && !looks_like_identifier(secret)
+            }
             ValidatorKind::GenericSecret => {
                 password_ok(secret)
                     && !looks_like_code(secret)
+                    && !looks_like_identifier_or_id(secret)
                     && secret.iter().any(u8::is_ascii_digit)
                     && secret.iter().any(u8::is_ascii_alphabetic)
             }
@@ -194,16 +197,62 @@ fn password_ok(password: &[u8]) -> bool {
     {
         return false;
     }
+    // "mypassword1", "generatedpassword2": a value naming itself is a placeholder.
+    if memchr::memmem::find(&lower, b"password").is_some()
+        || memchr::memmem::find(&lower, b"passwd").is_some()
+    {
+        return false;
+    }
     // A variable reference is not a password: $PASS, %PASS%, {{pass}}.
     !matches!(password.first(), Some(b'$' | b'%' | b'{' | b'<' | b'['))
+}
+
+/// True for identifiers (`WIN32_ERROR`, `snake_case_name`, `PWSTR`).
+fn looks_like_identifier(value: &[u8]) -> bool {
+    value
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && value
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && value.iter().filter(|b| b.is_ascii_digit()).count() <= 2
+        && (value.contains(&b'_') || value.iter().all(u8::is_ascii_alphabetic))
+}
+
+/// True for identifiers, UUIDs and short hex ids: values that sit in
+/// secret-named fields without being secrets.
+fn looks_like_identifier_or_id(value: &[u8]) -> bool {
+    let identifier = looks_like_identifier(value);
+    let uuid = value.len() == 36
+        && value.iter().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
+    let short_hex = value.len() < 32 && value.iter().all(u8::is_ascii_hexdigit);
+    // "import-token-5ott6ho5", "my_secret_1": a value naming itself.
+    let lower = value.to_ascii_lowercase();
+    let self_named = [b"token".as_slice(), b"secret"]
+        .iter()
+        .any(|w| memchr::memmem::find(&lower, w).is_some());
+    identifier || uuid || short_hex || self_named
 }
 
 /// True for text that is code or a reference, not a literal secret:
 /// identifiers and dotted paths (`request.form`), calls, file paths, URLs.
 fn looks_like_code(value: &[u8]) -> bool {
-    let identifier_path = value
-        .split(|&b| b == b'.' || b == b':' || b == b'-')
-        .all(|part| !part.is_empty() && part.iter().all(|b| b.is_ascii_alphabetic() || *b == b'_'));
+    // `request.form`, `windows_sys::core::PWSTR`, `os.environ`
+    let separated = value.iter().any(|&b| b == b'.' || b == b':');
+    let identifier_path = separated
+        && value
+            .split(|&b| b == b'.' || b == b':')
+            .filter(|part| !part.is_empty())
+            .all(|part| {
+                part.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    && part.iter().filter(|b| b.is_ascii_digit()).count() <= 2
+            });
     let call_or_index = value.iter().any(|b| b"()[]{}".contains(b));
     let path = value.starts_with(b"/") || value.starts_with(b"./") || value.starts_with(b"~/");
     let url = memchr::memmem::find(value, b"://").is_some();
@@ -264,7 +313,7 @@ const PLACEHOLDER_WORDS: &[&str] = &[
 
 /// Markers that never occur in a real credential.
 const PLACEHOLDER_MARKS: &[&str] = &[
-    "xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$(",
+    "xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$(", "EXAMPLE", "example",
 ];
 
 /// True when `secret` is a placeholder, template, redaction or documentation
