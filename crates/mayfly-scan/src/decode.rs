@@ -223,6 +223,19 @@ pub fn decode_base64_text(run: &[u8], out: &mut Vec<u8>) -> bool {
     engine.decode_vec(body, out).is_ok() && out.len() >= 12 && printable(out)
 }
 
+/// Decodes a short padded base64 value (4 to 64 characters, a multiple of
+/// four) when it decodes to printable text.
+pub fn short_base64_text(value: &[u8]) -> Option<Vec<u8>> {
+    if value.len() < 4 || value.len() > 64 || !value.len().is_multiple_of(4) {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .ok()?;
+    (!decoded.is_empty() && decoded.iter().all(|b| b.is_ascii_graphic() || *b == b' '))
+        .then_some(decoded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::decode::{self, Decoder};
 use crate::rule::{Rule, RuleSet};
-use crate::validate::{is_placeholder, shannon_entropy};
+use crate::validate::{ValidatorKind, is_placeholder, shannon_entropy};
 
 /// How far either side of a keyword a one-line rule looks, at most.
 const LINE_WINDOW: usize = 4096;
@@ -446,6 +446,14 @@ fn normalize_lines(secret: &[u8]) -> Vec<u8> {
 }
 
 fn accept(rule: &Rule, secret: &[u8]) -> bool {
+    // A keyword-anchored value that is short base64 (a Kubernetes Secret's
+    // `password: Y2hhbmdlbWU=`) is judged by what it decodes to.
+    if rule.spec.generic
+        && let Some(text) = decode::short_base64_text(secret)
+        && (is_placeholder(&text) || !ValidatorKind::Password.check(&text))
+    {
+        return false;
+    }
     !is_placeholder(secret)
         && rule
             .spec

@@ -113,8 +113,13 @@ fn jwt_ok(secret: &[u8]) -> bool {
     let Some(header) = b64url_json_object(header) else {
         return false;
     };
-    header.get("alg").is_some_and(serde_json::Value::is_string)
-        && b64url_json_object(payload).is_some()
+    let Some(payload) = b64url_json_object(payload) else {
+        return false;
+    };
+    // The example token of jwt.io and of countless tutorials.
+    let tutorial = payload.get("name").and_then(serde_json::Value::as_str) == Some("John Doe")
+        || payload.get("sub").and_then(serde_json::Value::as_str) == Some("1234567890");
+    header.get("alg").is_some_and(serde_json::Value::is_string) && !tutorial
 }
 
 fn pem_ok(secret: &[u8]) -> bool {
@@ -316,10 +321,24 @@ const PLACEHOLDER_MARKS: &[&str] = &[
     "xxxx", "XXXX", "****", "...", "${", "{{", "<", ">", "%(", "$(", "EXAMPLE", "example",
 ];
 
-/// True when `secret` is a placeholder, template, redaction or documentation
-/// example rather than a credential.
+/// Prefixes of keys that providers mark as test-mode: they reach no real
+/// account or money.
+const TEST_MODE_PREFIXES: &[&str] = &[
+    "sk_test_",
+    "pk_test_",
+    "rk_test_",
+    "whsec_test_",
+    "sk-test-",
+];
+
+/// True when `secret` is a placeholder, template, redaction, test-mode key
+/// or documentation example rather than a credential.
 pub fn is_placeholder(secret: &[u8]) -> bool {
-    if secret.is_empty() {
+    if secret.is_empty()
+        || TEST_MODE_PREFIXES
+            .iter()
+            .any(|p| secret.starts_with(p.as_bytes()))
+    {
         return true;
     }
     let contains =
