@@ -21,6 +21,21 @@ pub struct Cell {
     pub row: i64,
 }
 
+/// The commit that introduced a copy found in git history.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Commit {
+    /// Full commit id.
+    pub id: String,
+    /// Author name.
+    pub author: String,
+    /// Author email.
+    pub email: String,
+    /// Author time, seconds since the epoch.
+    pub time: i64,
+    /// Author time, RFC 3339 UTC.
+    pub date: String,
+}
+
 /// Where one copy of a secret is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Location {
@@ -38,6 +53,19 @@ pub struct Location {
     /// The database cell, for copies in SQLite files.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cell: Option<Cell>,
+    /// The commit that introduced the copy (git history scans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Commit>,
+    /// The git blob that holds the copy (git scans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
+    /// Whether the secret is still in HEAD's tree (git history scans);
+    /// false means "removed, but live until rotated".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present_at_head: Option<bool>,
+    /// The tool that owns the file (workstation scans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 impl Location {

@@ -25,6 +25,8 @@
 pub mod decode;
 pub mod finding;
 pub mod fingerprint;
+#[cfg(feature = "git")]
+pub mod git;
 pub mod matcher;
 pub mod output;
 pub mod rule;

@@ -122,6 +122,17 @@ pub struct ScanReport {
     pub stats: ScanStats,
 }
 
+impl ScanReport {
+    /// Adds another scan's findings and coverage to this one.
+    pub fn merge(&mut self, other: ScanReport) {
+        self.findings.extend(other.findings);
+        self.stats.merge(other.stats);
+        self.findings
+            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
+        self.stats.sort();
+    }
+}
+
 /// Receives progress while a scan runs (a terminal progress bar).
 pub trait Progress: Sync {
     /// One more input done, of `bytes` bytes.
@@ -270,6 +281,10 @@ impl Scanner {
                     surface: origin.surface,
                     decoder: m.decoder,
                     cell: origin.cell.clone(),
+                    commit: None,
+                    blob: None,
+                    present_at_head: None,
+                    tool: None,
                 },
             });
         }

@@ -11,6 +11,8 @@
 mod common;
 #[path = "cases/decoders.rs"]
 mod decoders;
+#[path = "cases/git.rs"]
+mod git;
 #[path = "cases/inputs.rs"]
 mod inputs;
 #[path = "cases/rules.rs"]

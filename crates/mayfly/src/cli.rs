@@ -101,6 +101,31 @@ pub struct ScanArgs {
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Scan the git history of each PATH (every blob reachable from every
+    /// branch, tag and stash, once), not its working tree.
+    #[arg(long, help_heading = "Git")]
+    pub git: bool,
+
+    /// Scan only what is staged for the next commit (pre-commit hook).
+    #[arg(long, help_heading = "Git", conflicts_with_all = ["git", "range"])]
+    pub staged: bool,
+
+    /// Scan only the commits of a revision range, e.g. origin/main..HEAD (implies --git).
+    #[arg(long, value_name = "A..B", help_heading = "Git")]
+    pub range: Option<String>,
+
+    /// Scan only commits reachable from this branch or revision (repeatable; implies --git).
+    #[arg(long, value_name = "NAME", help_heading = "Git")]
+    pub branch: Vec<String>,
+
+    /// Scan only commits made on or after DATE (YYYY-MM-DD or seconds since the epoch; implies --git).
+    #[arg(long, value_name = "DATE", help_heading = "Git")]
+    pub since: Option<String>,
+
+    /// Scan at most N commits, newest first (implies --git).
+    #[arg(long, value_name = "N", help_heading = "Git")]
+    pub max_commits: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

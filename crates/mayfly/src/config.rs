@@ -123,9 +123,51 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("size {trimmed:?} is too large"))
 }
 
+/// Parses a date: `YYYY-MM-DD` (UTC midnight) or seconds since the epoch.
+pub fn parse_date(text: &str) -> anyhow::Result<i64> {
+    let trimmed = text.trim();
+    if let Ok(seconds) = trimmed.parse::<i64>() {
+        return Ok(seconds);
+    }
+    let parts: Vec<&str> = trimmed.split('-').collect();
+    let [year, month, day] = parts.as_slice() else {
+        bail!("date {trimmed:?}: write YYYY-MM-DD or seconds since the epoch");
+    };
+    let (year, month, day): (i64, i64, i64) = (
+        year.parse()
+            .with_context(|| format!("date {trimmed:?}: bad year"))?,
+        month
+            .parse()
+            .with_context(|| format!("date {trimmed:?}: bad month"))?,
+        day.parse()
+            .with_context(|| format!("date {trimmed:?}: bad day"))?,
+    );
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        bail!("date {trimmed:?}: month or day out of range");
+    }
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Ok((era * 146_097 + doe - 719_468) * 86_400)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_date, parse_size};
+
+    #[test]
+    fn dates() {
+        assert_eq!(parse_date("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_date("2023-11-14").unwrap(), 1_699_920_000);
+        assert_eq!(parse_date("2000-03-01").unwrap(), 951_868_800);
+        assert_eq!(parse_date("1700000000").unwrap(), 1_700_000_000);
+        assert!(parse_date("yesterday").is_err());
+        assert!(parse_date("2024-13-01").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -8,9 +8,12 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use mayfly_scan::fingerprint::FingerprintKey;
+use mayfly_scan::git::GitSelection;
 use mayfly_scan::output::{self, Format, RunInfo};
 use mayfly_scan::rule::RuleSet;
-use mayfly_scan::scan::{DEFAULT_MAX_FILE_SIZE, NoProgress, Progress, ScanOptions, Scanner};
+use mayfly_scan::scan::{
+    DEFAULT_MAX_FILE_SIZE, NoProgress, Progress, ScanOptions, ScanReport, Scanner,
+};
 use mayfly_scan::suppress::{self, Baseline, IgnoreList, PathRules};
 
 use crate::cli::ScanArgs;
@@ -163,7 +166,36 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
         None => &NoProgress,
     };
     let started = Instant::now();
-    let mut report = scanner.scan_paths(&args.paths, progress);
+    let git_history = args.git
+        || args.range.is_some()
+        || !args.branch.is_empty()
+        || args.since.is_some()
+        || args.max_commits.is_some();
+    let mut report = ScanReport::default();
+    if args.staged {
+        for path in &args.paths {
+            report.merge(scanner.scan_staged(path)?);
+        }
+    } else if git_history {
+        let selection = GitSelection {
+            branches: args.branch.clone(),
+            since: args.since.as_deref().map(config::parse_date).transpose()?,
+            max_commits: args.max_commits,
+            range: args.range.clone(),
+        };
+        for path in &args.paths {
+            report.merge(scanner.scan_git(path, &selection, progress)?);
+        }
+    } else {
+        report = scanner.scan_paths(&args.paths, progress);
+        for path in args.paths.iter().filter(|p| p.join(".git").exists()) {
+            eprintln!(
+                "mayfly: note: {} is a git repository; `mayfly scan --git {}` also scans its history (secrets deleted from the tree stay valid until rotated)",
+                path.display(),
+                path.display()
+            );
+        }
+    }
     let elapsed = started.elapsed();
     if let Some(bar) = &bar {
         bar.finish();

@@ -22,7 +22,7 @@ fn field(value: &str) -> String {
 pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Result<()> {
     let reveal = groups.iter().any(|g| g.secret.is_some());
     let mut header = String::from(
-        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,copies,preview",
+        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,commit,author,date,present_at_head,tool,copies,preview",
     );
     if reveal {
         header.push_str(",secret");
@@ -47,6 +47,26 @@ pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Resu
                 cell.map(|c| c.table.clone()).unwrap_or_default(),
                 cell.map(|c| c.column.clone()).unwrap_or_default(),
                 cell.map(|c| c.row.to_string()).unwrap_or_default(),
+                location
+                    .commit
+                    .as_ref()
+                    .map(|c| c.id.clone())
+                    .unwrap_or_default(),
+                location
+                    .commit
+                    .as_ref()
+                    .map(|c| format!("{} <{}>", c.author, c.email))
+                    .unwrap_or_default(),
+                location
+                    .commit
+                    .as_ref()
+                    .map(|c| c.date.clone())
+                    .unwrap_or_default(),
+                location
+                    .present_at_head
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                location.tool.clone().unwrap_or_default(),
                 group.locations.len().to_string(),
                 group.preview.to_owned(),
             ];

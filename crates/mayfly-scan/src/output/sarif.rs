@@ -130,6 +130,18 @@ pub(super) fn write(
             properties.insert("surface".into(), json!(location.surface.as_str()));
             properties.insert("copies".into(), json!(copies));
             properties.insert("provider".into(), json!(group.rule.provider));
+            if let Some(commit) = &location.commit {
+                properties.insert(
+                    "commit".into(),
+                    json!({ "id": commit.id, "author": commit.author, "email": commit.email, "date": commit.date }),
+                );
+            }
+            if let Some(present) = location.present_at_head {
+                properties.insert("presentAtHead".into(), json!(present));
+            }
+            if let Some(tool) = &location.tool {
+                properties.insert("tool".into(), json!(tool));
+            }
             if let Some(decoder) = location.decoder {
                 properties.insert("decoder".into(), json!(decoder.as_str()));
             }

@@ -78,13 +78,28 @@ pub(super) fn write(
             .max()
             .unwrap_or(0);
         for location in &group.locations {
-            let decoded = location
+            let mut notes = location
                 .decoder
-                .map(|d| format!(" ({d:?} encoded)").to_lowercase())
+                .map(|d| format!(" ({} encoded)", d.as_str()))
                 .unwrap_or_default();
+            if let Some(tool) = &location.tool {
+                notes.push_str(&format!(" [{tool}]"));
+            }
+            if let Some(commit) = &location.commit {
+                notes.push_str(&format!(
+                    "  commit {} {} {} <{}>",
+                    commit.id.get(..10).unwrap_or(&commit.id),
+                    commit.date.get(..10).unwrap_or(&commit.date),
+                    commit.author,
+                    commit.email
+                ));
+            }
+            if location.present_at_head == Some(false) {
+                notes.push_str("  (removed from HEAD, live until rotated)");
+            }
             writeln!(
                 out,
-                "    {:<width$}  {}{decoded}",
+                "    {:<width$}  {}{notes}",
                 location.display(),
                 location.surface
             )?;

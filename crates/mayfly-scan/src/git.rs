@@ -1,0 +1,443 @@
+//! Git sources: every blob reachable from every ref (branches, tags,
+//! stashes, remotes), each scanned exactly once and attributed to the
+//! commit that introduced it; the staged changes of a commit in progress;
+//! and a range of commits for pull requests.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort, TreeWalkMode, TreeWalkResult};
+
+use crate::finding::{Commit, Finding};
+use crate::matcher::Scratch;
+use crate::scan::{Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, SkippedFile};
+use crate::surface::classify;
+
+/// Which history to scan.
+#[derive(Debug, Clone, Default)]
+pub struct GitSelection {
+    /// Only commits reachable from these branches (default: every ref).
+    pub branches: Vec<String>,
+    /// Only commits made at or after this time (seconds since the epoch).
+    pub since: Option<i64>,
+    /// At most this many commits, newest first.
+    pub max_commits: Option<usize>,
+    /// Only the commits of a revision range, `BASE..HEAD` (a pull request).
+    pub range: Option<String>,
+}
+
+/// Why a repository could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The repository could not be opened or read.
+    #[error("git repository {path}: {reason}")]
+    Repository {
+        /// The repository path.
+        path: String,
+        /// libgit2's message.
+        reason: String,
+    },
+    /// A branch, range or revision does not resolve.
+    #[error("git repository {path}: {what} {value:?} does not resolve: {reason}")]
+    Revision {
+        /// The repository path.
+        path: String,
+        /// What was given (`branch`, `range`).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// libgit2's message.
+        reason: String,
+    },
+}
+
+/// A blob to scan and where it first appeared.
+struct BlobSource {
+    blob: Oid,
+    path: String,
+    commit: usize,
+}
+
+fn repo_error(path: &Path, err: &git2::Error) -> GitError {
+    GitError::Repository {
+        path: path.display().to_string(),
+        reason: err.message().to_owned(),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC).
+pub(crate) fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rem = seconds.rem_euclid(86_400);
+    // Civil from days (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn commit_meta(commit: &git2::Commit<'_>) -> Commit {
+    let author = commit.author();
+    let time = author.when().seconds();
+    Commit {
+        id: commit.id().to_string(),
+        author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        time,
+        date: rfc3339(time),
+    }
+}
+
+fn display_prefix(repo_path: &Path) -> String {
+    let shown = repo_path.to_string_lossy();
+    let shown = shown.trim_end_matches('/');
+    if shown == "." || shown.is_empty() {
+        String::new()
+    } else {
+        format!("{shown}/")
+    }
+}
+
+impl Scanner {
+    /// Scans the history of the repository at `repo_path` (work tree or bare).
+    pub fn scan_git(
+        &self,
+        repo_path: &Path,
+        selection: &GitSelection,
+        progress: &dyn Progress,
+    ) -> Result<ScanReport, GitError> {
+        let repo = Repository::discover(repo_path).map_err(|e| repo_error(repo_path, &e))?;
+        let mut walk = repo.revwalk().map_err(|e| repo_error(repo_path, &e))?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
+            .map_err(|e| repo_error(repo_path, &e))?;
+        let revision = |what: &'static str, value: &str, err: git2::Error| GitError::Revision {
+            path: repo_path.display().to_string(),
+            what,
+            value: value.to_owned(),
+            reason: err.message().to_owned(),
+        };
+        if let Some(range) = &selection.range {
+            walk.push_range(range)
+                .map_err(|e| revision("range", range, e))?;
+        } else if selection.branches.is_empty() {
+            // Every ref: branches, tags, remotes, stashes, notes. An empty
+            // repository has none, and yields nothing.
+            walk.push_glob("*").map_err(|e| repo_error(repo_path, &e))?;
+        } else {
+            for branch in &selection.branches {
+                let target = repo
+                    .revparse_single(branch)
+                    .and_then(|o| o.peel_to_commit())
+                    .map_err(|e| revision("branch", branch, e))?;
+                walk.push(target.id())
+                    .map_err(|e| repo_error(repo_path, &e))?;
+            }
+        }
+
+        let mut stats = ScanStats::default();
+        let mut commits: Vec<Commit> = Vec::new();
+        // Newest commits come first; a blob seen again in an older commit
+        // is re-attributed to it, so each blob ends with the commit that
+        // introduced it.
+        let mut blobs: HashMap<Oid, (String, usize)> = HashMap::new();
+        let mut options = DiffOptions::new();
+        options.skip_binary_check(true);
+        for oid in walk {
+            if selection
+                .max_commits
+                .is_some_and(|max| commits.len() >= max)
+            {
+                break;
+            }
+            let commit = match oid.and_then(|oid| repo.find_commit(oid)) {
+                Ok(commit) => commit,
+                Err(e) => {
+                    stats.errors.push(ScanIssue {
+                        path: repo_path.display().to_string(),
+                        error: format!("commit unreadable: {}", e.message()),
+                    });
+                    continue;
+                }
+            };
+            if selection
+                .since
+                .is_some_and(|since| commit.time().seconds() < since)
+            {
+                continue;
+            }
+            let index = commits.len();
+            commits.push(commit_meta(&commit));
+            let tree = commit.tree().ok();
+            let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
+            let diff = match repo.diff_tree_to_tree(
+                parent_tree.as_ref(),
+                tree.as_ref(),
+                Some(&mut options),
+            ) {
+                Ok(diff) => diff,
+                Err(e) => {
+                    stats.errors.push(ScanIssue {
+                        path: format!("{}@{}", repo_path.display(), commit.id()),
+                        error: format!("cannot diff: {}", e.message()),
+                    });
+                    continue;
+                }
+            };
+            for delta in diff.deltas() {
+                if !matches!(
+                    delta.status(),
+                    Delta::Added
+                        | Delta::Modified
+                        | Delta::Copied
+                        | Delta::Renamed
+                        | Delta::Typechange
+                ) {
+                    continue;
+                }
+                let file = delta.new_file();
+                if file.id().is_zero() || file.mode() == git2::FileMode::Commit {
+                    continue;
+                }
+                let path = file
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                blobs.insert(file.id(), (path, index));
+            }
+        }
+        let head_blobs = head_blobs(&repo);
+        let sources: Vec<BlobSource> = blobs
+            .into_iter()
+            .map(|(blob, (path, commit))| BlobSource { blob, path, commit })
+            .collect();
+        drop(repo);
+        let mut report = self.scan_blobs(repo_path, &sources, &commits, progress);
+        report.stats.merge(stats);
+        mark_present_at_head(&mut report.findings, &head_blobs);
+        keep_introductions(&mut report.findings);
+        report
+            .findings
+            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
+        report.stats.sort();
+        Ok(report)
+    }
+
+    /// Scans what is staged for the next commit (for a pre-commit hook).
+    pub fn scan_staged(&self, repo_path: &Path) -> Result<ScanReport, GitError> {
+        let repo = Repository::discover(repo_path).map_err(|e| repo_error(repo_path, &e))?;
+        let index = repo.index().map_err(|e| repo_error(repo_path, &e))?;
+        let head = repo.head().ok().and_then(|h| h.peel_to_tree().ok());
+        let mut options = DiffOptions::new();
+        options.skip_binary_check(true);
+        let diff = repo
+            .diff_tree_to_index(head.as_ref(), Some(&index), Some(&mut options))
+            .map_err(|e| repo_error(repo_path, &e))?;
+        let mut sources = Vec::new();
+        for delta in diff.deltas() {
+            if matches!(delta.status(), Delta::Deleted) || delta.new_file().id().is_zero() {
+                continue;
+            }
+            let file = delta.new_file();
+            sources.push(BlobSource {
+                blob: file.id(),
+                path: file
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                commit: usize::MAX,
+            });
+        }
+        drop(diff);
+        drop(index);
+        drop(head);
+        drop(repo);
+        let mut report = self.scan_blobs(repo_path, &sources, &[], &crate::scan::NoProgress);
+        report
+            .findings
+            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
+        Ok(report)
+    }
+
+    /// Scans blobs on every core, one repository handle per thread.
+    fn scan_blobs(
+        &self,
+        repo_path: &Path,
+        sources: &[BlobSource],
+        commits: &[Commit],
+        progress: &dyn Progress,
+    ) -> ScanReport {
+        let next = AtomicUsize::new(0);
+        let collected = Mutex::new(ScanReport::default());
+        let threads = match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .min(sources.len().max(1));
+        let prefix = display_prefix(repo_path);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let mut findings = Vec::new();
+                    let mut stats = ScanStats::default();
+                    let mut scratch = Scratch::default();
+                    match Repository::discover(repo_path) {
+                        Ok(repo) => loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(source) = sources.get(i) else { break };
+                            self.scan_one_blob(
+                                &repo,
+                                &prefix,
+                                source,
+                                commits,
+                                &mut scratch,
+                                &mut findings,
+                                &mut stats,
+                                progress,
+                            );
+                        },
+                        Err(e) => stats.errors.push(ScanIssue {
+                            path: repo_path.display().to_string(),
+                            error: e.message().to_owned(),
+                        }),
+                    }
+                    let mut shared = collected.lock().unwrap_or_else(|p| p.into_inner());
+                    shared.findings.extend(findings);
+                    shared.stats.merge(stats);
+                });
+            }
+        });
+        collected.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one blob's scan, kept flat on the hot path"
+    )]
+    fn scan_one_blob(
+        &self,
+        repo: &Repository,
+        prefix: &str,
+        source: &BlobSource,
+        commits: &[Commit],
+        scratch: &mut Scratch,
+        findings: &mut Vec<Finding>,
+        stats: &mut ScanStats,
+        progress: &dyn Progress,
+    ) {
+        let shown = format!("{prefix}{}", source.path);
+        let blob = match repo.find_blob(source.blob) {
+            Ok(blob) => blob,
+            Err(e) => {
+                stats.errors.push(ScanIssue {
+                    path: shown,
+                    error: format!("blob {} unreadable: {}", source.blob, e.message()),
+                });
+                return;
+            }
+        };
+        let content = blob.content();
+        progress.advance(content.len() as u64);
+        if content.len() as u64 > self.options.max_file_size {
+            stats.skipped_too_large.push(SkippedFile {
+                path: format!("{shown}@{}", source.blob),
+                size: content.len() as u64,
+            });
+            return;
+        }
+        let head = content.get(..8192).unwrap_or(content);
+        if memchr::memchr(0, head).is_some() {
+            stats.skipped_binary += 1;
+            return;
+        }
+        let origin = Origin {
+            path: &shown,
+            surface: classify(Path::new(&source.path), head),
+            cell: None,
+        };
+        let first = findings.len();
+        self.scan_blob(content, &origin, 0, content.len(), scratch, findings, stats);
+        let commit = commits.get(source.commit);
+        for finding in findings.get_mut(first..).unwrap_or_default() {
+            finding.location.commit = commit.cloned();
+            finding.location.blob = Some(source.blob.to_string());
+        }
+        stats.files_scanned += 1;
+        stats.bytes_scanned += content.len() as u64;
+    }
+}
+
+/// A file edited in many commits holds the same secret in many blob
+/// versions: keep, per secret and path, the copy of the oldest commit,
+/// the one that introduced it.
+fn keep_introductions(findings: &mut Vec<Finding>) {
+    findings.sort_by(|a, b| {
+        let key = |f: &Finding| {
+            (
+                f.fingerprint,
+                f.location.path.clone(),
+                f.location.commit.as_ref().map_or(i64::MAX, |c| c.time),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    findings.dedup_by(|later, earlier| {
+        later.fingerprint == earlier.fingerprint && later.location.path == earlier.location.path
+    });
+}
+
+/// The blob ids of HEAD's tree.
+fn head_blobs(repo: &Repository) -> HashSet<String> {
+    let mut blobs = HashSet::new();
+    if let Some(tree) = repo.head().ok().and_then(|h| h.peel_to_tree().ok()) {
+        let _ = tree.walk(TreeWalkMode::PreOrder, |_, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                blobs.insert(entry.id().to_string());
+            }
+            TreeWalkResult::Ok
+        });
+    }
+    blobs
+}
+
+/// Marks each copy with whether its secret is still in HEAD's tree; a
+/// secret only in history is "removed but live until rotated".
+fn mark_present_at_head(findings: &mut [Finding], head_blobs: &HashSet<String>) {
+    let at_head: HashSet<_> = findings
+        .iter()
+        .filter(|f| {
+            f.location
+                .blob
+                .as_ref()
+                .is_some_and(|b| head_blobs.contains(b))
+        })
+        .map(|f| f.fingerprint)
+        .collect();
+    for finding in findings {
+        finding.location.present_at_head = Some(at_head.contains(&finding.fingerprint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

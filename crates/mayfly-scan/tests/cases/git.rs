@@ -1,0 +1,269 @@
+//! Git history, staged changes and ranges, on real repositories made with git.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use mayfly_scan::git::GitSelection;
+use mayfly_scan::scan::NoProgress;
+
+use crate::common::{GITHUB, OPENAI, SLACK, STRIPE, scanner};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=Alice Dev",
+            "-c",
+            "user.email=alice@acme.test",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .env("GIT_AUTHOR_DATE", "2024-03-01T10:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2024-03-01T10:00:00Z")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn commit_file(dir: &Path, path: &str, content: &str, message: &str) -> String {
+    let full = dir.join(path);
+    fs::create_dir_all(full.parent().unwrap()).unwrap();
+    fs::write(full, content).unwrap();
+    git(dir, &["add", path]);
+    git(dir, &["commit", "-q", "-m", message]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// main: add token, add .env, remove token; tag; a merged feature branch; a stash.
+fn history_repo() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    let introduced = commit_file(
+        repo,
+        "app/config.py",
+        &format!("DEBUG = False\nTOKEN = \"{GITHUB}\"\n"),
+        "add config",
+    );
+    commit_file(
+        repo,
+        ".env",
+        &format!("OPENAI_API_KEY={OPENAI}\n"),
+        "add env",
+    );
+    git(repo, &["tag", "v1"]);
+    commit_file(
+        repo,
+        "app/config.py",
+        "DEBUG = False\nTOKEN = os.environ['TOKEN']\n",
+        "remove token",
+    );
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    commit_file(
+        repo,
+        "pay/stripe.py",
+        &format!("KEY = '{STRIPE}'\n"),
+        "payments",
+    );
+    git(repo, &["checkout", "-q", "main"]);
+    commit_file(repo, "README.md", "hello\n", "readme");
+    git(
+        repo,
+        &["merge", "-q", "--no-ff", "-m", "merge feature", "feature"],
+    );
+    fs::write(repo.join("README.md"), format!("hello\nslack {SLACK}\n")).unwrap();
+    git(repo, &["stash", "-q"]);
+    (dir, introduced)
+}
+
+#[test]
+fn history_finds_removed_merged_tagged_and_stashed_secrets() {
+    let (dir, introduced) = history_repo();
+    let report = scanner()
+        .scan_git(dir.path(), &GitSelection::default(), &NoProgress)
+        .unwrap();
+    let mut found: Vec<(&str, &str, bool)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.rule.id.as_str(),
+                f.location.path.as_str(),
+                f.location.present_at_head.unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    let expected_prefix = format!("{}/", dir.path().display());
+    let strip = |p: &str| p.strip_prefix(&expected_prefix).unwrap_or(p).to_owned();
+    let found: Vec<(String, String, bool)> = found
+        .into_iter()
+        .map(|(r, p, h)| (r.to_owned(), strip(p), h))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("github-pat-classic".into(), "app/config.py".into(), false),
+            ("openai-project-key".into(), ".env".into(), true),
+            ("slack-bot-token".into(), "README.md".into(), false),
+            (
+                "stripe-live-secret-key".into(),
+                "pay/stripe.py".into(),
+                true
+            ),
+        ]
+    );
+    let github = report
+        .findings
+        .iter()
+        .find(|f| f.rule.id == "github-pat-classic")
+        .unwrap();
+    let commit = github.location.commit.as_ref().unwrap();
+    assert_eq!(commit.id, introduced);
+    assert_eq!(commit.author, "Alice Dev");
+    assert_eq!(commit.email, "alice@acme.test");
+    assert_eq!(commit.date, "2024-03-01T10:00:00Z");
+    assert_eq!(github.location.line, 2);
+}
+
+#[test]
+fn bare_mirrors_ranges_branches_and_limits() {
+    let (dir, _) = history_repo();
+    let bare = tempfile::tempdir().unwrap();
+    git(
+        bare.path(),
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            dir.path().to_str().unwrap(),
+            "mirror.git",
+        ],
+    );
+    let mirror = bare.path().join("mirror.git");
+    let report = scanner()
+        .scan_git(&mirror, &GitSelection::default(), &NoProgress)
+        .unwrap();
+    // A mirror copies every ref, the stash included.
+    assert_eq!(report.findings.len(), 4, "{:?}", report.findings);
+
+    let last = GitSelection {
+        range: Some("v1..main".into()),
+        ..GitSelection::default()
+    };
+    let report = scanner().scan_git(&mirror, &last, &NoProgress).unwrap();
+    let ids: Vec<&str> = report.findings.iter().map(|f| f.rule.id.as_str()).collect();
+    assert_eq!(ids, vec!["stripe-live-secret-key"]);
+
+    let only_v1 = GitSelection {
+        branches: vec!["v1".into()],
+        ..GitSelection::default()
+    };
+    let report = scanner().scan_git(&mirror, &only_v1, &NoProgress).unwrap();
+    assert_eq!(report.findings.len(), 2);
+
+    let one = GitSelection {
+        max_commits: Some(1),
+        branches: vec!["main".into()],
+        ..GitSelection::default()
+    };
+    // The newest commit of main is the merge: it brings the feature's file.
+    let report = scanner().scan_git(&mirror, &one, &NoProgress).unwrap();
+    let ids: Vec<&str> = report.findings.iter().map(|f| f.rule.id.as_str()).collect();
+    assert_eq!(ids, vec!["stripe-live-secret-key"]);
+    let later = GitSelection {
+        since: Some(1_900_000_000),
+        ..GitSelection::default()
+    };
+    assert!(
+        scanner()
+            .scan_git(&mirror, &later, &NoProgress)
+            .unwrap()
+            .findings
+            .is_empty()
+    );
+    let bad = GitSelection {
+        branches: branch_missing(),
+        ..GitSelection::default()
+    };
+    let err = scanner().scan_git(&mirror, &bad, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("no-such-branch"), "{err}");
+}
+
+fn branch_missing() -> Vec<String> {
+    vec!["no-such-branch".into()]
+}
+
+#[test]
+fn staged_changes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    commit_file(
+        repo,
+        "old.py",
+        &format!("T = '{GITHUB}'\n"),
+        "old secret, already committed",
+    );
+    fs::write(repo.join("new.py"), format!("\nKEY = '{STRIPE}'\n")).unwrap();
+    git(repo, &["add", "new.py"]);
+    fs::write(repo.join("unstaged.py"), format!("K = '{OPENAI}'\n")).unwrap();
+    let report = scanner().scan_staged(repo).unwrap();
+    let found: Vec<(&str, &str, u64)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.rule.id.as_str(),
+                f.location.path.rsplit('/').next().unwrap(),
+                f.location.line,
+            )
+        })
+        .collect();
+    assert_eq!(found, vec![("stripe-live-secret-key", "new.py", 2)]);
+}
+
+#[test]
+fn broken_repositories_are_errors_or_reports_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        scanner()
+            .scan_git(dir.path(), &GitSelection::default(), &NoProgress)
+            .is_err()
+    );
+    // An empty repository has no history.
+    git(dir.path(), &["init", "-q"]);
+    assert!(
+        scanner()
+            .scan_git(dir.path(), &GitSelection::default(), &NoProgress)
+            .unwrap()
+            .findings
+            .is_empty()
+    );
+    // A missing blob is reported and the rest is scanned.
+    commit_file(dir.path(), "a.py", &format!("T = '{GITHUB}'\n"), "a");
+    commit_file(dir.path(), "b.py", &format!("K = '{STRIPE}'\n"), "b");
+    let blob = git(dir.path(), &["rev-parse", "HEAD:a.py"]);
+    let object = dir
+        .path()
+        .join(".git/objects")
+        .join(&blob[..2])
+        .join(&blob[2..]);
+    fs::remove_file(object).unwrap();
+    let report = scanner()
+        .scan_git(dir.path(), &GitSelection::default(), &NoProgress)
+        .unwrap();
+    let ids: Vec<&str> = report.findings.iter().map(|f| f.rule.id.as_str()).collect();
+    assert_eq!(ids, vec!["stripe-live-secret-key"]);
+    assert_eq!(report.stats.errors.len(), 1, "{:?}", report.stats.errors);
+}
