@@ -22,6 +22,8 @@
 //! assert!(!findings[0].preview.contains(token));
 //! ```
 
+#[cfg(feature = "archive")]
+mod archive;
 pub mod decode;
 pub mod finding;
 pub mod fingerprint;

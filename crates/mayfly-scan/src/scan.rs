@@ -71,6 +71,8 @@ pub struct ScanStats {
     pub databases_scanned: u64,
     /// Database cells scanned.
     pub cells_scanned: u64,
+    /// Archives opened (nested ones included).
+    pub archives_scanned: u64,
     /// Files skipped because their content is binary.
     pub skipped_binary: u64,
     /// Symbolic links not followed.
@@ -93,6 +95,7 @@ impl ScanStats {
         self.bytes_scanned += other.bytes_scanned;
         self.databases_scanned += other.databases_scanned;
         self.cells_scanned += other.cells_scanned;
+        self.archives_scanned += other.archives_scanned;
         self.skipped_binary += other.skipped_binary;
         self.skipped_symlinks += other.skipped_symlinks;
         self.skipped_special += other.skipped_special;

@@ -99,12 +99,12 @@ fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bo
 }
 
 /// A scanning thread's state: reused buffers and what it found so far.
-struct Worker<'s> {
-    scanner: &'s Scanner,
+pub(crate) struct Worker<'s> {
+    pub(crate) scanner: &'s Scanner,
     scratch: Scratch,
     buf: Vec<u8>,
     findings: Vec<Finding>,
-    stats: ScanStats,
+    pub(crate) stats: ScanStats,
 }
 
 impl<'s> Worker<'s> {
@@ -118,7 +118,7 @@ impl<'s> Worker<'s> {
         }
     }
 
-    fn issue(&mut self, path: &str, error: impl ToString) {
+    pub(crate) fn issue(&mut self, path: &str, error: impl ToString) {
         self.stats.errors.push(ScanIssue {
             path: path.to_owned(),
             error: error.to_string(),
@@ -197,6 +197,19 @@ impl<'s> Worker<'s> {
             }
         };
         let head = buf.get(..SNIFF.min(buf.len())).unwrap_or_default();
+        #[cfg(feature = "archive")]
+        if let Some(archive) = crate::archive::archive_kind(head) {
+            if let Err(e) = file.read_to_end(&mut buf) {
+                self.buf = buf;
+                return self.issue(&shown, e);
+            }
+            let mut budget = crate::archive::Budget::for_limit(self.scanner.options.max_file_size);
+            self.scan_archive(&buf, &shown, archive, 0, &mut budget);
+            buf.clear();
+            self.buf = buf;
+            progress.advance(size);
+            return;
+        }
         let kind = sniff(head);
         let surface = classify(path, head);
         match kind {
@@ -248,6 +261,24 @@ impl<'s> Worker<'s> {
             }
         }
         progress.advance(size);
+    }
+
+    /// Scans in-memory content by what its bytes are: text (UTF-8 or
+    /// UTF-16) is scanned, binaries and databases are counted as skipped.
+    #[cfg_attr(
+        not(feature = "archive"),
+        expect(dead_code, reason = "only archives hold in-memory files")
+    )]
+    pub(crate) fn scan_text_or_skip(&mut self, content: &[u8], name: &str) {
+        let head = content.get(..SNIFF).unwrap_or(content);
+        let surface = classify(Path::new(name.rsplit('!').next().unwrap_or(name)), head);
+        match sniff(head) {
+            Kind::Text => self.scan_whole(content, name, surface),
+            Kind::Utf16 { little_endian } => {
+                self.scan_whole(&utf16_to_utf8(content, little_endian), name, surface)
+            }
+            Kind::Binary | Kind::Sqlite => self.stats.skipped_binary += 1,
+        }
     }
 
     fn scan_whole(&mut self, bytes: &[u8], shown: &str, surface: Surface) {

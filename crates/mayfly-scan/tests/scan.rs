@@ -7,6 +7,8 @@
     missing_docs
 )]
 
+#[path = "cases/archives.rs"]
+mod archives;
 #[path = "cases/common.rs"]
 mod common;
 #[path = "cases/decoders.rs"]

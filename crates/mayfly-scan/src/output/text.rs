@@ -130,6 +130,12 @@ pub(super) fn write(
             plural(stats.cells_scanned, "cell", "cells")
         ));
     }
+    if stats.archives_scanned > 0 {
+        scanned.push_str(&format!(
+            ", {}",
+            plural(stats.archives_scanned, "archive", "archives")
+        ));
+    }
     if let Some(elapsed) = run.elapsed {
         let secs = elapsed.as_secs_f64();
         scanned.push_str(&format!(" in {secs:.2} s"));
