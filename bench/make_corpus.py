@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -1091,7 +1090,7 @@ def main() -> int:
     args = ap.parse_args()
 
     seed = args.seed if args.seed is not None else str(secrets.randbits(64))
-    out: Path = args.out
+    out: Path = args.out.resolve()
     corpus = out / "corpus"
     if corpus.exists():
         shutil.rmtree(corpus)  # removes links only; the sources are untouched

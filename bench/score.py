@@ -9,7 +9,8 @@ value (a redacting report) -- one on the planted line +-1. SQLite
 locations have no line: they need the value, or the same table cell.
 
 A decoy is reported when a finding lands on the decoy's line (or database
-cell) and does not identify a true secret planted in that file.
+cell), or reports the decoy's value (decoys of 12 characters or more), and
+does not identify a true secret planted in that file.
 
 Reads bench/work/manifest.json, bench/work/out/<tool>.json,
 bench/work/timings/<tool>.<n>.time (GNU time -v) and
@@ -223,10 +224,13 @@ def score(tool: str, findings: list[Finding], targets: list[Target], decoys: lis
         for f in by_path.get(d["path"], []):
             if any(finding_hits_target(f, t) for t in true_in_file.get(d["path"], []) if f.values):
                 continue  # the finding is a true secret on a nearby line
+            decoy = canon(d["value"])
             if d.get("line") is not None:
                 on_it = f.line == d["line"]
             else:
-                on_it = (f.cell is not None and f.cell == cell) or any(canon(d["value"]) in canon(v) for v in f.values)
+                on_it = f.cell is not None and f.cell == cell
+            # a long decoy also counts by value, whatever line a tool gives
+            on_it = on_it or (len(decoy) >= 12 and any(identifies(v, decoy) for v in f.values))
             if on_it:
                 hit_by.append(f)
         if hit_by:
@@ -280,7 +284,10 @@ def main() -> int:
     work: Path = args.work
 
     manifest = json.loads((work / "manifest.json").read_text())
-    norm = PathNorm(manifest["corpus"]["root"])
+    root = Path(manifest["corpus"]["root"])
+    if not root.is_absolute() or not root.is_dir():
+        root = (work / "corpus").resolve()
+    norm = PathNorm(str(root))
     corpus_bytes = manifest["corpus"]["bytes"]
     targets = []
     for sid, s in manifest["secrets"].items():
@@ -346,6 +353,11 @@ def main() -> int:
         total = sum(1 for t in targets if t.surface == s)
         cells = [str(sum(1 for t in sc.found if t.surface == s)) for *_, sc in rows]
         lines.append(f"| {s} | {total} | " + " | ".join(cells) + " |")
+    lines.append("")
+
+    lines += ["Findings that are neither a planted secret nor a decoy (the real code's own test keys, "
+              "documentation examples and false positives; not scored):", ""]
+    lines += [f"- {tool}: {sc.unplanted} of {sc.findings}" for tool, _, _, sc in rows]
     lines.append("")
 
     for tool, _, _, sc in rows:

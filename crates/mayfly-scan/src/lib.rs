@@ -29,6 +29,7 @@ pub mod finding;
 pub mod fingerprint;
 #[cfg(feature = "git")]
 pub mod git;
+pub mod host;
 pub mod matcher;
 pub mod output;
 pub mod rule;

@@ -15,6 +15,8 @@ mod common;
 mod decoders;
 #[path = "cases/git.rs"]
 mod git;
+#[path = "cases/host.rs"]
+mod host;
 #[path = "cases/inputs.rs"]
 mod inputs;
 #[path = "cases/rules.rs"]

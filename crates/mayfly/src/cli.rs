@@ -36,8 +36,7 @@ enum Command {
 /// Options of `mayfly scan`.
 #[derive(Debug, Args)]
 pub struct ScanArgs {
-    /// Files and directories to scan; `-` reads standard input.
-    #[arg(default_value = ".")]
+    /// Files and directories to scan; `-` reads standard input [default: . unless --host].
     pub paths: Vec<PathBuf>,
 
     /// Output format: text, json, sarif or csv.
@@ -126,6 +125,21 @@ pub struct ScanArgs {
     /// Scan at most N commits, newest first (implies --git).
     #[arg(long, value_name = "N", help_heading = "Git")]
     pub max_commits: Option<usize>,
+
+    /// Scan this workstation: MCP configs, agent transcripts, shell
+    /// histories and credential files of AI and developer tools under the
+    /// home directory (PATHs are scanned too when given).
+    #[arg(long, help_heading = "Workstation")]
+    pub host: bool,
+
+    /// The home directory for --host [default: $HOME].
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Workstation",
+        requires = "host"
+    )]
+    pub home: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

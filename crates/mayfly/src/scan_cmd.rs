@@ -148,7 +148,10 @@ fn write_report(
 }
 
 /// `mayfly scan`.
-pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
+pub fn scan(mut args: ScanArgs) -> anyhow::Result<u8> {
+    if args.paths.is_empty() && !args.host {
+        args.paths.push(PathBuf::from("."));
+    }
     let config = config::load(args.config.as_deref())?;
     let rules = load_rules(&config, &args)?;
     let key = load_key(args.fingerprint_key.as_deref())?;
@@ -172,7 +175,20 @@ pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
         || args.since.is_some()
         || args.max_commits.is_some();
     let mut report = ScanReport::default();
-    if args.staged {
+    if args.host {
+        let home = match args
+            .home
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        {
+            Some(home) => home,
+            None => bail!("--host needs a home directory: set HOME or pass --home DIR"),
+        };
+        report.merge(scanner.scan_host(&home, progress));
+        if !args.paths.is_empty() {
+            report.merge(scanner.scan_paths(&args.paths, progress));
+        }
+    } else if args.staged {
         for path in &args.paths {
             report.merge(scanner.scan_staged(path)?);
         }

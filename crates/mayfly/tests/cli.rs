@@ -11,6 +11,8 @@
 mod common;
 #[path = "cli/formats.rs"]
 mod formats;
+#[path = "cli/git.rs"]
+mod git;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/suppression.rs"]
