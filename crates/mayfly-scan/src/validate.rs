@@ -123,19 +123,26 @@ fn jwt_ok(secret: &[u8]) -> bool {
 }
 
 fn pem_ok(secret: &[u8]) -> bool {
-    // The body is what lies between the BEGIN and END lines; count its
-    // base64 characters, ignoring line breaks (raw or escaped).
-    let text = String::from_utf8_lossy(secret);
+    // The body is what lies between the BEGIN and END lines, less the
+    // headers (`Proc-Type: ...`) and the OpenPGP checksum line (`=abcd`);
+    // it must decode as base64 to a key-sized blob.
+    let text = String::from_utf8_lossy(secret)
+        .replace("\\r", "")
+        .replace("\\n", "\n");
     let body: String = text
         .lines()
+        .map(str::trim)
         .filter(|line| !line.contains("-----") && !line.contains(':'))
+        .filter(|line| !(line.starts_with('=') && line.len() <= 6))
         .collect();
-    let body = body.replace("\\n", "");
-    let b64 = body
-        .bytes()
-        .filter(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/' || *b == b'=')
-        .count();
-    b64 >= 64 && !body.contains("...")
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    engine
+        .decode(body.as_bytes())
+        .is_ok_and(|key| key.len() >= 48)
 }
 
 /// Passwords that documentation and local development use, never a real one.
@@ -202,9 +209,25 @@ fn password_ok(password: &[u8]) -> bool {
     {
         return false;
     }
-    // "mypassword1", "generatedpassword2": a value naming itself is a placeholder.
-    if memchr::memmem::find(&lower, b"password").is_some()
-        || memchr::memmem::find(&lower, b"passwd").is_some()
+    // "mypassword1", "generatedpassword2", "P@55w0rd!": a value naming
+    // itself is a placeholder.
+    let plain: Vec<u8> = lower
+        .iter()
+        .map(|&b| match b {
+            b'0' => b'o',
+            b'@' | b'4' => b'a',
+            b'5' | b'$' => b's',
+            b'3' => b'e',
+            b'1' | b'!' => b'i',
+            b'7' => b't',
+            other => other,
+        })
+        .collect();
+    if [b"password".as_slice(), b"passwd", b"passwort"]
+        .iter()
+        .any(|w| {
+            memchr::memmem::find(&lower, w).is_some() || memchr::memmem::find(&plain, w).is_some()
+        })
     {
         return false;
     }
@@ -261,7 +284,87 @@ fn looks_like_code(value: &[u8]) -> bool {
     let call_or_index = value.iter().any(|b| b"()[]{}".contains(b));
     let path = value.starts_with(b"/") || value.starts_with(b"./") || value.starts_with(b"~/");
     let url = memchr::memmem::find(value, b"://").is_some();
-    identifier_path || call_or_index || path || url
+    identifier_path
+        || call_or_index
+        || path
+        || url
+        || looks_like_number(value)
+        || looks_like_type_name(value)
+}
+
+/// Numeric literals: `-2146893773`, `0x8004004A_u32`, `2108u32`, `1.5f`.
+fn looks_like_number(value: &[u8]) -> bool {
+    let digits = value
+        .strip_prefix(b"-")
+        .or_else(|| value.strip_prefix(b"+"))
+        .unwrap_or(value);
+    let (body, hex) = match digits
+        .strip_prefix(b"0x")
+        .or_else(|| digits.strip_prefix(b"0X"))
+    {
+        Some(rest) => (rest, true),
+        None => (digits, false),
+    };
+    let end = body
+        .iter()
+        .position(|&b| {
+            !(b.is_ascii_digit() || b == b'_' || b == b'.' || (hex && b.is_ascii_hexdigit()))
+        })
+        .unwrap_or(body.len());
+    let (number, suffix) = body.split_at(end);
+    let suffix = suffix.strip_prefix(b"_").unwrap_or(suffix);
+    number.iter().any(u8::is_ascii_digit)
+        && matches!(
+            suffix,
+            b"" | b"u8"
+                | b"u16"
+                | b"u32"
+                | b"u64"
+                | b"u128"
+                | b"usize"
+                | b"i8"
+                | b"i16"
+                | b"i32"
+                | b"i64"
+                | b"i128"
+                | b"isize"
+                | b"f32"
+                | b"f64"
+                | b"f"
+                | b"l"
+                | b"L"
+                | b"u"
+                | b"U"
+        )
+}
+
+/// PascalCase type names: three or more capitalised words of four letters
+/// or more (`X509HardwareKeyUsageFlags`), which random tokens almost never hold.
+fn looks_like_type_name(value: &[u8]) -> bool {
+    if !value.iter().all(u8::is_ascii_alphanumeric)
+        || value.iter().filter(|b| b.is_ascii_digit()).count() > 3
+    {
+        return false;
+    }
+    let mut words = 0;
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if b.is_ascii_uppercase() {
+            let lower = value
+                .get(i + 1..)
+                .unwrap_or_default()
+                .iter()
+                .take_while(|c| c.is_ascii_lowercase())
+                .count();
+            if lower >= 3 {
+                words += 1;
+            }
+            i += 1 + lower;
+        } else {
+            i += 1;
+        }
+    }
+    words >= 3
 }
 
 fn basic_auth_ok(secret: &[u8]) -> bool {

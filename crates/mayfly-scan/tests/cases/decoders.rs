@@ -50,12 +50,13 @@ fn basic_auth_header_is_decoded_by_its_validator() {
 
 #[test]
 fn json_escaped_private_key_in_a_transcript() {
+    let key: Vec<u8> = (0u32..900)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
     let mut body = String::new();
-    for i in 0..20 {
-        body.push_str(&b64(&format!(
-            "{i:02}-this-is-random-enough-key-material-{}",
-            i * 7919
-        )));
+    for line in encoded.as_bytes().chunks(64) {
+        body.push_str(std::str::from_utf8(line).unwrap());
         body.push_str("\\n");
     }
     let line = format!(
@@ -65,7 +66,14 @@ fn json_escaped_private_key_in_a_transcript() {
     let findings = scanner().scan_bytes("session.jsonl", text.as_bytes());
     assert_eq!(ids(&findings), vec!["private-key-rsa"], "{findings:?}");
     assert_eq!(findings[0].location.line, 2);
-    assert_eq!(findings[0].location.decoder, Some(Decoder::Escape));
+    // The same key as a plain PEM file is the same secret.
+    let plain = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}-----END RSA PRIVATE KEY-----\n",
+        body.replace("\\n", "\n")
+    );
+    let file = scanner().scan_bytes("id_rsa", plain.as_bytes());
+    assert_eq!(ids(&file), vec!["private-key-rsa"]);
+    assert_eq!(file[0].fingerprint, findings[0].fingerprint);
 }
 
 #[test]
