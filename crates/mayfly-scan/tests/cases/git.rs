@@ -205,6 +205,34 @@ fn branch_missing() -> Vec<String> {
 }
 
 #[test]
+fn shallow_clones_scan_what_they_have() {
+    let (dir, _) = history_repo();
+    let clones = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", dir.path().display());
+    git(
+        clones.path(),
+        &["clone", "-q", "--depth", "1", &url, "shallow"],
+    );
+    let report = scanner()
+        .scan_git(
+            &clones.path().join("shallow"),
+            &GitSelection::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    let mut ids: Vec<&str> = report.findings.iter().map(|f| f.rule.id.as_str()).collect();
+    ids.sort();
+    // The removed token's commits were not fetched; what HEAD holds is found.
+    assert_eq!(ids, vec!["openai-project-key", "stripe-live-secret-key"]);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.location.present_at_head == Some(true))
+    );
+}
+
+#[test]
 fn staged_changes_only() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path();
