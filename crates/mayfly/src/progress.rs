@@ -25,6 +25,7 @@ impl Bar {
         )
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
+        bar.set_message("0");
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(Bar {
             bar,
