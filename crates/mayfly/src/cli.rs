@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::scan_cmd;
+use crate::{inventory_cmd, scan_cmd};
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
 /// API key or token (code, .env, CI, MCP configs, agent transcripts,
@@ -31,6 +31,88 @@ enum Command {
     /// List the rules or check rule files against their own examples.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The lasting inventory of secrets, copies, owners and decisions (fed by `scan --save`).
+    Inventory(InventoryArgs),
+}
+
+/// `mayfly inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    #[command(subcommand)]
+    pub command: InventoryCommand,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Subcommands of `mayfly inventory`.
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// List secrets, most copies first.
+    List {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only secrets with a live copy on this surface.
+        #[arg(long)]
+        surface: Option<String>,
+        /// Only secrets of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only secrets nobody owns.
+        #[arg(long)]
+        unclear: bool,
+        /// Only secrets with at least N live copies.
+        #[arg(long, value_name = "N")]
+        min_copies: Option<i64>,
+        /// Only secrets first seen more than N days ago.
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<i64>,
+        /// Include rotated, revoked and accepted secrets.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one secret: every copy (gone ones too), owner and status history.
+    Show {
+        /// Fingerprint, or a unique prefix of at least 8 hex digits.
+        fingerprint: String,
+    },
+    /// Set or clear a secret's owner.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
+    /// Record what was done about a secret; found again later, it reopens.
+    Resolve {
+        /// Fingerprint, or a unique prefix of at least 8 hex digits.
+        fingerprint: String,
+        /// The credential was rotated at its provider.
+        #[arg(long, group = "decision")]
+        rotated: bool,
+        /// The credential was revoked at its provider.
+        #[arg(long, group = "decision")]
+        revoked: bool,
+        /// The risk is knowingly accepted.
+        #[arg(long, group = "decision")]
+        accepted_risk: bool,
+        /// Why, for the history.
+        #[arg(long, required = true)]
+        note: String,
+    },
+}
+
+/// `mayfly inventory owner`.
+#[derive(Debug, Subcommand)]
+pub enum OwnerCommand {
+    /// Assign an owner (a team or person).
+    Set {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+        /// The owner.
+        owner: String,
+    },
+    /// Remove the explicit owner.
+    Clear {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+    },
 }
 
 /// Options of `mayfly scan`.
@@ -140,6 +222,21 @@ pub struct ScanArgs {
         requires = "host"
     )]
     pub home: Option<PathBuf>,
+
+    /// Merge the results into the inventory (see `mayfly inventory`).
+    #[arg(long, help_heading = "Inventory")]
+    pub save: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Where the store is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// The store: a SQLite file or a postgres:// URL [default: mayfly.db in Mayfly's data directory].
+    #[arg(long, value_name = "PATH|URL", env = "MAYFLY_DB", global = true)]
+    pub db: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,5 +260,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scan(args) => scan_cmd::scan(*args),
         Command::Rules(RulesCommand::List { rule_files }) => scan_cmd::list_rules(&rule_files),
         Command::Rules(RulesCommand::Check { files }) => scan_cmd::check_rules(&files),
+        Command::Inventory(args) => inventory_cmd::run(args),
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod inventory_cmd;
 mod progress;
 mod scan_cmd;
 

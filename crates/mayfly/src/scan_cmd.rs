@@ -213,6 +213,15 @@ pub fn scan(mut args: ScanArgs) -> anyhow::Result<u8> {
         }
     }
     let elapsed = started.elapsed();
+    let source_kind = if args.host {
+        "host"
+    } else if args.staged {
+        "staged"
+    } else if git_history {
+        "git"
+    } else {
+        "files"
+    };
     if let Some(bar) = &bar {
         bar.finish();
     }
@@ -223,6 +232,17 @@ pub fn scan(mut args: ScanArgs) -> anyhow::Result<u8> {
         &mut report.stats.suppressed,
     );
 
+    if args.save {
+        let mut covered = args.paths.clone();
+        if let Some(home) = args.home.clone().filter(|_| args.host) {
+            covered.push(home);
+        }
+        crate::inventory_cmd::save(
+            &report,
+            &crate::inventory_cmd::scan_source(source_kind, &covered),
+            &args.db,
+        )?;
+    }
     if let Some(path) = &args.write_baseline {
         let baseline = Baseline::from_findings(&report.findings, scanner.key());
         baseline.write(path)?;

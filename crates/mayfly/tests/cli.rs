@@ -13,6 +13,8 @@ mod common;
 mod formats;
 #[path = "cli/git.rs"]
 mod git;
+#[path = "cli/inventory.rs"]
+mod inventory;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/suppression.rs"]

@@ -1,0 +1,385 @@
+//! The two backends behind one small interface: parameterised statements
+//! and queries inside a transaction, with `$1`-style placeholders that both
+//! SQLite and PostgreSQL read (numbered in order of first appearance).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::TransactionBehavior;
+
+use crate::StoreError;
+use crate::schema;
+
+/// A parameter or a result cell.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl Value {
+    pub(crate) fn int(&self) -> Option<i64> {
+        match self {
+            Value::Int(v) => *v,
+            Value::Text(_) => None,
+        }
+    }
+
+    pub(crate) fn text(&self) -> Option<&str> {
+        match self {
+            Value::Text(v) => v.as_deref(),
+            Value::Int(_) => None,
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(Some(v))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Value {
+    fn from(v: Option<i64>) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<Option<String>> for Value {
+    fn from(v: Option<String>) -> Self {
+        Value::Text(v)
+    }
+}
+
+/// Statements run inside one transaction.
+pub(crate) trait Tx {
+    /// Runs a statement; returns the rows it changed.
+    fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, StoreError>;
+    /// Runs a query; returns its rows.
+    fn query(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError>;
+    /// Which SQL dialect to use where the two differ.
+    fn is_postgres(&self) -> bool;
+}
+
+fn query_error(what: &'static str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Query {
+        what,
+        reason: err.to_string(),
+    }
+}
+
+struct SqliteTx<'a>(rusqlite::Transaction<'a>);
+
+fn sqlite_params(params: &[Value]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|p| match p {
+            Value::Int(Some(v)) => rusqlite::types::Value::Integer(*v),
+            Value::Text(Some(v)) => rusqlite::types::Value::Text(v.clone()),
+            Value::Int(None) | Value::Text(None) => rusqlite::types::Value::Null,
+        })
+        .collect()
+}
+
+impl Tx for SqliteTx<'_> {
+    fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached(sql)
+            .map_err(|e| query_error(what, e))?;
+        stmt.execute(rusqlite::params_from_iter(sqlite_params(params)))
+            .map(|n| n as u64)
+            .map_err(|e| query_error(what, e))
+    }
+
+    fn query(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let mut stmt = self
+            .0
+            .prepare_cached(sql)
+            .map_err(|e| query_error(what, e))?;
+        let columns = stmt.column_count();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(sqlite_params(params)))
+            .map_err(|e| query_error(what, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| query_error(what, e))? {
+            let mut cells = Vec::with_capacity(columns);
+            for i in 0..columns {
+                cells.push(match row.get_ref(i).map_err(|e| query_error(what, e))? {
+                    rusqlite::types::ValueRef::Integer(v) => Value::Int(Some(v)),
+                    rusqlite::types::ValueRef::Text(t) => {
+                        Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                    }
+                    rusqlite::types::ValueRef::Null => Value::Text(None),
+                    rusqlite::types::ValueRef::Real(v) => Value::Int(Some(v as i64)),
+                    rusqlite::types::ValueRef::Blob(b) => {
+                        Value::Text(Some(String::from_utf8_lossy(b).into_owned()))
+                    }
+                });
+            }
+            out.push(cells);
+        }
+        Ok(out)
+    }
+
+    fn is_postgres(&self) -> bool {
+        false
+    }
+}
+
+struct PostgresTx<'a> {
+    tx: postgres::Transaction<'a>,
+    statements: &'a mut HashMap<String, postgres::Statement>,
+}
+
+impl PostgresTx<'_> {
+    fn statement(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<postgres::Statement, StoreError> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.tx.prepare(sql).map_err(|e| pg_error(what, &e))?;
+        self.statements.insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+}
+
+fn postgres_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
+            match p {
+                Value::Int(v) => Box::new(*v),
+                Value::Text(v) => Box::new(v.clone()),
+            }
+        })
+        .collect()
+}
+
+fn pg_error(what: &'static str, err: &postgres::Error) -> StoreError {
+    let reason = match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => err.to_string(),
+    };
+    StoreError::Query { what, reason }
+}
+
+impl Tx for PostgresTx<'_> {
+    fn execute(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64, StoreError> {
+        let stmt = self.statement(what, sql)?;
+        let boxed = postgres_params(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            boxed.iter().map(|b| b.as_ref()).collect();
+        self.tx
+            .execute(&stmt, &refs)
+            .map_err(|e| pg_error(what, &e))
+    }
+
+    fn query(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let stmt = self.statement(what, sql)?;
+        let boxed = postgres_params(params);
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            boxed.iter().map(|b| b.as_ref()).collect();
+        let rows = self
+            .tx
+            .query(&stmt, &refs)
+            .map_err(|e| pg_error(what, &e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut cells = Vec::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let cell = match *column.type_() {
+                    postgres::types::Type::INT8 => {
+                        Value::Int(row.try_get(i).map_err(|e| pg_error(what, &e))?)
+                    }
+                    postgres::types::Type::INT4 => Value::Int(
+                        row.try_get::<_, Option<i32>>(i)
+                            .map_err(|e| pg_error(what, &e))?
+                            .map(i64::from),
+                    ),
+                    _ => Value::Text(row.try_get(i).map_err(|e| pg_error(what, &e))?),
+                };
+                cells.push(cell);
+            }
+            out.push(cells);
+        }
+        Ok(out)
+    }
+
+    fn is_postgres(&self) -> bool {
+        true
+    }
+}
+
+enum Conn {
+    Sqlite(rusqlite::Connection),
+    Postgres {
+        client: Box<postgres::Client>,
+        statements: HashMap<String, postgres::Statement>,
+    },
+}
+
+/// An open, migrated store.
+pub struct Store {
+    conn: Conn,
+    target: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.target)
+    }
+}
+
+/// A URL with its password replaced, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = url.get(scheme + 3..at).unwrap_or_default();
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!(
+                "{}{user}:***{}",
+                url.get(..scheme + 3).unwrap_or_default(),
+                url.get(at..).unwrap_or_default()
+            )
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `target`: a `postgres://` or
+    /// `postgresql://` URL, or a SQLite file path. Runs pending migrations.
+    pub fn open(target: &str) -> Result<Store, StoreError> {
+        let shown = redact_url(target);
+        let open_error = |reason: String| StoreError::Open {
+            target: shown.clone(),
+            reason,
+        };
+        let conn = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+            let client = postgres::Client::connect(target, postgres::NoTls)
+                .map_err(|e| open_error(e.to_string()))?;
+            Conn::Postgres {
+                client: Box::new(client),
+                statements: HashMap::new(),
+            }
+        } else {
+            let path = Path::new(target);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+            }
+            let conn = rusqlite::Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+            conn.busy_timeout(Duration::from_secs(30))
+                .map_err(|e| open_error(e.to_string()))?;
+            // WAL: readers never block the writer; NORMAL sync is durable
+            // across process crashes, which is what a scan needs.
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| StoreError::Foreign {
+                    target: shown.clone(),
+                    reason: e.to_string(),
+                })?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| open_error(e.to_string()))?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(|e| open_error(e.to_string()))?;
+            Conn::Sqlite(conn)
+        };
+        let mut store = Store {
+            conn,
+            target: shown,
+        };
+        schema::migrate(&mut store)?;
+        Ok(store)
+    }
+
+    /// The path or URL (password removed), for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Runs `work` in one transaction: committed if it returns `Ok`,
+    /// rolled back otherwise (nothing half-written).
+    pub(crate) fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| query_error("begin", e))?;
+                let mut wrapped = SqliteTx(tx);
+                let value = work(&mut wrapped)?;
+                wrapped.0.commit().map_err(|e| query_error("commit", e))?;
+                Ok(value)
+            }
+            Conn::Postgres { client, statements } => {
+                let tx = client.transaction().map_err(|e| query_error("begin", e))?;
+                let mut wrapped = PostgresTx { tx, statements };
+                let value = work(&mut wrapped)?;
+                wrapped.tx.commit().map_err(|e| query_error("commit", e))?;
+                Ok(value)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("/var/lib/mayfly.db"), "/var/lib/mayfly.db");
+    }
+}

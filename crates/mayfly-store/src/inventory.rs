@@ -1,0 +1,528 @@
+//! The inventory tables: secrets (by fingerprint, never plaintext), every
+//! location of every copy, status history; the merge of a scan into them.
+
+use std::collections::BTreeMap;
+
+use crate::backend::{Store, Tx, Value};
+use crate::{StoreError, Timestamp};
+
+/// What a security team decided about a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretStatus {
+    /// Needs action.
+    Open,
+    /// Replaced with a new credential at its provider.
+    Rotated,
+    /// Revoked at its provider.
+    Revoked,
+    /// Knowingly kept, with a note.
+    AcceptedRisk,
+}
+
+impl SecretStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretStatus::Open => "open",
+            SecretStatus::Rotated => "rotated",
+            SecretStatus::Revoked => "revoked",
+            SecretStatus::AcceptedRisk => "accepted-risk",
+        }
+    }
+
+    fn parse(text: &str) -> SecretStatus {
+        match text {
+            "rotated" => SecretStatus::Rotated,
+            "revoked" => SecretStatus::Revoked,
+            "accepted-risk" => SecretStatus::AcceptedRisk,
+            _ => SecretStatus::Open,
+        }
+    }
+}
+
+/// One copy found by a scan, as the inventory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRecord {
+    /// The secret's keyed fingerprint (hex).
+    pub fingerprint: String,
+    /// The rule that found it.
+    pub rule_id: String,
+    /// The issuing service.
+    pub provider: String,
+    /// The rule's severity.
+    pub severity: String,
+    /// Where it is (file, `file!entry` or `file#table.column[row]`).
+    pub path: String,
+    /// 1-based line.
+    pub line: i64,
+    /// 1-based column.
+    pub column: i64,
+    /// The surface it lives on.
+    pub surface: String,
+    /// The introducing commit, for copies found in git history.
+    pub commit_id: Option<String>,
+    /// That commit's author.
+    pub author: Option<String>,
+    /// That author's email.
+    pub author_email: Option<String>,
+    /// That commit's time.
+    pub committed_at: Option<Timestamp>,
+}
+
+/// A whole scan to merge: where it looked, when, and every copy it found.
+#[derive(Debug, Clone)]
+pub struct ScanRecord {
+    /// What was scanned (`host:/abs/path`); copies of an earlier scan of
+    /// the same source that this scan does not find are marked gone.
+    pub source: String,
+    /// When the scan ran.
+    pub at: Timestamp,
+    /// The copies found.
+    pub copies: Vec<CopyRecord>,
+}
+
+/// What a merge changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeSummary {
+    /// Secrets seen for the first time.
+    pub new_secrets: u64,
+    /// Secrets already in the inventory.
+    pub known_secrets: u64,
+    /// Locations seen for the first time.
+    pub new_locations: u64,
+    /// Locations of the same source no longer found.
+    pub gone_locations: u64,
+    /// Resolved secrets found again (fingerprints), now open and flagged.
+    pub reopened: Vec<String>,
+}
+
+/// Filters of `inventory list`.
+#[derive(Debug, Clone, Default)]
+pub struct SecretFilter {
+    /// Only this provider (case-insensitive).
+    pub provider: Option<String>,
+    /// Only secrets with a live copy on this surface.
+    pub surface: Option<String>,
+    /// Only secrets owned by this owner.
+    pub owner: Option<String>,
+    /// Only secrets without an owner.
+    pub unowned: bool,
+    /// Only secrets with at least this many live copies.
+    pub min_copies: Option<i64>,
+    /// Only secrets first seen before this time.
+    pub first_seen_before: Option<Timestamp>,
+    /// Include resolved secrets.
+    pub include_resolved: bool,
+}
+
+/// A secret in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    /// Fingerprint (hex).
+    pub fingerprint: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Provider.
+    pub provider: String,
+    /// Severity.
+    pub severity: String,
+    /// First seen.
+    pub first_seen: Timestamp,
+    /// Last seen.
+    pub last_seen: Timestamp,
+    /// Status.
+    pub status: SecretStatus,
+    /// Found again after it was resolved.
+    pub reopened: bool,
+    /// Owner, if known.
+    pub owner: Option<String>,
+    /// Where the owner came from.
+    pub owner_source: Option<String>,
+    /// Live copies.
+    pub copies: i64,
+    /// Distinct surfaces of the live copies, comma-separated.
+    pub surfaces: String,
+}
+
+/// A location in a secret's detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationRow {
+    /// The scan source.
+    pub source: String,
+    /// Path.
+    pub path: String,
+    /// Line.
+    pub line: i64,
+    /// Column.
+    pub column: i64,
+    /// Surface.
+    pub surface: String,
+    /// Introducing commit, if from history.
+    pub commit_id: Option<String>,
+    /// Its author.
+    pub author: Option<String>,
+    /// First seen.
+    pub first_seen: Timestamp,
+    /// Last seen.
+    pub last_seen: Timestamp,
+    /// When it was no longer found.
+    pub gone_at: Option<Timestamp>,
+}
+
+/// A status change in a secret's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The new status.
+    pub status: SecretStatus,
+    /// Why.
+    pub note: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One secret with every location and its status history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretDetail {
+    /// The secret.
+    pub secret: SecretRow,
+    /// Every location, gone ones included.
+    pub locations: Vec<LocationRow>,
+    /// Status changes, oldest first.
+    pub history: Vec<StatusChange>,
+}
+
+fn location_key(copy: &CopyRecord) -> String {
+    format!("{}\u{1f}{}\u{1f}{}", copy.path, copy.line, copy.column)
+}
+
+fn text(row: &[Value], i: usize) -> String {
+    row.get(i)
+        .and_then(Value::text)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn int(row: &[Value], i: usize) -> i64 {
+    row.get(i).and_then(Value::int).unwrap_or_default()
+}
+
+const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source";
+
+fn secret_row(row: &[Value], copies: i64, surfaces: String) -> SecretRow {
+    SecretRow {
+        fingerprint: text(row, 0),
+        rule_id: text(row, 1),
+        provider: text(row, 2),
+        severity: text(row, 3),
+        first_seen: int(row, 4),
+        last_seen: int(row, 5),
+        status: SecretStatus::parse(&text(row, 6)),
+        reopened: int(row, 7) != 0,
+        owner: row.get(8).and_then(Value::text).map(str::to_owned),
+        owner_source: row.get(9).and_then(Value::text).map(str::to_owned),
+        copies,
+        surfaces,
+    }
+}
+
+fn resolve_prefix(tx: &mut dyn Tx, prefix: &str) -> Result<String, StoreError> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::NotFound(format!(
+            "{prefix:?} is not a fingerprint: give at least 8 hex digits as `mayfly inventory list` shows them"
+        )));
+    }
+    let pattern = format!("{prefix}%");
+    let rows = tx.query(
+        "find secret",
+        "SELECT fingerprint FROM secrets WHERE fingerprint LIKE $1 LIMIT 2",
+        &[pattern.into()],
+    )?;
+    match rows.as_slice() {
+        [one] => Ok(text(one, 0)),
+        [] => Err(StoreError::NotFound(format!(
+            "no secret in the inventory has a fingerprint starting with {prefix}"
+        ))),
+        _ => Err(StoreError::NotFound(format!(
+            "several secrets start with {prefix}; give more digits"
+        ))),
+    }
+}
+
+impl Store {
+    /// Merges a scan into the inventory, in one transaction: secrets and
+    /// locations are added or touched (`last_seen`), locations of the same
+    /// source that the scan no longer finds are marked gone (never
+    /// deleted), and resolved secrets that show up again are reopened.
+    pub fn save_scan(&mut self, scan: &ScanRecord) -> Result<MergeSummary, StoreError> {
+        self.transaction(|tx| {
+            if tx.is_postgres() {
+                // Saves run one at a time (SQLite's BEGIN IMMEDIATE does the
+                // same): each merge sees the previous one whole.
+                tx.query("lock inventory", "SELECT pg_advisory_xact_lock(7355609)::text", &[])?;
+            }
+            let mut summary = MergeSummary::default();
+            let next = tx.query("next scan id", "SELECT COALESCE(MAX(id), 0) + 1 FROM scans", &[])?;
+            let scan_id = next.first().map(|r| int(r, 0)).unwrap_or(1);
+            tx.execute(
+                "record scan",
+                "INSERT INTO scans (id, source, at, copies) VALUES ($1, $2, $3, $4)",
+                &[scan_id.into(), scan.source.as_str().into(), scan.at.into(), (scan.copies.len() as i64).into()],
+            )?;
+            let mut by_secret: BTreeMap<&str, &CopyRecord> = BTreeMap::new();
+            for copy in &scan.copies {
+                by_secret.entry(copy.fingerprint.as_str()).or_insert(copy);
+            }
+            for (fingerprint, copy) in by_secret {
+                let existing = tx.query("read secret", "SELECT status FROM secrets WHERE fingerprint = $1", &[fingerprint.into()])?;
+                match existing.first() {
+                    None => {
+                        summary.new_secrets += 1;
+                        tx.execute(
+                            "add secret",
+                            "INSERT INTO secrets (fingerprint, rule_id, provider, severity, first_seen, last_seen, status, reopened) \
+                             VALUES ($1, $2, $3, $4, $5, $5, 'open', 0)",
+                            &[
+                                fingerprint.into(),
+                                copy.rule_id.as_str().into(),
+                                copy.provider.as_str().into(),
+                                copy.severity.as_str().into(),
+                                scan.at.into(),
+                            ],
+                        )?;
+                    }
+                    Some(row) => {
+                        summary.known_secrets += 1;
+                        let status = SecretStatus::parse(&text(row, 0));
+                        if status == SecretStatus::Open {
+                            tx.execute(
+                                "touch secret",
+                                "UPDATE secrets SET last_seen = $1 WHERE fingerprint = $2",
+                                &[scan.at.into(), fingerprint.into()],
+                            )?;
+                        } else {
+                            summary.reopened.push(fingerprint.to_owned());
+                            tx.execute(
+                                "reopen secret",
+                                "UPDATE secrets SET last_seen = $1, status = 'open', reopened = 1 WHERE fingerprint = $2",
+                                &[scan.at.into(), fingerprint.into()],
+                            )?;
+                            let note = format!("found again after it was marked {}", status.as_str());
+                            tx.execute(
+                                "record status",
+                                "INSERT INTO status_history (fingerprint, status, note, at) VALUES ($1, 'open', $2, $3)",
+                                &[fingerprint.into(), note.into(), scan.at.into()],
+                            )?;
+                        }
+                    }
+                }
+            }
+            for copy in &scan.copies {
+                let inserted = tx.execute(
+                    "add location",
+                    "INSERT INTO locations (fingerprint, location_key, source, path, line, col, surface, commit_id, author, author_email, \
+                     committed_at, first_seen, last_seen, last_scan, gone_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, NULL) \
+                     ON CONFLICT (fingerprint, location_key) DO NOTHING",
+                    &[
+                        copy.fingerprint.as_str().into(),
+                        location_key(copy).into(),
+                        scan.source.as_str().into(),
+                        copy.path.as_str().into(),
+                        copy.line.into(),
+                        copy.column.into(),
+                        copy.surface.as_str().into(),
+                        copy.commit_id.clone().into(),
+                        copy.author.clone().into(),
+                        copy.author_email.clone().into(),
+                        copy.committed_at.into(),
+                        scan.at.into(),
+                        scan_id.into(),
+                    ],
+                )?;
+                if inserted == 1 {
+                    summary.new_locations += 1;
+                } else {
+                    tx.execute(
+                        "touch location",
+                        "UPDATE locations SET last_seen = $1, last_scan = $2, gone_at = NULL, source = $3 \
+                         WHERE fingerprint = $4 AND location_key = $5",
+                        &[
+                            scan.at.into(),
+                            scan_id.into(),
+                            scan.source.as_str().into(),
+                            copy.fingerprint.as_str().into(),
+                            location_key(copy).into(),
+                        ],
+                    )?;
+                }
+            }
+            summary.gone_locations = tx.execute(
+                "mark gone",
+                "UPDATE locations SET gone_at = $1 WHERE source = $2 AND last_scan <> $3 AND gone_at IS NULL",
+                &[scan.at.into(), scan.source.as_str().into(), scan_id.into()],
+            )?;
+            Ok(summary)
+        })
+    }
+
+    /// Secrets matching `filter`, most live copies first.
+    pub fn list_secrets(&mut self, filter: &SecretFilter) -> Result<Vec<SecretRow>, StoreError> {
+        let filter = filter.clone();
+        self.transaction(move |tx| {
+            let mut sql = format!(
+                "SELECT {SECRET_COLUMNS}, \
+                 (SELECT count(*) FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL) AS copies \
+                 FROM secrets s WHERE 1 = 1"
+            );
+            let mut params: Vec<Value> = Vec::new();
+            let param = |value: Value, params: &mut Vec<Value>| {
+                params.push(value);
+                format!("${}", params.len())
+            };
+            if let Some(provider) = &filter.provider {
+                let p = param(provider.to_lowercase().into(), &mut params);
+                sql.push_str(&format!(" AND lower(s.provider) = {p}"));
+            }
+            if let Some(owner) = &filter.owner {
+                let p = param(owner.as_str().into(), &mut params);
+                sql.push_str(&format!(" AND s.owner = {p}"));
+            }
+            if filter.unowned {
+                sql.push_str(" AND s.owner IS NULL");
+            }
+            if let Some(before) = filter.first_seen_before {
+                let p = param(before.into(), &mut params);
+                sql.push_str(&format!(" AND s.first_seen < {p}"));
+            }
+            if !filter.include_resolved {
+                sql.push_str(" AND s.status = 'open'");
+            }
+            if let Some(surface) = &filter.surface {
+                let p = param(surface.as_str().into(), &mut params);
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL AND l.surface = {p})"
+                ));
+            }
+            sql.push_str(" ORDER BY copies DESC, s.first_seen, s.fingerprint");
+            let rows = tx.query("list secrets", &sql, &params)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let copies = int(&row, 10);
+                if filter.min_copies.is_some_and(|min| copies < min) {
+                    continue;
+                }
+                let fingerprint = text(&row, 0);
+                let surfaces = tx.query(
+                    "list surfaces",
+                    "SELECT DISTINCT surface FROM locations WHERE fingerprint = $1 AND gone_at IS NULL ORDER BY surface",
+                    &[fingerprint.into()],
+                )?;
+                let surfaces: Vec<String> = surfaces.iter().map(|r| text(r, 0)).collect();
+                out.push(secret_row(&row, copies, surfaces.join(",")));
+            }
+            Ok(out)
+        })
+    }
+
+    /// One secret by fingerprint (or a unique prefix of 8+ hex digits).
+    pub fn secret(&mut self, prefix: &str) -> Result<SecretDetail, StoreError> {
+        self.transaction(|tx| {
+            let fingerprint = resolve_prefix(tx, prefix)?;
+            let rows = tx.query(
+                "read secret",
+                &format!(
+                    "SELECT {SECRET_COLUMNS}, \
+                     (SELECT count(*) FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL) \
+                     FROM secrets s WHERE s.fingerprint = $1"
+                ),
+                &[fingerprint.as_str().into()],
+            )?;
+            let row = rows.first().ok_or_else(|| StoreError::NotFound(format!("secret {fingerprint} vanished")))?;
+            let locations = tx.query(
+                "read locations",
+                "SELECT source, path, line, col, surface, commit_id, author, first_seen, last_seen, gone_at \
+                 FROM locations WHERE fingerprint = $1 ORDER BY gone_at IS NOT NULL, path, line",
+                &[fingerprint.as_str().into()],
+            )?;
+            let locations: Vec<LocationRow> = locations
+                .iter()
+                .map(|r| LocationRow {
+                    source: text(r, 0),
+                    path: text(r, 1),
+                    line: int(r, 2),
+                    column: int(r, 3),
+                    surface: text(r, 4),
+                    commit_id: r.get(5).and_then(Value::text).map(str::to_owned),
+                    author: r.get(6).and_then(Value::text).map(str::to_owned),
+                    first_seen: int(r, 7),
+                    last_seen: int(r, 8),
+                    gone_at: r.get(9).and_then(Value::int),
+                })
+                .collect();
+            let mut surfaces: Vec<String> =
+                locations.iter().filter(|l| l.gone_at.is_none()).map(|l| l.surface.clone()).collect();
+            surfaces.sort();
+            surfaces.dedup();
+            let history = tx.query(
+                "read history",
+                "SELECT status, note, at FROM status_history WHERE fingerprint = $1 ORDER BY at",
+                &[fingerprint.as_str().into()],
+            )?;
+            Ok(SecretDetail {
+                secret: secret_row(row, int(row, 10), surfaces.join(",")),
+                locations,
+                history: history
+                    .iter()
+                    .map(|r| StatusChange {
+                        status: SecretStatus::parse(&text(r, 0)),
+                        note: text(r, 1),
+                        at: int(r, 2),
+                    })
+                    .collect(),
+            })
+        })
+    }
+
+    /// Sets (or with `None` clears) the explicit owner of a secret.
+    pub fn set_owner(&mut self, prefix: &str, owner: Option<&str>) -> Result<String, StoreError> {
+        self.transaction(|tx| {
+            let fingerprint = resolve_prefix(tx, prefix)?;
+            let source: Option<String> = owner.map(|_| "explicit".to_owned());
+            tx.execute(
+                "set owner",
+                "UPDATE secrets SET owner = $1, owner_source = $2 WHERE fingerprint = $3",
+                &[
+                    owner.map(str::to_owned).into(),
+                    source.into(),
+                    fingerprint.as_str().into(),
+                ],
+            )?;
+            Ok(fingerprint)
+        })
+    }
+
+    /// Records a decision about a secret; the history keeps every one.
+    pub fn resolve(
+        &mut self,
+        prefix: &str,
+        status: SecretStatus,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<String, StoreError> {
+        self.transaction(|tx| {
+            let fingerprint = resolve_prefix(tx, prefix)?;
+            tx.execute(
+                "resolve",
+                "UPDATE secrets SET status = $1, reopened = 0 WHERE fingerprint = $2",
+                &[status.as_str().into(), fingerprint.as_str().into()],
+            )?;
+            tx.execute(
+                "record status",
+                "INSERT INTO status_history (fingerprint, status, note, at) VALUES ($1, $2, $3, $4)",
+                &[fingerprint.as_str().into(), status.as_str().into(), note.into(), at.into()],
+            )?;
+            Ok(fingerprint)
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! Mayfly's store: one schema, two real backends. SQLite (WAL mode, one
+//! file, zero set-up) is the default; PostgreSQL is the shared store for
+//! teams and replicas. This is the only crate that speaks SQL.
+//!
+//! Migrations are versioned and run when a store is opened; a store
+//! written by a newer Mayfly is refused rather than misread.
+
+mod backend;
+mod inventory;
+mod schema;
+
+pub use backend::Store;
+pub use inventory::{
+    CopyRecord, LocationRow, MergeSummary, ScanRecord, SecretDetail, SecretFilter, SecretRow,
+    SecretStatus, StatusChange,
+};
+
+/// Why the store refused or failed an operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or reached.
+    #[error("cannot open the store {target}: {reason}")]
+    Open {
+        /// The path or URL (password removed).
+        target: String,
+        /// The driver's message.
+        reason: String,
+    },
+    /// The file is not a Mayfly store (or not a database at all).
+    #[error(
+        "{target} is not a Mayfly store ({reason}); point --db at a Mayfly database or a new path"
+    )]
+    Foreign {
+        /// The path or URL.
+        target: String,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The store was written by a newer Mayfly.
+    #[error(
+        "{target} has schema version {found}, newer than this Mayfly's {supported}; upgrade Mayfly"
+    )]
+    TooNew {
+        /// The path or URL.
+        target: String,
+        /// Version in the store.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A query failed.
+    #[error("store query failed ({what}): {reason}")]
+    Query {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's message.
+        reason: String,
+    },
+    /// A fingerprint prefix matched no secret, or several.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The current time in seconds since the epoch; passed in, never read by
+/// logic, so tests control it.
+pub type Timestamp = i64;

@@ -1,0 +1,172 @@
+//! Versioned migrations, one list for both backends (with a PostgreSQL
+//! variant where the dialects differ).
+
+use crate::StoreError;
+use crate::backend::{Store, Tx, Value};
+
+/// One migration: its SQLite statements and, where they differ, PostgreSQL's.
+struct Migration {
+    version: i64,
+    sqlite: &'static [&'static str],
+    postgres: &'static [&'static str],
+}
+
+const INVENTORY_V1: &[&str] = &[
+    "CREATE TABLE scans (
+        id BIGINT PRIMARY KEY,
+        source TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        copies BIGINT NOT NULL
+    )",
+    "CREATE TABLE secrets (
+        fingerprint TEXT PRIMARY KEY,
+        rule_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        reopened BIGINT NOT NULL,
+        owner TEXT,
+        owner_source TEXT
+    )",
+    "CREATE TABLE locations (
+        fingerprint TEXT NOT NULL REFERENCES secrets (fingerprint),
+        location_key TEXT NOT NULL,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        line BIGINT NOT NULL,
+        col BIGINT NOT NULL,
+        surface TEXT NOT NULL,
+        commit_id TEXT,
+        author TEXT,
+        author_email TEXT,
+        committed_at BIGINT,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        last_scan BIGINT NOT NULL,
+        gone_at BIGINT,
+        PRIMARY KEY (fingerprint, location_key)
+    )",
+    "CREATE INDEX locations_by_source ON locations (source, last_scan)",
+    "CREATE TABLE status_history (
+        fingerprint TEXT NOT NULL REFERENCES secrets (fingerprint),
+        status TEXT NOT NULL,
+        note TEXT NOT NULL,
+        at BIGINT NOT NULL
+    )",
+    "CREATE INDEX status_history_by_secret ON status_history (fingerprint, at)",
+];
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: INVENTORY_V1,
+    postgres: INVENTORY_V1,
+}];
+
+/// The newest schema version this build knows.
+pub const CURRENT_VERSION: i64 = 1;
+
+fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
+    let exists = if tx.is_postgres() {
+        tx.query(
+            "read schema",
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'mayfly_schema'",
+            &[],
+        )?
+    } else {
+        tx.query(
+            "read schema",
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'mayfly_schema'",
+            &[],
+        )
+        .map_err(|e| StoreError::Foreign {
+            target: target.to_owned(),
+            reason: e.to_string(),
+        })?
+    };
+    if exists.first().and_then(|r| r.first()).and_then(Value::int) == Some(1) {
+        let rows = tx.query("read schema", "SELECT version FROM mayfly_schema", &[])?;
+        return Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Value::int)
+            .unwrap_or(0));
+    }
+    // No schema table: a new database, or someone else's.
+    let others = if tx.is_postgres() {
+        tx.query(
+            "read schema",
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ('secrets', 'locations', 'scans')",
+            &[],
+        )?
+    } else {
+        tx.query(
+            "read schema",
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            &[],
+        )?
+    };
+    if others
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::int)
+        .unwrap_or(0)
+        > 0
+    {
+        return Err(StoreError::Foreign {
+            target: target.to_owned(),
+            reason: "it holds tables but no Mayfly schema version".into(),
+        });
+    }
+    tx.execute(
+        "create schema table",
+        "CREATE TABLE mayfly_schema (version BIGINT NOT NULL)",
+        &[],
+    )?;
+    tx.execute(
+        "create schema table",
+        "INSERT INTO mayfly_schema (version) VALUES (0)",
+        &[],
+    )?;
+    Ok(0)
+}
+
+/// Brings the store to [`CURRENT_VERSION`] in one transaction.
+pub(crate) fn migrate(store: &mut Store) -> Result<(), StoreError> {
+    let target = store.target().to_owned();
+    store.transaction(|tx| {
+        if tx.is_postgres() {
+            // Replicas starting together migrate one at a time.
+            tx.query(
+                "lock schema",
+                "SELECT pg_advisory_xact_lock(7355608)::text",
+                &[],
+            )?;
+        }
+        let version = current_version(tx, &target)?;
+        if version > CURRENT_VERSION {
+            return Err(StoreError::TooNew {
+                target: target.clone(),
+                found: version,
+                supported: CURRENT_VERSION,
+            });
+        }
+        for migration in MIGRATIONS.iter().filter(|m| m.version > version) {
+            let statements = if tx.is_postgres() {
+                migration.postgres
+            } else {
+                migration.sqlite
+            };
+            for sql in statements {
+                tx.execute("migrate", sql, &[])?;
+            }
+            tx.execute(
+                "migrate",
+                "UPDATE mayfly_schema SET version = $1",
+                &[migration.version.into()],
+            )?;
+        }
+        Ok(())
+    })
+}

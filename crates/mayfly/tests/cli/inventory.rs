@@ -1,0 +1,147 @@
+//! `scan --save` and `mayfly inventory`, on a SQLite file and on PostgreSQL.
+
+use crate::common::{GITHUB, OPENAI, Workspace, stdout_of};
+
+fn postgres_database() -> (String, impl Drop) {
+    struct Dropper(String);
+    impl Drop for Dropper {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
+                .output();
+        }
+    }
+    let name = format!(
+        "mayfly_cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let status = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+        .arg(format!("CREATE DATABASE {name}"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "PostgreSQL on 127.0.0.1:5432 is needed (.ci/run starts it)"
+    );
+    (
+        format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        Dropper(name),
+    )
+}
+
+fn lifecycle(db: &str) {
+    let ws = Workspace::new();
+    ws.write(".env", &format!("OPENAI_API_KEY={OPENAI}\nGH={GITHUB}\n"));
+    ws.write("src/app.py", &format!("KEY = '{OPENAI}'\n"));
+    let (code, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", db]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("2 new and 0 known secrets, 3 new locations"),
+        "{err}"
+    );
+
+    let (code, out, _) = stdout_of(ws.mayfly().args(["inventory", "list", "--db", db]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("2 secrets")
+            && out.contains("openai-project-key")
+            && out.contains("(unclear)"),
+        "{out}"
+    );
+    assert!(!out.contains(OPENAI) && !out.contains(GITHUB));
+    let openai = out
+        .lines()
+        .find(|l| l.contains("openai-project-key"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let (code, _, _) =
+        stdout_of(
+            ws.mayfly()
+                .args(["inventory", "owner", "set", &openai, "team-ml", "--db", db]),
+        );
+    assert_eq!(code, 0);
+    let (_, out, _) = stdout_of(
+        ws.mayfly()
+            .args(["inventory", "list", "--unclear", "--db", db]),
+    );
+    assert!(
+        out.contains("1 secrets") && out.contains("github-pat-classic"),
+        "{out}"
+    );
+
+    // Remove one copy and rescan: it is marked gone, not deleted.
+    std::fs::remove_file(ws.repo().join("src/app.py")).unwrap();
+    let (_, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", db]));
+    assert!(
+        err.contains("0 new and 2 known secrets, 0 new locations, 1 gone"),
+        "{err}"
+    );
+    let (_, out, _) = stdout_of(ws.mayfly().args(["inventory", "show", &openai, "--db", db]));
+    assert!(
+        out.contains("team-ml (explicit)") && out.contains("gone since"),
+        "{out}"
+    );
+
+    let (code, out, _) = stdout_of(ws.mayfly().args([
+        "inventory",
+        "resolve",
+        &openai,
+        "--rotated",
+        "--note",
+        "rotated by ml-oncall",
+        "--db",
+        db,
+    ]));
+    assert_eq!(code, 0, "{out}");
+    let (_, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", db]));
+    assert!(err.contains("REOPENED"), "{err}");
+    let (_, out, _) = stdout_of(ws.mayfly().args(["inventory", "show", &openai, "--db", db]));
+    assert!(
+        out.contains("reopened") && out.contains("rotated by ml-oncall"),
+        "{out}"
+    );
+
+    let (code, _, err) = stdout_of(
+        ws.mayfly()
+            .args(["inventory", "show", "00000000", "--db", db]),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no secret"), "{err}");
+}
+
+#[test]
+fn inventory_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    lifecycle(&dir.path().join("inventory.db").to_string_lossy());
+}
+
+#[test]
+fn inventory_on_postgres() {
+    let (url, _guard) = postgres_database();
+    lifecycle(&url);
+}
+
+#[test]
+fn foreign_database_is_refused() {
+    let ws = Workspace::new();
+    let path = ws.write(
+        "notes.db",
+        "plain text, not SQLite at all, long enough for a header page",
+    );
+    let (code, _, err) = stdout_of(ws.mayfly().args(["inventory", "list", "--db"]).arg(&path));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("not a Mayfly store") || err.contains("cannot open the store"),
+        "{err}"
+    );
+}
