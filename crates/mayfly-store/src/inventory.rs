@@ -67,6 +67,45 @@ pub struct CopyRecord {
     pub author_email: Option<String>,
     /// That commit's time.
     pub committed_at: Option<Timestamp>,
+    /// Who claims this copy (a team from an owners file or CODEOWNERS, or
+    /// the author of the introducing commit), and by which source.
+    pub owner_claim: Option<(String, OwnerSource)>,
+}
+
+/// Where an owner comes from, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OwnerSource {
+    /// `mayfly inventory owner set`.
+    Explicit,
+    /// `.mayfly/owners.toml` in the scanned tree.
+    OwnersFile,
+    /// A CODEOWNERS file.
+    Codeowners,
+    /// The author of the commit that introduced the copy: a person, so weaker.
+    CommitAuthor,
+}
+
+impl OwnerSource {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerSource::Explicit => "explicit",
+            OwnerSource::OwnersFile => "owners-file",
+            OwnerSource::Codeowners => "codeowners",
+            OwnerSource::CommitAuthor => "commit-author",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Option<OwnerSource> {
+        match text {
+            "explicit" => Some(OwnerSource::Explicit),
+            "owners-file" => Some(OwnerSource::OwnersFile),
+            "codeowners" => Some(OwnerSource::Codeowners),
+            "commit-author" => Some(OwnerSource::CommitAuthor),
+            _ => None,
+        }
+    }
 }
 
 /// A whole scan to merge: where it looked, when, and every copy it found.
@@ -138,6 +177,8 @@ pub struct SecretRow {
     pub owner: Option<String>,
     /// Where the owner came from.
     pub owner_source: Option<String>,
+    /// The owners that claim the secret when they disagree (ownership unclear).
+    pub owner_conflict: Option<String>,
     /// Live copies.
     pub copies: i64,
     /// Distinct surfaces of the live copies, comma-separated.
@@ -206,7 +247,7 @@ fn int(row: &[Value], i: usize) -> i64 {
     row.get(i).and_then(Value::int).unwrap_or_default()
 }
 
-const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source";
+const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict";
 
 fn secret_row(row: &[Value], copies: i64, surfaces: String) -> SecretRow {
     SecretRow {
@@ -220,9 +261,62 @@ fn secret_row(row: &[Value], copies: i64, surfaces: String) -> SecretRow {
         reopened: int(row, 7) != 0,
         owner: row.get(8).and_then(Value::text).map(str::to_owned),
         owner_source: row.get(9).and_then(Value::text).map(str::to_owned),
+        owner_conflict: row.get(10).and_then(Value::text).map(str::to_owned),
         copies,
         surfaces,
     }
+}
+
+/// Recomputes a secret's owner from the claims of its live copies, unless
+/// someone set it explicitly: the strongest source wins; two different
+/// owners at that strength make ownership unclear.
+fn derive_owner(tx: &mut dyn Tx, fingerprint: &str) -> Result<(), StoreError> {
+    let explicit = tx.query(
+        "read owner",
+        "SELECT owner_source FROM secrets WHERE fingerprint = $1",
+        &[fingerprint.into()],
+    )?;
+    if explicit
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Value::text)
+        == Some(OwnerSource::Explicit.as_str())
+    {
+        return Ok(());
+    }
+    let claims = tx.query(
+        "read claims",
+        "SELECT DISTINCT owner_claim, owner_claim_source FROM locations \
+         WHERE fingerprint = $1 AND gone_at IS NULL AND owner_claim IS NOT NULL",
+        &[fingerprint.into()],
+    )?;
+    let mut claims: Vec<(OwnerSource, String)> = claims
+        .iter()
+        .filter_map(|r| Some((OwnerSource::parse(&text(r, 1))?, text(r, 0))))
+        .collect();
+    claims.sort();
+    let strongest = claims.first().map(|c| c.0);
+    let owners: Vec<&str> = claims
+        .iter()
+        .filter(|c| Some(c.0) == strongest)
+        .map(|c| c.1.as_str())
+        .collect();
+    let (owner, source, conflict): (Option<String>, Option<String>, Option<String>) =
+        match owners.as_slice() {
+            [] => (None, None, None),
+            [one] => (
+                Some((*one).to_owned()),
+                strongest.map(|s| s.as_str().to_owned()),
+                None,
+            ),
+            many => (None, None, Some(many.join(", "))),
+        };
+    tx.execute(
+        "derive owner",
+        "UPDATE secrets SET owner = $1, owner_source = $2, owner_conflict = $3 WHERE fingerprint = $4",
+        &[owner.into(), source.into(), conflict.into(), fingerprint.into()],
+    )?;
+    Ok(())
 }
 
 fn resolve_prefix(tx: &mut dyn Tx, prefix: &str) -> Result<String, StoreError> {
@@ -321,8 +415,8 @@ impl Store {
                 let inserted = tx.execute(
                     "add location",
                     "INSERT INTO locations (fingerprint, location_key, source, path, line, col, surface, commit_id, author, author_email, \
-                     committed_at, first_seen, last_seen, last_scan, gone_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, NULL) \
+                     committed_at, first_seen, last_seen, last_scan, gone_at, owner_claim, owner_claim_source) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, NULL, $14, $15) \
                      ON CONFLICT (fingerprint, location_key) DO NOTHING",
                     &[
                         copy.fingerprint.as_str().into(),
@@ -338,6 +432,8 @@ impl Store {
                         copy.committed_at.into(),
                         scan.at.into(),
                         scan_id.into(),
+                        copy.owner_claim.as_ref().map(|c| c.0.clone()).into(),
+                        copy.owner_claim.as_ref().map(|c| c.1.as_str().to_owned()).into(),
                     ],
                 )?;
                 if inserted == 1 {
@@ -345,23 +441,37 @@ impl Store {
                 } else {
                     tx.execute(
                         "touch location",
-                        "UPDATE locations SET last_seen = $1, last_scan = $2, gone_at = NULL, source = $3 \
-                         WHERE fingerprint = $4 AND location_key = $5",
+                        "UPDATE locations SET last_seen = $1, last_scan = $2, gone_at = NULL, source = $3, \
+                         owner_claim = $4, owner_claim_source = $5 WHERE fingerprint = $6 AND location_key = $7",
                         &[
                             scan.at.into(),
                             scan_id.into(),
                             scan.source.as_str().into(),
+                            copy.owner_claim.as_ref().map(|c| c.0.clone()).into(),
+                            copy.owner_claim.as_ref().map(|c| c.1.as_str().to_owned()).into(),
                             copy.fingerprint.as_str().into(),
                             location_key(copy).into(),
                         ],
                     )?;
                 }
             }
+            let gone = tx.query(
+                "find gone",
+                "SELECT DISTINCT fingerprint FROM locations WHERE source = $1 AND last_scan <> $2 AND gone_at IS NULL",
+                &[scan.source.as_str().into(), scan_id.into()],
+            )?;
             summary.gone_locations = tx.execute(
                 "mark gone",
                 "UPDATE locations SET gone_at = $1 WHERE source = $2 AND last_scan <> $3 AND gone_at IS NULL",
                 &[scan.at.into(), scan.source.as_str().into(), scan_id.into()],
             )?;
+            let mut touched: Vec<String> = scan.copies.iter().map(|c| c.fingerprint.clone()).collect();
+            touched.extend(gone.iter().map(|r| text(r, 0)));
+            touched.sort();
+            touched.dedup();
+            for fingerprint in touched {
+                derive_owner(tx, &fingerprint)?;
+            }
             Ok(summary)
         })
     }
@@ -408,7 +518,7 @@ impl Store {
             let rows = tx.query("list secrets", &sql, &params)?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                let copies = int(&row, 10);
+                let copies = int(&row, 11);
                 if filter.min_copies.is_some_and(|min| copies < min) {
                     continue;
                 }
@@ -470,7 +580,7 @@ impl Store {
                 &[fingerprint.as_str().into()],
             )?;
             Ok(SecretDetail {
-                secret: secret_row(row, int(row, 10), surfaces.join(",")),
+                secret: secret_row(row, int(row, 11), surfaces.join(",")),
                 locations,
                 history: history
                     .iter()
@@ -488,16 +598,15 @@ impl Store {
     pub fn set_owner(&mut self, prefix: &str, owner: Option<&str>) -> Result<String, StoreError> {
         self.transaction(|tx| {
             let fingerprint = resolve_prefix(tx, prefix)?;
-            let source: Option<String> = owner.map(|_| "explicit".to_owned());
+            let source: Option<String> = owner.map(|_| OwnerSource::Explicit.as_str().to_owned());
             tx.execute(
                 "set owner",
-                "UPDATE secrets SET owner = $1, owner_source = $2 WHERE fingerprint = $3",
-                &[
-                    owner.map(str::to_owned).into(),
-                    source.into(),
-                    fingerprint.as_str().into(),
-                ],
+                "UPDATE secrets SET owner = $1, owner_source = $2, owner_conflict = NULL WHERE fingerprint = $3",
+                &[owner.map(str::to_owned).into(), source.into(), fingerprint.as_str().into()],
             )?;
+            if owner.is_none() {
+                derive_owner(tx, &fingerprint)?;
+            }
             Ok(fingerprint)
         })
     }

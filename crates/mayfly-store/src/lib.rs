@@ -11,8 +11,8 @@ mod schema;
 
 pub use backend::Store;
 pub use inventory::{
-    CopyRecord, LocationRow, MergeSummary, ScanRecord, SecretDetail, SecretFilter, SecretRow,
-    SecretStatus, StatusChange,
+    CopyRecord, LocationRow, MergeSummary, OwnerSource, ScanRecord, SecretDetail, SecretFilter,
+    SecretRow, SecretStatus, StatusChange,
 };
 
 /// Why the store refused or failed an operation.

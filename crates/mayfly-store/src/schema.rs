@@ -58,14 +58,27 @@ const INVENTORY_V1: &[&str] = &[
     "CREATE INDEX status_history_by_secret ON status_history (fingerprint, at)",
 ];
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: INVENTORY_V1,
-    postgres: INVENTORY_V1,
-}];
+const OWNERS_V2: &[&str] = &[
+    "ALTER TABLE locations ADD COLUMN owner_claim TEXT",
+    "ALTER TABLE locations ADD COLUMN owner_claim_source TEXT",
+    "ALTER TABLE secrets ADD COLUMN owner_conflict TEXT",
+];
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: INVENTORY_V1,
+        postgres: INVENTORY_V1,
+    },
+    Migration {
+        version: 2,
+        sqlite: OWNERS_V2,
+        postgres: OWNERS_V2,
+    },
+];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 1;
+pub const CURRENT_VERSION: i64 = 2;
 
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
     let exists = if tx.is_postgres() {

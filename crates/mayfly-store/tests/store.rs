@@ -83,6 +83,7 @@ fn copy(fingerprint: &str, path: &str, line: i64, surface: &str) -> CopyRecord {
         author: None,
         author_email: None,
         committed_at: None,
+        owner_claim: None,
     }
 }
 
@@ -343,4 +344,64 @@ fn bump_version(path: &std::path::Path) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn owners_derive_from_claims_and_conflicts_make_ownership_unclear() {
+    use mayfly_store::OwnerSource;
+    on_both(|open| {
+        let mut store = open();
+        let claimed = |fp: &str, path: &str, owner: &str, source: OwnerSource| CopyRecord {
+            owner_claim: Some((owner.to_owned(), source)),
+            ..copy(fp, path, 1, "code")
+        };
+        let scan = ScanRecord {
+            source: "files:laptop:/repo".into(),
+            at: 10,
+            copies: vec![
+                claimed(A, "billing/a.py", "team-billing", OwnerSource::OwnersFile),
+                claimed(
+                    A,
+                    "x/b.py",
+                    "alice <alice@acme.test>",
+                    OwnerSource::CommitAuthor,
+                ),
+                claimed(B, "one.py", "@acme/one", OwnerSource::Codeowners),
+                claimed(B, "two.py", "@acme/two", OwnerSource::Codeowners),
+            ],
+        };
+        store.save_scan(&scan).unwrap();
+        let a = store.secret(A).unwrap().secret;
+        assert_eq!(
+            (a.owner.as_deref(), a.owner_source.as_deref()),
+            (Some("team-billing"), Some("owners-file"))
+        );
+        let b = store.secret(B).unwrap().secret;
+        assert_eq!(b.owner, None);
+        assert_eq!(b.owner_conflict.as_deref(), Some("@acme/one, @acme/two"));
+        let unclear = store
+            .list_secrets(&SecretFilter {
+                unowned: true,
+                ..SecretFilter::default()
+            })
+            .unwrap();
+        assert_eq!(unclear.len(), 1);
+
+        // An explicit owner wins over claims and survives rescans.
+        store.set_owner(B, Some("team-platform")).unwrap();
+        store
+            .save_scan(&ScanRecord {
+                at: 20,
+                ..scan.clone()
+            })
+            .unwrap();
+        let b = store.secret(B).unwrap().secret;
+        assert_eq!(
+            (b.owner.as_deref(), b.owner_source.as_deref()),
+            (Some("team-platform"), Some("explicit"))
+        );
+        // Clearing it falls back to the claims.
+        store.set_owner(B, None).unwrap();
+        assert!(store.secret(B).unwrap().secret.owner_conflict.is_some());
+    });
 }

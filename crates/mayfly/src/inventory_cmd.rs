@@ -57,9 +57,32 @@ pub fn scan_source(kind: &str, paths: &[PathBuf]) -> String {
 }
 
 /// Merges a finished scan into the store and says what changed on stderr.
-pub fn save(report: &ScanReport, source: &str, db: &DbArgs) -> anyhow::Result<()> {
+pub fn save(
+    report: &ScanReport,
+    source: &str,
+    roots: &[PathBuf],
+    db: &DbArgs,
+) -> anyhow::Result<()> {
     let mut store = open_store(db)?;
-    let record = mayfly_inventory::scan_record(report, source, now());
+    let roots = roots
+        .iter()
+        .map(|path| -> anyhow::Result<mayfly_inventory::Root> {
+            let shown = path.to_string_lossy();
+            let shown = shown.trim_end_matches('/');
+            let prefix = if shown == "." || shown.is_empty() {
+                String::new()
+            } else {
+                format!("{shown}/")
+            };
+            let owners = if path.is_dir() {
+                mayfly_inventory::OwnerMap::load(path)?
+            } else {
+                mayfly_inventory::OwnerMap::default()
+            };
+            Ok(mayfly_inventory::Root { prefix, owners })
+        });
+    let roots = roots.collect::<anyhow::Result<Vec<_>>>()?;
+    let record = mayfly_inventory::scan_record(report, source, now(), &roots);
     let summary = store.save_scan(&record)?;
     eprintln!(
         "mayfly: saved to {}: {} new and {} known secrets, {} new locations, {} gone",
@@ -113,7 +136,11 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
             };
             let rows = store.list_secrets(&filter)?;
             for row in &rows {
-                let owner = row.owner.as_deref().unwrap_or("(unclear)");
+                let owner = match (&row.owner, &row.owner_conflict) {
+                    (Some(owner), _) => owner.clone(),
+                    (None, Some(conflict)) => format!("(unclear: {conflict})"),
+                    (None, None) => "(unclear)".to_owned(),
+                };
                 let reopened = if row.reopened { "  REOPENED" } else { "" };
                 println!(
                     "{}  {:<8}  {:<28}  {:>3} copies  {:<28}  owner {owner}  first seen {}  {}{reopened}",
@@ -144,9 +171,12 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
             );
             println!(
                 "owner      {}",
-                match (&s.owner, &s.owner_source) {
-                    (Some(owner), Some(source)) => format!("{owner} ({source})"),
-                    (Some(owner), None) => owner.clone(),
+                match (&s.owner, &s.owner_source, &s.owner_conflict) {
+                    (Some(owner), Some(source), _) => format!("{owner} ({source})"),
+                    (Some(owner), None, _) => owner.clone(),
+                    (None, _, Some(conflict)) => format!(
+                        "unclear: claimed by {conflict}; rotate or revoke it, or assign an owner"
+                    ),
                     _ => "unclear: rotate or revoke it, or assign an owner".to_owned(),
                 }
             );

@@ -240,6 +240,7 @@ pub fn scan(mut args: ScanArgs) -> anyhow::Result<u8> {
         crate::inventory_cmd::save(
             &report,
             &crate::inventory_cmd::scan_source(source_kind, &covered),
+            &covered,
             &args.db,
         )?;
     }
