@@ -2,6 +2,7 @@
 //! scan (a snapshot) becomes the lasting picture: which secrets exist,
 //! where every copy is, who owns it, since when, and what was decided.
 
+pub mod govern;
 pub mod owners;
 
 use mayfly_scan::scan::ScanReport;

@@ -535,6 +535,53 @@ impl Store {
         })
     }
 
+    /// Every open secret with its live copies, for governance: two
+    /// queries whatever the size of the inventory.
+    pub fn open_secrets_with_copies(
+        &mut self,
+    ) -> Result<Vec<(SecretRow, Vec<LocationRow>)>, StoreError> {
+        self.transaction(|tx| {
+            let secrets = tx.query(
+                "read open secrets",
+                &format!("SELECT {SECRET_COLUMNS}, 0 FROM secrets s WHERE s.status = 'open' ORDER BY s.fingerprint"),
+                &[],
+            )?;
+            let locations = tx.query(
+                "read live copies",
+                "SELECT l.fingerprint, l.source, l.path, l.line, l.col, l.surface, l.commit_id, l.author, l.first_seen, l.last_seen \
+                 FROM locations l JOIN secrets s ON s.fingerprint = l.fingerprint \
+                 WHERE s.status = 'open' AND l.gone_at IS NULL ORDER BY l.fingerprint, l.path, l.line",
+                &[],
+            )?;
+            let mut by_secret: BTreeMap<String, Vec<LocationRow>> = BTreeMap::new();
+            for r in &locations {
+                by_secret.entry(text(r, 0)).or_default().push(LocationRow {
+                    source: text(r, 1),
+                    path: text(r, 2),
+                    line: int(r, 3),
+                    column: int(r, 4),
+                    surface: text(r, 5),
+                    commit_id: r.get(6).and_then(Value::text).map(str::to_owned),
+                    author: r.get(7).and_then(Value::text).map(str::to_owned),
+                    first_seen: int(r, 8),
+                    last_seen: int(r, 9),
+                    gone_at: None,
+                });
+            }
+            Ok(secrets
+                .iter()
+                .filter_map(|row| {
+                    let copies = by_secret.remove(&text(row, 0)).unwrap_or_default();
+                    let mut surfaces: Vec<String> = copies.iter().map(|c| c.surface.clone()).collect();
+                    surfaces.sort_unstable();
+                    surfaces.dedup();
+                    // A secret with no live copy left needs no action.
+                    (!copies.is_empty()).then(|| (secret_row(row, copies.len() as i64, surfaces.join(",")), copies))
+                })
+                .collect())
+        })
+    }
+
     /// One secret by fingerprint (or a unique prefix of 8+ hex digits).
     pub fn secret(&mut self, prefix: &str) -> Result<SecretDetail, StoreError> {
         self.transaction(|tx| {

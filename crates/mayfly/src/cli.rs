@@ -33,6 +33,33 @@ enum Command {
     Rules(RulesCommand),
     /// The lasting inventory of secrets, copies, owners and decisions (fed by `scan --save`).
     Inventory(InventoryArgs),
+    /// Governance over the inventory: what must be rotated, revoked, moved into custody or deleted.
+    Govern(GovernArgs),
+}
+
+/// `mayfly govern`.
+#[derive(Debug, Args)]
+pub struct GovernArgs {
+    #[command(subcommand)]
+    pub command: GovernCommand,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Subcommands of `mayfly govern`.
+#[derive(Debug, Subcommand)]
+pub enum GovernCommand {
+    /// The remediation plan: per secret, the actions due, why, who to notify.
+    ///
+    /// Exit codes: 0 nothing due, 1 actions due, 2 error.
+    Plan {
+        /// Governance rules (TOML) [default: .mayfly/governance.toml if present, else the embedded defaults].
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// Output format: text or json.
+        #[arg(long, short = 'f', default_value = "text")]
+        format: String,
+    },
 }
 
 /// `mayfly inventory`.
@@ -261,5 +288,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rules(RulesCommand::List { rule_files }) => scan_cmd::list_rules(&rule_files),
         Command::Rules(RulesCommand::Check { files }) => scan_cmd::check_rules(&files),
         Command::Inventory(args) => inventory_cmd::run(args),
+        Command::Govern(args) => inventory_cmd::govern(args),
     }
 }

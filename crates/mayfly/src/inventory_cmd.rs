@@ -8,8 +8,10 @@ use mayfly_scan::fingerprint;
 use mayfly_scan::scan::ScanReport;
 use mayfly_store::{SecretFilter, SecretStatus, Store};
 
-use crate::EXIT_CLEAN;
-use crate::cli::{DbArgs, InventoryArgs, InventoryCommand, OwnerCommand};
+use crate::cli::{
+    DbArgs, GovernArgs, GovernCommand, InventoryArgs, InventoryCommand, OwnerCommand,
+};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
 /// Seconds since the epoch, read once per command.
 pub fn now() -> i64 {
@@ -246,4 +248,81 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_CLEAN)
+}
+
+/// The governance file looked up when `--rules` is not given.
+const DEFAULT_GOVERNANCE: &str = ".mayfly/governance.toml";
+
+/// `mayfly govern plan`.
+pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
+    let GovernCommand::Plan { rules, format } = args.command;
+    if format != "text" && format != "json" {
+        bail!("unknown format {format:?}: use text or json");
+    }
+    let rules = rules.or_else(|| Some(PathBuf::from(DEFAULT_GOVERNANCE)).filter(|p| p.is_file()));
+    let governance = match &rules {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            mayfly_inventory::govern::Governance::from_toml(&text, &path.display().to_string())?
+        }
+        None => mayfly_inventory::govern::Governance::default(),
+    };
+    let mut store = open_store(&args.db)?;
+    let now = now();
+    let secrets = store.open_secrets_with_copies()?;
+    let plans = mayfly_inventory::govern::plan(&governance, &secrets, now);
+    if format == "json" {
+        let document = serde_json::json!({
+            "schema": "mayfly.plan/v1",
+            "generated_at": now,
+            "secrets_considered": secrets.len(),
+            "secrets_with_actions": plans.len(),
+            "plan": plans,
+        });
+        println!("{}", serde_json::to_string_pretty(&document)?);
+    } else {
+        println!(
+            "mayfly: {} of {} open secrets need action",
+            plans.len(),
+            secrets.len()
+        );
+        for plan in &plans {
+            println!();
+            println!(
+                "{}  {} ({}, {})  {} copies  notify: {}",
+                plan.fingerprint.get(..16).unwrap_or(&plan.fingerprint),
+                plan.rule_id,
+                plan.provider,
+                plan.severity,
+                plan.copies,
+                plan.notify
+            );
+            for action in &plan.actions {
+                let what = match action.action {
+                    mayfly_inventory::govern::ActionKind::RotateOrRevoke => {
+                        "ROTATE OR REVOKE".to_owned()
+                    }
+                    mayfly_inventory::govern::ActionKind::Rotate => "ROTATE".to_owned(),
+                    mayfly_inventory::govern::ActionKind::MoveIntoCustody => {
+                        "MOVE INTO CUSTODY".to_owned()
+                    }
+                    mayfly_inventory::govern::ActionKind::DeleteCopy => {
+                        format!("DELETE COPY {}", action.copy.as_deref().unwrap_or_default())
+                    }
+                };
+                println!(
+                    "  {what}: {} [{}; {}]",
+                    action.reason,
+                    action.rule,
+                    action.nhi.join(", ")
+                );
+            }
+        }
+    }
+    Ok(if plans.is_empty() {
+        EXIT_CLEAN
+    } else {
+        EXIT_FINDINGS
+    })
 }

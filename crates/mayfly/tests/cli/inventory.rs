@@ -145,3 +145,77 @@ fn foreign_database_is_refused() {
         "{err}"
     );
 }
+
+fn governance(db: &str) {
+    let ws = Workspace::new();
+    ws.write(
+        ".mayfly/owners.toml",
+        "[[owners]]\nteam = \"team-ml\"\npaths = [\"ml/**\"]\n",
+    );
+    ws.write("ml/train.py", &format!("KEY = '{OPENAI}'\n"));
+    ws.write(
+        "notes/session.jsonl",
+        &format!("{{\"role\":\"user\",\"content\":\"token {GITHUB}\"}}\n"),
+    );
+    ws.write(
+        ".mayfly/governance.toml",
+        "max_copies = 5\nforbidden_surfaces = [\"prompt-log\"]\n",
+    );
+    let (code, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", db]));
+    assert_eq!(code, 1, "{err}");
+
+    let (code, out, err) = stdout_of(
+        ws.mayfly()
+            .args(["govern", "plan", "--format", "json", "--db", db]),
+    );
+    assert_eq!(code, 1, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["schema"], "mayfly.plan/v1");
+    assert_eq!(plan["secrets_with_actions"], 1, "{out}");
+    let github = &plan["plan"][0];
+    assert_eq!(github["rule_id"], "github-pat-classic");
+    let actions: Vec<&str> = github["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, vec!["rotate-or-revoke", "delete-copy"]);
+    assert_eq!(github["actions"][1]["copy"], "notes/session.jsonl:1");
+
+    let (_, text, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
+    assert!(
+        text.contains("ROTATE OR REVOKE") && text.contains("DELETE COPY notes/session.jsonl:1"),
+        "{text}"
+    );
+    let fingerprint = github["fingerprint"].as_str().unwrap().to_owned();
+    stdout_of(ws.mayfly().args([
+        "inventory",
+        "resolve",
+        &fingerprint,
+        "--revoked",
+        "--note",
+        "revoked at GitHub",
+        "--db",
+        db,
+    ]));
+    let (code, out, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
+    assert_eq!(code, 0, "{out}");
+
+    ws.write(".mayfly/governance.toml", "max_copiez = 5\n");
+    let (code, _, err) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
+    assert_eq!(code, 2);
+    assert!(err.contains("max_copiez"), "{err}");
+}
+
+#[test]
+fn governance_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    governance(&dir.path().join("inventory.db").to_string_lossy());
+}
+
+#[test]
+fn governance_on_postgres() {
+    let (url, _guard) = postgres_database();
+    governance(&url);
+}

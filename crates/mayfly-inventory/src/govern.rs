@@ -1,0 +1,366 @@
+//! Governance: rules over the inventory (maximum age, maximum copies,
+//! forbidden surfaces, unclear ownership) that yield a remediation plan.
+//! Where ownership is unclear, the answer is always rotate or revoke.
+
+use std::collections::BTreeMap;
+
+use mayfly_store::{LocationRow, SecretRow, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// The governance rules, from TOML (every field optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Governance {
+    /// Days a secret may live before it must be rotated.
+    pub max_age_days: i64,
+    /// Per provider (case-insensitive), overriding `max_age_days`.
+    pub max_age_days_by_provider: BTreeMap<String, i64>,
+    /// Per severity (`critical`, `high`...), overriding `max_age_days`.
+    pub max_age_days_by_severity: BTreeMap<String, i64>,
+    /// Copies one secret may have before it moves into custody.
+    pub max_copies: i64,
+    /// Surfaces where no secret may live.
+    pub forbidden_surfaces: Vec<String>,
+}
+
+impl Default for Governance {
+    fn default() -> Self {
+        Governance {
+            max_age_days: 90,
+            max_age_days_by_provider: BTreeMap::new(),
+            max_age_days_by_severity: BTreeMap::from([("critical".to_owned(), 30)]),
+            max_copies: 2,
+            forbidden_surfaces: vec![
+                "prompt-log".into(),
+                "mcp-config".into(),
+                "chat-export".into(),
+                "shell-history".into(),
+            ],
+        }
+    }
+}
+
+/// Why a governance file was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct GovernanceError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Governance {
+    /// Parses a governance file.
+    pub fn from_toml(text: &str, path: &str) -> Result<Governance, GovernanceError> {
+        let governance: Governance = toml::from_str(text).map_err(|e| GovernanceError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if governance.max_age_days <= 0 || governance.max_copies <= 0 {
+            return Err(GovernanceError {
+                path: path.to_owned(),
+                reason: "max_age_days and max_copies must be positive".into(),
+            });
+        }
+        Ok(governance)
+    }
+
+    fn max_age(&self, secret: &SecretRow) -> (i64, String) {
+        let by_provider = self
+            .max_age_days_by_provider
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(&secret.provider))
+            .map(|(p, d)| (*d, format!("max_age_days_by_provider.{p}")));
+        let by_severity = self
+            .max_age_days_by_severity
+            .get(&secret.severity)
+            .map(|d| (*d, format!("max_age_days_by_severity.{}", secret.severity)));
+        by_provider
+            .into_iter()
+            .chain(by_severity)
+            .min_by_key(|(d, _)| *d)
+            .unwrap_or((self.max_age_days, "max_age_days".to_owned()))
+    }
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Nobody owns it: rotate it (someone takes ownership) or revoke it.
+    RotateOrRevoke,
+    /// Issue a new credential and retire this one.
+    Rotate,
+    /// Hold the one remaining copy in Mayfly custody, broker it to its users.
+    MoveIntoCustody,
+    /// Remove one copy.
+    DeleteCopy,
+}
+
+/// One action, the rule that asks for it and the facts behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Action {
+    /// What to do.
+    pub action: ActionKind,
+    /// The copy it applies to (`path:line`), for copy-level actions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
+    /// The governance rule.
+    pub rule: String,
+    /// The facts.
+    pub reason: String,
+    /// OWASP NHI Top 10 items involved.
+    pub nhi: Vec<&'static str>,
+}
+
+/// The plan for one secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretPlan {
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Rule id.
+    pub rule_id: String,
+    /// Provider.
+    pub provider: String,
+    /// Severity.
+    pub severity: String,
+    /// Who to notify: the owner, or the security team when unclear.
+    pub notify: String,
+    /// Live copies.
+    pub copies: usize,
+    /// The actions, secret-level first.
+    pub actions: Vec<Action>,
+}
+
+fn date(seconds: Timestamp) -> String {
+    let days = seconds.div_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The remediation plan for `secrets` at time `now`; secrets with nothing
+/// to do are left out.
+pub fn plan(
+    governance: &Governance,
+    secrets: &[(SecretRow, Vec<LocationRow>)],
+    now: Timestamp,
+) -> Vec<SecretPlan> {
+    let mut plans = Vec::new();
+    for (secret, copies) in secrets {
+        let mut actions = Vec::new();
+        if secret.owner.is_none() {
+            let reason = match &secret.owner_conflict {
+                Some(conflict) => format!("copies are claimed by different owners ({conflict})"),
+                None => "no owner: no explicit owner, owners file, CODEOWNERS entry or commit author claims a copy".to_owned(),
+            };
+            actions.push(Action {
+                action: ActionKind::RotateOrRevoke,
+                copy: None,
+                rule: "unclear_ownership".into(),
+                reason,
+                nhi: vec!["NHI1", "NHI9"],
+            });
+        }
+        let (max_age, age_rule) = governance.max_age(secret);
+        let age_days = (now - secret.first_seen) / 86_400;
+        if age_days > max_age {
+            actions.push(Action {
+                action: ActionKind::Rotate,
+                copy: None,
+                rule: age_rule,
+                reason: format!(
+                    "first seen {} ({age_days} days ago); at most {max_age} days allowed",
+                    date(secret.first_seen)
+                ),
+                nhi: vec!["NHI7"],
+            });
+        }
+        if copies.len() as i64 > governance.max_copies {
+            let places: Vec<&str> = {
+                let mut p: Vec<&str> = copies.iter().map(|c| c.surface.as_str()).collect();
+                p.sort_unstable();
+                p.dedup();
+                p
+            };
+            actions.push(Action {
+                action: ActionKind::MoveIntoCustody,
+                copy: None,
+                rule: "max_copies".into(),
+                reason: format!(
+                    "{} copies on {} (at most {} allowed): keep one in custody and broker it",
+                    copies.len(),
+                    places.join(", "),
+                    governance.max_copies
+                ),
+                nhi: vec!["NHI9", "NHI2"],
+            });
+        }
+        let mut exposed = false;
+        for copy in copies {
+            if governance
+                .forbidden_surfaces
+                .iter()
+                .any(|s| s == &copy.surface)
+            {
+                exposed = true;
+                actions.push(Action {
+                    action: ActionKind::DeleteCopy,
+                    copy: Some(format!("{}:{}", copy.path, copy.line)),
+                    rule: "forbidden_surfaces".into(),
+                    reason: format!("no secret may live in a {} ({})", copy.surface, copy.source),
+                    nhi: if copy.surface == "prompt-log" || copy.surface == "chat-export" {
+                        vec!["NHI2", "NHI10"]
+                    } else {
+                        vec!["NHI2", "NHI8"]
+                    },
+                });
+            }
+        }
+        // A copy on a forbidden surface was read by tools and people: the
+        // secret itself must change, not only the copy.
+        if exposed
+            && !actions
+                .iter()
+                .any(|a| matches!(a.action, ActionKind::Rotate | ActionKind::RotateOrRevoke))
+        {
+            actions.push(Action {
+                action: ActionKind::Rotate,
+                copy: None,
+                rule: "forbidden_surfaces".into(),
+                reason: "a copy was exposed on a forbidden surface".into(),
+                nhi: vec!["NHI2"],
+            });
+        }
+        if actions.is_empty() {
+            continue;
+        }
+        actions.sort_by_key(|a| (a.copy.is_some(), a.action));
+        plans.push(SecretPlan {
+            fingerprint: secret.fingerprint.clone(),
+            rule_id: secret.rule_id.clone(),
+            provider: secret.provider.clone(),
+            severity: secret.severity.clone(),
+            notify: secret
+                .owner
+                .clone()
+                .unwrap_or_else(|| "security team (ownership unclear)".to_owned()),
+            copies: copies.len(),
+            actions,
+        });
+    }
+    plans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mayfly_store::SecretStatus;
+
+    fn secret(owner: Option<&str>, first_seen: i64, provider: &str, severity: &str) -> SecretRow {
+        SecretRow {
+            fingerprint: "ab".repeat(32),
+            rule_id: "x".into(),
+            provider: provider.into(),
+            severity: severity.into(),
+            first_seen,
+            last_seen: first_seen,
+            status: SecretStatus::Open,
+            reopened: false,
+            owner: owner.map(str::to_owned),
+            owner_source: None,
+            owner_conflict: None,
+            copies: 1,
+            surfaces: String::new(),
+        }
+    }
+
+    fn copy(path: &str, surface: &str) -> LocationRow {
+        LocationRow {
+            source: "files:h:/r".into(),
+            path: path.into(),
+            line: 1,
+            column: 1,
+            surface: surface.into(),
+            commit_id: None,
+            author: None,
+            first_seen: 0,
+            last_seen: 0,
+            gone_at: None,
+        }
+    }
+
+    const DAY: i64 = 86_400;
+
+    #[test]
+    fn each_rule_fires_with_its_facts() {
+        let g = Governance::default();
+        let now = 400 * DAY;
+        let owned_fresh = (
+            secret(Some("team-a"), now - DAY, "GitHub", "high"),
+            vec![copy("a.py", "code")],
+        );
+        assert!(plan(&g, &[owned_fresh], now).is_empty());
+
+        let unowned = (
+            secret(None, now - DAY, "GitHub", "high"),
+            vec![copy("a.py", "code")],
+        );
+        let p = plan(&g, &[unowned], now);
+        assert_eq!(p[0].actions[0].action, ActionKind::RotateOrRevoke);
+        assert!(p[0].notify.contains("unclear"));
+
+        let old_critical = (
+            secret(Some("t"), now - 40 * DAY, "Stripe", "critical"),
+            vec![copy("a.py", "code")],
+        );
+        let p = plan(&g, &[old_critical], now);
+        assert_eq!(p[0].actions[0].action, ActionKind::Rotate);
+        assert_eq!(p[0].actions[0].rule, "max_age_days_by_severity.critical");
+
+        let copied = (
+            secret(Some("t"), now - DAY, "OpenAI", "high"),
+            vec![
+                copy("a.py", "code"),
+                copy(".env", "env"),
+                copy("log.jsonl", "prompt-log"),
+            ],
+        );
+        let p = plan(&g, &[copied], now);
+        let kinds: Vec<ActionKind> = p[0].actions.iter().map(|a| a.action).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ActionKind::Rotate,
+                ActionKind::MoveIntoCustody,
+                ActionKind::DeleteCopy
+            ]
+        );
+        assert_eq!(p[0].actions[2].copy.as_deref(), Some("log.jsonl:1"));
+    }
+
+    #[test]
+    fn governance_files_are_strict() {
+        let g = Governance::from_toml(
+            "max_age_days = 30\n[max_age_days_by_provider]\nOpenAI = 7\n",
+            "g.toml",
+        )
+        .unwrap();
+        assert_eq!(g.max_age(&secret(None, 0, "openai", "low")).0, 7);
+        assert!(
+            Governance::from_toml("max_age = 30\n", "g.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("max_age")
+        );
+        assert!(Governance::from_toml("max_copies = 0\n", "g.toml").is_err());
+    }
+}
