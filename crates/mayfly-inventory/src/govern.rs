@@ -133,7 +133,8 @@ pub struct SecretPlan {
     pub actions: Vec<Action>,
 }
 
-fn date(seconds: Timestamp) -> String {
+/// `YYYY-MM-DD` (UTC) of seconds since the epoch.
+pub(crate) fn date(seconds: Timestamp) -> String {
     let days = seconds.div_euclid(86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -4,6 +4,7 @@
 
 pub mod govern;
 pub mod owners;
+pub mod report;
 
 use mayfly_scan::scan::ScanReport;
 use mayfly_store::{CopyRecord, ScanRecord, Timestamp};

@@ -35,6 +35,24 @@ enum Command {
     Inventory(InventoryArgs),
     /// Governance over the inventory: what must be rotated, revoked, moved into custody or deleted.
     Govern(GovernArgs),
+    /// A report for a security lead: a self-contained HTML page or Markdown.
+    Report(ReportArgs),
+}
+
+/// `mayfly report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// html or md.
+    #[arg(long, short = 'f', default_value = "html")]
+    pub format: String,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Governance rules for the plan figures [default: .mayfly/governance.toml if present].
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `mayfly govern`.
@@ -289,5 +307,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rules(RulesCommand::Check { files }) => scan_cmd::check_rules(&files),
         Command::Inventory(args) => inventory_cmd::run(args),
         Command::Govern(args) => inventory_cmd::govern(args),
+        Command::Report(args) => inventory_cmd::report(args),
     }
 }

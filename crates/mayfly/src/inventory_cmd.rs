@@ -9,7 +9,7 @@ use mayfly_scan::scan::ScanReport;
 use mayfly_store::{SecretFilter, SecretStatus, Store};
 
 use crate::cli::{
-    DbArgs, GovernArgs, GovernCommand, InventoryArgs, InventoryCommand, OwnerCommand,
+    DbArgs, GovernArgs, GovernCommand, InventoryArgs, InventoryCommand, OwnerCommand, ReportArgs,
 };
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
@@ -325,4 +325,63 @@ pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
     } else {
         EXIT_FINDINGS
     })
+}
+
+fn load_governance(rules: Option<PathBuf>) -> anyhow::Result<mayfly_inventory::govern::Governance> {
+    let rules = rules.or_else(|| Some(PathBuf::from(DEFAULT_GOVERNANCE)).filter(|p| p.is_file()));
+    Ok(match &rules {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            mayfly_inventory::govern::Governance::from_toml(&text, &path.display().to_string())?
+        }
+        None => mayfly_inventory::govern::Governance::default(),
+    })
+}
+
+/// `mayfly report`.
+pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    if args.format != "html" && args.format != "md" {
+        bail!("unknown format {:?}: use html or md", args.format);
+    }
+    let governance = load_governance(args.rules)?;
+    let mut store = open_store(&args.db)?;
+    let now = now();
+    let secrets = store.open_secrets_with_copies()?;
+    let all = store.list_secrets(&SecretFilter {
+        include_resolved: true,
+        ..SecretFilter::default()
+    })?;
+    let resolved = all
+        .iter()
+        .filter(|s| s.status != SecretStatus::Open)
+        .count();
+    let plan = mayfly_inventory::govern::plan(&governance, &secrets, now);
+    let rules = mayfly_scan::rule::RuleSet::builtin()?;
+    let nhi_of_rule = |id: &str| -> Vec<String> {
+        rules
+            .rules()
+            .iter()
+            .find(|r| r.spec.id == id)
+            .map(|r| r.spec.nhi.iter().map(|n| format!("{n:?}")).collect())
+            .unwrap_or_default()
+    };
+    let input = mayfly_inventory::report::ReportInput {
+        secrets: &secrets,
+        resolved,
+        plan: &plan,
+        nhi_of_rule: &nhi_of_rule,
+        now,
+    };
+    let text = if args.format == "html" {
+        mayfly_inventory::report::html(&input)
+    } else {
+        mayfly_inventory::report::markdown(&input)
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(EXIT_CLEAN)
 }

@@ -219,3 +219,86 @@ fn governance_on_postgres() {
     let (url, _guard) = postgres_database();
     governance(&url);
 }
+
+/// Renders a page in headless Chromium and returns the DOM it built.
+fn chromium_dom(page: &std::path::Path, profile: &std::path::Path) -> String {
+    let output = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("Chromium (Debian package `chromium`; scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn report_renders_in_a_real_browser() {
+    let ws = Workspace::new();
+    let db = ws
+        .dir
+        .path()
+        .join("inventory.db")
+        .to_string_lossy()
+        .into_owned();
+    ws.write(
+        ".mayfly/owners.toml",
+        "[[owners]]\nteam = \"team-ml\"\npaths = [\"ml/**\"]\n",
+    );
+    ws.write("ml/train.py", &format!("KEY = '{OPENAI}'\n"));
+    ws.write(".env", &format!("GH={GITHUB}\n"));
+    ws.write("deploy/.env", &format!("GH={GITHUB}\n"));
+    ws.write(
+        "notes/<b>session</b>.jsonl",
+        &format!("{{\"role\":\"user\",\"content\":\"token {GITHUB}\"}}\n"),
+    );
+    stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", &db]));
+    let page = ws.dir.path().join("report.html");
+    let (code, _, err) = stdout_of(ws.mayfly().args(["report", "--db", &db, "-o"]).arg(&page));
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains(GITHUB) && !html.contains(OPENAI),
+        "the report must not hold secrets"
+    );
+    assert!(!html.contains("<b>session</b>"), "paths must be escaped");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page must need no network"
+    );
+
+    let dom = chromium_dom(&page, &ws.dir.path().join("chrome-profile"));
+    let card = |id: &str| -> String {
+        let start = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no {id} in the rendered page"));
+        let rest = &dom[start..];
+        let b = rest.find("<b>").unwrap() + 3;
+        rest[b..b + rest[b..].find("</b>").unwrap()].to_owned()
+    };
+    assert_eq!(card("total-secrets"), "2");
+    assert_eq!(card("total-copies"), "4");
+    assert_eq!(card("total-unclear"), "1");
+    assert!(
+        dom.contains("NHI2") && dom.contains("ID.AM") && dom.contains("GV.RR"),
+        "mappings missing"
+    );
+    assert!(dom.contains("<svg"), "copy graphs missing");
+
+    let (_, md, _) = stdout_of(ws.mayfly().args(["report", "-f", "md", "--db", &db]));
+    assert!(md.contains("**2** open secrets in **4** copies"), "{md}");
+}
