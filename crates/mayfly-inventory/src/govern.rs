@@ -149,7 +149,8 @@ pub(crate) fn date(seconds: Timestamp) -> String {
 }
 
 /// The remediation plan for `secrets` at time `now`; secrets with nothing
-/// to do are left out.
+/// to do are left out. Each secret comes with (at least) its live copies
+/// on forbidden surfaces; counts and surfaces come from the secret row.
 pub fn plan(
     governance: &Governance,
     secrets: &[(SecretRow, Vec<LocationRow>)],
@@ -185,21 +186,15 @@ pub fn plan(
                 nhi: vec!["NHI7"],
             });
         }
-        if copies.len() as i64 > governance.max_copies {
-            let places: Vec<&str> = {
-                let mut p: Vec<&str> = copies.iter().map(|c| c.surface.as_str()).collect();
-                p.sort_unstable();
-                p.dedup();
-                p
-            };
+        if secret.copies > governance.max_copies {
             actions.push(Action {
                 action: ActionKind::MoveIntoCustody,
                 copy: None,
                 rule: "max_copies".into(),
                 reason: format!(
                     "{} copies on {} (at most {} allowed): keep one in custody and broker it",
-                    copies.len(),
-                    places.join(", "),
+                    secret.copies,
+                    secret.surfaces.replace(',', ", "),
                     governance.max_copies
                 ),
                 nhi: vec!["NHI9", "NHI2"],
@@ -254,7 +249,7 @@ pub fn plan(
                 .owner
                 .clone()
                 .unwrap_or_else(|| "security team (ownership unclear)".to_owned()),
-            copies: copies.len(),
+            copies: usize::try_from(secret.copies).unwrap_or(0),
             actions,
         });
     }
@@ -327,8 +322,11 @@ mod tests {
         assert_eq!(p[0].actions[0].action, ActionKind::Rotate);
         assert_eq!(p[0].actions[0].rule, "max_age_days_by_severity.critical");
 
+        let mut many = secret(Some("t"), now - DAY, "OpenAI", "high");
+        many.copies = 3;
+        many.surfaces = "code,env,prompt-log".into();
         let copied = (
-            secret(Some("t"), now - DAY, "OpenAI", "high"),
+            many,
             vec![
                 copy("a.py", "code"),
                 copy(".env", "env"),

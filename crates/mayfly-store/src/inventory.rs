@@ -1,7 +1,7 @@
 //! The inventory tables: secrets (by fingerprint, never plaintext), every
 //! location of every copy, status history; the merge of a scan into them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::backend::{Store, Tx, Value};
 use crate::{StoreError, Timestamp};
@@ -236,6 +236,21 @@ fn location_key(copy: &CopyRecord) -> String {
     format!("{}\u{1f}{}\u{1f}{}", copy.path, copy.line, copy.column)
 }
 
+/// Moves a text cell out of a row (no copy).
+fn take_text(row: &mut [Value], i: usize) -> String {
+    match row.get_mut(i) {
+        Some(Value::Text(v)) => v.take().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn take_opt_text(row: &mut [Value], i: usize) -> Option<String> {
+    match row.get_mut(i) {
+        Some(Value::Text(v)) => v.take(),
+        _ => None,
+    }
+}
+
 fn text(row: &[Value], i: usize) -> String {
     row.get(i)
         .and_then(Value::text)
@@ -247,54 +262,51 @@ fn int(row: &[Value], i: usize) -> i64 {
     row.get(i).and_then(Value::int).unwrap_or_default()
 }
 
-const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict";
+const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces";
 
-fn secret_row(row: &[Value], copies: i64, surfaces: String) -> SecretRow {
+fn secret_row(mut row: Vec<Value>) -> SecretRow {
+    let row = row.as_mut_slice();
     SecretRow {
-        fingerprint: text(row, 0),
-        rule_id: text(row, 1),
-        provider: text(row, 2),
-        severity: text(row, 3),
+        fingerprint: take_text(row, 0),
+        rule_id: take_text(row, 1),
+        provider: take_text(row, 2),
+        severity: take_text(row, 3),
         first_seen: int(row, 4),
         last_seen: int(row, 5),
-        status: SecretStatus::parse(&text(row, 6)),
+        status: SecretStatus::parse(&take_text(row, 6)),
         reopened: int(row, 7) != 0,
-        owner: row.get(8).and_then(Value::text).map(str::to_owned),
-        owner_source: row.get(9).and_then(Value::text).map(str::to_owned),
-        owner_conflict: row.get(10).and_then(Value::text).map(str::to_owned),
-        copies,
-        surfaces,
+        owner: take_opt_text(row, 8),
+        owner_source: take_opt_text(row, 9),
+        owner_conflict: take_opt_text(row, 10),
+        copies: int(row, 11),
+        surfaces: take_text(row, 12),
     }
 }
 
-/// Recomputes a secret's owner from the claims of its live copies, unless
-/// someone set it explicitly: the strongest source wins; two different
-/// owners at that strength make ownership unclear.
-fn derive_owner(tx: &mut dyn Tx, fingerprint: &str) -> Result<(), StoreError> {
-    let explicit = tx.query(
-        "read owner",
-        "SELECT owner_source FROM secrets WHERE fingerprint = $1",
+/// Recomputes what a secret's live copies say: how many there are, on
+/// which surfaces, and (unless someone set it explicitly) who owns it:
+/// the strongest claim wins; two different owners at that strength make
+/// ownership unclear.
+fn refresh_secret(tx: &mut dyn Tx, fingerprint: &str) -> Result<(), StoreError> {
+    let copies = tx.query(
+        "read live copies",
+        "SELECT surface, owner_claim, owner_claim_source FROM locations WHERE fingerprint = $1 AND gone_at IS NULL",
         &[fingerprint.into()],
     )?;
-    if explicit
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Value::text)
-        == Some(OwnerSource::Explicit.as_str())
-    {
-        return Ok(());
-    }
-    let claims = tx.query(
-        "read claims",
-        "SELECT DISTINCT owner_claim, owner_claim_source FROM locations \
-         WHERE fingerprint = $1 AND gone_at IS NULL AND owner_claim IS NOT NULL",
-        &[fingerprint.into()],
-    )?;
-    let mut claims: Vec<(OwnerSource, String)> = claims
+    let mut surfaces: Vec<String> = copies.iter().map(|r| text(r, 0)).collect();
+    surfaces.sort_unstable();
+    surfaces.dedup();
+    let mut claims: Vec<(OwnerSource, String)> = copies
         .iter()
-        .filter_map(|r| Some((OwnerSource::parse(&text(r, 1))?, text(r, 0))))
+        .filter_map(|r| {
+            Some((
+                OwnerSource::parse(r.get(2).and_then(Value::text)?)?,
+                r.get(1).and_then(Value::text)?.to_owned(),
+            ))
+        })
         .collect();
     claims.sort();
+    claims.dedup();
     let strongest = claims.first().map(|c| c.0);
     let owners: Vec<&str> = claims
         .iter()
@@ -312,9 +324,24 @@ fn derive_owner(tx: &mut dyn Tx, fingerprint: &str) -> Result<(), StoreError> {
             many => (None, None, Some(many.join(", "))),
         };
     tx.execute(
+        "refresh secret",
+        "UPDATE secrets SET live_copies = $1, surfaces = $2 WHERE fingerprint = $3",
+        &[
+            (copies.len() as i64).into(),
+            surfaces.join(",").into(),
+            fingerprint.into(),
+        ],
+    )?;
+    tx.execute(
         "derive owner",
-        "UPDATE secrets SET owner = $1, owner_source = $2, owner_conflict = $3 WHERE fingerprint = $4",
-        &[owner.into(), source.into(), conflict.into(), fingerprint.into()],
+        "UPDATE secrets SET owner = $1, owner_source = $2, owner_conflict = $3 \
+         WHERE fingerprint = $4 AND (owner_source IS NULL OR owner_source <> 'explicit')",
+        &[
+            owner.into(),
+            source.into(),
+            conflict.into(),
+            fingerprint.into(),
+        ],
     )?;
     Ok(())
 }
@@ -470,7 +497,7 @@ impl Store {
             touched.sort();
             touched.dedup();
             for fingerprint in touched {
-                derive_owner(tx, &fingerprint)?;
+                refresh_secret(tx, &fingerprint)?;
             }
             Ok(summary)
         })
@@ -480,11 +507,7 @@ impl Store {
     pub fn list_secrets(&mut self, filter: &SecretFilter) -> Result<Vec<SecretRow>, StoreError> {
         let filter = filter.clone();
         self.transaction(move |tx| {
-            let mut sql = format!(
-                "SELECT {SECRET_COLUMNS}, \
-                 (SELECT count(*) FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL) AS copies \
-                 FROM secrets s WHERE 1 = 1"
-            );
+            let mut sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE 1 = 1");
             let mut params: Vec<Value> = Vec::new();
             let param = |value: Value, params: &mut Vec<Value>| {
                 params.push(value);
@@ -514,69 +537,61 @@ impl Store {
                     " AND EXISTS (SELECT 1 FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL AND l.surface = {p})"
                 ));
             }
-            sql.push_str(" ORDER BY copies DESC, s.first_seen, s.fingerprint");
-            let rows = tx.query("list secrets", &sql, &params)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
-                let copies = int(&row, 11);
-                if filter.min_copies.is_some_and(|min| copies < min) {
-                    continue;
-                }
-                let fingerprint = text(&row, 0);
-                let surfaces = tx.query(
-                    "list surfaces",
-                    "SELECT DISTINCT surface FROM locations WHERE fingerprint = $1 AND gone_at IS NULL ORDER BY surface",
-                    &[fingerprint.into()],
-                )?;
-                let surfaces: Vec<String> = surfaces.iter().map(|r| text(r, 0)).collect();
-                out.push(secret_row(&row, copies, surfaces.join(",")));
+            if let Some(min) = filter.min_copies {
+                let p = param(min.into(), &mut params);
+                sql.push_str(&format!(" AND s.live_copies >= {p}"));
             }
-            Ok(out)
+            sql.push_str(" ORDER BY s.live_copies DESC, s.first_seen, s.fingerprint");
+            let rows = tx.query("list secrets", &sql, &params)?;
+            Ok(rows.into_iter().map(secret_row).collect())
         })
     }
 
-    /// Every open secret with its live copies, for governance: two
-    /// queries whatever the size of the inventory.
-    pub fn open_secrets_with_copies(
+    /// Every open secret that still has a live copy, with its live copies
+    /// on `surfaces` (the ones governance forbids): two queries whatever
+    /// the size of the inventory, and only the copies a plan names.
+    pub fn open_secrets_with_copies_on(
         &mut self,
+        surfaces: &[String],
     ) -> Result<Vec<(SecretRow, Vec<LocationRow>)>, StoreError> {
-        self.transaction(|tx| {
+        let surfaces = surfaces.to_vec();
+        self.transaction(move |tx| {
             let secrets = tx.query(
                 "read open secrets",
-                &format!("SELECT {SECRET_COLUMNS}, 0 FROM secrets s WHERE s.status = 'open' ORDER BY s.fingerprint"),
+                &format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 ORDER BY s.fingerprint"),
                 &[],
             )?;
-            let locations = tx.query(
-                "read live copies",
-                "SELECT l.fingerprint, l.source, l.path, l.line, l.col, l.surface, l.commit_id, l.author, l.first_seen, l.last_seen \
-                 FROM locations l JOIN secrets s ON s.fingerprint = l.fingerprint \
-                 WHERE s.status = 'open' AND l.gone_at IS NULL ORDER BY l.fingerprint, l.path, l.line",
-                &[],
-            )?;
-            let mut by_secret: BTreeMap<String, Vec<LocationRow>> = BTreeMap::new();
-            for r in &locations {
-                by_secret.entry(text(r, 0)).or_default().push(LocationRow {
-                    source: text(r, 1),
-                    path: text(r, 2),
-                    line: int(r, 3),
-                    column: int(r, 4),
-                    surface: text(r, 5),
-                    commit_id: r.get(6).and_then(Value::text).map(str::to_owned),
-                    author: r.get(7).and_then(Value::text).map(str::to_owned),
-                    first_seen: int(r, 8),
-                    last_seen: int(r, 9),
-                    gone_at: None,
-                });
+            let mut by_secret: HashMap<String, Vec<LocationRow>> = HashMap::new();
+            for surface in &surfaces {
+                // Served by the partial index on live copies by surface.
+                let locations = tx.query(
+                    "read live copies",
+                    "SELECT fingerprint, source, path, line, col FROM locations WHERE surface = $1 AND gone_at IS NULL",
+                    &[surface.as_str().into()],
+                )?;
+                for mut r in locations {
+                    let r = r.as_mut_slice();
+                    by_secret.entry(take_text(r, 0)).or_default().push(LocationRow {
+                        source: take_text(r, 1),
+                        path: take_text(r, 2),
+                        line: int(r, 3),
+                        column: int(r, 4),
+                        surface: surface.clone(),
+                        commit_id: None,
+                        author: None,
+                        first_seen: 0,
+                        last_seen: 0,
+                        gone_at: None,
+                    });
+                }
             }
             Ok(secrets
-                .iter()
-                .filter_map(|row| {
-                    let copies = by_secret.remove(&text(row, 0)).unwrap_or_default();
-                    let mut surfaces: Vec<String> = copies.iter().map(|c| c.surface.clone()).collect();
-                    surfaces.sort_unstable();
-                    surfaces.dedup();
-                    // A secret with no live copy left needs no action.
-                    (!copies.is_empty()).then(|| (secret_row(row, copies.len() as i64, surfaces.join(",")), copies))
+                .into_iter()
+                .map(|row| {
+                    let secret = secret_row(row);
+                    let mut copies = by_secret.remove(&secret.fingerprint).unwrap_or_default();
+                    copies.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+                    (secret, copies)
                 })
                 .collect())
         })
@@ -589,9 +604,7 @@ impl Store {
             let rows = tx.query(
                 "read secret",
                 &format!(
-                    "SELECT {SECRET_COLUMNS}, \
-                     (SELECT count(*) FROM locations l WHERE l.fingerprint = s.fingerprint AND l.gone_at IS NULL) \
-                     FROM secrets s WHERE s.fingerprint = $1"
+                    "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.fingerprint = $1"
                 ),
                 &[fingerprint.as_str().into()],
             )?;
@@ -617,17 +630,13 @@ impl Store {
                     gone_at: r.get(9).and_then(Value::int),
                 })
                 .collect();
-            let mut surfaces: Vec<String> =
-                locations.iter().filter(|l| l.gone_at.is_none()).map(|l| l.surface.clone()).collect();
-            surfaces.sort();
-            surfaces.dedup();
             let history = tx.query(
                 "read history",
                 "SELECT status, note, at FROM status_history WHERE fingerprint = $1 ORDER BY at",
                 &[fingerprint.as_str().into()],
             )?;
             Ok(SecretDetail {
-                secret: secret_row(row, int(row, 11), surfaces.join(",")),
+                secret: secret_row(row.clone()),
                 locations,
                 history: history
                     .iter()
@@ -652,7 +661,7 @@ impl Store {
                 &[owner.map(str::to_owned).into(), source.into(), fingerprint.as_str().into()],
             )?;
             if owner.is_none() {
-                derive_owner(tx, &fingerprint)?;
+                refresh_secret(tx, &fingerprint)?;
             }
             Ok(fingerprint)
         })

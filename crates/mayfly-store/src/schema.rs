@@ -28,7 +28,10 @@ const INVENTORY_V1: &[&str] = &[
         status TEXT NOT NULL,
         reopened BIGINT NOT NULL,
         owner TEXT,
-        owner_source TEXT
+        owner_source TEXT,
+        owner_conflict TEXT,
+        live_copies BIGINT NOT NULL DEFAULT 0,
+        surfaces TEXT NOT NULL DEFAULT ''
     )",
     "CREATE TABLE locations (
         fingerprint TEXT NOT NULL REFERENCES secrets (fingerprint),
@@ -46,9 +49,12 @@ const INVENTORY_V1: &[&str] = &[
         last_seen BIGINT NOT NULL,
         last_scan BIGINT NOT NULL,
         gone_at BIGINT,
+        owner_claim TEXT,
+        owner_claim_source TEXT,
         PRIMARY KEY (fingerprint, location_key)
     )",
     "CREATE INDEX locations_by_source ON locations (source, last_scan)",
+    "CREATE INDEX locations_live_by_surface ON locations (surface, fingerprint) WHERE gone_at IS NULL",
     "CREATE TABLE status_history (
         fingerprint TEXT NOT NULL REFERENCES secrets (fingerprint),
         status TEXT NOT NULL,
@@ -58,27 +64,14 @@ const INVENTORY_V1: &[&str] = &[
     "CREATE INDEX status_history_by_secret ON status_history (fingerprint, at)",
 ];
 
-const OWNERS_V2: &[&str] = &[
-    "ALTER TABLE locations ADD COLUMN owner_claim TEXT",
-    "ALTER TABLE locations ADD COLUMN owner_claim_source TEXT",
-    "ALTER TABLE secrets ADD COLUMN owner_conflict TEXT",
-];
-
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        sqlite: INVENTORY_V1,
-        postgres: INVENTORY_V1,
-    },
-    Migration {
-        version: 2,
-        sqlite: OWNERS_V2,
-        postgres: OWNERS_V2,
-    },
-];
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: INVENTORY_V1,
+    postgres: INVENTORY_V1,
+}];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 1;
 
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
     let exists = if tx.is_postgres() {

@@ -270,7 +270,7 @@ pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
     };
     let mut store = open_store(&args.db)?;
     let now = now();
-    let secrets = store.open_secrets_with_copies()?;
+    let secrets = store.open_secrets_with_copies_on(&governance.forbidden_surfaces)?;
     let plans = mayfly_inventory::govern::plan(&governance, &secrets, now);
     if format == "json" {
         let document = serde_json::json!({
@@ -347,7 +347,11 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     let governance = load_governance(args.rules)?;
     let mut store = open_store(&args.db)?;
     let now = now();
-    let secrets = store.open_secrets_with_copies()?;
+    let every_surface: Vec<String> = mayfly_scan::surface::Surface::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    let secrets = store.open_secrets_with_copies_on(&every_surface)?;
     let all = store.list_secrets(&SecretFilter {
         include_resolved: true,
         ..SecretFilter::default()

@@ -1,0 +1,142 @@
+//! The inventory at scale: merge a scan of 100,000 findings into an
+//! inventory of 1,000,000 locations, then list and plan. Run with
+//! `cargo run --release -p mayfly-inventory --example inventory_scale -- [DB]`
+//! (a SQLite path, default a temporary file, or a postgres:// URL).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)]
+
+use std::time::Instant;
+
+use mayfly_inventory::govern::{Governance, plan};
+use mayfly_store::{CopyRecord, OwnerSource, ScanRecord, SecretFilter, Store};
+
+const SOURCES: usize = 10;
+const COPIES_PER_SCAN: usize = 100_000;
+const COPIES_PER_SECRET: usize = 5;
+const SURFACES: [&str; 6] = [
+    "code",
+    "env",
+    "ci",
+    "shared-config",
+    "prompt-log",
+    "mcp-config",
+];
+
+fn fingerprint(n: usize) -> String {
+    format!(
+        "{:064x}",
+        (n as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
+    )
+}
+
+fn scan(source: usize, at: i64, shift: usize) -> ScanRecord {
+    let copies = (0..COPIES_PER_SCAN)
+        .map(|i| {
+            let secret = source * COPIES_PER_SCAN / COPIES_PER_SECRET + i / COPIES_PER_SECRET;
+            CopyRecord {
+                fingerprint: fingerprint(secret),
+                rule_id: "generic-token".into(),
+                provider: if secret % 3 == 0 {
+                    "GitHub".into()
+                } else {
+                    "OpenAI".into()
+                },
+                severity: "high".into(),
+                path: format!("repo{source}/dir{}/file{}.py", i % 97, i),
+                line: (i % 400 + shift) as i64 + 1,
+                column: 9,
+                surface: SURFACES[i % SURFACES.len()].into(),
+                commit_id: None,
+                author: None,
+                author_email: None,
+                committed_at: None,
+                owner_claim: (i % 4 != 0)
+                    .then(|| (format!("team-{}", secret % 50), OwnerSource::Codeowners)),
+            }
+        })
+        .collect();
+    ScanRecord {
+        source: format!("files:bench:/src/repo{source}"),
+        at,
+        copies,
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = std::env::args().nth(1).unwrap_or_else(|| {
+        dir.path()
+            .join("inventory.db")
+            .to_string_lossy()
+            .into_owned()
+    });
+    let mut store = Store::open(&target).unwrap();
+    let started = Instant::now();
+    for source in 0..SOURCES {
+        store.save_scan(&scan(source, 1_700_000_000, 0)).unwrap();
+    }
+    println!(
+        "built inventory: {} locations in {} sources in {:.1} s",
+        SOURCES * COPIES_PER_SCAN,
+        SOURCES,
+        started.elapsed().as_secs_f64()
+    );
+
+    // A rescan of one source where every line moved: 100,000 findings,
+    // 100,000 new locations, 100,000 gone.
+    let rescan = scan(0, 1_700_100_000, 1);
+    let t = Instant::now();
+    let summary = store.save_scan(&rescan).unwrap();
+    println!(
+        "merge of {} findings into {} locations: {:.2} s ({} new, {} gone)",
+        COPIES_PER_SCAN,
+        SOURCES * COPIES_PER_SCAN,
+        t.elapsed().as_secs_f64(),
+        summary.new_locations,
+        summary.gone_locations
+    );
+
+    let t = Instant::now();
+    let listed = store.list_secrets(&SecretFilter::default()).unwrap();
+    println!(
+        "inventory list: {} secrets in {:.2} s",
+        listed.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let unclear = store
+        .list_secrets(&SecretFilter {
+            unowned: true,
+            min_copies: Some(2),
+            ..SecretFilter::default()
+        })
+        .unwrap();
+    println!(
+        "inventory list --unclear --min-copies 2: {} secrets in {:.2} s",
+        unclear.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    let governance = Governance::default();
+    let secrets = store
+        .open_secrets_with_copies_on(&governance.forbidden_surfaces)
+        .unwrap();
+    let read = t.elapsed().as_secs_f64();
+    let actions = plan(&governance, &secrets, 1_700_200_000);
+    println!(
+        "  (reading the inventory: {read:.2} s, planning: {:.2} s)",
+        t.elapsed().as_secs_f64() - read
+    );
+    println!(
+        "govern plan: {} secrets, {} with actions in {:.2} s",
+        secrets.len(),
+        actions.len(),
+        t.elapsed().as_secs_f64()
+    );
+}
