@@ -40,7 +40,7 @@ fn scan(source: usize, at: i64, shift: usize) -> ScanRecord {
             CopyRecord {
                 fingerprint: fingerprint(secret),
                 rule_id: "generic-token".into(),
-                provider: if secret % 3 == 0 {
+                provider: if secret.is_multiple_of(3) {
                     "GitHub".into()
                 } else {
                     "OpenAI".into()
