@@ -49,7 +49,11 @@ fn scan(source: usize, at: i64, shift: usize) -> ScanRecord {
                 path: format!("repo{source}/dir{}/file{}.py", i % 97, i),
                 line: (i % 400 + shift) as i64 + 1,
                 column: 9,
-                surface: SURFACES[i % SURFACES.len()].into(),
+                surface: SURFACES
+                    .get(i % SURFACES.len())
+                    .copied()
+                    .unwrap_or("code")
+                    .into(),
                 commit_id: None,
                 author: None,
                 author_email: None,
