@@ -151,80 +151,95 @@ impl Scanner {
         let mut commits: Vec<Commit> = Vec::new();
         // Newest commits come first; a blob seen again in an older commit
         // is re-attributed to it, so each blob ends with the commit that
-        // introduced it.
+        // introduced it. Blobs are scanned as soon as they are first seen,
+        // on the other cores, while the walk goes on.
         let mut blobs: HashMap<Oid, (String, usize)> = HashMap::new();
-        let mut options = DiffOptions::new();
-        options.skip_binary_check(true);
-        for oid in walk {
-            if selection
-                .max_commits
-                .is_some_and(|max| commits.len() >= max)
-            {
-                break;
-            }
-            let commit = match oid.and_then(|oid| repo.find_commit(oid)) {
-                Ok(commit) => commit,
-                Err(e) => {
-                    stats.errors.push(ScanIssue {
-                        path: repo_path.display().to_string(),
-                        error: format!("commit unreadable: {}", e.message()),
-                    });
+        // One channel per scanning thread; the versions of one file go to
+        // the same thread, whose pack cache then holds their delta bases.
+        let threads = match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+            .map(|_| std::sync::mpsc::sync_channel::<BlobSource>(4096))
+            .unzip();
+        let mut report = std::thread::scope(|scope| {
+            let scanning = scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress));
+            for oid in walk {
+                if selection
+                    .max_commits
+                    .is_some_and(|max| commits.len() >= max)
+                {
+                    break;
+                }
+                let commit = match oid.and_then(|oid| repo.find_commit(oid)) {
+                    Ok(commit) => commit,
+                    Err(e) => {
+                        stats.errors.push(ScanIssue {
+                            path: repo_path.display().to_string(),
+                            error: format!("commit unreadable: {}", e.message()),
+                        });
+                        continue;
+                    }
+                };
+                if selection
+                    .since
+                    .is_some_and(|since| commit.time().seconds() < since)
+                {
                     continue;
                 }
-            };
-            if selection
-                .since
-                .is_some_and(|since| commit.time().seconds() < since)
-            {
-                continue;
-            }
-            let index = commits.len();
-            commits.push(commit_meta(&commit));
-            let tree = commit.tree().ok();
-            let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
-            let diff = match repo.diff_tree_to_tree(
-                parent_tree.as_ref(),
-                tree.as_ref(),
-                Some(&mut options),
-            ) {
-                Ok(diff) => diff,
-                Err(e) => {
+                let index = commits.len();
+                commits.push(commit_meta(&commit));
+                let Ok(tree) = commit.tree() else {
                     stats.errors.push(ScanIssue {
                         path: format!("{}@{}", repo_path.display(), commit.id()),
-                        error: format!("cannot diff: {}", e.message()),
+                        error: "tree unreadable".into(),
                     });
                     continue;
+                };
+                let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
+                let mut changed = Vec::new();
+                if let Err(e) = changed_blobs(&repo, parent_tree.as_ref(), &tree, "", &mut changed)
+                {
+                    stats.errors.push(ScanIssue {
+                        path: format!("{}@{}", repo_path.display(), commit.id()),
+                        error: format!("cannot compare trees: {}", e.message()),
+                    });
                 }
-            };
-            for delta in diff.deltas() {
-                if !matches!(
-                    delta.status(),
-                    Delta::Added
-                        | Delta::Modified
-                        | Delta::Copied
-                        | Delta::Renamed
-                        | Delta::Typechange
-                ) {
-                    continue;
+                for (blob, path) in changed {
+                    if blobs.insert(blob, (path.clone(), index)).is_none() {
+                        let lane = path_lane(&path, senders.len());
+                        if let Some(sender) = senders.get(lane) {
+                            // A closed channel means its scanner stopped; the
+                            // walk result is still recorded.
+                            let _ = sender.send(BlobSource {
+                                blob,
+                                path,
+                                commit: index,
+                            });
+                        }
+                    }
                 }
-                let file = delta.new_file();
-                if file.id().is_zero() || file.mode() == git2::FileMode::Commit {
-                    continue;
-                }
-                let path = file
-                    .path()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                blobs.insert(file.id(), (path, index));
+            }
+            drop(senders);
+            scanning.join().unwrap_or_default()
+        });
+        let head_blobs = head_blobs(&repo);
+        drop(repo);
+        // Attribute each copy to the commit that introduced its blob.
+        let prefix = display_prefix(repo_path);
+        for finding in &mut report.findings {
+            let known = finding
+                .location
+                .blob
+                .as_deref()
+                .and_then(|b| Oid::from_str(b).ok())
+                .and_then(|b| blobs.get(&b));
+            if let Some((path, index)) = known {
+                finding.location.commit = commits.get(*index).cloned();
+                finding.location.path = format!("{prefix}{path}");
             }
         }
-        let head_blobs = head_blobs(&repo);
-        let sources: Vec<BlobSource> = blobs
-            .into_iter()
-            .map(|(blob, (path, commit))| BlobSource { blob, path, commit })
-            .collect();
-        drop(repo);
-        let mut report = self.scan_blobs(repo_path, &sources, &commits, progress);
         report.stats.merge(stats);
         mark_present_at_head(&mut report.findings, &head_blobs);
         keep_introductions(&mut report.findings);
@@ -269,6 +284,56 @@ impl Scanner {
             .findings
             .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         Ok(report)
+    }
+
+    /// Scans the blobs sent on each of `receivers`, one thread and one
+    /// repository handle per receiver.
+    fn scan_blob_stream(
+        &self,
+        repo_path: &Path,
+        receivers: Vec<std::sync::mpsc::Receiver<BlobSource>>,
+        progress: &dyn Progress,
+    ) -> ScanReport {
+        let collected = Mutex::new(ScanReport::default());
+        let prefix = display_prefix(repo_path);
+        std::thread::scope(|scope| {
+            for receiver in receivers {
+                let (collected, prefix) = (&collected, &prefix);
+                scope.spawn(move || {
+                    let mut findings = Vec::new();
+                    let mut stats = ScanStats::default();
+                    let mut scratch = Scratch::default();
+                    match Repository::discover(repo_path) {
+                        Ok(repo) => {
+                            for source in receiver.iter() {
+                                self.scan_one_blob(
+                                    &repo,
+                                    prefix,
+                                    &source,
+                                    &[],
+                                    &mut scratch,
+                                    &mut findings,
+                                    &mut stats,
+                                    progress,
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            stats.errors.push(ScanIssue {
+                                path: repo_path.display().to_string(),
+                                error: e.message().to_owned(),
+                            });
+                            // Keep draining, so the walk never waits on a full channel.
+                            for _ in receiver.iter() {}
+                        }
+                    }
+                    let mut shared = collected.lock().unwrap_or_else(|p| p.into_inner());
+                    shared.findings.extend(findings);
+                    shared.stats.merge(stats);
+                });
+            }
+        });
+        collected.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Scans blobs on every core, one repository handle per thread.
@@ -377,6 +442,62 @@ impl Scanner {
         stats.files_scanned += 1;
         stats.bytes_scanned += content.len() as u64;
     }
+}
+
+/// The scanning thread for a path: a stable hash, so one file's versions
+/// share a thread.
+fn path_lane(path: &str, lanes: usize) -> usize {
+    let hash = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % lanes.max(1) as u64) as usize
+}
+
+/// The blobs added or changed from `old` to `new`, with their paths.
+/// Subtrees with the same id are skipped whole, so a commit costs what it
+/// changed, not the size of the tree.
+fn changed_blobs(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: &git2::Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<(Oid, String)>,
+) -> Result<(), git2::Error> {
+    let before: HashMap<Vec<u8>, (Oid, Option<ObjectType>)> = old
+        .map(|tree| {
+            tree.iter()
+                .map(|e| (e.name_bytes().to_vec(), (e.id(), e.kind())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for entry in new.iter() {
+        let name = entry.name_bytes();
+        let previous = before.get(name);
+        if previous.is_some_and(|(id, _)| *id == entry.id()) {
+            continue;
+        }
+        let path = format!("{prefix}{}", String::from_utf8_lossy(name));
+        match entry.kind() {
+            Some(ObjectType::Blob) => out.push((entry.id(), path)),
+            Some(ObjectType::Tree) => {
+                let subtree = repo.find_tree(entry.id())?;
+                let old_subtree = match previous {
+                    Some((id, Some(ObjectType::Tree))) => repo.find_tree(*id).ok(),
+                    _ => None,
+                };
+                changed_blobs(
+                    repo,
+                    old_subtree.as_ref(),
+                    &subtree,
+                    &format!("{path}/"),
+                    out,
+                )?;
+            }
+            // Submodules (commits) and anything else hold no blob of ours.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A file edited in many commits holds the same secret in many blob
