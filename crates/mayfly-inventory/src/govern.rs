@@ -212,7 +212,7 @@ pub fn plan(
                     action: ActionKind::DeleteCopy,
                     copy: Some(format!("{}:{}", copy.path, copy.line)),
                     rule: "forbidden_surfaces".into(),
-                    reason: format!("no secret may live in a {} ({})", copy.surface, copy.source),
+                    reason: format!("no secret may live in a {}", copy.surface),
                     nhi: if copy.surface == "prompt-log" || copy.surface == "chat-export" {
                         vec!["NHI2", "NHI10"]
                     } else {

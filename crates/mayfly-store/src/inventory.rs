@@ -548,8 +548,9 @@ impl Store {
     }
 
     /// Every open secret that still has a live copy, with its live copies
-    /// on `surfaces` (the ones governance forbids): two queries whatever
-    /// the size of the inventory, and only the copies a plan names.
+    /// on `surfaces` (the ones governance forbids): one query for the
+    /// secrets and one indexed query per surface, reading only what a plan
+    /// names of each copy (path and line).
     pub fn open_secrets_with_copies_on(
         &mut self,
         surfaces: &[String],
@@ -566,16 +567,16 @@ impl Store {
                 // Served by the partial index on live copies by surface.
                 let locations = tx.query(
                     "read live copies",
-                    "SELECT fingerprint, source, path, line, col FROM locations WHERE surface = $1 AND gone_at IS NULL",
+                    "SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL",
                     &[surface.as_str().into()],
                 )?;
                 for mut r in locations {
                     let r = r.as_mut_slice();
                     by_secret.entry(take_text(r, 0)).or_default().push(LocationRow {
-                        source: take_text(r, 1),
-                        path: take_text(r, 2),
-                        line: int(r, 3),
-                        column: int(r, 4),
+                        source: String::new(),
+                        path: take_text(r, 1),
+                        line: int(r, 2),
+                        column: 0,
                         surface: surface.clone(),
                         commit_id: None,
                         author: None,
