@@ -133,21 +133,6 @@ pub struct SecretPlan {
     pub actions: Vec<Action>,
 }
 
-/// `YYYY-MM-DD` (UTC) of seconds since the epoch.
-pub(crate) fn date(seconds: Timestamp) -> String {
-    let days = seconds.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
 /// The remediation plan for `secrets` at time `now`; secrets with nothing
 /// to do are left out. Each secret comes with (at least) its live copies
 /// on forbidden surfaces; counts and surfaces come from the secret row.
@@ -181,7 +166,7 @@ pub fn plan(
                 rule: age_rule,
                 reason: format!(
                     "first seen {} ({age_days} days ago); at most {max_age} days allowed",
-                    date(secret.first_seen)
+                    mayfly_scan::time::date(secret.first_seen)
                 ),
                 nhi: vec!["NHI7"],
             });

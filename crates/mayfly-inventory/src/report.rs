@@ -259,6 +259,19 @@ fn csf_rows(input: &ReportInput<'_>, f: &Figures) -> Vec<Vec<String>> {
     ]
 }
 
+fn nhi_rows(f: &Figures) -> Vec<Vec<String>> {
+    NHI_TITLES
+        .iter()
+        .map(|(id, title)| {
+            vec![
+                (*id).to_owned(),
+                (*title).to_owned(),
+                f.nhi.get(*id).copied().unwrap_or(0).to_string(),
+            ]
+        })
+        .collect()
+}
+
 fn counts(map: &BTreeMap<String, usize>) -> Vec<Vec<String>> {
     let mut rows: Vec<(&String, &usize)> = map.iter().collect();
     rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -284,7 +297,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
     let _ = write!(
         out,
         "<h1>Mayfly secrets report</h1><p>Generated {} (UTC). Fingerprints are keyed hashes: no secret is in this page.</p>",
-        crate::govern::date(input.now)
+        mayfly_scan::time::date(input.now)
     );
     let _ = write!(
         out,
@@ -369,16 +382,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
         out.push_str(&copy_graph(secret, copies));
     }
     out.push_str("<h2>OWASP Non-Human Identities Top 10</h2>");
-    let nhi_rows: Vec<Vec<String>> = NHI_TITLES
-        .iter()
-        .map(|(id, title)| {
-            vec![
-                (*id).to_owned(),
-                (*title).to_owned(),
-                f.nhi.get(*id).copied().unwrap_or(0).to_string(),
-            ]
-        })
-        .collect();
+    let nhi_rows = nhi_rows(&f);
     table_html(
         &mut out,
         "nhi",
@@ -413,7 +417,7 @@ pub fn markdown(input: &ReportInput<'_>) -> String {
     let mut out = format!(
         "# Mayfly secrets report\n\nGenerated {} (UTC). Fingerprints are keyed hashes: no secret is in this report.\n\n\
          - **{}** open secrets in **{}** copies\n- **{}** with ownership unclear (rotate or revoke)\n- **{}** with actions due\n- **{}** resolved\n\n",
-        crate::govern::date(input.now),
+        mayfly_scan::time::date(input.now),
         input.secrets.len(),
         f.copies,
         f.unclear.len(),
@@ -457,16 +461,7 @@ pub fn markdown(input: &ReportInput<'_>) -> String {
         out.push('\n');
     }
     out.push_str("## OWASP Non-Human Identities Top 10\n\n");
-    let nhi_rows: Vec<Vec<String>> = NHI_TITLES
-        .iter()
-        .map(|(id, title)| {
-            vec![
-                (*id).to_owned(),
-                (*title).to_owned(),
-                f.nhi.get(*id).copied().unwrap_or(0).to_string(),
-            ]
-        })
-        .collect();
+    let nhi_rows = nhi_rows(&f);
     table_md(&mut out, &["item", "risk", "open secrets"], &nhi_rows);
     out.push_str("## NIST CSF 2.0\n\n");
     table_md(

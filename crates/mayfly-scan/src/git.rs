@@ -67,28 +67,6 @@ fn repo_error(path: &Path, err: &git2::Error) -> GitError {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC).
-pub(crate) fn rfc3339(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rem = seconds.rem_euclid(86_400);
-    // Civil from days (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 fn commit_meta(commit: &git2::Commit<'_>) -> Commit {
     let author = commit.author();
     let time = author.when().seconds();
@@ -97,7 +75,7 @@ fn commit_meta(commit: &git2::Commit<'_>) -> Commit {
         author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
         email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
         time,
-        date: rfc3339(time),
+        date: crate::time::rfc3339(time),
     }
 }
 
@@ -552,17 +530,5 @@ fn mark_present_at_head(findings: &mut [Finding], head_blobs: &HashSet<String>) 
         .collect();
     for finding in findings {
         finding.location.present_at_head = Some(at_head.contains(&finding.fingerprint));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

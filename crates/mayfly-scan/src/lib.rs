@@ -37,6 +37,7 @@ pub mod scan;
 pub mod source;
 pub mod suppress;
 pub mod surface;
+pub mod time;
 pub mod validate;
 
 #[cfg(feature = "sqlite")]

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use mayfly_scan::fingerprint;
 use mayfly_scan::scan::ScanReport;
+use mayfly_scan::time::date;
 use mayfly_store::{SecretFilter, SecretStatus, Store};
 
 use crate::cli::{
@@ -98,20 +99,6 @@ pub fn save(
         eprintln!("mayfly: REOPENED {fingerprint}: resolved earlier, found again");
     }
     Ok(())
-}
-
-fn date(seconds: i64) -> String {
-    let days = seconds.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// `mayfly inventory ...`.
