@@ -117,6 +117,48 @@ fn lifecycle(db: &str) {
     );
     assert_eq!(code, 2);
     assert!(err.contains("no secret"), "{err}");
+
+    // A second repository and a workstation merge into the same inventory.
+    let other = ws.dir.path().join("other-repo");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("deploy.sh"),
+        format!("export OPENAI_API_KEY={OPENAI}\n"),
+    )
+    .unwrap();
+    let home = ws.dir.path().join("fake-home");
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    std::fs::write(
+        home.join(".cursor/mcp.json"),
+        format!("{{\"mcpServers\": {{\"openai\": {{\"env\": {{\"OPENAI_API_KEY\": \"{OPENAI}\"}}}}}}}}\n"),
+    )
+    .unwrap();
+    let (_, _, err) = stdout_of(ws.mayfly().args(["scan", "--save", "--db", db]).arg(&other));
+    assert!(
+        err.contains("0 new and 1 known secrets, 1 new locations, 0 gone"),
+        "{err}"
+    );
+    let (_, _, err) = stdout_of(
+        ws.mayfly()
+            .args(["scan", "--host", "--save", "--db", db, "--home"])
+            .arg(&home),
+    );
+    assert!(
+        err.contains("0 new and 1 known secrets, 1 new locations, 0 gone"),
+        "{err}"
+    );
+    let (_, out, _) =
+        stdout_of(
+            ws.mayfly()
+                .args(["inventory", "list", "--surface", "mcp-config", "--db", db]),
+        );
+    assert!(
+        out.contains("1 secrets") && out.contains("3 copies"),
+        "{out}"
+    );
+    let (_, md, _) = stdout_of(ws.mayfly().args(["report", "-f", "md", "--db", db]));
+    assert!(md.contains("open secrets in **4** copies"), "{md}");
+    assert!(!md.contains(OPENAI) && !md.contains(GITHUB));
 }
 
 #[test]
