@@ -156,30 +156,39 @@ fn is_b64(b: u8) -> bool {
 /// long and with both letters and digits or symbols, the mark of encoded
 /// data rather than a long identifier.
 pub fn base64_runs(input: &[u8], mut visit: impl FnMut(usize, usize)) {
-    let mut i = 0;
     let len = input.len();
+    let mut i = 0;
     while i < len {
-        // Skip to the next base64 byte.
-        while i < len && !input.get(i).copied().is_some_and(is_b64) {
-            i += 1;
+        // Find the next run with one table lookup per byte; the character
+        // classes are only examined for the few runs long enough to matter.
+        let rest = input.get(i..).unwrap_or_default();
+        let Some(skip) = rest.iter().position(|&b| is_b64(b)) else {
+            return;
+        };
+        let start = i + skip;
+        let run = input
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| !is_b64(b))
+            .unwrap_or(len - start);
+        let mut end = start + run;
+        i = end;
+        if run < MIN_BASE64_RUN {
+            continue;
         }
-        let start = i;
-        let (mut upper, mut lower, mut digit) = (false, false, false);
-        while let Some(&b) = input.get(i) {
-            if !is_b64(b) {
-                break;
-            }
-            upper |= b.is_ascii_uppercase();
-            lower |= b.is_ascii_lowercase();
-            digit |= b.is_ascii_digit() || b == b'+' || b == b'/';
-            i += 1;
+        while input.get(end) == Some(&b'=') && end - start < MAX_BASE64_RUN {
+            end += 1;
         }
-        while input.get(i) == Some(&b'=') && i - start < MAX_BASE64_RUN {
-            i += 1;
-        }
-        let run = i - start;
-        if (MIN_BASE64_RUN..=MAX_BASE64_RUN).contains(&run) && upper && lower && digit {
-            visit(start, i);
+        i = end;
+        let body = input.get(start..start + run).unwrap_or_default();
+        let upper = body.iter().any(u8::is_ascii_uppercase);
+        let lower = body.iter().any(u8::is_ascii_lowercase);
+        let digit = body
+            .iter()
+            .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
+        if end - start <= MAX_BASE64_RUN && upper && lower && digit {
+            visit(start, end);
         }
     }
 }
