@@ -262,8 +262,8 @@ def parse_time_v(text: str) -> dict:
     }
 
 
-def timings(work: Path, tool: str) -> dict | None:
-    runs = [parse_time_v(p.read_text()) for p in sorted((work / "timings").glob(f"{tool}.*.time"))]
+def timings(work: Path, tool: str, folder: str = "timings") -> dict | None:
+    runs = [parse_time_v(p.read_text()) for p in sorted((work / folder).glob(f"{tool}.*.time"))]
     if not runs:
         return None
     return {

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from score import canon, identifies, load_report, parse_time_v  # noqa: E402
+from score import canon, identifies, load_report, timings as timings_in  # noqa: E402
 
 TOOLS = ["mayfly", "kingfisher", "betterleaks", "gitleaks"]
 
@@ -118,16 +117,7 @@ PARSERS = {"mayfly": parse_mayfly, "kingfisher": parse_kingfisher, "betterleaks"
 
 
 def timings(work: Path, tool: str) -> dict | None:
-    runs = [parse_time_v(p.read_text()) for p in sorted((work / "timings-git").glob(f"{tool}.*.time"))]
-    if not runs:
-        return None
-    return {
-        "runs": len(runs),
-        "wall": statistics.median(r["wall"] for r in runs),
-        "wall_all": [r["wall"] for r in runs],
-        "cpu": statistics.median(r["cpu"] for r in runs),
-        "rss_mib": statistics.median(r["rss_kib"] for r in runs) / 1024,
-    }
+    return timings_in(work, tool, "timings-git")
 
 
 def main() -> int:
