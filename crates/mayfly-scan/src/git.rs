@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort, TreeWalkMode, TreeWalkResult};
 
@@ -53,11 +53,10 @@ pub enum GitError {
     },
 }
 
-/// A blob to scan and where it first appeared.
+/// A blob to scan and the path it was first seen at.
 struct BlobSource {
     blob: Oid,
     path: String,
-    commit: usize,
 }
 
 fn repo_error(path: &Path, err: &git2::Error) -> GitError {
@@ -136,15 +135,7 @@ impl Scanner {
         // introduced it. Blobs are scanned as soon as they are first seen,
         // on the other cores, while the walk goes on.
         let mut blobs: HashMap<Oid, (String, usize)> = HashMap::new();
-        // One channel per scanning thread; the versions of one file go to
-        // the same thread, whose pack cache then holds their delta bases.
-        let threads = match self.options.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
-            .map(|_| std::sync::mpsc::sync_channel::<BlobSource>(4096))
-            .unzip();
+        let (senders, receivers) = self.lanes();
         let mut report = std::thread::scope(|scope| {
             let scanning = scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress));
             for oid in walk {
@@ -194,11 +185,7 @@ impl Scanner {
                         if let Some(sender) = senders.get(lane) {
                             // A closed channel means its scanner stopped; the
                             // walk result is still recorded.
-                            let _ = sender.send(BlobSource {
-                                blob,
-                                path,
-                                commit: index,
-                            });
+                            let _ = sender.send(BlobSource { blob, path });
                         }
                     }
                 }
@@ -254,18 +241,41 @@ impl Scanner {
                     .path()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                commit: usize::MAX,
             });
         }
         drop(diff);
         drop(index);
         drop(head);
         drop(repo);
-        let mut report = self.scan_blobs(repo_path, &sources, &[], &crate::scan::NoProgress);
+        let (senders, receivers) = self.lanes();
+        let mut report = std::thread::scope(|scope| {
+            let scanning = scope
+                .spawn(|| self.scan_blob_stream(repo_path, receivers, &crate::scan::NoProgress));
+            for source in sources {
+                if let Some(sender) = senders.get(path_lane(&source.path, senders.len())) {
+                    let _ = sender.send(source);
+                }
+            }
+            drop(senders);
+            scanning.join().unwrap_or_default()
+        });
         report
             .findings
             .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         Ok(report)
+    }
+
+    /// One channel per scanning thread. Blobs are routed by path
+    /// ([`path_lane`]), so the versions of one file go to the same thread,
+    /// whose pack cache then holds their delta bases.
+    fn lanes(&self) -> (Vec<SyncSender<BlobSource>>, Vec<Receiver<BlobSource>>) {
+        let threads = match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        (0..threads)
+            .map(|_| std::sync::mpsc::sync_channel::<BlobSource>(4096))
+            .unzip()
     }
 
     /// Scans the blobs sent on each of `receivers`, one thread and one
@@ -273,7 +283,7 @@ impl Scanner {
     fn scan_blob_stream(
         &self,
         repo_path: &Path,
-        receivers: Vec<std::sync::mpsc::Receiver<BlobSource>>,
+        receivers: Vec<Receiver<BlobSource>>,
         progress: &dyn Progress,
     ) -> ScanReport {
         let collected = Mutex::new(ScanReport::default());
@@ -292,7 +302,6 @@ impl Scanner {
                                     &repo,
                                     prefix,
                                     &source,
-                                    &[],
                                     &mut scratch,
                                     &mut findings,
                                     &mut stats,
@@ -318,57 +327,6 @@ impl Scanner {
         collected.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Scans blobs on every core, one repository handle per thread.
-    fn scan_blobs(
-        &self,
-        repo_path: &Path,
-        sources: &[BlobSource],
-        commits: &[Commit],
-        progress: &dyn Progress,
-    ) -> ScanReport {
-        let next = AtomicUsize::new(0);
-        let collected = Mutex::new(ScanReport::default());
-        let threads = match self.options.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
-        .min(sources.len().max(1));
-        let prefix = display_prefix(repo_path);
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| {
-                    let mut findings = Vec::new();
-                    let mut stats = ScanStats::default();
-                    let mut scratch = Scratch::default();
-                    match Repository::discover(repo_path) {
-                        Ok(repo) => loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(source) = sources.get(i) else { break };
-                            self.scan_one_blob(
-                                &repo,
-                                &prefix,
-                                source,
-                                commits,
-                                &mut scratch,
-                                &mut findings,
-                                &mut stats,
-                                progress,
-                            );
-                        },
-                        Err(e) => stats.errors.push(ScanIssue {
-                            path: repo_path.display().to_string(),
-                            error: e.message().to_owned(),
-                        }),
-                    }
-                    let mut shared = collected.lock().unwrap_or_else(|p| p.into_inner());
-                    shared.findings.extend(findings);
-                    shared.stats.merge(stats);
-                });
-            }
-        });
-        collected.into_inner().unwrap_or_else(|p| p.into_inner())
-    }
-
     #[expect(
         clippy::too_many_arguments,
         reason = "one blob's scan, kept flat on the hot path"
@@ -378,7 +336,6 @@ impl Scanner {
         repo: &Repository,
         prefix: &str,
         source: &BlobSource,
-        commits: &[Commit],
         scratch: &mut Scratch,
         findings: &mut Vec<Finding>,
         stats: &mut ScanStats,
@@ -416,9 +373,8 @@ impl Scanner {
         };
         let first = findings.len();
         self.scan_blob(content, &origin, 0, content.len(), scratch, findings, stats);
-        let commit = commits.get(source.commit);
+        // The introducing commit is attributed once the walk is done.
         for finding in findings.get_mut(first..).unwrap_or_default() {
-            finding.location.commit = commit.cloned();
             finding.location.blob = Some(source.blob.to_string());
         }
         stats.files_scanned += 1;
