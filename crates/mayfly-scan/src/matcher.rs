@@ -70,8 +70,8 @@ struct Keyword {
 }
 
 /// A match before it becomes a finding: the rule, the secret, and where
-/// to report it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// to report it. Its `Debug` form redacts the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RawMatch {
     /// Index of the rule in the matcher's rule set.
     pub rule: usize,
@@ -81,6 +81,17 @@ pub struct RawMatch {
     pub span: Range<usize>,
     /// The decoder whose view revealed it, if any.
     pub decoder: Option<Decoder>,
+}
+
+impl fmt::Debug for RawMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMatch")
+            .field("rule", &self.rule)
+            .field("secret", &crate::finding::redact(&self.secret))
+            .field("span", &self.span)
+            .field("decoder", &self.decoder)
+            .finish()
+    }
 }
 
 /// Buffers reused between blobs by one thread.
