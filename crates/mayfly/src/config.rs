@@ -145,14 +145,7 @@ pub fn parse_date(text: &str) -> anyhow::Result<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
         bail!("date {trimmed:?}: month or day out of range");
     }
-    // Days from civil (H. Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Ok((era * 146_097 + doe - 719_468) * 86_400)
+    Ok(mayfly_scan::time::days_from_civil(year, month, day) * 86_400)
 }
 
 #[cfg(test)]
