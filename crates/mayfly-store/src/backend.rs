@@ -64,6 +64,36 @@ impl From<Option<String>> for Value {
     }
 }
 
+/// Moves a text cell out of a row (no copy).
+pub(crate) fn take_text(row: &mut [Value], i: usize) -> String {
+    match row.get_mut(i) {
+        Some(Value::Text(v)) => v.take().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+pub(crate) fn take_opt_text(row: &mut [Value], i: usize) -> Option<String> {
+    match row.get_mut(i) {
+        Some(Value::Text(v)) => v.take(),
+        _ => None,
+    }
+}
+
+pub(crate) fn text(row: &[Value], i: usize) -> String {
+    row.get(i)
+        .and_then(Value::text)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(crate) fn opt_int(row: &[Value], i: usize) -> Option<i64> {
+    row.get(i).and_then(Value::int)
+}
+
+pub(crate) fn int(row: &[Value], i: usize) -> i64 {
+    row.get(i).and_then(Value::int).unwrap_or_default()
+}
+
 /// Statements run inside one transaction.
 pub(crate) trait Tx {
     /// Runs a statement; returns the rows it changed.
@@ -343,16 +373,49 @@ impl Store {
         &self.target
     }
 
+    /// Makes every commit durable across power loss, not only process
+    /// crashes (SQLite `synchronous = FULL`; PostgreSQL always is). The
+    /// broker needs this: a token handed out must have its lease on disk.
+    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+        if let Conn::Sqlite(conn) = &self.conn {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| query_error("set synchronous", e))?;
+        }
+        Ok(())
+    }
+
+    /// Whether this store is PostgreSQL (shared by replicas) or SQLite.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::Postgres { .. })
+    }
+
     /// Runs `work` in one transaction: committed if it returns `Ok`,
     /// rolled back otherwise (nothing half-written).
     pub(crate) fn transaction<T>(
         &mut self,
         work: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.run(TransactionBehavior::Immediate, work)
+    }
+
+    /// Runs read-only `work` in one transaction that takes no write lock,
+    /// so readers never wait for the writer.
+    pub(crate) fn read<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run(TransactionBehavior::Deferred, work)
+    }
+
+    fn run<T>(
+        &mut self,
+        behavior: TransactionBehavior,
+        work: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
                 let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .transaction_with_behavior(behavior)
                     .map_err(|e| query_error("begin", e))?;
                 let mut wrapped = SqliteTx(tx);
                 let value = work(&mut wrapped)?;

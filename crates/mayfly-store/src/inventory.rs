@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::backend::{Store, Tx, Value};
+use crate::backend::{Store, Tx, Value, int, take_opt_text, take_text, text};
 use crate::{StoreError, Timestamp};
 
 /// What a security team decided about a secret.
@@ -234,32 +234,6 @@ pub struct SecretDetail {
 
 fn location_key(copy: &CopyRecord) -> String {
     format!("{}\u{1f}{}\u{1f}{}", copy.path, copy.line, copy.column)
-}
-
-/// Moves a text cell out of a row (no copy).
-fn take_text(row: &mut [Value], i: usize) -> String {
-    match row.get_mut(i) {
-        Some(Value::Text(v)) => v.take().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-fn take_opt_text(row: &mut [Value], i: usize) -> Option<String> {
-    match row.get_mut(i) {
-        Some(Value::Text(v)) => v.take(),
-        _ => None,
-    }
-}
-
-fn text(row: &[Value], i: usize) -> String {
-    row.get(i)
-        .and_then(Value::text)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-fn int(row: &[Value], i: usize) -> i64 {
-    row.get(i).and_then(Value::int).unwrap_or_default()
 }
 
 const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces";

@@ -6,10 +6,15 @@
 //! written by a newer Mayfly is refused rather than misread.
 
 mod backend;
+mod broker;
 mod inventory;
 mod schema;
 
 pub use backend::Store;
+pub use broker::{
+    AuditEvent, AuditVerification, BrokerWrite, LeaseRecord, LiveGrant, NewAuditEvent,
+    RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
+};
 pub use inventory::{
     CopyRecord, LocationRow, MergeSummary, OwnerSource, ScanRecord, SecretDetail, SecretFilter,
     SecretRow, SecretStatus, StatusChange,

@@ -64,14 +64,79 @@ const INVENTORY_V1: &[&str] = &[
     "CREATE INDEX status_history_by_secret ON status_history (fingerprint, at)",
 ];
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: INVENTORY_V1,
-    postgres: INVENTORY_V1,
-}];
+const BROKER_V2: &[&str] = &[
+    "CREATE TABLE broker_tasks (
+        id TEXT PRIMARY KEY,
+        workload TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        audiences TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        source_addr TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        ended_at BIGINT,
+        end_reason TEXT
+    )",
+    "CREATE INDEX broker_tasks_live ON broker_tasks (expires_at) WHERE ended_at IS NULL",
+    "CREATE INDEX broker_tasks_by_owner ON broker_tasks (owner) WHERE ended_at IS NULL",
+    "CREATE INDEX broker_tasks_by_workload ON broker_tasks (workload) WHERE ended_at IS NULL",
+    "CREATE TABLE broker_leases (
+        jti TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL REFERENCES broker_tasks (id),
+        workload TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        cnf_jkt TEXT,
+        source_addr TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        revoke_reason TEXT
+    )",
+    "CREATE INDEX broker_leases_by_task ON broker_leases (task_id, issued_at)",
+    "CREATE INDEX broker_leases_live_by_owner ON broker_leases (owner) WHERE revoked_at IS NULL",
+    "CREATE INDEX broker_leases_live_by_workload ON broker_leases (workload) WHERE revoked_at IS NULL",
+    "CREATE INDEX broker_leases_live_by_expiry ON broker_leases (expires_at) WHERE revoked_at IS NULL",
+    "CREATE TABLE broker_keys (
+        kid TEXT PRIMARY KEY,
+        alg TEXT NOT NULL,
+        public_jwk TEXT NOT NULL,
+        sealed_private TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        retired_at BIGINT
+    )",
+    "CREATE TABLE audit_events (
+        seq BIGINT PRIMARY KEY,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )",
+    "CREATE TABLE audit_head (seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+];
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: INVENTORY_V1,
+        postgres: INVENTORY_V1,
+    },
+    Migration {
+        version: 2,
+        sqlite: BROKER_V2,
+        postgres: BROKER_V2,
+    },
+];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 1;
+pub const CURRENT_VERSION: i64 = 2;
 
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
     let exists = if tx.is_postgres() {

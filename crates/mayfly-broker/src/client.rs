@@ -1,0 +1,379 @@
+//! The broker's API from the client side: what `mayfly task`, `mayfly
+//! token` and `mayfly run` use, and where a workload's identity token comes
+//! from (a file, an environment variable, or the GitHub Actions runner).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::service::{JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The broker answered with an error.
+    #[error("the broker refused ({status} {error}): {description}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// OAuth error code.
+        error: String,
+        /// What to fix.
+        description: String,
+    },
+    /// The broker could not be reached.
+    #[error("cannot reach the broker at {url}: {reason}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The answer was not what the API promises.
+    #[error("unexpected answer from {url}: {reason}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// No identity token could be found.
+    #[error("{0}")]
+    Identity(String),
+}
+
+/// A client of one broker.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// `POST /v1/tasks` body, client side.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRequest {
+    /// Why the task runs.
+    pub purpose: String,
+    /// Who answers for it.
+    pub owner: String,
+    /// Lifetime in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// Audiences it will ask credentials for.
+    pub audiences: Vec<String>,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+impl Client {
+    /// A client of the broker at `base` (`http://127.0.0.1:8710`).
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: agent(),
+        }
+    }
+
+    fn finish<T: DeserializeOwned>(
+        url: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, ClientError> {
+        let mut response = result.map_err(|e| ClientError::Transport {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(10 * 1024 * 1024)
+            .read_to_string()
+            .map_err(|e| ClientError::Transport {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let decode = |reason: String| ClientError::Decode {
+            url: url.to_owned(),
+            reason,
+        };
+        if !(200..300).contains(&status) {
+            let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(ClientError::Refused {
+                status,
+                error: body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned(),
+                description: body
+                    .get("error_description")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| text.chars().take(200).collect()),
+            });
+        }
+        let text = if text.is_empty() { "null" } else { &text };
+        serde_json::from_str(text).map_err(|e| decode(e.to_string()))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bearer: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            reason: e.to_string(),
+        })?;
+        let result = self
+            .agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {bearer}"))
+            .header("Content-Type", "application/json")
+            .send(&body[..]);
+        Self::finish(&url, result)
+    }
+
+    fn post_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let mut request = self.agent.post(&url);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let result = request.send_form(fields.iter().copied());
+        Self::finish(&url, result)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, bearer: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let result = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {bearer}"))
+            .call();
+        Self::finish(&url, result)
+    }
+
+    /// Starts a task with a workload identity token.
+    pub fn start_task(
+        &self,
+        identity: &str,
+        request: &TaskRequest,
+    ) -> Result<TaskView, ClientError> {
+        self.post_json("/v1/tasks", identity, request)
+    }
+
+    /// Ends a task (its workload's identity token or the admin token).
+    pub fn end_task(&self, bearer: &str, id: &str) -> Result<TaskView, ClientError> {
+        self.post_json(
+            &format!("/v1/tasks/{id}/end"),
+            bearer,
+            &serde_json::json!({}),
+        )
+    }
+
+    /// Shows a task with its credentials.
+    pub fn show_task(&self, bearer: &str, id: &str) -> Result<TaskView, ClientError> {
+        self.get(&format!("/v1/tasks/{id}"), bearer)
+    }
+
+    /// Exchanges an identity token for a credential of a task.
+    pub fn exchange(
+        &self,
+        identity: &str,
+        task_id: &str,
+        audience: &str,
+        scope: Option<&str>,
+        requested_ttl: Option<i64>,
+    ) -> Result<TokenResponse, ClientError> {
+        let ttl = requested_ttl.map(|t| t.to_string());
+        let mut fields = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", identity),
+            ("subject_token_type", JWT_TOKEN_TYPE),
+            ("audience", audience),
+            ("task_id", task_id),
+        ];
+        if let Some(scope) = scope {
+            fields.push(("scope", scope));
+        }
+        if let Some(ttl) = ttl.as_deref() {
+            fields.push(("requested_ttl", ttl));
+        }
+        self.post_form("/oauth2/token", None, &fields)
+    }
+
+    /// Introspects a token; `authorization` is a full header value
+    /// (`Bearer ADMIN` or `Basic ...`).
+    pub fn introspect(&self, authorization: &str, token: &str) -> Result<Value, ClientError> {
+        self.post_form(
+            "/oauth2/introspect",
+            Some(authorization),
+            &[("token", token)],
+        )
+    }
+
+    /// Revokes a token.
+    pub fn revoke(&self, authorization: &str, token: &str) -> Result<(), ClientError> {
+        let _: Value =
+            self.post_form("/oauth2/revoke", Some(authorization), &[("token", token)])?;
+        Ok(())
+    }
+
+    /// Admin: revokes by `jti`, task, workload or owner.
+    pub fn admin_revoke(&self, admin: &str, what: &str, value: &str) -> Result<u64, ClientError> {
+        let answer: Value = self.post_json(
+            "/v1/admin/revoke",
+            admin,
+            &serde_json::json!({ what: value }),
+        )?;
+        Ok(answer
+            .get("revoked")
+            .and_then(Value::as_u64)
+            .unwrap_or_default())
+    }
+
+    /// Fetches a URL with a bearer token and returns its text (the GitHub
+    /// Actions token endpoint).
+    fn fetch(&self, url: &str, bearer: &str) -> Result<Value, ClientError> {
+        let result = self
+            .agent
+            .get(url)
+            .header("Authorization", &format!("Bearer {bearer}"))
+            .header("Accept", "application/json")
+            .call();
+        Self::finish(url, result)
+    }
+}
+
+/// Where the caller's identity token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// A file, read again for every use (Kubernetes rotates projected tokens).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// The GitHub Actions runner's OIDC endpoint, for this audience.
+    GithubActions {
+        /// `ACTIONS_ID_TOKEN_REQUEST_URL`.
+        url: String,
+        /// `ACTIONS_ID_TOKEN_REQUEST_TOKEN`.
+        request_token: String,
+        /// The audience to ask for.
+        audience: String,
+    },
+}
+
+impl IdentitySource {
+    /// Picks the source: an explicit file, else `MAYFLY_IDENTITY_TOKEN_FILE`,
+    /// else `MAYFLY_IDENTITY_TOKEN`, else the GitHub Actions runner when
+    /// its variables are set.
+    pub fn detect(
+        file: Option<PathBuf>,
+        github_audience: &str,
+    ) -> Result<IdentitySource, ClientError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if let Some(file) = file.or_else(|| var("MAYFLY_IDENTITY_TOKEN_FILE").map(PathBuf::from)) {
+            return Ok(IdentitySource::File(file));
+        }
+        if var("MAYFLY_IDENTITY_TOKEN").is_some() {
+            return Ok(IdentitySource::Env("MAYFLY_IDENTITY_TOKEN".into()));
+        }
+        if let (Some(url), Some(request_token)) = (
+            var("ACTIONS_ID_TOKEN_REQUEST_URL"),
+            var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+        ) {
+            return Ok(IdentitySource::GithubActions {
+                url,
+                request_token,
+                audience: github_audience.to_owned(),
+            });
+        }
+        Err(ClientError::Identity(
+            "no identity token: pass --identity-token-file, set MAYFLY_IDENTITY_TOKEN_FILE or MAYFLY_IDENTITY_TOKEN, \
+             or run inside GitHub Actions with `permissions: id-token: write`"
+                .into(),
+        ))
+    }
+
+    /// The current token.
+    pub fn token(&self, client: &Client) -> Result<String, ClientError> {
+        match self {
+            IdentitySource::File(path) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| {
+                    ClientError::Identity(format!(
+                        "cannot read the identity token {}: {e}",
+                        path.display()
+                    ))
+                }),
+            IdentitySource::Env(name) => std::env::var(name)
+                .map(|t| t.trim().to_owned())
+                .map_err(|_| ClientError::Identity(format!("{name} is not set"))),
+            IdentitySource::GithubActions {
+                url,
+                request_token,
+                audience,
+            } => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{separator}audience={}", percent_encode(audience));
+                let answer = client.fetch(&url, request_token)?;
+                answer
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        ClientError::Identity(
+                            "the GitHub Actions token endpoint returned no value".into(),
+                        )
+                    })
+            }
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            percent_encode("https://a.b/c d"),
+            "https%3A%2F%2Fa.b%2Fc%20d"
+        );
+    }
+}

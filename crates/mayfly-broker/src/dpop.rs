@@ -1,0 +1,128 @@
+//! DPoP (RFC 9449): a proof that the caller holds a private key, so the
+//! token issued to it is bound to that key (`cnf.jkt`) and useless to
+//! anyone who copies it without the key.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::b64;
+use crate::clock::Timestamp;
+
+/// How far a proof's `iat` may be from now, in seconds.
+const WINDOW: i64 = 60;
+
+/// Why a DPoP proof was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DpopError {
+    /// Not a well-formed proof.
+    #[error("invalid DPoP proof: {0}")]
+    Invalid(String),
+    /// Its `jti` was seen before.
+    #[error("the DPoP proof was already used; make a new proof for each request")]
+    Replayed,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    htm: String,
+    htu: String,
+    iat: Timestamp,
+    jti: String,
+}
+
+/// Checks proofs and remembers their `jti`s for the replay window.
+#[derive(Debug, Default)]
+pub struct DpopVerifier {
+    seen: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl DpopVerifier {
+    /// Verifies a proof for `method` on `url` and returns the key's
+    /// thumbprint.
+    pub fn verify(
+        &self,
+        proof: &str,
+        method: &str,
+        url: &str,
+        now: Timestamp,
+    ) -> Result<String, DpopError> {
+        let invalid = |why: &str| DpopError::Invalid(why.to_owned());
+        if proof.len() > 8 * 1024 {
+            return Err(invalid("too large"));
+        }
+        let header = jsonwebtoken::decode_header(proof).map_err(|_| invalid("malformed header"))?;
+        if header.typ.as_deref() != Some("dpop+jwt") {
+            return Err(invalid("typ must be dpop+jwt"));
+        }
+        if !matches!(
+            header.alg,
+            Algorithm::ES256 | Algorithm::EdDSA | Algorithm::RS256
+        ) {
+            return Err(invalid("alg must be ES256, EdDSA or RS256"));
+        }
+        let jwk: Jwk = header.jwk.ok_or_else(|| invalid("the header has no jwk"))?;
+        if carries_private_key(proof) {
+            return Err(invalid("the jwk header holds a private key"));
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|_| invalid("unusable jwk"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let claims = jsonwebtoken::decode::<ProofClaims>(proof, &key, &validation)
+            .map_err(|_| {
+                invalid("the signature does not verify or claims are missing (htm, htu, iat, jti)")
+            })?
+            .claims;
+        if !claims.htm.eq_ignore_ascii_case(method) {
+            return Err(invalid("htm does not match the request method"));
+        }
+        if strip_query(&claims.htu) != strip_query(url) {
+            return Err(DpopError::Invalid(format!("htu must be {url}")));
+        }
+        if (claims.iat - now).abs() > WINDOW {
+            return Err(invalid("iat is not within a minute of now"));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > 256 {
+            return Err(invalid("jti must be 1 to 256 characters"));
+        }
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| invalid("replay cache unavailable"))?;
+        if seen.len() > 100_000 {
+            seen.retain(|_, at| (now - *at).abs() <= WINDOW);
+        }
+        if seen.insert(claims.jti, claims.iat).is_some() {
+            return Err(DpopError::Replayed);
+        }
+        Ok(jwk.thumbprint(ThumbprintHash::SHA256))
+    }
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+/// Whether the proof's header JWK has a private member (`d`, `p`, `q`...).
+fn carries_private_key(proof: &str) -> bool {
+    let Some(header) = proof.split('.').next().and_then(b64::decode) else {
+        return true;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&header) else {
+        return true;
+    };
+    value
+        .get("jwk")
+        .and_then(|j| j.as_object())
+        .is_some_and(|jwk| {
+            ["d", "p", "q", "dp", "dq", "qi", "k"]
+                .iter()
+                .any(|m| jwk.contains_key(*m))
+        })
+}

@@ -1,0 +1,326 @@
+//! Mayfly's own signing keys: generated here, sealed with AES-256-GCM under
+//! a master key before they reach the store, rotated on a schedule. The
+//! JWKS carries the current key and the previous ones whose tokens may
+//! still be alive.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use mayfly_store::SigningKeyRecord;
+use serde_json::json;
+
+use crate::b64;
+use crate::clock::Timestamp;
+
+/// Why a key operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The master key is missing, unreadable or malformed.
+    #[error("master key: {0}")]
+    Master(String),
+    /// A sealed key does not open (another master key, or tampering).
+    #[error(
+        "signing key {kid} does not unseal with this master key; use the master key it was sealed with"
+    )]
+    Unseal {
+        /// The key id.
+        kid: String,
+    },
+    /// Key generation or encoding failed.
+    #[error("cannot make a signing key: {0}")]
+    Generate(String),
+}
+
+/// The 32-byte key that seals signing keys.
+pub struct MasterKey(Aes256Gcm);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// From base64 text (`MAYFLY_MASTER_KEY`).
+    pub fn from_base64(text: &str) -> Result<MasterKey, KeyError> {
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+            KeyError::Master("not base64; it must be 32 random bytes in base64".into())
+        })?;
+        MasterKey::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<MasterKey, KeyError> {
+        Aes256Gcm::new_from_slice(bytes)
+            .map(MasterKey)
+            .map_err(|_| KeyError::Master(format!("it is {} bytes; it must be 32", bytes.len())))
+    }
+
+    /// Reads the key file, creating it (mode 0600, 32 random bytes in
+    /// base64) when it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<MasterKey, KeyError> {
+        let shown = path.display();
+        match std::fs::read_to_string(path) {
+            Ok(text) => MasterKey::from_base64(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes =
+                    b64::random_bytes::<32>().map_err(|e| KeyError::Master(e.to_string()))?;
+                write_private(path, STANDARD.encode(bytes).as_bytes())
+                    .map_err(|e| KeyError::Master(format!("cannot write {shown}: {e}")))?;
+                MasterKey::from_bytes(&bytes)
+            }
+            Err(e) => Err(KeyError::Master(format!("cannot read {shown}: {e}"))),
+        }
+    }
+
+    fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<String, KeyError> {
+        let nonce = b64::random_bytes::<12>().map_err(|e| KeyError::Generate(e.to_string()))?;
+        let sealed = self
+            .0
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| KeyError::Generate("sealing failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(STANDARD.encode(out))
+    }
+
+    fn unseal(&self, kid: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        let unseal_error = || KeyError::Unseal {
+            kid: kid.to_owned(),
+        };
+        let bytes = STANDARD.decode(sealed).map_err(|_| unseal_error())?;
+        if bytes.len() < 12 {
+            return Err(unseal_error());
+        }
+        let (nonce, body) = bytes.split_at(12);
+        self.0
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: body,
+                    aad: kid.as_bytes(),
+                },
+            )
+            .map_err(|_| unseal_error())
+    }
+}
+
+/// Writes a file only its owner can read, creating its directory.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes a new signing key, sealed for the store.
+pub fn generate(
+    alg: &str,
+    master: &MasterKey,
+    now: Timestamp,
+) -> Result<SigningKeyRecord, KeyError> {
+    let generate_error = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
+    let seed = b64::random_bytes::<32>().map_err(|e| generate_error(&e))?;
+    let (der, public) = match alg {
+        "EdDSA" => {
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
+            let x = b64::encode(key.verifying_key().as_bytes());
+            (
+                der.as_bytes().to_vec(),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+            )
+        }
+        "ES256" => {
+            let key = p256::SecretKey::from_slice(&seed).map_err(|e| generate_error(&e))?;
+            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
+            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                &key.public_key(),
+                false,
+            );
+            let (Some(x), Some(y)) = (point.x(), point.y()) else {
+                return Err(KeyError::Generate("no public point".into()));
+            };
+            (
+                der.as_bytes().to_vec(),
+                json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)}),
+            )
+        }
+        other => return Err(KeyError::Generate(format!("unsupported algorithm {other}"))),
+    };
+    let jwk: Jwk = serde_json::from_value(public.clone()).map_err(|e| generate_error(&e))?;
+    let kid = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256);
+    let mut public = public;
+    if let Some(object) = public.as_object_mut() {
+        object.insert("kid".into(), json!(kid));
+        object.insert("alg".into(), json!(alg));
+        object.insert("use".into(), json!("sig"));
+    }
+    Ok(SigningKeyRecord {
+        sealed_private: master.seal(&kid, &der)?,
+        kid,
+        alg: alg.to_owned(),
+        public_jwk: public.to_string(),
+        created_at: now,
+        retired_at: None,
+    })
+}
+
+/// The keys in use: one that signs, all that verify, and the JWKS.
+pub struct KeyRing {
+    signer: Option<(String, Algorithm, EncodingKey)>,
+    verifiers: HashMap<String, (Algorithm, DecodingKey)>,
+    /// The published key set.
+    pub jwks: JwkSet,
+    /// When the signing key was made.
+    pub signer_created_at: Timestamp,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeyRing({:?})",
+            self.verifiers.keys().collect::<Vec<_>>()
+        )
+    }
+}
+
+fn parse_alg(alg: &str) -> Option<Algorithm> {
+    match alg {
+        "EdDSA" => Some(Algorithm::EdDSA),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
+    }
+}
+
+impl KeyRing {
+    /// Builds the ring from stored keys (newest first). Keys retired more
+    /// than `keep_retired` seconds ago are dropped: no token they signed
+    /// can still be alive.
+    pub fn from_records(
+        records: &[SigningKeyRecord],
+        master: &MasterKey,
+        now: Timestamp,
+        keep_retired: i64,
+    ) -> Result<KeyRing, KeyError> {
+        let mut signer = None;
+        let mut signer_created_at = 0;
+        let mut verifiers = HashMap::new();
+        let mut jwks = JwkSet { keys: Vec::new() };
+        for record in records {
+            if record.retired_at.is_some_and(|at| now - at > keep_retired) {
+                continue;
+            }
+            let Some(alg) = parse_alg(&record.alg) else {
+                continue;
+            };
+            let Ok(jwk) = serde_json::from_str::<Jwk>(&record.public_jwk) else {
+                continue;
+            };
+            let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
+                continue;
+            };
+            if record.retired_at.is_none() && signer.is_none() {
+                let der = master.unseal(&record.kid, &record.sealed_private)?;
+                let encoding = match alg {
+                    Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
+                    _ => EncodingKey::from_ec_der(&der),
+                };
+                signer = Some((record.kid.clone(), alg, encoding));
+                signer_created_at = record.created_at;
+            }
+            verifiers.insert(record.kid.clone(), (alg, decoding));
+            jwks.keys.push(jwk);
+        }
+        Ok(KeyRing {
+            signer,
+            verifiers,
+            jwks,
+            signer_created_at,
+        })
+    }
+
+    /// The signing key: id, algorithm, key.
+    pub fn signer(&self) -> Option<(&str, Algorithm, &EncodingKey)> {
+        self.signer
+            .as_ref()
+            .map(|(kid, alg, key)| (kid.as_str(), *alg, key))
+    }
+
+    /// A verifying key by id.
+    pub fn verifier(&self, kid: &str) -> Option<(Algorithm, &DecodingKey)> {
+        self.verifiers.get(kid).map(|(alg, key)| (*alg, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_their_master_key() {
+        let master = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        for alg in ["EdDSA", "ES256"] {
+            let record = generate(alg, &master, 100).unwrap();
+            assert!(!record.sealed_private.is_empty());
+            let ring =
+                KeyRing::from_records(std::slice::from_ref(&record), &master, 100, 10).unwrap();
+            assert_eq!(
+                ring.signer().map(|s| s.0.to_owned()),
+                Some(record.kid.clone())
+            );
+            assert_eq!(ring.jwks.keys.len(), 1);
+            let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
+            let err = KeyRing::from_records(&[record], &other, 100, 10).unwrap_err();
+            assert!(matches!(err, KeyError::Unseal { .. }));
+        }
+    }
+
+    #[test]
+    fn long_retired_keys_leave_the_jwks() {
+        let master = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let mut old = generate("EdDSA", &master, 0).unwrap();
+        old.retired_at = Some(10);
+        let new = generate("EdDSA", &master, 10).unwrap();
+        let records = [new, old];
+        assert_eq!(
+            KeyRing::from_records(&records, &master, 20, 100)
+                .unwrap()
+                .jwks
+                .keys
+                .len(),
+            2
+        );
+        assert_eq!(
+            KeyRing::from_records(&records, &master, 200, 100)
+                .unwrap()
+                .jwks
+                .keys
+                .len(),
+            1
+        );
+    }
+}

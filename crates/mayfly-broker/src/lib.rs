@@ -1,0 +1,34 @@
+//! Mayfly's broker: instead of a copied long-lived key, a workload proves
+//! what it is (an OIDC JWT or a SPIFFE JWT-SVID), starts a task, and gets
+//! credentials that live only for that task.
+//!
+//! The pieces, in the order a request meets them:
+//! - [`identity`]: verifies workload JWTs against configured issuers and
+//!   maps their claims to a workload id and attributes;
+//! - [`policy`]: Cedar policies, validated against Mayfly's schema, decide
+//!   every task start and every exchange (default deny);
+//! - [`keys`] and [`token`]: Mayfly's own signing keys (sealed at rest,
+//!   rotated) and RFC 9068 access tokens, optionally DPoP-bound ([`dpop`]);
+//! - [`writer`]: durable, batched writes of leases and audit events;
+//! - [`service`]: the broker's operations (start, exchange, introspect,
+//!   revoke, end, re-evaluate on policy change, sweep);
+//! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin);
+//! - [`client`]: the same API from the command line and `mayfly run`.
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod dpop;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod policy;
+pub mod service;
+pub mod token;
+pub mod writer;
+
+mod b64;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use config::{BrokerConfig, ConfigError};
+pub use service::{Broker, BrokerError};

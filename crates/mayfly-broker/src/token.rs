@@ -1,0 +1,100 @@
+//! Mayfly's access tokens: JWTs per RFC 9068 (`typ: at+jwt`) with the task
+//! and tenant they belong to, and a `cnf` key binding when DPoP was used.
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::keys::KeyRing;
+
+/// The `typ` of Mayfly's access tokens (RFC 9068 section 2.1).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The confirmation claim of a DPoP-bound token (RFC 9449 section 6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// SHA-256 thumbprint of the bound public key.
+    pub jkt: String,
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Mayfly's public URL.
+    pub iss: String,
+    /// The workload.
+    pub sub: String,
+    /// The audience (resource server).
+    pub aud: String,
+    /// Expiry.
+    pub exp: Timestamp,
+    /// Issue time.
+    pub iat: Timestamp,
+    /// Not before (= `iat`).
+    pub nbf: Timestamp,
+    /// Unique id: the lease.
+    pub jti: String,
+    /// The client: the workload's issuer name.
+    pub client_id: String,
+    /// Granted scope, space-separated (may be empty).
+    #[serde(default)]
+    pub scope: String,
+    /// The task.
+    pub task: String,
+    /// The tenant.
+    pub tenant: String,
+    /// Key binding, when DPoP was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// Why a token could not be made or is not Mayfly's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// No signing key is loaded.
+    #[error("no signing key is available")]
+    NoKey,
+    /// Signing failed.
+    #[error("cannot sign the token: {0}")]
+    Sign(String),
+    /// Not a token Mayfly signed (malformed, unknown key, bad signature, wrong issuer or type).
+    #[error("not a Mayfly access token")]
+    NotOurs,
+}
+
+/// Signs an access token with the ring's current key.
+pub fn sign(claims: &AccessClaims, ring: &KeyRing) -> Result<String, TokenError> {
+    let (kid, alg, key) = ring.signer().ok_or(TokenError::NoKey)?;
+    let mut header = Header::new(alg);
+    header.typ = Some(ACCESS_TOKEN_TYPE.into());
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, claims, key).map_err(|e| TokenError::Sign(e.to_string()))
+}
+
+/// Verifies that a token is one Mayfly signed (signature, type, issuer) and
+/// returns its claims. Whether it is still active is the store's answer.
+pub fn verify(token: &str, ring: &KeyRing, issuer: &str) -> Result<AccessClaims, TokenError> {
+    if token.len() > 16 * 1024 {
+        return Err(TokenError::NotOurs);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::NotOurs)?;
+    if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+        return Err(TokenError::NotOurs);
+    }
+    let kid = header.kid.as_deref().ok_or(TokenError::NotOurs)?;
+    let (alg, key) = ring.verifier(kid).ok_or(TokenError::NotOurs)?;
+    if alg != header.alg {
+        return Err(TokenError::NotOurs);
+    }
+    let mut validation = Validation::new(alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        .map_err(|_| TokenError::NotOurs)?;
+    if data.claims.iss != issuer {
+        return Err(TokenError::NotOurs);
+    }
+    Ok(data.claims)
+}

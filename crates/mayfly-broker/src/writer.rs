@@ -1,0 +1,142 @@
+//! Durable writes with group commit: one thread owns the writing store
+//! connection; requests hand it their writes and wait for the commit. All
+//! writes waiting when a commit starts go into the same transaction, so
+//! under load one disk sync covers many tokens and no token is ever
+//! returned before its lease is on disk.
+
+use std::sync::mpsc;
+
+use mayfly_store::{BrokerWrite, Store, WriteOutcome};
+use tokio::sync::oneshot;
+
+use crate::clock::Timestamp;
+
+/// Most writes in one transaction.
+const MAX_BATCH: usize = 2048;
+
+/// A failed commit (nothing of it was written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the store could not commit: {0}")]
+pub struct WriteError(pub String);
+
+enum Job {
+    Apply(
+        Vec<BrokerWrite>,
+        oneshot::Sender<Result<Vec<WriteOutcome>, WriteError>>,
+    ),
+    Sweep(
+        Timestamp,
+        i64,
+        oneshot::Sender<Result<(u64, u64), WriteError>>,
+    ),
+}
+
+/// The handle requests use to write.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Apply(writes, _) => write!(f, "Apply({})", writes.len()),
+            Job::Sweep(now, limit, _) => write!(f, "Sweep({now}, {limit})"),
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread over `store` (made durable first).
+    pub fn start(mut store: Store) -> Result<Writer, WriteError> {
+        store
+            .make_durable()
+            .map_err(|e| WriteError(e.to_string()))?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("mayfly-writer".into())
+            .spawn(move || run(store, queue))
+            .map_err(|e| WriteError(e.to_string()))?;
+        Ok(Writer { jobs })
+    }
+
+    /// Commits `writes` (with whatever else is waiting) and returns their
+    /// outcomes once they are durable.
+    pub async fn apply(&self, writes: Vec<BrokerWrite>) -> Result<Vec<WriteOutcome>, WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Apply(writes, done))
+            .map_err(|_| WriteError("the writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| WriteError("the writer has stopped".into()))?
+    }
+
+    /// Commits one write and returns its outcome.
+    pub async fn apply_one(&self, write: BrokerWrite) -> Result<WriteOutcome, WriteError> {
+        self.apply(vec![write])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| WriteError("no outcome".into()))
+    }
+
+    /// Closes expired tasks and credentials (a bounded amount per call).
+    pub async fn sweep(&self, now: Timestamp, limit: i64) -> Result<(u64, u64), WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs
+            .send(Job::Sweep(now, limit, done))
+            .map_err(|_| WriteError("the writer has stopped".into()))?;
+        wait.await
+            .map_err(|_| WriteError("the writer has stopped".into()))?
+    }
+}
+
+fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut applies = Vec::new();
+        let mut sweeps = Vec::new();
+        let mut pending = 0;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Apply(writes, done) => {
+                    pending += writes.len();
+                    applies.push((writes, done));
+                }
+                Job::Sweep(now, limit, done) => sweeps.push((now, limit, done)),
+            }
+            if pending < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        if !applies.is_empty() {
+            let mut all = Vec::with_capacity(pending);
+            let mut waiting = Vec::with_capacity(applies.len());
+            for (writes, done) in applies {
+                waiting.push((writes.len(), done));
+                all.extend(writes);
+            }
+            match store.broker_apply(&all) {
+                Ok(outcomes) => {
+                    let mut outcomes = outcomes.into_iter();
+                    for (count, done) in waiting {
+                        let _ = done.send(Ok(outcomes.by_ref().take(count).collect()));
+                    }
+                }
+                Err(e) => {
+                    let error = WriteError(e.to_string());
+                    for (_, done) in waiting {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        for (now, limit, done) in sweeps {
+            let _ = done.send(
+                store
+                    .broker_sweep(now, limit)
+                    .map_err(|e| WriteError(e.to_string())),
+            );
+        }
+    }
+}
