@@ -22,6 +22,7 @@ pub mod dpop;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod local_issuer;
 pub mod policy;
 pub mod service;
 pub mod token;

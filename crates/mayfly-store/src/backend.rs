@@ -123,6 +123,24 @@ fn query_error(what: &'static str, err: impl std::fmt::Display) -> StoreError {
 
 struct SqliteTx<'a>(rusqlite::Transaction<'a>);
 
+/// SQLite numbers `$N` parameters by first appearance, not by N; `?N` is
+/// numbered by N, as PostgreSQL reads `$N`.
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 fn sqlite_params(params: &[Value]) -> Vec<rusqlite::types::Value> {
     params
         .iter()
@@ -143,7 +161,7 @@ impl Tx for SqliteTx<'_> {
     ) -> Result<u64, StoreError> {
         let mut stmt = self
             .0
-            .prepare_cached(sql)
+            .prepare_cached(&sqlite_sql(sql))
             .map_err(|e| query_error(what, e))?;
         stmt.execute(rusqlite::params_from_iter(sqlite_params(params)))
             .map(|n| n as u64)
@@ -158,7 +176,7 @@ impl Tx for SqliteTx<'_> {
     ) -> Result<Vec<Vec<Value>>, StoreError> {
         let mut stmt = self
             .0
-            .prepare_cached(sql)
+            .prepare_cached(&sqlite_sql(sql))
             .map_err(|e| query_error(what, e))?;
         let columns = stmt.column_count();
         let mut rows = stmt
@@ -436,6 +454,14 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn sqlite_parameters_keep_their_numbers() {
+        assert_eq!(
+            super::sqlite_sql("UPDATE t SET a = $2 WHERE id = $1"),
+            "UPDATE t SET a = ?2 WHERE id = ?1"
+        );
+    }
 
     #[test]
     fn urls_lose_their_password() {

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{inventory_cmd, scan_cmd};
+use crate::broker_cmd::{
+    AuditCommand, IdentityCommand, PolicyCommand, RunArgs, ServeArgs, TaskCommand, TokenCommand,
+};
+use crate::{broker_cmd, inventory_cmd, scan_cmd};
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
 /// API key or token (code, .env, CI, MCP configs, agent transcripts,
@@ -37,6 +40,38 @@ enum Command {
     Govern(GovernArgs),
     /// A report for a security lead: a self-contained HTML page or Markdown.
     Report(ReportArgs),
+    /// Run the broker: per-task, identity-bound, policy-checked credentials.
+    Serve(ServeArgs),
+    /// Start, end or show tasks (a task owns every credential issued for it).
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Exchange an identity for a credential, introspect or revoke one.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Check Cedar policies against Mayfly's schema.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Verify or show the broker's hash-chained audit log.
+    Audit(AuditArgs),
+    /// A local identity issuer, for trying the broker on one machine.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+    /// Run a command with a credential that lives only as long as it does.
+    ///
+    /// Starts a task with the caller's identity, exchanges it for a
+    /// credential in $MAYFLY_TOKEN (and the file $MAYFLY_TOKEN_FILE, kept
+    /// fresh while CMD runs), forwards signals, and ends the task when CMD
+    /// exits. Exits with CMD's exit code.
+    Run(RunArgs),
+}
+
+/// `mayfly audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 /// `mayfly report`.
@@ -308,5 +343,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Inventory(args) => inventory_cmd::run(args),
         Command::Govern(args) => inventory_cmd::govern(args),
         Command::Report(args) => inventory_cmd::report(args),
+        Command::Serve(args) => broker_cmd::serve(args),
+        Command::Task(command) => broker_cmd::task(command),
+        Command::Token(command) => broker_cmd::token(command),
+        Command::Policy(command) => broker_cmd::policy(command),
+        Command::Audit(args) => broker_cmd::audit(args.command, &args.db),
+        Command::Identity(command) => broker_cmd::identity(command),
+        Command::Run(args) => broker_cmd::run(args),
     }
 }

@@ -2,6 +2,7 @@
 //! the libraries together and maps outcomes to exit codes; the work happens
 //! in the library crates.
 
+mod broker_cmd;
 mod cli;
 mod config;
 mod inventory_cmd;
