@@ -229,19 +229,21 @@ fn required_token(form: &TokenForm) -> Result<&str, ApiError> {
 async fn introspect(
     State(broker): State<Shared>,
     headers: HeaderMap,
-    OAuthForm(form): OAuthForm<TokenForm>,
+    form: Result<OAuthForm<TokenForm>, ApiError>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_client(authorization(&headers))?;
-    let answer = broker.introspect(required_token(&form)?)?;
+    let OAuthForm(form) = form?;
+    let answer = broker.introspect(required_token(&form)?).await?;
     Ok(no_store(Json(answer)))
 }
 
 async fn revoke(
     State(broker): State<Shared>,
     headers: HeaderMap,
-    OAuthForm(form): OAuthForm<TokenForm>,
+    form: Result<OAuthForm<TokenForm>, ApiError>,
 ) -> Result<Response, ApiError> {
     let caller = broker.authenticate_client(authorization(&headers))?;
+    let OAuthForm(form) = form?;
     broker.revoke_token(&caller, required_token(&form)?).await?;
     Ok(no_store(StatusCode::OK))
 }
@@ -250,7 +252,7 @@ async fn start_task(
     State(broker): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<StartTask>,
+    request: Result<ApiJson<StartTask>, ApiError>,
 ) -> Result<Response, ApiError> {
     let workload = match broker.authenticate(authorization(&headers))? {
         Caller::Workload(w) => w,
@@ -262,6 +264,7 @@ async fn start_task(
             ));
         }
     };
+    let ApiJson(request) = request?;
     let task = broker
         .start_task(&workload, request, &peer.ip().to_string())
         .await?;
@@ -274,7 +277,7 @@ async fn show_task(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = broker.authenticate(authorization(&headers))?;
-    Ok(no_store(Json(broker.show_task(&caller, &id)?)))
+    Ok(no_store(Json(broker.show_task(&caller, &id).await?)))
 }
 
 async fn end_task(
@@ -300,12 +303,14 @@ async fn admin_tasks(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
-    let tasks = broker.list_tasks(&TaskFilter {
-        live_only: query.live.unwrap_or(false),
-        workload: query.workload,
-        owner: query.owner,
-        limit: query.limit,
-    })?;
+    let tasks = broker
+        .list_tasks(TaskFilter {
+            live_only: query.live.unwrap_or(false),
+            workload: query.workload,
+            owner: query.owner,
+            limit: query.limit,
+        })
+        .await?;
     Ok(no_store(Json(json!({"tasks": tasks}))))
 }
 
@@ -315,8 +320,9 @@ async fn admin_credentials(
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
-    let credentials =
-        broker.list_credentials(query.live.unwrap_or(false), query.limit.unwrap_or(1000))?;
+    let credentials = broker
+        .list_credentials(query.live.unwrap_or(false), query.limit.unwrap_or(1000))
+        .await?;
     Ok(no_store(Json(json!({"credentials": credentials}))))
 }
 
@@ -333,9 +339,10 @@ struct RevokeBody {
 async fn admin_revoke(
     State(broker): State<Shared>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<RevokeBody>,
+    body: Result<ApiJson<RevokeBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
+    let ApiJson(body) = body?;
     let selector = match (body.jti, body.task, body.workload, body.owner) {
         (Some(v), None, None, None) => RevokeSelector::Lease(v),
         (None, Some(v), None, None) => RevokeSelector::Task(v),
@@ -363,9 +370,10 @@ struct PoliciesBody {
 async fn admin_policies(
     State(broker): State<Shared>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<PoliciesBody>,
+    body: Result<ApiJson<PoliciesBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
+    let ApiJson(body) = body?;
     let (ids, revoked) = broker
         .replace_policies(body.policies.into_iter().collect())
         .await?;

@@ -63,7 +63,8 @@ impl LocalIssuer {
     pub fn ensure(&self) -> Result<ed25519_dalek::SigningKey, LocalIssuerError> {
         let key_path = self.key_path();
         match std::fs::read(&key_path) {
-            Ok(der) => ed25519_dalek::SigningKey::from_pkcs8_der(&der).map_err(|e| Self::error(&key_path, e)),
+            Ok(der) => ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                .map_err(|e| Self::error(&key_path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let seed = b64::random_bytes::<32>().map_err(|e| Self::error(&key_path, e))?;
                 let key = ed25519_dalek::SigningKey::from_bytes(&seed);
@@ -74,7 +75,8 @@ impl LocalIssuer {
                     "x": b64::encode(key.verifying_key().as_bytes()),
                 }]});
                 let jwks_path = self.jwks_path();
-                std::fs::write(&jwks_path, jwks.to_string()).map_err(|e| Self::error(&jwks_path, e))?;
+                std::fs::write(&jwks_path, jwks.to_string())
+                    .map_err(|e| Self::error(&jwks_path, e))?;
                 Ok(key)
             }
             Err(e) => Err(Self::error(&key_path, e)),

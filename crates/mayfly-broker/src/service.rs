@@ -265,7 +265,26 @@ struct ReadPool {
     idle: Mutex<Vec<Store>>,
 }
 
+/// Runs blocking store work off the async workers: the PostgreSQL driver
+/// blocks on its own runtime, which tokio forbids inside an async task.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BrokerError::Internal(format!("store task failed: {e}")))?
+}
+
 impl ReadPool {
+    /// Runs `work` on a pooled connection, off the async workers.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&mut Store) -> Result<T, mayfly_store::StoreError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let pool = self.clone();
+        blocking(move || pool.with(work)).await
+    }
+
     fn with<T>(
         &self,
         work: impl FnOnce(&mut Store) -> Result<T, mayfly_store::StoreError>,
@@ -431,7 +450,7 @@ pub struct Broker {
     keys: RwLock<Arc<KeyRing>>,
     master: MasterKey,
     writer: Writer,
-    readers: ReadPool,
+    readers: Arc<ReadPool>,
     dpop: DpopVerifier,
     secrets: CallerSecrets,
     tasks: Mutex<HashMap<String, Arc<TaskRecord>>>,
@@ -452,8 +471,12 @@ impl Broker {
         clock: Arc<dyn Clock>,
     ) -> Result<Broker, BrokerError> {
         config.check().map_err(internal)?;
-        let store = Store::open(&paths.db).map_err(internal)?;
-        let writer = Writer::start(store).map_err(internal)?;
+        let db = paths.db.clone();
+        let writer = blocking(move || {
+            let store = Store::open(&db).map_err(internal)?;
+            Writer::start(store).map_err(internal)
+        })
+        .await?;
         let engine = PolicyEngine::new().map_err(internal)?;
         let policies = match &config.policy.dir {
             Some(dir) => engine.load_dir(dir).map_err(internal)?,
@@ -478,10 +501,10 @@ impl Broker {
             )),
             master,
             writer,
-            readers: ReadPool {
+            readers: Arc::new(ReadPool {
                 target: paths.db.clone(),
                 idle: Mutex::new(Vec::new()),
-            },
+            }),
             dpop: DpopVerifier::default(),
             secrets,
             tasks: Mutex::new(HashMap::new()),
@@ -538,7 +561,7 @@ impl Broker {
     pub async fn refresh_keys(&self) -> Result<(), BrokerError> {
         let now = self.now();
         let keep = self.config.tokens.max_ttl_seconds + 3600;
-        let records = self.readers.with(|s| s.broker_signing_keys())?;
+        let records = self.readers.read(|s| s.broker_signing_keys()).await?;
         let mut ring =
             KeyRing::from_records(&records, &self.master, now, keep).map_err(internal)?;
         let due = now - ring.signer_created_at >= self.config.tokens.key_rotation_days * 86_400;
@@ -548,7 +571,7 @@ impl Broker {
             self.writer
                 .apply_one(BrokerWrite::AddSigningKey(record))
                 .await?;
-            let records = self.readers.with(|s| s.broker_signing_keys())?;
+            let records = self.readers.read(|s| s.broker_signing_keys()).await?;
             ring = KeyRing::from_records(&records, &self.master, now, keep).map_err(internal)?;
         }
         if let Ok(mut slot) = self.keys.write() {
@@ -738,15 +761,20 @@ impl Broker {
         Ok(view)
     }
 
-    fn load_task(&self, id: &str) -> Result<Arc<TaskRecord>, BrokerError> {
+    async fn load_task(&self, id: &str) -> Result<Arc<TaskRecord>, BrokerError> {
         if let Some(task) = self.tasks.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(task);
         }
-        let task = self.readers.with(|s| s.broker_task(id))?.ok_or_else(|| {
-            BrokerError::NotFound(format!(
-                "task {id} does not exist; start one with POST /v1/tasks"
-            ))
-        })?;
+        let owned = id.to_owned();
+        let task = self
+            .readers
+            .read(move |s| s.broker_task(&owned))
+            .await?
+            .ok_or_else(|| {
+                BrokerError::NotFound(format!(
+                    "task {id} does not exist; start one with POST /v1/tasks"
+                ))
+            })?;
         let task = Arc::new(task);
         if task.ended_at.is_none()
             && let Ok(mut cache) = self.tasks.lock()
@@ -768,14 +796,20 @@ impl Broker {
     }
 
     /// A task with its credentials.
-    pub fn show_task(&self, caller: &Caller, id: &str) -> Result<TaskView, BrokerError> {
+    pub async fn show_task(&self, caller: &Caller, id: &str) -> Result<TaskView, BrokerError> {
         let now = self.now();
+        let owned = id.to_owned();
         let task = self
             .readers
-            .with(|s| s.broker_task(id))?
+            .read(move |s| s.broker_task(&owned))
+            .await?
             .ok_or_else(|| BrokerError::NotFound(format!("task {id} does not exist")))?;
         Self::may_see(caller, &task)?;
-        let leases = self.readers.with(|s| s.broker_task_leases(id))?;
+        let owned = id.to_owned();
+        let leases = self
+            .readers
+            .read(move |s| s.broker_task_leases(&owned))
+            .await?;
         let mut view = task_view(&task, now);
         view.credentials = Some(leases.iter().map(|l| credential_view(l, now)).collect());
         Ok(view)
@@ -784,9 +818,11 @@ impl Broker {
     /// Ends a task and revokes all its credentials at once.
     pub async fn end_task(&self, caller: &Caller, id: &str) -> Result<TaskView, BrokerError> {
         let now = self.now();
+        let owned = id.to_owned();
         let task = self
             .readers
-            .with(|s| s.broker_task(id))?
+            .read(move |s| s.broker_task(&owned))
+            .await?
             .ok_or_else(|| BrokerError::NotFound(format!("task {id} does not exist")))?;
         if let Err(e) = Self::may_see(caller, &task) {
             if let Caller::Workload(w) = caller {
@@ -818,7 +854,7 @@ impl Broker {
         }
         match outcome {
             WriteOutcome::Done(revoked) => {
-                let mut view = self.show_task(&Caller::Admin, id)?;
+                let mut view = self.show_task(&Caller::Admin, id).await?;
                 view.revoked = Some(revoked);
                 Ok(view)
             }
@@ -912,7 +948,7 @@ impl Broker {
             ),
             None => None,
         };
-        let task = self.load_task(task_id).map_err(|e| match e {
+        let task = self.load_task(task_id).await.map_err(|e| match e {
             BrokerError::NotFound(m) => BrokerError::InvalidGrant(m),
             other => other,
         })?;
@@ -1064,12 +1100,13 @@ impl Broker {
 
     /// RFC 7662 introspection: active only if Mayfly signed it and its lease
     /// is live in the store right now.
-    pub fn introspect(&self, token: &str) -> Result<serde_json::Value, BrokerError> {
+    pub async fn introspect(&self, token: &str) -> Result<serde_json::Value, BrokerError> {
         let now = self.now();
         let Ok(claims) = token::verify(token, &self.current_keys(), &self.public_url) else {
             return Ok(json!({"active": false}));
         };
-        let lease = self.readers.with(|s| s.broker_lease(&claims.jti))?;
+        let jti = claims.jti.clone();
+        let lease = self.readers.read(move |s| s.broker_lease(&jti)).await?;
         match lease {
             Some(lease) if lease.is_active(now) && claims.exp > now => {
                 let mut out = json!({
@@ -1166,18 +1203,19 @@ impl Broker {
     }
 
     /// Tasks (admin).
-    pub fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<TaskView>, BrokerError> {
+    pub async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<TaskView>, BrokerError> {
         let now = self.now();
         Ok(self
             .readers
-            .with(|s| s.broker_tasks(filter))?
+            .read(move |s| s.broker_tasks(&filter))
+            .await?
             .iter()
             .map(|t| task_view(t, now))
             .collect())
     }
 
     /// Credentials (admin).
-    pub fn list_credentials(
+    pub async fn list_credentials(
         &self,
         live_only: bool,
         limit: i64,
@@ -1185,7 +1223,8 @@ impl Broker {
         let now = self.now();
         Ok(self
             .readers
-            .with(|s| s.broker_leases(live_only, limit))?
+            .read(move |s| s.broker_leases(live_only, limit))
+            .await?
             .iter()
             .map(|l| credential_view(l, now))
             .collect())
@@ -1262,7 +1301,10 @@ impl Broker {
     pub async fn reevaluate(&self) -> Result<u64, BrokerError> {
         let now = self.now();
         let policies = self.current_policies();
-        let grants = self.readers.with(|s| s.broker_live_grants(now))?;
+        let grants = self
+            .readers
+            .read(move |s| s.broker_live_grants(now))
+            .await?;
         let mut revoked = 0;
         for grant in grants {
             let task = &grant.task;

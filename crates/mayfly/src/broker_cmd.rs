@@ -23,7 +23,12 @@ use crate::inventory_cmd::open_store;
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// The broker's URL.
-    #[arg(long, value_name = "URL", env = "MAYFLY_SERVER", default_value = "http://127.0.0.1:8710")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MAYFLY_SERVER",
+        default_value = "http://127.0.0.1:8710"
+    )]
     pub server: String,
 }
 
@@ -89,8 +94,9 @@ impl ClientAuthArgs {
         use base64::Engine as _;
         match &self.client_id {
             Some(id) => {
-                let secret = std::env::var("MAYFLY_CLIENT_SECRET")
-                    .context("--client-id needs the resource server's secret in MAYFLY_CLIENT_SECRET")?;
+                let secret = std::env::var("MAYFLY_CLIENT_SECRET").context(
+                    "--client-id needs the resource server's secret in MAYFLY_CLIENT_SECRET",
+                )?;
                 let pair = format!("{id}:{}", secret.trim());
                 Ok(format!(
                     "Basic {}",
@@ -356,7 +362,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         let broker = Arc::new(Broker::open(config, &paths, &admin, Arc::new(SystemClock)).await?);
         eprintln!("mayfly serve: listening on {}", broker.public_url());
         eprintln!("mayfly serve: store {}", shown_db(&db));
-        eprintln!("mayfly serve: trusted issuers: {}", if issuers.is_empty() { "none" } else { &issuers });
+        eprintln!(
+            "mayfly serve: trusted issuers: {}",
+            if issuers.is_empty() { "none" } else { &issuers }
+        );
         match admin_file {
             Some(file) => eprintln!("mayfly serve: admin token in {}", file.display()),
             None => eprintln!("mayfly serve: admin token from MAYFLY_ADMIN_TOKEN"),
@@ -446,7 +455,12 @@ pub fn task(command: TaskCommand) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn bearer(admin: bool, identity: &IdentityArgs, auth: &ClientAuthArgs, client: &Client) -> anyhow::Result<String> {
+fn bearer(
+    admin: bool,
+    identity: &IdentityArgs,
+    auth: &ClientAuthArgs,
+    client: &Client,
+) -> anyhow::Result<String> {
     if admin {
         auth.admin_token()
     } else {
@@ -470,17 +484,27 @@ pub fn token(command: TokenCommand) -> anyhow::Result<u8> {
             print_json(&client.exchange(&subject, &task, &audience, scope.as_deref(), ttl)?)?;
             Ok(0)
         }
-        TokenCommand::Introspect { token, auth, server } => {
+        TokenCommand::Introspect {
+            token,
+            auth,
+            server,
+        } => {
             let client = Client::new(&server.server);
             let answer = client.introspect(&auth.header()?, &read_token(&token)?)?;
             print_json(&answer)?;
-            Ok(if answer.get("active").and_then(|a| a.as_bool()) == Some(true) {
-                0
-            } else {
-                1
-            })
+            Ok(
+                if answer.get("active").and_then(|a| a.as_bool()) == Some(true) {
+                    0
+                } else {
+                    1
+                },
+            )
         }
-        TokenCommand::Revoke { token, auth, server } => {
+        TokenCommand::Revoke {
+            token,
+            auth,
+            server,
+        } => {
             let client = Client::new(&server.server);
             client.revoke(&auth.header()?, &read_token(&token)?)?;
             eprintln!("revoked");
@@ -527,7 +551,10 @@ pub fn audit(command: AuditCommand, db: &DbArgs) -> anyhow::Result<u8> {
                     Ok(0)
                 }
                 Some(problem) => {
-                    println!("audit chain BROKEN after {} good events: {problem}", result.events);
+                    println!(
+                        "audit chain BROKEN after {} good events: {problem}",
+                        result.events
+                    );
                     Ok(1)
                 }
             }
@@ -636,10 +663,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     outcome
 }
 
-fn run_in_task(args: &RunArgs, client: &Client, source: &IdentitySource, task_id: &str) -> anyhow::Result<u8> {
+fn run_in_task(
+    args: &RunArgs,
+    client: &Client,
+    source: &IdentitySource,
+    task_id: &str,
+) -> anyhow::Result<u8> {
     let exchange = |client: &Client| -> anyhow::Result<mayfly_broker::service::TokenResponse> {
         let identity = source.token(client)?;
-        Ok(client.exchange(&identity, task_id, &args.audience, args.scope.as_deref(), None)?)
+        Ok(client.exchange(
+            &identity,
+            task_id,
+            &args.audience,
+            args.scope.as_deref(),
+            None,
+        )?)
     };
     let first = exchange(client)?;
     // A private directory (0700), removed when the command is done.
@@ -679,14 +717,22 @@ fn run_in_task(args: &RunArgs, client: &Client, source: &IdentitySource, task_id
                     let task_id = task_id.clone();
                     let fresh = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                         let identity = source.token(&client)?;
-                        Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), None)?)
+                        Ok(client.exchange(
+                            &identity,
+                            &task_id,
+                            &audience,
+                            scope.as_deref(),
+                            None,
+                        )?)
                     })
                     .await;
                     match fresh {
                         Ok(Ok(response)) => {
                             expires_in = response.expires_in;
                             if let Err(e) = write_token(&token_file, &response.access_token) {
-                                eprintln!("mayfly run: cannot write the refreshed credential: {e:#}");
+                                eprintln!(
+                                    "mayfly run: cannot write the refreshed credential: {e:#}"
+                                );
                             }
                         }
                         Ok(Err(e)) => {

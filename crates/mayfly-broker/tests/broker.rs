@@ -1,0 +1,20 @@
+//! The broker over real HTTP on loopback and a real store: a SQLite file
+//! and the PostgreSQL server on 127.0.0.1:5432 (a fresh database per test).
+//! Workload identity tokens are real JWTs signed with real keys.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+mod broker {
+    mod harness;
+
+    mod bad_input;
+    mod identity;
+    mod lifecycle;
+    mod policy;
+    mod revocation;
+}

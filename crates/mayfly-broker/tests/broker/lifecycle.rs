@@ -1,0 +1,218 @@
+//! A task's life: start, exchange, introspect, end; expiry; durability.
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use mayfly_store::Store;
+use serde_json::{Value, json};
+
+use super::harness::{ADMIN, AUD, BACKENDS, Harness};
+
+#[test]
+fn a_credential_lives_and_dies_with_its_task() {
+    for backend in BACKENDS {
+        let h = Harness::start(backend);
+        let (status, metadata) = h.raw("GET", "/.well-known/oauth-authorization-server", &[], b"");
+        assert_eq!(status, 200);
+        assert_eq!(metadata["issuer"], json!(h.url));
+        assert_eq!(
+            metadata["token_endpoint"],
+            json!(format!("{}/oauth2/token", h.url))
+        );
+        assert_eq!(
+            metadata["grant_types_supported"],
+            json!(["urn:ietf:params:oauth:grant-type:token-exchange"])
+        );
+
+        let identity = h.identity("repo:acme/app:ref:refs/heads/main");
+        let task = h.start_task(&identity, "team-platform", &[AUD]);
+        assert_eq!(task.workload, "repo:acme/app:ref:refs/heads/main");
+        assert_eq!(task.owner, "team-platform");
+        assert_eq!(task.state, "live");
+        assert_eq!(task.expires_at, h.now() + 600);
+
+        let token = h.exchange(&identity, &task.id, AUD);
+        assert_eq!(token.token_type, "Bearer");
+        assert_eq!(
+            token.issued_token_type,
+            "urn:ietf:params:oauth:token-type:access_token"
+        );
+        assert_eq!(token.expires_in, 300, "default lifetime is 5 minutes");
+
+        // An RFC 9068 JWT that verifies against the published JWKS.
+        let header = jsonwebtoken::decode_header(&token.access_token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        let (_, jwks) = h.raw("GET", "/.well-known/jwks.json", &[], b"");
+        let jwks: JwkSet = serde_json::from_value(jwks).unwrap();
+        let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+        let mut validation = Validation::new(header.alg);
+        validation.set_audience(&[AUD]);
+        validation.set_issuer(&[&h.url]);
+        let claims = jsonwebtoken::decode::<Value>(
+            &token.access_token,
+            &DecodingKey::from_jwk(jwk).unwrap(),
+            &validation,
+        )
+        .unwrap()
+        .claims;
+        for claim in [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "jti",
+            "client_id",
+            "scope",
+            "task",
+            "tenant",
+        ] {
+            assert!(claims.get(claim).is_some(), "{claim} missing from {claims}");
+        }
+        assert_eq!(claims["task"], json!(task.id));
+        assert_eq!(claims["tenant"], json!("acme"));
+        assert_eq!(claims["client_id"], json!("ci"));
+
+        let answer = h.introspect(&token.access_token);
+        assert_eq!(answer["active"], json!(true));
+        assert_eq!(answer["sub"], json!("repo:acme/app:ref:refs/heads/main"));
+        assert_eq!(answer["task"], json!(task.id));
+
+        // The task shows its credential (never the token itself).
+        let shown = h.client().show_task(&identity, &task.id).unwrap();
+        let credentials = shown.credentials.unwrap();
+        assert_eq!(credentials.len(), 1);
+        assert!(credentials[0].active);
+        assert!(
+            !serde_json::to_string(&credentials)
+                .unwrap()
+                .contains(&token.access_token)
+        );
+
+        let ended = h.client().end_task(&identity, &task.id).unwrap();
+        assert_eq!(ended.state, "ended");
+        assert_eq!(ended.revoked, Some(1));
+        assert!(
+            !h.active(&token.access_token),
+            "inactive as soon as the task ends"
+        );
+        let err = h
+            .client()
+            .exchange(&identity, &task.id, AUD, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid_grant"), "{err}");
+
+        let mut store = Store::open(&h.db).unwrap();
+        let verification = store.audit_verify().unwrap();
+        assert_eq!(verification.problem, None);
+        let kinds: Vec<String> = store
+            .audit_tail(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            kinds.ends_with(&["task.start".into(), "token.issue".into(), "task.end".into()]),
+            "{kinds:?}"
+        );
+    }
+}
+
+#[test]
+fn expired_credentials_are_inactive_at_once_and_swept() {
+    for backend in BACKENDS {
+        let h = Harness::start(backend);
+        let identity = h.identity("svc:batch");
+        let task = h.start_task(&identity, "team-data", &[AUD]);
+        let token = h
+            .client()
+            .exchange(&identity, &task.id, AUD, None, Some(60))
+            .unwrap();
+        assert_eq!(token.expires_in, 60);
+        h.clock.advance(59);
+        assert!(h.active(&token.access_token));
+        h.clock.advance(1);
+        assert!(!h.active(&token.access_token), "inactive at exp");
+
+        let (tasks, leases) = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((tasks, leases), (0, 1));
+        let credentials = h
+            .client()
+            .show_task(&identity, &task.id)
+            .unwrap()
+            .credentials
+            .unwrap();
+        assert_eq!(credentials[0].revoke_reason.as_deref(), Some("expired"));
+
+        // The task itself expires after its ten minutes.
+        h.clock.advance(600);
+        let fresh = h.identity("svc:batch");
+        let err = h
+            .client()
+            .exchange(&fresh, &task.id, AUD, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("has ended"), "{err}");
+        let (tasks, _) = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!(tasks, 1);
+        assert_eq!(
+            h.client().show_task(&fresh, &task.id).unwrap().state,
+            "expired"
+        );
+        assert_eq!(
+            Store::open(&h.db).unwrap().audit_verify().unwrap().problem,
+            None
+        );
+    }
+}
+
+#[test]
+fn lifetimes_never_pass_the_task_or_the_caps() {
+    let h = Harness::start_with(super::harness::Backend::Sqlite, |c| {
+        c.tokens.max_ttl_seconds = 1200
+    });
+    let identity = h.identity("svc:a");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    // Asks for 20 minutes: the task has 10 left, the default policy caps at 15.
+    let token = h
+        .client()
+        .exchange(&identity, &task.id, AUD, None, Some(1200))
+        .unwrap();
+    assert_eq!(token.expires_in, 600);
+    h.clock.advance(300);
+    let token = h
+        .client()
+        .exchange(&identity, &task.id, AUD, None, Some(1200))
+        .unwrap();
+    assert_eq!(token.expires_in, 300);
+}
+
+#[test]
+fn every_returned_token_has_a_committed_lease() {
+    for backend in BACKENDS {
+        let h = Harness::start(backend);
+        let identity = h.identity("svc:load");
+        let task = h.start_task(&identity, "team-load", &[AUD]);
+        let tokens: Vec<String> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..25)
+                            .map(|_| h.exchange(&identity, &task.id, AUD).access_token)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        assert_eq!(tokens.len(), 200);
+        // A separate connection sees every lease: they were committed
+        // before the tokens were returned.
+        let mut store = Store::open(&h.db).unwrap();
+        assert_eq!(store.broker_task_leases(&task.id).unwrap().len(), 200);
+        assert_eq!(store.audit_verify().unwrap().problem, None);
+        let revoked = h.client().end_task(ADMIN, &task.id).unwrap().revoked;
+        assert_eq!(revoked, Some(200));
+    }
+}

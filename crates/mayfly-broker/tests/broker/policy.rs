@@ -1,0 +1,162 @@
+//! Cedar policy decides every start and exchange; a policy change revokes
+//! what it no longer allows.
+
+use std::collections::BTreeMap;
+
+use mayfly_broker::client::TaskRequest;
+use mayfly_store::Store;
+use serde_json::json;
+
+use super::harness::{ADMIN, AUD, BACKENDS, Harness};
+
+const OTHER: &str = "https://billing.test";
+
+const PERMIT_BOTH: &str = r#"
+@id("start")
+permit (principal, action == Action::"start_task", resource)
+when { context.purpose != "forbidden" && context.requested_ttl <= 3600 };
+
+@id("exchange-api")
+permit (principal, action == Action::"exchange", resource == Resource::"https://api.test");
+
+@id("exchange-billing")
+permit (principal, action == Action::"exchange", resource == Resource::"https://billing.test")
+when { principal.tenant == "acme" };
+"#;
+
+fn with_policies(backend: super::harness::Backend, dir: &std::path::Path) -> Harness {
+    std::fs::write(dir.join("base.cedar"), PERMIT_BOTH).unwrap();
+    let dir = dir.to_owned();
+    Harness::start_with(backend, move |c| c.policy.dir = Some(dir))
+}
+
+fn put_policies(h: &Harness, files: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let policies: BTreeMap<&str, &str> = files.iter().copied().collect();
+    let body = serde_json::to_vec(&json!({ "policies": policies })).unwrap();
+    h.raw(
+        "PUT",
+        "/v1/admin/policies",
+        &[
+            ("Authorization", &format!("Bearer {ADMIN}")),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+}
+
+#[test]
+fn policies_decide_with_reasons_and_default_deny() {
+    let policies = tempfile::tempdir().unwrap();
+    let h = with_policies(super::harness::Backend::Sqlite, policies.path());
+    let identity = h.identity("svc:a");
+    let err = h
+        .client()
+        .start_task(
+            &identity,
+            &TaskRequest {
+                purpose: "forbidden".into(),
+                owner: "team-a".into(),
+                ttl_seconds: None,
+                audiences: vec![AUD.into()],
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("403 access_denied"), "{err}");
+    assert!(err.to_string().contains("default deny"), "{err}");
+
+    let task = h.start_task(&identity, "team-a", &[AUD, OTHER, "https://unlisted.test"]);
+    h.exchange(&identity, &task.id, AUD);
+    h.exchange(&identity, &task.id, OTHER);
+    let err = h
+        .client()
+        .exchange(&identity, &task.id, "https://unlisted.test", None, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("no policy permits it"), "{err}");
+    // An audience the task did not name is refused before policy.
+    let err = h
+        .client()
+        .exchange(&identity, &task.id, "https://never.test", None, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid_target"), "{err}");
+
+    let kinds: Vec<String> = Store::open(&h.db)
+        .unwrap()
+        .audit_tail(50)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "task.deny").count(), 1);
+    assert_eq!(kinds.iter().filter(|k| *k == "token.deny").count(), 1);
+}
+
+#[test]
+fn a_policy_change_revokes_what_it_no_longer_allows() {
+    for backend in BACKENDS {
+        let policies = tempfile::tempdir().unwrap();
+        let h = with_policies(backend, policies.path());
+        let identity = h.identity("svc:a");
+        let task = h.start_task(&identity, "team-a", &[AUD, OTHER]);
+        let api = h.exchange(&identity, &task.id, AUD).access_token;
+        let billing = h.exchange(&identity, &task.id, OTHER).access_token;
+
+        // A broken policy is refused with Cedar's diagnostics; the old set stays.
+        let (status, body) = put_policies(
+            &h,
+            &[(
+                "broken.cedar",
+                "permit (principal, action, resource) when { context.nope };",
+            )],
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error_description"].as_str().unwrap().contains("nope"),
+            "{body}"
+        );
+        assert!(h.active(&api) && h.active(&billing));
+        h.exchange(&identity, &task.id, OTHER);
+
+        // Billing is no longer allowed: its live credentials are revoked.
+        let (status, body) = put_policies(
+            &h,
+            &[(
+                "base.cedar",
+                r#"@id("start") permit (principal, action == Action::"start_task", resource);
+                   @id("exchange-api") permit (principal, action == Action::"exchange", resource == Resource::"https://api.test");"#,
+            )],
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["revoked"], json!(2));
+        assert!(h.active(&api));
+        assert!(!h.active(&billing));
+        let credentials = h
+            .client()
+            .show_task(&identity, &task.id)
+            .unwrap()
+            .credentials
+            .unwrap();
+        let reasons: Vec<_> = credentials
+            .iter()
+            .filter_map(|c| c.revoke_reason.clone())
+            .collect();
+        assert!(
+            reasons.iter().all(|r| r.starts_with("policy change")),
+            "{reasons:?}"
+        );
+        // The new set was written to the directory: a restart keeps it.
+        let text = std::fs::read_to_string(policies.path().join("base.cedar")).unwrap();
+        assert!(!text.contains("billing"));
+        assert_eq!(
+            Store::open(&h.db).unwrap().audit_verify().unwrap().problem,
+            None
+        );
+    }
+}
+
+#[test]
+fn example_policies_validate() {
+    let engine = mayfly_broker::policy::PolicyEngine::new().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let loaded = engine.load_dir(&dir).unwrap();
+    assert!(loaded.ids.len() >= 4, "{:?}", loaded.ids);
+}
