@@ -7,6 +7,8 @@
     missing_docs
 )]
 
+#[path = "cli/broker.rs"]
+mod broker;
 #[path = "cli/common.rs"]
 mod common;
 #[path = "cli/formats.rs"]

@@ -2,7 +2,7 @@
 
 use crate::common::{GITHUB, OPENAI, Workspace, stdout_of};
 
-fn postgres_database() -> (String, impl Drop) {
+pub fn postgres_database() -> (String, impl Drop) {
     struct Dropper(String);
     impl Drop for Dropper {
         fn drop(&mut self) {

@@ -1,0 +1,305 @@
+//! The broker end to end through the real binary: `mayfly serve` on its
+//! embedded defaults, `identity mint`, `task`, `token`, `run`, `policy`,
+//! `audit`, on SQLite and PostgreSQL.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+use crate::common::{Workspace, json_of, stdout_of};
+
+/// A `mayfly serve` process, stopped on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn serve(ws: &Workspace, db: Option<&str>) -> Server {
+    let port = free_port();
+    let mut cmd = StdCommand::cargo_bin("mayfly").unwrap();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MAYFLY_HOME", ws.dir.path().join("home"))
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("MAYFLY_ADMIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Ready when it says where the admin token is.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut said = Vec::new();
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) => {
+                let ready = line.contains("admin token in");
+                said.push(line);
+                if ready {
+                    break;
+                }
+            }
+            _ => panic!("mayfly serve stopped: {said:?}"),
+        }
+    }
+    assert!(said.iter().any(|l| l.contains("listening on")), "{said:?}");
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// `mayfly` as a client of `server`, with the minted identity.
+fn client(ws: &Workspace, server: &Server) -> assert_cmd::Command {
+    let mut cmd = ws.mayfly();
+    cmd.env("MAYFLY_SERVER", &server.url)
+        .env(
+            "MAYFLY_IDENTITY_TOKEN_FILE",
+            ws.dir.path().join("identity.jwt"),
+        )
+        .env_remove("MAYFLY_IDENTITY_TOKEN")
+        .env_remove("MAYFLY_ADMIN_TOKEN")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
+    cmd
+}
+
+fn mint(ws: &Workspace, sub: &str) {
+    let (code, jwt, err) = stdout_of(ws.mayfly().args(["identity", "mint", "--sub", sub]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(jwt.trim().split('.').count(), 3);
+    std::fs::write(ws.dir.path().join("identity.jwt"), jwt.trim()).unwrap();
+}
+
+fn the_readme_flow(ws: &Workspace, server: &Server) {
+    mint(ws, "repo:acme/app:ref:refs/heads/main");
+    let (code, task) = json_of(client(ws, server).args([
+        "task",
+        "start",
+        "--purpose",
+        "deploy",
+        "--owner",
+        "team-platform",
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(task["state"], "live");
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    let (code, token) = json_of(client(ws, server).args([
+        "token",
+        "exchange",
+        "--task",
+        &id,
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(token["token_type"], "Bearer");
+    let access = token["access_token"].as_str().unwrap().to_owned();
+
+    let (code, answer) = json_of(
+        client(ws, server)
+            .args(["token", "introspect", "-"])
+            .write_stdin(access.clone()),
+    );
+    assert_eq!(code, 0, "active");
+    assert_eq!(answer["task"], id.as_str());
+
+    let (code, ended) = json_of(client(ws, server).args(["task", "end", &id]));
+    assert_eq!(code, 0);
+    assert_eq!(ended["revoked"], 1);
+    let (code, answer) = json_of(
+        client(ws, server)
+            .args(["token", "introspect", "-"])
+            .write_stdin(access),
+    );
+    assert_eq!(code, 1, "inactive after the task ended");
+    assert_eq!(answer, serde_json::json!({"active": false}));
+
+    // `mayfly run` hands CMD a credential and ends the task after it.
+    let (code, out, err) = stdout_of(client(ws, server).args([
+        "run", "--purpose", "smoke", "--owner", "team-platform", "--audience", "https://api.example", "--",
+        "sh", "-c", "test -n \"$MAYFLY_TOKEN\" && test \"$(cat \"$MAYFLY_TOKEN_FILE\")\" = \"$MAYFLY_TOKEN\" && echo \"task=$MAYFLY_TASK_ID\"; exit 7",
+    ]));
+    assert_eq!(code, 7, "CMD's exit code: {err}");
+    assert!(out.starts_with("task="), "{out}");
+    assert!(err.contains("ended (1 credentials revoked)"), "{err}");
+}
+
+#[test]
+fn serve_task_token_and_run_on_sqlite() {
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    the_readme_flow(&ws, &server);
+    let (code, out, _) = stdout_of(ws.mayfly().args(["audit", "verify"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("audit chain intact"), "{out}");
+    let (code, events) = json_of(
+        ws.mayfly()
+            .args(["audit", "tail", "-n", "50", "--format", "json"]),
+    );
+    assert_eq!(code, 0);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "key.rotate",
+        "policy.load",
+        "task.start",
+        "token.issue",
+        "task.end",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    // No token in the audit log.
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains("eyJ"), "{text}");
+}
+
+#[test]
+fn serve_on_postgres() {
+    let (url, _db) = crate::inventory::postgres_database();
+    let ws = Workspace::new();
+    let server = serve(&ws, Some(&url));
+    the_readme_flow(&ws, &server);
+    let (code, out, _) = stdout_of(ws.mayfly().args(["audit", "verify", "--db", &url]));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn run_forwards_signals_and_still_ends_the_task() {
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    mint(&ws, "svc:signals");
+    let mut cmd = StdCommand::cargo_bin("mayfly").unwrap();
+    let mut child = cmd
+        .args([
+            "run",
+            "--purpose",
+            "long job",
+            "--owner",
+            "team-a",
+            "--audience",
+            "https://api.example",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 9' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .env("MAYFLY_HOME", ws.dir.path().join("home"))
+        .env("MAYFLY_SERVER", &server.url)
+        .env(
+            "MAYFLY_IDENTITY_TOKEN_FILE",
+            ws.dir.path().join("identity.jwt"),
+        )
+        .env_remove("XDG_DATA_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let status = StdCommand::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(9), "the trap's exit code");
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("ended (1 credentials revoked)"), "{err}");
+}
+
+#[test]
+fn policy_check_validates_a_directory() {
+    let ws = Workspace::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let (code, out, _) = stdout_of(ws.mayfly().args(["policy", "check"]).arg(&examples));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("policies valid") && out.contains("ci-no-pull-requests"),
+        "{out}"
+    );
+
+    let bad = ws.dir.path().join("bad-policies");
+    std::fs::create_dir_all(&bad).unwrap();
+    let mut file = std::fs::File::create(bad.join("typo.cedar")).unwrap();
+    writeln!(
+        file,
+        "permit (principal, action == Action::\"exchnage\", resource);"
+    )
+    .unwrap();
+    let (code, _, err) = stdout_of(ws.mayfly().args(["policy", "check"]).arg(&bad));
+    assert_eq!(code, 2);
+    assert!(err.contains("exchnage"), "{err}");
+}
+
+#[test]
+fn clients_explain_what_is_missing() {
+    let ws = Workspace::new();
+    let (code, _, err) = stdout_of(
+        ws.mayfly()
+            .args([
+                "task",
+                "start",
+                "--purpose",
+                "p",
+                "--owner",
+                "o",
+                "--audience",
+                "a",
+            ])
+            .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+            .env_remove("MAYFLY_IDENTITY_TOKEN")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL"),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("no identity token"), "{err}");
+    std::fs::write(ws.dir.path().join("identity.jwt"), "x.y.z").unwrap();
+    let (code, _, err) = stdout_of(
+        ws.mayfly()
+            .args([
+                "task",
+                "start",
+                "--purpose",
+                "p",
+                "--owner",
+                "o",
+                "--audience",
+                "a",
+            ])
+            .env("MAYFLY_SERVER", format!("http://127.0.0.1:{}", free_port()))
+            .env(
+                "MAYFLY_IDENTITY_TOKEN_FILE",
+                ws.dir.path().join("identity.jwt"),
+            ),
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach the broker"), "{err}");
+}
