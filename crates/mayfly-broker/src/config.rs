@@ -555,6 +555,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mayfly.example.toml");
+        let config = BrokerConfig::load(&path).unwrap();
+        let issuers = config.checked_issuers().unwrap();
+        assert_eq!(issuers.len(), 3);
+        assert_eq!(issuers[1].workload, Preset::Kubernetes.default_workload());
+    }
+
+    #[test]
     fn spiffe_needs_a_bundle_and_domain() {
         let err = BrokerConfig::parse(
             "[[issuer]]\nname = \"s\"\npreset = \"spiffe\"\nissuer = \"https://spire\"\naudiences = [\"m\"]\n",

@@ -139,6 +139,9 @@ pub enum TaskCommand {
         /// Lifetime in seconds.
         #[arg(long, value_name = "SECONDS")]
         ttl: Option<i64>,
+        /// Print only the task id.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         identity: IdentityArgs,
         #[command(flatten)]
@@ -192,6 +195,9 @@ pub enum TokenCommand {
         /// Requested lifetime in seconds.
         #[arg(long, value_name = "SECONDS")]
         ttl: Option<i64>,
+        /// Print only the access token.
+        #[arg(long)]
+        raw: bool,
         #[command(flatten)]
         identity: IdentityArgs,
         #[command(flatten)]
@@ -413,6 +419,7 @@ pub fn task(command: TaskCommand) -> anyhow::Result<u8> {
             owner,
             audiences,
             ttl,
+            raw,
             identity,
             server,
         } => {
@@ -427,7 +434,11 @@ pub fn task(command: TaskCommand) -> anyhow::Result<u8> {
                     audiences,
                 },
             )?;
-            print_json(&task)?;
+            if raw {
+                println!("{}", task.id);
+            } else {
+                print_json(&task)?;
+            }
         }
         TaskCommand::End {
             id,
@@ -476,12 +487,18 @@ pub fn token(command: TokenCommand) -> anyhow::Result<u8> {
             audience,
             scope,
             ttl,
+            raw,
             identity,
             server,
         } => {
             let client = Client::new(&server.server);
             let subject = identity.source()?.token(&client)?;
-            print_json(&client.exchange(&subject, &task, &audience, scope.as_deref(), ttl)?)?;
+            let response = client.exchange(&subject, &task, &audience, scope.as_deref(), ttl)?;
+            if raw {
+                println!("{}", response.access_token);
+            } else {
+                print_json(&response)?;
+            }
             Ok(0)
         }
         TokenCommand::Introspect {

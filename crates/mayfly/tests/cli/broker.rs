@@ -128,7 +128,7 @@ fn the_readme_flow(ws: &Workspace, server: &Server) {
 
     let (code, ended) = json_of(client(ws, server).args(["task", "end", &id]));
     assert_eq!(code, 0);
-    assert_eq!(ended["revoked"], 1);
+    assert_eq!(ended["revoked"], 2);
     let (code, answer) = json_of(
         client(ws, server)
             .args(["token", "introspect", "-"])
