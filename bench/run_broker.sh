@@ -58,7 +58,7 @@ log() { printf '[broker] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 mkdir -p "$BW" "$RES"
-rm -f "$RES"/*.json
+rm -f "$RES"/*.json "$BW"/mayfly-exchange-*.form   # results and request bodies of an earlier run
 
 # --- tools --------------------------------------------------------------------
 missing=()
@@ -117,11 +117,12 @@ JWT="$(cat "$BW/keys/workload.jwt")"
 
 # --- processes we start, stopped at exit ----------------------------------------
 PIDS=()
-stop_pid() {  # pid: TERM, wait up to 5 s, then KILL
+stop_pid() {  # pid (a child of this shell): TERM, wait up to 5 s, then KILL
     local pid="$1" i
     kill "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 cleanup() { local pid; for pid in "${PIDS[@]}"; do stop_pid "$pid"; done; }
 trap cleanup EXIT
@@ -296,7 +297,7 @@ run_openbao() {
     log "openbao: $("$BAO" version)"
     log "openbao: dev mode = in-memory storage, no audit device: OpenBao's fastest configuration"
     putstr "$RES/openbao.json" version "$("$BAO" version | awk '{print $2}')"
-    putstr "$RES/openbao.json" note "dev mode: in-memory storage, no TLS, no audit device (OpenBao's fastest configuration); measured request: POST /v1/auth/jwt/login with an ES256 JWT"
+    putstr "$RES/openbao.json" note "dev mode: in-memory storage, no TLS, no audit device (OpenBao's fastest configuration); measured request: POST /v1/auth/jwt/login with an ES256 JWT; revocation: PUT sys/leases/revoke-prefix/auth/jwt/login with sync=true"
     printf '{"role":"bench","jwt":"%s"}' "$JWT" >"$BW/openbao-login.json"
     export BENCH_BODY_FILE="$BW/openbao-login.json" BENCH_CONTENT_TYPE=application/json BENCH_AUTHORIZATION=""
 
@@ -309,6 +310,10 @@ run_openbao() {
     bao_stop
 
     # Bulk revocation, on a fresh server so only these tokens exist.
+    # Seen with OpenBao 2.7.2 here: this is bimodal, either ~10 s for 20k
+    # tokens or far past the timeout; goroutine dumps of the slow case show
+    # each token's cubbyhole clean-up listing keys in the dev server's
+    # in-memory Pebble store, slower with every deleted key.
     bao_start
     url="$BAO_ADDR/v1/auth/jwt/login"
     local sample leases res status

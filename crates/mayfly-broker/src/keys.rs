@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use mayfly_store::SigningKeyRecord;
 use serde_json::json;
 
@@ -188,9 +188,49 @@ pub fn generate(
     })
 }
 
+/// A private key ready to sign. Kept parsed: deriving an Ed25519 public
+/// key from PKCS#8 costs as much as a signature, and `jsonwebtoken` would
+/// do it for every token.
+pub enum Signer {
+    /// Ed25519 (`EdDSA`).
+    Ed25519(Box<ed25519_dalek::SigningKey>),
+    /// P-256 (`ES256`).
+    P256(Box<p256::ecdsa::SigningKey>),
+}
+
+impl Signer {
+    fn from_der(alg: Algorithm, der: &[u8], kid: &str) -> Result<Signer, KeyError> {
+        use ed25519_dalek::pkcs8::DecodePrivateKey;
+        let unusable = || KeyError::Unseal {
+            kid: kid.to_owned(),
+        };
+        match alg {
+            Algorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_der(der)
+                .map(|k| Signer::Ed25519(Box::new(k)))
+                .map_err(|_| unusable()),
+            _ => p256::ecdsa::SigningKey::from_pkcs8_der(der)
+                .map(|k| Signer::P256(Box::new(k)))
+                .map_err(|_| unusable()),
+        }
+    }
+
+    /// The JWS signature of `message` (raw bytes: 64 for both algorithms).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use ed25519_dalek::Signer as _;
+        match self {
+            Signer::Ed25519(key) => key.sign(message).to_bytes().to_vec(),
+            Signer::P256(key) => {
+                let signature: p256::ecdsa::Signature =
+                    p256::ecdsa::signature::Signer::sign(key.as_ref(), message);
+                signature.to_bytes().to_vec()
+            }
+        }
+    }
+}
+
 /// The keys in use: one that signs, all that verify, and the JWKS.
 pub struct KeyRing {
-    signer: Option<(String, Algorithm, EncodingKey)>,
+    signer: Option<(String, Algorithm, Signer)>,
     verifiers: HashMap<String, (Algorithm, DecodingKey)>,
     /// The published key set.
     pub jwks: JwkSet,
@@ -245,11 +285,11 @@ impl KeyRing {
             };
             if record.retired_at.is_none() && signer.is_none() {
                 let der = master.unseal(&record.kid, &record.sealed_private)?;
-                let encoding = match alg {
-                    Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
-                    _ => EncodingKey::from_ec_der(&der),
-                };
-                signer = Some((record.kid.clone(), alg, encoding));
+                signer = Some((
+                    record.kid.clone(),
+                    alg,
+                    Signer::from_der(alg, &der, &record.kid)?,
+                ));
                 signer_created_at = record.created_at;
             }
             verifiers.insert(record.kid.clone(), (alg, decoding));
@@ -264,7 +304,7 @@ impl KeyRing {
     }
 
     /// The signing key: id, algorithm, key.
-    pub fn signer(&self) -> Option<(&str, Algorithm, &EncodingKey)> {
+    pub fn signer(&self) -> Option<(&str, Algorithm, &Signer)> {
         self.signer
             .as_ref()
             .map(|(kid, alg, key)| (kid.as_str(), *alg, key))

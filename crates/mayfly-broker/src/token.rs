@@ -4,6 +4,7 @@
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::b64;
 use crate::clock::Timestamp;
 use crate::keys::KeyRing;
 
@@ -62,13 +63,27 @@ pub enum TokenError {
     NotOurs,
 }
 
-/// Signs an access token with the ring's current key.
+/// Signs an access token with the ring's current key (JWS compact
+/// serialization, RFC 7515 section 7.1).
 pub fn sign(claims: &AccessClaims, ring: &KeyRing) -> Result<String, TokenError> {
     let (kid, alg, key) = ring.signer().ok_or(TokenError::NoKey)?;
     let mut header = Header::new(alg);
     header.typ = Some(ACCESS_TOKEN_TYPE.into());
     header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, key).map_err(|e| TokenError::Sign(e.to_string()))
+    let mut token = b64_json(&header)?;
+    token.push('.');
+    token.push_str(&b64_json(claims)?);
+    let signature = key.sign(token.as_bytes());
+    token.push('.');
+    token.push_str(&b64::encode(&signature));
+    Ok(token)
+}
+
+/// A JWS part: JSON, base64url.
+fn b64_json<T: Serialize>(value: &T) -> Result<String, TokenError> {
+    serde_json::to_vec(value)
+        .map(|bytes| b64::encode(&bytes))
+        .map_err(|e| TokenError::Sign(e.to_string()))
 }
 
 /// Verifies that a token is one Mayfly signed (signature, type, issuer) and
@@ -97,4 +112,50 @@ pub fn verify(token: &str, ring: &KeyRing, issuer: &str) -> Result<AccessClaims,
         return Err(TokenError::NotOurs);
     }
     Ok(data.claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{self, KeyRing, MasterKey};
+
+    #[test]
+    fn tokens_verify_for_both_algorithms_and_nothing_else() {
+        let master =
+            MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
+        for alg in ["EdDSA", "ES256"] {
+            let record = keys::generate(alg, &master, 100).unwrap();
+            let ring = KeyRing::from_records(&[record], &master, 100, 10).unwrap();
+            let claims = AccessClaims {
+                iss: "https://mayfly.test".into(),
+                sub: "svc:a".into(),
+                aud: "https://api.test".into(),
+                exp: 400,
+                iat: 100,
+                nbf: 100,
+                jti: "j1".into(),
+                client_id: "ci".into(),
+                scope: "read".into(),
+                task: "t1".into(),
+                tenant: "acme".into(),
+                cnf: None,
+            };
+            let token = sign(&claims, &ring).unwrap();
+            assert_eq!(
+                verify(&token, &ring, "https://mayfly.test").unwrap(),
+                claims,
+                "{alg}"
+            );
+            assert_eq!(
+                verify(&token, &ring, "https://other.test"),
+                Err(TokenError::NotOurs)
+            );
+            let mut tampered = token.clone();
+            tampered.insert(token.find('.').unwrap() + 2, 'x');
+            assert_eq!(
+                verify(&tampered, &ring, "https://mayfly.test"),
+                Err(TokenError::NotOurs)
+            );
+        }
+    }
 }
