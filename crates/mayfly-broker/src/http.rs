@@ -389,9 +389,20 @@ async fn admin_reload(
     Ok(no_store(Json(json!({"policies": ids, "revoked": revoked}))))
 }
 
-/// Runs the background work of a broker: the sweeper (every 250 ms), key
-/// refresh and rotation (every minute) and, on Unix, policy reload on SIGHUP.
+/// Runs the background work of a broker: the sweeper (every 250 ms), WAL
+/// checkpoints (every second), key refresh and rotation (every minute) and,
+/// on Unix, policy reload on SIGHUP.
 pub fn spawn_background(broker: Shared) {
+    let checkpointer = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if let Err(e) = checkpointer.checkpoint().await {
+                eprintln!("mayfly serve: checkpoint failed: {e}");
+            }
+        }
+    });
     let sweeper = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));

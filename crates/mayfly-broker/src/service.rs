@@ -1360,6 +1360,12 @@ impl Broker {
         Ok(revoked)
     }
 
+    /// Moves the SQLite WAL into the database from a reader connection, so
+    /// the writer never stalls on it (the writer does not checkpoint).
+    pub async fn checkpoint(&self) -> Result<(), BrokerError> {
+        self.readers.read(|s| s.checkpoint()).await
+    }
+
     /// Closes expired tasks and credentials; returns how many of each.
     pub async fn sweep(&self) -> Result<(u64, u64), BrokerError> {
         let now = self.now();

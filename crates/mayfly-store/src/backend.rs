@@ -402,6 +402,28 @@ impl Store {
         Ok(())
     }
 
+    /// Stops SQLite from checkpointing the WAL inside this connection's
+    /// commits (a checkpoint writes and syncs the database file, stalling
+    /// every write waiting behind it); [`Store::checkpoint`] from another
+    /// connection does the work instead. PostgreSQL: nothing to do.
+    pub fn defer_checkpoints(&mut self) -> Result<(), StoreError> {
+        if let Conn::Sqlite(conn) = &self.conn {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(|e| query_error("set wal_autocheckpoint", e))?;
+        }
+        Ok(())
+    }
+
+    /// Copies the SQLite WAL into the database without blocking writers
+    /// (a passive checkpoint). PostgreSQL: nothing to do.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Conn::Sqlite(conn) = &self.conn {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .map_err(|e| query_error("checkpoint", e))?;
+        }
+        Ok(())
+    }
+
     /// Whether this store is PostgreSQL (shared by replicas) or SQLite.
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, Conn::Postgres { .. })
