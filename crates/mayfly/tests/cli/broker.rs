@@ -117,6 +117,17 @@ fn the_readme_flow(ws: &Workspace, server: &Server) {
     assert_eq!(code, 0);
     assert_eq!(token["token_type"], "Bearer");
     let access = token["access_token"].as_str().unwrap().to_owned();
+    let (code, raw, _) = stdout_of(client(ws, server).args([
+        "token",
+        "exchange",
+        "--task",
+        &id,
+        "--audience",
+        "https://api.example",
+        "--raw",
+    ]));
+    assert_eq!(code, 0);
+    assert_eq!(raw.trim().split('.').count(), 3, "{raw}");
 
     let (code, answer) = json_of(
         client(ws, server)
