@@ -206,7 +206,17 @@ impl Scanner {
                 .and_then(|b| blobs.get(&b));
             if let Some((path, index)) = known {
                 finding.location.commit = commits.get(*index).cloned();
-                finding.location.path = format!("{prefix}{path}");
+                // A copy inside a committed archive keeps its `!entry` part.
+                let shown = finding
+                    .location
+                    .path
+                    .strip_prefix(&prefix)
+                    .unwrap_or_default();
+                let entry = shown
+                    .find('!')
+                    .and_then(|i| shown.get(i..))
+                    .unwrap_or_default();
+                finding.location.path = format!("{prefix}{path}{entry}");
             }
         }
         report.stats.merge(stats);
@@ -362,6 +372,21 @@ impl Scanner {
             return;
         }
         let head = content.get(..8192).unwrap_or(content);
+        #[cfg(feature = "archive")]
+        if let Some(kind) = crate::archive::archive_kind(head) {
+            // A committed archive (a release zip, a vendored wheel): its
+            // entries are scanned like a file's, located `path!entry`.
+            let mut worker = crate::source::Worker::new(self);
+            let mut budget = crate::archive::Budget::for_limit(self.options.max_file_size);
+            worker.scan_archive(content, &shown, kind, 0, &mut budget);
+            let (mut found, archive_stats) = worker.into_parts();
+            for finding in &mut found {
+                finding.location.blob = Some(source.blob.to_string());
+            }
+            findings.append(&mut found);
+            stats.merge(archive_stats);
+            return;
+        }
         if memchr::memchr(0, head).is_some() {
             stats.skipped_binary += 1;
             return;

@@ -108,7 +108,7 @@ pub(crate) struct Worker<'s> {
 }
 
 impl<'s> Worker<'s> {
-    fn new(scanner: &'s Scanner) -> Self {
+    pub(crate) fn new(scanner: &'s Scanner) -> Self {
         Worker {
             scanner,
             scratch: Scratch::default(),
@@ -116,6 +116,15 @@ impl<'s> Worker<'s> {
             findings: Vec::new(),
             stats: ScanStats::default(),
         }
+    }
+
+    /// What the worker found and counted.
+    #[cfg_attr(
+        not(all(feature = "git", feature = "archive")),
+        expect(dead_code, reason = "only archives in git blobs hand results back")
+    )]
+    pub(crate) fn into_parts(self) -> (Vec<Finding>, ScanStats) {
+        (self.findings, self.stats)
     }
 
     pub(crate) fn issue(&mut self, path: &str, error: impl ToString) {

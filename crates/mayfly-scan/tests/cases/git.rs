@@ -295,3 +295,40 @@ fn broken_repositories_are_errors_or_reports_not_crashes() {
     assert_eq!(ids, vec!["stripe-live-secret-key"]);
     assert_eq!(report.stats.errors.len(), 1, "{:?}", report.stats.errors);
 }
+
+#[test]
+fn archives_committed_to_history_are_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    commit_file(repo, "README.md", "# app\n", "start");
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file("config/.env", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut writer, format!("OPENAI_API_KEY={OPENAI}\n").as_bytes())
+        .unwrap();
+    let zip = writer.finish().unwrap().into_inner();
+    fs::write(repo.join("dist.zip"), zip).unwrap();
+    git(repo, &["add", "dist.zip"]);
+    git(repo, &["commit", "-q", "-m", "ship a build"]);
+    let introduced = git(repo, &["rev-parse", "HEAD"]);
+    git(repo, &["rm", "-q", "dist.zip"]);
+    git(repo, &["commit", "-q", "-m", "remove the build"]);
+
+    let report = scanner()
+        .scan_git(repo, &GitSelection::default(), &NoProgress)
+        .unwrap();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.stats.errors);
+    let finding = &report.findings[0];
+    assert_eq!(finding.rule.id, "openai-project-key");
+    assert!(
+        finding.location.path.ends_with("dist.zip!config/.env"),
+        "{}",
+        finding.location.path
+    );
+    assert_eq!(finding.location.line, 1);
+    assert_eq!(finding.location.commit.as_ref().unwrap().id, introduced);
+    assert_eq!(finding.location.present_at_head, Some(false));
+    assert_eq!(report.stats.archives_scanned, 1);
+}
