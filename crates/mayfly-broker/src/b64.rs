@@ -20,7 +20,14 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], getrandom::Error
     Ok(out)
 }
 
-/// A random id: 128 bits, base64url.
+/// A random id: 128 bits as 32 lowercase hex digits (never starting with
+/// `-`, so it is never mistaken for an option on a command line).
 pub(crate) fn random_id() -> Result<String, getrandom::Error> {
-    Ok(encode(&random_bytes::<16>()?))
+    use std::fmt::Write;
+    Ok(random_bytes::<16>()?
+        .iter()
+        .fold(String::with_capacity(32), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        }))
 }

@@ -150,6 +150,7 @@ pub enum TaskCommand {
     /// End a task: all its credentials stop working at once.
     End {
         /// The task id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Use the admin token instead of the caller's identity.
         #[arg(long)]
@@ -164,6 +165,7 @@ pub enum TaskCommand {
     /// Show a task and its credentials.
     Show {
         /// The task id.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Use the admin token instead of the caller's identity.
         #[arg(long)]
@@ -184,7 +186,7 @@ pub enum TokenCommand {
     /// prints the token response as JSON.
     Exchange {
         /// The task id.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         task: String,
         /// The audience (resource server URI).
         #[arg(long)]
