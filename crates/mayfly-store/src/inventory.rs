@@ -480,7 +480,7 @@ impl Store {
     /// Secrets matching `filter`, most live copies first.
     pub fn list_secrets(&mut self, filter: &SecretFilter) -> Result<Vec<SecretRow>, StoreError> {
         let filter = filter.clone();
-        self.transaction(move |tx| {
+        self.read(move |tx| {
             let mut sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE 1 = 1");
             let mut params: Vec<Value> = Vec::new();
             let param = |value: Value, params: &mut Vec<Value>| {
@@ -530,7 +530,7 @@ impl Store {
         surfaces: &[String],
     ) -> Result<Vec<(SecretRow, Vec<LocationRow>)>, StoreError> {
         let surfaces = surfaces.to_vec();
-        self.transaction(move |tx| {
+        self.read(move |tx| {
             let secrets = tx.query(
                 "read open secrets",
                 &format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 ORDER BY s.fingerprint"),
@@ -574,7 +574,7 @@ impl Store {
 
     /// One secret by fingerprint (or a unique prefix of 8+ hex digits).
     pub fn secret(&mut self, prefix: &str) -> Result<SecretDetail, StoreError> {
-        self.transaction(|tx| {
+        self.read(|tx| {
             let fingerprint = resolve_prefix(tx, prefix)?;
             let rows = tx.query(
                 "read secret",
