@@ -64,6 +64,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let f = fixture();
     let _ = f.identity.verify(text);
-    let _ = f.dpop.verify(text, "POST", "https://mayfly.test/oauth2/token", 1_800_000_000);
+    let _ = f.dpop.verify(
+        text,
+        "POST",
+        "https://mayfly.test/oauth2/token",
+        1_800_000_000,
+    );
     let _ = token::verify(text, &f.ring, "https://mayfly.test");
 });
