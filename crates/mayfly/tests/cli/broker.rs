@@ -32,7 +32,10 @@ fn free_port() -> u16 {
 }
 
 fn serve(ws: &Workspace, db: Option<&str>) -> Server {
-    let port = free_port();
+    serve_on(ws, db, free_port())
+}
+
+fn serve_on(ws: &Workspace, db: Option<&str>, port: u16) -> Server {
     let mut cmd = StdCommand::cargo_bin("mayfly").unwrap();
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("MAYFLY_HOME", ws.dir.path().join("home"))
@@ -313,4 +316,55 @@ fn clients_explain_what_is_missing() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach the broker"), "{err}");
+}
+
+#[test]
+fn a_killed_server_loses_no_lease_and_keeps_its_keys() {
+    let ws = Workspace::new();
+    mint(&ws, "svc:durable");
+    let first = serve(&ws, None);
+    let (_, task) = json_of(client(&ws, &first).args([
+        "task",
+        "start",
+        "--purpose",
+        "p",
+        "--owner",
+        "team-a",
+        "--audience",
+        "https://api.example",
+    ]));
+    let id = task["id"].as_str().unwrap().to_owned();
+    let (code, token, _) = stdout_of(client(&ws, &first).args([
+        "token",
+        "exchange",
+        "--task",
+        &id,
+        "--audience",
+        "https://api.example",
+        "--raw",
+    ]));
+    assert_eq!(code, 0);
+    // SIGKILL: no shutdown path runs. The restart keeps the address, so
+    // the token's issuer is the same.
+    let port: u16 = first.url.rsplit(':').next().unwrap().parse().unwrap();
+    drop(first);
+
+    let second = serve_on(&ws, None, port);
+    let (code, answer) = json_of(
+        client(&ws, &second)
+            .args(["token", "introspect", "-"])
+            .write_stdin(token.trim().to_owned()),
+    );
+    assert_eq!(
+        code, 0,
+        "the lease survived and the sealed key still verifies: {answer}"
+    );
+    let (code, _) = json_of(client(&ws, &second).args(["task", "end", &id]));
+    assert_eq!(code, 0);
+    let (code, _) = json_of(
+        client(&ws, &second)
+            .args(["token", "introspect", "-"])
+            .write_stdin(token.trim().to_owned()),
+    );
+    assert_eq!(code, 1);
 }
