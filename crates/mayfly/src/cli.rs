@@ -11,8 +11,8 @@ use crate::{broker_cmd, inventory_cmd, scan_cmd};
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
 /// API key or token (code, .env, CI, MCP configs, agent transcripts,
-/// notebooks, chat exports, SQLite databases) and groups copies of the same
-/// secret by a keyed fingerprint.
+/// notebooks, chat exports, SQLite databases), keeps an inventory of owners
+/// and ages, and replaces copies with credentials that live for one task.
 #[derive(Debug, Parser)]
 #[command(
     name = "mayfly",
