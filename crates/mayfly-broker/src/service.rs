@@ -1369,7 +1369,9 @@ impl Broker {
     /// Closes expired tasks and credentials; returns how many of each.
     pub async fn sweep(&self) -> Result<(u64, u64), BrokerError> {
         let now = self.now();
-        let swept = self.writer.sweep(now, 5000).await?;
+        // Small batches: a sweep holds the writer, so issuance waits at most
+        // for one batch (the sweeper runs four times a second).
+        let swept = self.writer.sweep(now, 1000).await?;
         if swept.0 > 0
             && let Ok(mut cache) = self.tasks.lock()
         {
