@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::service::{Broker, BrokerError, Caller, ExchangeRequest, StartTask};
+use crate::service::{Broker, BrokerError, Caller, ExchangeRequest, SWEEP_BATCH, StartTask};
 
 /// An error as an HTTP response.
 #[derive(Debug)]
@@ -408,8 +408,17 @@ pub fn spawn_background(broker: Shared) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            if let Err(e) = sweeper.sweep().await {
-                eprintln!("mayfly serve: sweep failed: {e}");
+            // A full batch means more is waiting: go on at once (issuance
+            // still gets the writer between batches).
+            loop {
+                match sweeper.sweep().await {
+                    Ok((tasks, leases)) if tasks.max(leases) >= SWEEP_BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        eprintln!("mayfly serve: sweep failed: {e}");
+                        break;
+                    }
+                }
             }
         }
     });

@@ -33,6 +33,10 @@ pub const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// RFC 8693's token type of an access token (what Mayfly issues).
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
+/// Most expired tasks, and most expired credentials, one sweep closes. A
+/// sweep holds the writer, so issuance waits at most for one such batch.
+pub const SWEEP_BATCH: u64 = 1000;
+
 /// Why an operation was refused; each maps to an OAuth error and status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
@@ -1369,9 +1373,7 @@ impl Broker {
     /// Closes expired tasks and credentials; returns how many of each.
     pub async fn sweep(&self) -> Result<(u64, u64), BrokerError> {
         let now = self.now();
-        // Small batches: a sweep holds the writer, so issuance waits at most
-        // for one batch (the sweeper runs four times a second).
-        let swept = self.writer.sweep(now, 1000).await?;
+        let swept = self.writer.sweep(now, SWEEP_BATCH as i64).await?;
         if swept.0 > 0
             && let Ok(mut cache) = self.tasks.lock()
         {

@@ -216,3 +216,45 @@ fn every_returned_token_has_a_committed_lease() {
         assert_eq!(revoked, Some(200));
     }
 }
+
+#[test]
+fn sweeps_come_in_bounded_batches() {
+    let h = Harness::start(super::harness::Backend::Sqlite);
+    let identity = h.identity("svc:many");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    for _ in 0..1100 {
+        h.client()
+            .exchange(&identity, &task.id, AUD, None, Some(60))
+            .unwrap();
+    }
+    h.clock.advance(61);
+    // One sweep closes at most a batch; the background sweeper goes on
+    // until nothing expired is left.
+    let (_, first) = h.rt.block_on(h.broker.sweep()).unwrap();
+    assert!(first <= mayfly_broker::service::SWEEP_BATCH);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let credentials = h
+            .client()
+            .show_task(&identity, &task.id)
+            .unwrap()
+            .credentials
+            .unwrap();
+        let expired = credentials
+            .iter()
+            .filter(|c| c.revoke_reason.as_deref() == Some("expired"))
+            .count();
+        if expired == 1100 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{expired} of 1100 swept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        Store::open(&h.db).unwrap().audit_verify().unwrap().problem,
+        None
+    );
+}
