@@ -765,21 +765,24 @@ impl Broker {
         Ok(view)
     }
 
-    async fn load_task(&self, id: &str) -> Result<Arc<TaskRecord>, BrokerError> {
-        if let Some(task) = self.tasks.lock().ok().and_then(|c| c.get(id).cloned()) {
-            return Ok(task);
-        }
+    /// A task as the store has it now.
+    async fn stored_task(&self, id: &str) -> Result<TaskRecord, BrokerError> {
         let owned = id.to_owned();
-        let task = self
-            .readers
+        self.readers
             .read(move |s| s.broker_task(&owned))
             .await?
             .ok_or_else(|| {
                 BrokerError::NotFound(format!(
                     "task {id} does not exist; start one with POST /v1/tasks"
                 ))
-            })?;
-        let task = Arc::new(task);
+            })
+    }
+
+    async fn load_task(&self, id: &str) -> Result<Arc<TaskRecord>, BrokerError> {
+        if let Some(task) = self.tasks.lock().ok().and_then(|c| c.get(id).cloned()) {
+            return Ok(task);
+        }
+        let task = Arc::new(self.stored_task(id).await?);
         if task.ended_at.is_none()
             && let Ok(mut cache) = self.tasks.lock()
         {
@@ -802,12 +805,7 @@ impl Broker {
     /// A task with its credentials.
     pub async fn show_task(&self, caller: &Caller, id: &str) -> Result<TaskView, BrokerError> {
         let now = self.now();
-        let owned = id.to_owned();
-        let task = self
-            .readers
-            .read(move |s| s.broker_task(&owned))
-            .await?
-            .ok_or_else(|| BrokerError::NotFound(format!("task {id} does not exist")))?;
+        let task = self.stored_task(id).await?;
         Self::may_see(caller, &task)?;
         let owned = id.to_owned();
         let leases = self
@@ -822,12 +820,7 @@ impl Broker {
     /// Ends a task and revokes all its credentials at once.
     pub async fn end_task(&self, caller: &Caller, id: &str) -> Result<TaskView, BrokerError> {
         let now = self.now();
-        let owned = id.to_owned();
-        let task = self
-            .readers
-            .read(move |s| s.broker_task(&owned))
-            .await?
-            .ok_or_else(|| BrokerError::NotFound(format!("task {id} does not exist")))?;
+        let task = self.stored_task(id).await?;
         if let Err(e) = Self::may_see(caller, &task) {
             if let Caller::Workload(w) = caller {
                 self.deny("task.end.deny", json!({"task": id, "workload": w.id}))
