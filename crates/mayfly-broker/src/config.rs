@@ -205,7 +205,7 @@ pub enum Preset {
 }
 
 impl Preset {
-    fn parse(name: Option<&str>) -> Result<Preset, ConfigError> {
+    pub(crate) fn parse(name: Option<&str>) -> Result<Preset, ConfigError> {
         Ok(match name.unwrap_or("generic") {
             "generic" => Preset::Generic,
             "github-actions" => Preset::GithubActions,

@@ -155,13 +155,9 @@ impl Workload {
     /// Rebuilds a workload from a task's id and stored attributes.
     pub fn from_attributes(id: &str, attributes: &str) -> Option<Workload> {
         let value: Value = serde_json::from_str(attributes).ok()?;
-        let kind = match value.get("kind")?.as_str()? {
-            "github-actions" => Preset::GithubActions,
-            "kubernetes" => Preset::Kubernetes,
-            "spiffe" => Preset::Spiffe,
-            _ => Preset::Generic,
-        }
-        .as_str();
+        let kind = Preset::parse(value.get("kind")?.as_str())
+            .unwrap_or(Preset::Generic)
+            .as_str();
         let tags = value
             .get("tags")?
             .as_object()?
