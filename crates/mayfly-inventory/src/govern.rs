@@ -2,6 +2,7 @@
 //! forbidden surfaces, unclear ownership) that yield a remediation plan.
 //! Where ownership is unclear, the answer is always rotate or revoke.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use mayfly_store::{LocationRow, SecretRow, Timestamp};
@@ -66,21 +67,26 @@ impl Governance {
         Ok(governance)
     }
 
-    fn max_age(&self, secret: &SecretRow) -> (i64, String) {
+    fn max_age(&self, secret: &SecretRow) -> (i64, Cow<'static, str>) {
         let by_provider = self
             .max_age_days_by_provider
             .iter()
             .find(|(p, _)| p.eq_ignore_ascii_case(&secret.provider))
-            .map(|(p, d)| (*d, format!("max_age_days_by_provider.{p}")));
+            .map(|(p, d)| (*d, Cow::Owned(format!("max_age_days_by_provider.{p}"))));
         let by_severity = self
             .max_age_days_by_severity
             .get(&secret.severity)
-            .map(|d| (*d, format!("max_age_days_by_severity.{}", secret.severity)));
+            .map(|d| {
+                (
+                    *d,
+                    Cow::Owned(format!("max_age_days_by_severity.{}", secret.severity)),
+                )
+            });
         by_provider
             .into_iter()
             .chain(by_severity)
             .min_by_key(|(d, _)| *d)
-            .unwrap_or((self.max_age_days, "max_age_days".to_owned()))
+            .unwrap_or((self.max_age_days, Cow::Borrowed("max_age_days")))
     }
 }
 
@@ -107,11 +113,11 @@ pub struct Action {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
     /// The governance rule.
-    pub rule: String,
+    pub rule: Cow<'static, str>,
     /// The facts.
     pub reason: String,
     /// OWASP NHI Top 10 items involved.
-    pub nhi: Vec<&'static str>,
+    pub nhi: &'static [&'static str],
 }
 
 /// The plan for one secret.
@@ -141,104 +147,115 @@ pub fn plan(
     secrets: &[(SecretRow, Vec<LocationRow>)],
     now: Timestamp,
 ) -> Vec<SecretPlan> {
-    let mut plans = Vec::new();
-    for (secret, copies) in secrets {
-        let mut actions = Vec::new();
-        if secret.owner.is_none() {
-            let reason = match &secret.owner_conflict {
-                Some(conflict) => format!("copies are claimed by different owners ({conflict})"),
-                None => "no owner: no explicit owner, owners file, CODEOWNERS entry or commit author claims a copy".to_owned(),
-            };
-            actions.push(Action {
-                action: ActionKind::RotateOrRevoke,
-                copy: None,
-                rule: "unclear_ownership".into(),
-                reason,
-                nhi: vec!["NHI1", "NHI9"],
-            });
-        }
-        let (max_age, age_rule) = governance.max_age(secret);
-        let age_days = (now - secret.first_seen) / 86_400;
-        if age_days > max_age {
-            actions.push(Action {
-                action: ActionKind::Rotate,
-                copy: None,
-                rule: age_rule,
-                reason: format!(
-                    "first seen {} ({age_days} days ago); at most {max_age} days allowed",
-                    mayfly_scan::time::date(secret.first_seen)
-                ),
-                nhi: vec!["NHI7"],
-            });
-        }
-        if secret.copies > governance.max_copies {
-            actions.push(Action {
-                action: ActionKind::MoveIntoCustody,
-                copy: None,
-                rule: "max_copies".into(),
-                reason: format!(
-                    "{} copies on {} (at most {} allowed): keep one in custody and broker it",
-                    secret.copies,
-                    secret.surfaces.replace(',', ", "),
-                    governance.max_copies
-                ),
-                nhi: vec!["NHI9", "NHI2"],
-            });
-        }
-        let mut exposed = false;
-        for copy in copies {
-            if governance
-                .forbidden_surfaces
-                .iter()
-                .any(|s| s == &copy.surface)
-            {
-                exposed = true;
-                actions.push(Action {
-                    action: ActionKind::DeleteCopy,
-                    copy: Some(format!("{}:{}", copy.path, copy.line)),
-                    rule: "forbidden_surfaces".into(),
-                    reason: format!("no secret may live in a {}", copy.surface),
-                    nhi: if copy.surface == "prompt-log" || copy.surface == "chat-export" {
-                        vec!["NHI2", "NHI10"]
-                    } else {
-                        vec!["NHI2", "NHI8"]
-                    },
-                });
-            }
-        }
-        // A copy on a forbidden surface was read by tools and people: the
-        // secret itself must change, not only the copy.
-        if exposed
-            && !actions
-                .iter()
-                .any(|a| matches!(a.action, ActionKind::Rotate | ActionKind::RotateOrRevoke))
-        {
-            actions.push(Action {
-                action: ActionKind::Rotate,
-                copy: None,
-                rule: "forbidden_surfaces".into(),
-                reason: "a copy was exposed on a forbidden surface".into(),
-                nhi: vec!["NHI2"],
-            });
-        }
-        if actions.is_empty() {
-            continue;
-        }
-        actions.sort_by_key(|a| (a.copy.is_some(), a.action));
-        plans.push(SecretPlan {
-            fingerprint: secret.fingerprint.clone(),
-            rule_id: secret.rule_id.clone(),
-            provider: secret.provider.clone(),
-            severity: secret.severity.clone(),
-            notify: secret
-                .owner
-                .clone()
-                .unwrap_or_else(|| "security team (ownership unclear)".to_owned()),
-            copies: usize::try_from(secret.copies).unwrap_or(0),
-            actions,
+    secrets
+        .iter()
+        .filter_map(|(secret, copies)| plan_secret(governance, secret, copies, now))
+        .collect()
+}
+
+/// The plan for one secret with its live copies on forbidden surfaces, or
+/// `None` when nothing is to be done; a large inventory is planned one
+/// secret at a time this way, as the store streams it.
+pub fn plan_secret(
+    governance: &Governance,
+    secret: &SecretRow,
+    copies: &[LocationRow],
+    now: Timestamp,
+) -> Option<SecretPlan> {
+    let mut actions = Vec::new();
+    if secret.owner.is_none() {
+        let reason = match &secret.owner_conflict {
+            Some(conflict) => format!("copies are claimed by different owners ({conflict})"),
+            None => "no owner: no explicit owner, owners file, CODEOWNERS entry or commit author claims a copy".to_owned(),
+        };
+        actions.push(Action {
+            action: ActionKind::RotateOrRevoke,
+            copy: None,
+            rule: Cow::Borrowed("unclear_ownership"),
+            reason,
+            nhi: &["NHI1", "NHI9"],
         });
     }
-    plans
+    let (max_age, age_rule) = governance.max_age(secret);
+    let age_days = (now - secret.first_seen) / 86_400;
+    if age_days > max_age {
+        actions.push(Action {
+            action: ActionKind::Rotate,
+            copy: None,
+            rule: age_rule,
+            reason: format!(
+                "first seen {} ({age_days} days ago); at most {max_age} days allowed",
+                mayfly_scan::time::date(secret.first_seen)
+            ),
+            nhi: &["NHI7"],
+        });
+    }
+    if secret.copies > governance.max_copies {
+        actions.push(Action {
+            action: ActionKind::MoveIntoCustody,
+            copy: None,
+            rule: Cow::Borrowed("max_copies"),
+            reason: format!(
+                "{} copies on {} (at most {} allowed): keep one in custody and broker it",
+                secret.copies,
+                secret.surfaces.replace(',', ", "),
+                governance.max_copies
+            ),
+            nhi: &["NHI9", "NHI2"],
+        });
+    }
+    let mut exposed = false;
+    for copy in copies {
+        if governance
+            .forbidden_surfaces
+            .iter()
+            .any(|s| s == &copy.surface)
+        {
+            exposed = true;
+            actions.push(Action {
+                action: ActionKind::DeleteCopy,
+                copy: Some(format!("{}:{}", copy.path, copy.line)),
+                rule: Cow::Borrowed("forbidden_surfaces"),
+                reason: format!("no secret may live in a {}", copy.surface),
+                nhi: if copy.surface == "prompt-log" || copy.surface == "chat-export" {
+                    &["NHI2", "NHI10"]
+                } else {
+                    &["NHI2", "NHI8"]
+                },
+            });
+        }
+    }
+    // A copy on a forbidden surface was read by tools and people: the
+    // secret itself must change, not only the copy.
+    if exposed
+        && !actions
+            .iter()
+            .any(|a| matches!(a.action, ActionKind::Rotate | ActionKind::RotateOrRevoke))
+    {
+        actions.push(Action {
+            action: ActionKind::Rotate,
+            copy: None,
+            rule: Cow::Borrowed("forbidden_surfaces"),
+            reason: "a copy was exposed on a forbidden surface".into(),
+            nhi: &["NHI2"],
+        });
+    }
+    if actions.is_empty() {
+        return None;
+    }
+    actions.sort_by_key(|a| (a.copy.is_some(), a.action));
+    Some(SecretPlan {
+        fingerprint: secret.fingerprint.clone(),
+        rule_id: secret.rule_id.clone(),
+        provider: secret.provider.clone(),
+        severity: secret.severity.clone(),
+        notify: secret
+            .owner
+            .clone()
+            .unwrap_or_else(|| "security team (ownership unclear)".to_owned()),
+        copies: usize::try_from(secret.copies).unwrap_or(0),
+        actions,
+    })
 }
 
 #[cfg(test)]

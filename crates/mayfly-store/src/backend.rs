@@ -1,6 +1,6 @@
 //! The two backends behind one small interface: parameterised statements
-//! and queries inside a transaction, with `$1`-style placeholders that both
-//! SQLite and PostgreSQL read (numbered in order of first appearance).
+//! and queries inside a transaction, with `$1`-style placeholders numbered
+//! as PostgreSQL reads them (rewritten to SQLite's `?1` form).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +10,11 @@ use rusqlite::TransactionBehavior;
 
 use crate::StoreError;
 use crate::schema;
+
+/// How much of a SQLite file is read through a memory map.
+const SQLITE_MMAP_BYTES: i64 = 1 << 30;
+/// SQLite's page cache per connection, in KiB.
+const SQLITE_CACHE_KIB: i64 = 64 * 1024;
 
 /// A parameter or a result cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +36,24 @@ impl Value {
             Value::Text(v) => v.as_deref(),
             Value::Int(_) => None,
         }
+    }
+}
+
+/// Sets `cell` to the text `bytes`, reusing the cell's string when it has
+/// one: a query that reads a million rows through one buffer allocates only
+/// for what its caller keeps.
+fn set_text(cell: &mut Value, bytes: &[u8]) {
+    // The strict check is the fast one; stores hold UTF-8.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
+    match cell {
+        Value::Text(Some(buffer)) => {
+            buffer.clear();
+            buffer.push_str(&text);
+        }
+        _ => *cell = Value::Text(Some(text.into_owned())),
     }
 }
 
@@ -103,13 +126,30 @@ pub(crate) trait Tx {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, StoreError>;
+    /// Runs a query and hands each row to `each`, in one buffer that is
+    /// refilled for the next row: what `each` takes out of it (with
+    /// [`take_text`]) is its own, the rest is reused.
+    fn for_each_row(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+        params: &[Value],
+        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Runs a query; returns its rows.
     fn query(
         &mut self,
         what: &'static str,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Vec<Value>>, StoreError>;
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let mut rows = Vec::new();
+        self.for_each_row(what, sql, params, &mut |row| {
+            rows.push(std::mem::take(row));
+            Ok(())
+        })?;
+        Ok(rows)
+    }
     /// Which SQL dialect to use where the two differ.
     fn is_postgres(&self) -> bool;
 }
@@ -168,12 +208,13 @@ impl Tx for SqliteTx<'_> {
             .map_err(|e| query_error(what, e))
     }
 
-    fn query(
+    fn for_each_row(
         &mut self,
         what: &'static str,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut stmt = self
             .0
             .prepare_cached(&sqlite_sql(sql))
@@ -182,25 +223,22 @@ impl Tx for SqliteTx<'_> {
         let mut rows = stmt
             .query(rusqlite::params_from_iter(sqlite_params(params)))
             .map_err(|e| query_error(what, e))?;
-        let mut out = Vec::new();
+        let mut cells = Vec::with_capacity(columns);
         while let Some(row) = rows.next().map_err(|e| query_error(what, e))? {
-            let mut cells = Vec::with_capacity(columns);
-            for i in 0..columns {
-                cells.push(match row.get_ref(i).map_err(|e| query_error(what, e))? {
-                    rusqlite::types::ValueRef::Integer(v) => Value::Int(Some(v)),
-                    rusqlite::types::ValueRef::Text(t) => {
-                        Value::Text(Some(String::from_utf8_lossy(t).into_owned()))
+            cells.resize(columns, Value::Text(None));
+            for (i, cell) in cells.iter_mut().enumerate() {
+                match row.get_ref(i).map_err(|e| query_error(what, e))? {
+                    rusqlite::types::ValueRef::Integer(v) => *cell = Value::Int(Some(v)),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        set_text(cell, t);
                     }
-                    rusqlite::types::ValueRef::Null => Value::Text(None),
-                    rusqlite::types::ValueRef::Real(v) => Value::Int(Some(v as i64)),
-                    rusqlite::types::ValueRef::Blob(b) => {
-                        Value::Text(Some(String::from_utf8_lossy(b).into_owned()))
-                    }
-                });
+                    rusqlite::types::ValueRef::Null => *cell = Value::Text(None),
+                    rusqlite::types::ValueRef::Real(v) => *cell = Value::Int(Some(v as i64)),
+                }
             }
-            out.push(cells);
+            each(&mut cells)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn is_postgres(&self) -> bool {
@@ -264,12 +302,13 @@ impl Tx for PostgresTx<'_> {
             .map_err(|e| pg_error(what, &e))
     }
 
-    fn query(
+    fn for_each_row(
         &mut self,
         what: &'static str,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let stmt = self.statement(what, sql)?;
         let boxed = postgres_params(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
@@ -278,26 +317,33 @@ impl Tx for PostgresTx<'_> {
             .tx
             .query(&stmt, &refs)
             .map_err(|e| pg_error(what, &e))?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut cells = Vec::new();
         for row in rows {
-            let mut cells = Vec::with_capacity(row.len());
-            for (i, column) in row.columns().iter().enumerate() {
-                let cell = match *column.type_() {
+            cells.resize(row.len(), Value::Text(None));
+            for (i, (column, cell)) in row.columns().iter().zip(cells.iter_mut()).enumerate() {
+                match *column.type_() {
                     postgres::types::Type::INT8 => {
-                        Value::Int(row.try_get(i).map_err(|e| pg_error(what, &e))?)
+                        *cell = Value::Int(row.try_get(i).map_err(|e| pg_error(what, &e))?);
                     }
-                    postgres::types::Type::INT4 => Value::Int(
-                        row.try_get::<_, Option<i32>>(i)
-                            .map_err(|e| pg_error(what, &e))?
-                            .map(i64::from),
-                    ),
-                    _ => Value::Text(row.try_get(i).map_err(|e| pg_error(what, &e))?),
-                };
-                cells.push(cell);
+                    postgres::types::Type::INT4 => {
+                        *cell = Value::Int(
+                            row.try_get::<_, Option<i32>>(i)
+                                .map_err(|e| pg_error(what, &e))?
+                                .map(i64::from),
+                        );
+                    }
+                    _ => match row
+                        .try_get::<_, Option<&str>>(i)
+                        .map_err(|e| pg_error(what, &e))?
+                    {
+                        Some(text) => set_text(cell, text.as_bytes()),
+                        None => *cell = Value::Text(None),
+                    },
+                }
             }
-            out.push(cells);
+            each(&mut cells)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     fn is_postgres(&self) -> bool {
@@ -375,6 +421,13 @@ impl Store {
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| open_error(e.to_string()))?;
             conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(|e| open_error(e.to_string()))?;
+            // Large reads (a plan over a million locations) go through a
+            // memory map instead of one read call and copy per page, and
+            // keep their pages cached between queries.
+            conn.pragma_update(None, "mmap_size", SQLITE_MMAP_BYTES)
+                .map_err(|e| open_error(e.to_string()))?;
+            conn.pragma_update(None, "cache_size", -SQLITE_CACHE_KIB)
                 .map_err(|e| open_error(e.to_string()))?;
             Conn::Sqlite(conn)
         };

@@ -1,7 +1,7 @@
 //! The inventory tables: secrets (by fingerprint, never plaintext), every
 //! location of every copy, status history; the merge of a scan into them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::backend::{Store, Tx, Value, int, take_opt_text, take_text, text};
 use crate::{StoreError, Timestamp};
@@ -238,8 +238,7 @@ fn location_key(copy: &CopyRecord) -> String {
 
 const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces";
 
-fn secret_row(mut row: Vec<Value>) -> SecretRow {
-    let row = row.as_mut_slice();
+fn secret_row(row: &mut [Value]) -> SecretRow {
     SecretRow {
         fingerprint: take_text(row, 0),
         rule_id: take_text(row, 1),
@@ -247,7 +246,7 @@ fn secret_row(mut row: Vec<Value>) -> SecretRow {
         severity: take_text(row, 3),
         first_seen: int(row, 4),
         last_seen: int(row, 5),
-        status: SecretStatus::parse(&take_text(row, 6)),
+        status: SecretStatus::parse(row.get(6).and_then(Value::text).unwrap_or_default()),
         reopened: int(row, 7) != 0,
         owner: take_opt_text(row, 8),
         owner_source: take_opt_text(row, 9),
@@ -516,59 +515,112 @@ impl Store {
                 sql.push_str(&format!(" AND s.live_copies >= {p}"));
             }
             sql.push_str(" ORDER BY s.live_copies DESC, s.first_seen, s.fingerprint");
-            let rows = tx.query("list secrets", &sql, &params)?;
-            Ok(rows.into_iter().map(secret_row).collect())
+            let mut secrets = Vec::new();
+            tx.for_each_row("list secrets", &sql, &params, &mut |row| {
+                secrets.push(secret_row(row));
+                Ok(())
+            })?;
+            Ok(secrets)
         })
     }
 
     /// Every open secret that still has a live copy, with its live copies
-    /// on `surfaces` (the ones governance forbids): one query for the
-    /// secrets and one indexed query per surface, reading only what a plan
-    /// names of each copy (path and line).
+    /// on `surfaces` (the ones governance forbids), in fingerprint order.
     pub fn open_secrets_with_copies_on(
         &mut self,
         surfaces: &[String],
     ) -> Result<Vec<(SecretRow, Vec<LocationRow>)>, StoreError> {
-        let surfaces = surfaces.to_vec();
+        let mut secrets = Vec::new();
+        self.for_each_open_secret(surfaces, &mut |secret, copies| {
+            secrets.push((secret, copies.to_vec()));
+        })?;
+        Ok(secrets)
+    }
+
+    /// Hands `each` every open secret that still has a live copy, in
+    /// fingerprint order, with its live copies on `surfaces` (the ones
+    /// governance forbids) by path and line; returns how many there were.
+    /// Only those copies are held in memory, never the whole inventory:
+    /// a plan over a million locations streams. Each copy's path and line
+    /// come from an index that holds them (no lookup into the table).
+    pub fn for_each_open_secret(
+        &mut self,
+        surfaces: &[String],
+        each: &mut dyn FnMut(SecretRow, &[LocationRow]),
+    ) -> Result<usize, StoreError> {
+        /// A copy read ahead of its secret.
+        struct Pending {
+            fingerprint: String,
+            path: String,
+            line: i64,
+        }
         self.read(move |tx| {
-            let secrets = tx.query(
-                "read open secrets",
-                &format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 ORDER BY s.fingerprint"),
-                &[],
-            )?;
-            let mut by_secret: HashMap<String, Vec<LocationRow>> = HashMap::new();
-            for surface in &surfaces {
-                // Served by the partial index on live copies by surface.
-                let locations = tx.query(
+            // The merge below compares fingerprints byte by byte: so must
+            // both queries (SQLite's default; PostgreSQL's "C" collation).
+            let by_fingerprint = if tx.is_postgres() {
+                "fingerprint COLLATE \"C\""
+            } else {
+                "fingerprint"
+            };
+            // Per surface, the copies in fingerprint order.
+            let mut pending: Vec<(&String, Vec<Pending>)> = Vec::new();
+            for surface in surfaces {
+                let mut copies = Vec::new();
+                tx.for_each_row(
                     "read live copies",
-                    "SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL",
+                    &format!("SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL ORDER BY {by_fingerprint}, path, line"),
                     &[surface.as_str().into()],
+                    &mut |row| {
+                        copies.push(Pending {
+                            fingerprint: take_text(row, 0),
+                            path: take_text(row, 1),
+                            line: int(row, 2),
+                        });
+                        Ok(())
+                    },
                 )?;
-                for mut r in locations {
-                    let r = r.as_mut_slice();
-                    by_secret.entry(take_text(r, 0)).or_default().push(LocationRow {
-                        source: String::new(),
-                        path: take_text(r, 1),
-                        line: int(r, 2),
-                        column: 0,
-                        surface: surface.clone(),
-                        commit_id: None,
-                        author: None,
-                        first_seen: 0,
-                        last_seen: 0,
-                        gone_at: None,
-                    });
-                }
+                pending.push((surface, copies));
             }
-            Ok(secrets
-                .into_iter()
-                .map(|row| {
+            let mut next = vec![0usize; pending.len()];
+            let mut batch: Vec<LocationRow> = Vec::new();
+            let mut count = 0;
+            tx.for_each_row(
+                "read open secrets",
+                &format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 ORDER BY s.{by_fingerprint}"),
+                &[],
+                &mut |row| {
                     let secret = secret_row(row);
-                    let mut copies = by_secret.remove(&secret.fingerprint).unwrap_or_default();
-                    copies.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
-                    (secret, copies)
-                })
-                .collect())
+                    // Both sides in fingerprint order: one merge, no lookups.
+                    // Copies of secrets that are not open are passed over.
+                    for ((surface, copies), next) in pending.iter_mut().zip(next.iter_mut()) {
+                        while let Some(copy) = copies.get_mut(*next)
+                            && copy.fingerprint <= secret.fingerprint
+                        {
+                            *next += 1;
+                            if copy.fingerprint == secret.fingerprint {
+                                batch.push(LocationRow {
+                                    source: String::new(),
+                                    path: std::mem::take(&mut copy.path),
+                                    line: copy.line,
+                                    column: 0,
+                                    surface: (*surface).clone(),
+                                    commit_id: None,
+                                    author: None,
+                                    first_seen: 0,
+                                    last_seen: 0,
+                                    gone_at: None,
+                                });
+                            }
+                        }
+                    }
+                    batch.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+                    each(secret, &batch);
+                    batch.clear();
+                    count += 1;
+                    Ok(())
+                },
+            )?;
+            Ok(count)
         })
     }
 
@@ -611,7 +663,7 @@ impl Store {
                 &[fingerprint.as_str().into()],
             )?;
             Ok(SecretDetail {
-                secret: secret_row(row.clone()),
+                secret: secret_row(&mut row.clone()),
                 locations,
                 history: history
                     .iter()

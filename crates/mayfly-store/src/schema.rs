@@ -122,6 +122,14 @@ const BROKER_V2: &[&str] = &[
     "CREATE TABLE audit_head (seq BIGINT NOT NULL, hash TEXT NOT NULL)",
 ];
 
+/// Plans read every live copy on the forbidden surfaces: an index that
+/// holds what they read (path and line) answers from the index alone,
+/// without one lookup into the locations table per copy.
+const PLAN_INDEX_V3: &[&str] = &[
+    "DROP INDEX locations_live_by_surface",
+    "CREATE INDEX locations_live_by_surface ON locations (surface, fingerprint, path, line) WHERE gone_at IS NULL",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -133,10 +141,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: BROKER_V2,
         postgres: BROKER_V2,
     },
+    Migration {
+        version: 3,
+        sqlite: PLAN_INDEX_V3,
+        postgres: PLAN_INDEX_V3,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 3;
 
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
     let exists = if tx.is_postgres() {

@@ -405,3 +405,59 @@ fn owners_derive_from_claims_and_conflicts_make_ownership_unclear() {
         assert!(store.secret(B).unwrap().secret.owner_conflict.is_some());
     });
 }
+
+#[test]
+fn plan_input_streams_open_secrets_with_their_forbidden_copies() {
+    const C: &str = "cccc1111bbbb2222cccc3333dddd4444eeee5555ffff6666aaaa7777bbbb8888";
+    on_both(|open| {
+        let mut store = open();
+        let scan = ScanRecord {
+            source: "files:laptop:/home".into(),
+            at: 100,
+            copies: vec![
+                copy(C, "z.jsonl", 4, "prompt-log"),
+                copy(A, "b.jsonl", 2, "prompt-log"),
+                copy(A, ".mcp.json", 3, "mcp-config"),
+                copy(A, "a.jsonl", 9, "prompt-log"),
+                copy(A, "app.py", 1, "code"),
+                copy(B, "ci.yml", 5, "ci"),
+                copy(C, "m.json", 1, "mcp-config"),
+            ],
+        };
+        store.save_scan(&scan).unwrap();
+        // A resolved secret has no plan, though its copies are still there.
+        store
+            .resolve(C, SecretStatus::Revoked, "revoked", 150)
+            .unwrap();
+        let surfaces = vec!["prompt-log".to_owned(), "mcp-config".to_owned()];
+        let mut seen = Vec::new();
+        let count = store
+            .for_each_open_secret(&surfaces, &mut |secret, copies| {
+                let copies: Vec<String> = copies
+                    .iter()
+                    .map(|c| format!("{}:{}@{}", c.path, c.line, c.surface))
+                    .collect();
+                seen.push((secret.fingerprint, secret.copies, copies));
+            })
+            .unwrap();
+        assert_eq!(count, 2);
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    A.to_owned(),
+                    4,
+                    vec![
+                        ".mcp.json:3@mcp-config".to_owned(),
+                        "a.jsonl:9@prompt-log".to_owned(),
+                        "b.jsonl:2@prompt-log".to_owned(),
+                    ]
+                ),
+                (B.to_owned(), 1, vec![]),
+            ]
+        );
+        let collected = store.open_secrets_with_copies_on(&surfaces).unwrap();
+        assert_eq!(collected.len(), 2);
+        assert_eq!(collected[0].1.len(), 3);
+    });
+}

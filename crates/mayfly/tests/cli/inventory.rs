@@ -243,6 +243,19 @@ fn governance(db: &str) {
     ]));
     let (code, out, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 of 1 open secrets need action"), "{out}");
+    // The streamed JSON document is whole with no entry too.
+    let (code, out, _) = stdout_of(
+        ws.mayfly()
+            .args(["govern", "plan", "--format", "json", "--db", db]),
+    );
+    assert_eq!(code, 0, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["plan"], serde_json::json!([]), "{out}");
+    assert_eq!(
+        (&plan["secrets_considered"], &plan["secrets_with_actions"]),
+        (&serde_json::json!(1), &serde_json::json!(0))
+    );
 
     ws.write(".mayfly/governance.toml", "max_copiez = 5\n");
     let (code, _, err) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
