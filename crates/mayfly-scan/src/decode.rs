@@ -157,22 +157,28 @@ fn is_b64(b: u8) -> bool {
 /// data rather than a long identifier.
 pub fn base64_runs(input: &[u8], mut visit: impl FnMut(usize, usize)) {
     let len = input.len();
+    let b64 = |k: usize| input.get(k).copied().is_some_and(is_b64);
+    // No run starts before `i` except those already passed: the byte
+    // before `i` is never a base64 character.
     let mut i = 0;
-    while i < len {
-        // Find the next run with one table lookup per byte; the character
-        // classes are only examined for the few runs long enough to matter.
-        let rest = input.get(i..).unwrap_or_default();
-        let Some(skip) = rest.iter().position(|&b| is_b64(b)) else {
-            return;
-        };
-        let start = i + skip;
-        let run = input
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| !is_b64(b))
-            .unwrap_or(len - start);
-        let mut end = start + run;
+    while i + MIN_BASE64_RUN <= len {
+        // Any run long enough that starts at or after `i` covers `probe`:
+        // when that byte is not base64, none starts up to it. Text is
+        // mostly short words, so this skips most bytes unread.
+        let probe = i + MIN_BASE64_RUN - 1;
+        if !b64(probe) {
+            i = probe + 1;
+            continue;
+        }
+        let mut start = probe;
+        while start > i && b64(start - 1) {
+            start -= 1;
+        }
+        let mut end = probe + 1;
+        while b64(end) {
+            end += 1;
+        }
+        let run = end - start;
         i = end;
         if run < MIN_BASE64_RUN {
             continue;
@@ -278,7 +284,59 @@ mod tests {
         assert_eq!(out, b"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");
     }
 
+    /// The straightforward scan `base64_runs` must agree with: every byte
+    /// examined in turn.
+    fn base64_runs_one_by_one(input: &[u8], mut visit: impl FnMut(usize, usize)) {
+        let len = input.len();
+        let mut i = 0;
+        while i < len {
+            // Find the next run with one table lookup per byte; the character
+            // classes are only examined for the few runs long enough to matter.
+            let rest = input.get(i..).unwrap_or_default();
+            let Some(skip) = rest.iter().position(|&b| is_b64(b)) else {
+                return;
+            };
+            let start = i + skip;
+            let run = input
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .position(|&b| !is_b64(b))
+                .unwrap_or(len - start);
+            let mut end = start + run;
+            i = end;
+            if run < MIN_BASE64_RUN {
+                continue;
+            }
+            while input.get(end) == Some(&b'=') && end - start < MAX_BASE64_RUN {
+                end += 1;
+            }
+            i = end;
+            let body = input.get(start..start + run).unwrap_or_default();
+            let upper = body.iter().any(u8::is_ascii_uppercase);
+            let lower = body.iter().any(u8::is_ascii_lowercase);
+            let digit = body
+                .iter()
+                .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
+            if end - start <= MAX_BASE64_RUN && upper && lower && digit {
+                visit(start, end);
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn skipping_scan_finds_the_same_runs(bytes in proptest::collection::vec(
+            // Mostly base64 characters: long runs, padding inside and
+            // after them, and short words between.
+            proptest::sample::select(b"aZ09+/-_=AbCdEf12 \n".to_vec()), 0..600)
+        ) {
+            let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            base64_runs(&bytes, |s, e| fast.push((s, e)));
+            base64_runs_one_by_one(&bytes, |s, e| slow.push((s, e)));
+            proptest::prop_assert_eq!(fast, slow);
+        }
+
         #[test]
         fn decoders_never_panic_and_maps_align(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
             let (mut out, mut map) = (Vec::new(), Vec::new());
