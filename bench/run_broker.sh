@@ -11,7 +11,8 @@
 #      BROKER_DURATION s; p99 from hey's latency distribution
 #   3. bulk revocation of BROKER_BULK (+1 sample) freshly issued tokens, then
 #      a check that the sample token is really dead
-#   4. Mayfly only: how long after its exp a token turns inactive
+#   4. Mayfly only: how long after its exp a token turns inactive, and the
+#      HTTP floor: wrk on a GET the server answers from memory (JWKS)
 # OpenBao runs in dev mode (in-memory storage, no audit device): its fastest
 # configuration. It is restarted fresh for the revocation step so that only
 # the tokens issued for it are revoked.
@@ -188,6 +189,21 @@ peak() {  # name, url -> $RES/<name>.json: peak
     put "$RES/$name.json" peak.load_generator_cpu_s "$(cat "$BW/wrk-$name-c$best_c.cpu")"
     putstr "$RES/$name.json" peak.command "wrk -t$WRK_THREADS -c$best_c -d${DURATION}s --latency -s bench/broker/post.lua $url"
     PEAK_RPS="$best_rps"
+}
+
+http_floor() {  # name, url, connections -> $RES/<name>.json: http_floor
+    # The cheapest route of the same server (a GET answered from memory: no
+    # store, no crypto, no policy) under the same wrk settings: what this
+    # machine's loopback HTTP, with the load generator on the same cores,
+    # allows at all. No token exchange can be faster.
+    local name="$1" url="$2" c="$3" out="$BW/wrk-$1-floor"
+    local cmd=(wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
+    log "$name: HTTP floor: GET ${cmd[*]}"
+    BENCH_METHOD=GET BENCH_WRK_JSON="$out.json" cpu_time "$out.cpu" "${cmd[@]}" >"$out.txt"
+    put "$RES/$name.json" http_floor "@$out.json"
+    put "$RES/$name.json" http_floor.load_generator_cpu_s "$(cat "$out.cpu")"
+    putstr "$RES/$name.json" http_floor.command "BENCH_METHOD=GET wrk -t$WRK_THREADS -c$c -d${DURATION}s --latency -s bench/broker/post.lua $url"
+    log "$name: HTTP floor: $(field requests_per_s <"$out.json") requests/s"
 }
 
 half_peak() {  # name, url, peak rps -> $RES/<name>.json: half_peak
@@ -423,6 +439,13 @@ run_mayfly() {
     putstr "$RES/mayfly.json" version "$("$MAYFLY_BIN" --version 2>/dev/null | awk '{print $2}')"
     export BENCH_CONTENT_TYPE=application/x-www-form-urlencoded BENCH_AUTHORIZATION=""
 
+    # The disk floor of a durable commit, on the database's filesystem,
+    # with nothing else running.
+    log "mayfly: fsync probe (2,000 appends of 4 KiB, each synced)"
+    "$PY" "$BENCH/broker/fsync_probe.py" "$BW" --count 2000 >"$BW/fsync-probe.json"
+    put "$RES/mayfly.json" disk_fsync "@$BW/fsync-probe.json"
+    log "mayfly: fsync p50 $(field p50_ms <"$BW/fsync-probe.json") ms, p99 $(field p99_ms <"$BW/fsync-probe.json") ms"
+
     # Throughput and latency: every exchange is in one long task.
     mayfly_start
     local task url="$MAYFLY_URL/oauth2/token"
@@ -432,6 +455,7 @@ run_mayfly() {
     mayfly_exchange >/dev/null || die "mayfly: a single exchange fails"
     peak mayfly "$url"
     half_peak mayfly "$url" "$PEAK_RPS"
+    http_floor mayfly "$MAYFLY_URL/.well-known/jwks.json" "$(field peak.connections <"$RES/mayfly.json")"
     mayfly_stop
 
     # A fresh server for the rest.

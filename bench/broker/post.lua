@@ -1,8 +1,9 @@
--- wrk script for bench/run_broker.sh: every request is the same POST.
+-- wrk script for bench/run_broker.sh: every request is the same POST (or GET).
 -- Used unchanged for OpenBao's JWT login and for Mayfly's token exchange, so
 -- both servers see the same load generator doing the same work per request.
 --
 -- Settings come from the environment (wrk passes nothing else to the script):
+--   BENCH_METHOD        POST (default) or GET (no body: the HTTP floor run)
 --   BENCH_BODY_FILE     file holding the request body (read once per thread)
 --   BENCH_CONTENT_TYPE  Content-Type header (default application/json)
 --   BENCH_AUTHORIZATION optional Authorization header value
@@ -15,9 +16,12 @@ local function read_file(path)
   return data
 end
 
-wrk.method = "POST"
-wrk.body = read_file(assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set"))
-wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+local method = os.getenv("BENCH_METHOD") or "POST"
+wrk.method = method
+if method == "POST" then
+  wrk.body = read_file(assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE is not set"))
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+end
 local authz = os.getenv("BENCH_AUTHORIZATION")
 if authz and authz ~= "" then
   wrk.headers["Authorization"] = authz
