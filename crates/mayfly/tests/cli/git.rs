@@ -100,3 +100,68 @@ fn workstation_scan_names_tools() {
     assert_eq!(location["tool"], "Cursor");
     assert_eq!(location["surface"], "mcp-config");
 }
+
+/// A home file the user cannot read is reported, and the rest is scanned.
+/// Root reads everything, so as root the scan runs as `nobody` (setpriv),
+/// from a copy of the binary that `nobody` can reach.
+#[test]
+fn workstation_scan_reports_unreadable_files_and_goes_on() {
+    use std::fs::{Permissions, set_permissions};
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+
+    let ws = Workspace::new();
+    let root = ws.dir.path();
+    let home = root.join("fake-home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".npmrc"),
+        format!("//registry.npmjs.org/:_authToken={GITHUB}\n"),
+    )
+    .unwrap();
+    let unreadable = home.join(".aws/credentials");
+    std::fs::write(&unreadable, format!("stripe = {STRIPE}\n")).unwrap();
+    set_permissions(&unreadable, Permissions::from_mode(0o000)).unwrap();
+
+    let as_root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut cmd = if as_root {
+        for dir in [root, &home, &home.join(".aws"), &ws.repo()] {
+            set_permissions(dir, Permissions::from_mode(0o755)).unwrap();
+        }
+        set_permissions(root.join("home"), Permissions::from_mode(0o777)).unwrap();
+        set_permissions(home.join(".npmrc"), Permissions::from_mode(0o644)).unwrap();
+        set_permissions(root.join("fingerprint.key"), Permissions::from_mode(0o644)).unwrap();
+        let bin = root.join("mayfly");
+        std::fs::copy(assert_cmd::cargo::cargo_bin("mayfly"), &bin).unwrap();
+        set_permissions(&bin, Permissions::from_mode(0o755)).unwrap();
+        let mut cmd = ws.mayfly();
+        let envs: Vec<_> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+            .collect();
+        cmd = assert_cmd::Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .current_dir(ws.repo())
+            .envs(envs);
+        cmd
+    } else {
+        ws.mayfly()
+    };
+    let (code, json) = json_of(
+        cmd.args(["scan", "--host", "--format", "json", "--home"])
+            .arg(&home),
+    );
+    assert_eq!(code, 1, "{json}");
+    let secrets = json["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 1, "{json}");
+    assert_eq!(secrets[0]["locations"][0]["tool"], "npm");
+    let errors = json["coverage"]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(".aws/credentials"))
+            && e["error"].as_str().is_some_and(|m| m.contains("denied"))),
+        "{json}"
+    );
+    assert!(!json.to_string().contains(STRIPE));
+}
