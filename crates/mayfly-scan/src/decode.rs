@@ -183,20 +183,33 @@ pub fn base64_runs(input: &[u8], mut visit: impl FnMut(usize, usize)) {
         if run < MIN_BASE64_RUN {
             continue;
         }
-        while input.get(end) == Some(&b'=') && end - start < MAX_BASE64_RUN {
-            end += 1;
-        }
-        i = end;
-        let body = input.get(start..start + run).unwrap_or_default();
-        let upper = body.iter().any(u8::is_ascii_uppercase);
-        let lower = body.iter().any(u8::is_ascii_lowercase);
-        let digit = body
-            .iter()
-            .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
-        if end - start <= MAX_BASE64_RUN && upper && lower && digit {
-            visit(start, end);
-        }
+        i = padded_run(input, start, run, &mut visit);
     }
+}
+
+/// Extends the run of `run` base64 characters at `start` over its `=`
+/// padding, visits it if it looks encoded (see [`base64_runs`]), and
+/// returns where it ends.
+fn padded_run(
+    input: &[u8],
+    start: usize,
+    run: usize,
+    visit: &mut impl FnMut(usize, usize),
+) -> usize {
+    let mut end = start + run;
+    while input.get(end) == Some(&b'=') && end - start < MAX_BASE64_RUN {
+        end += 1;
+    }
+    let body = input.get(start..start + run).unwrap_or_default();
+    let upper = body.iter().any(u8::is_ascii_uppercase);
+    let lower = body.iter().any(u8::is_ascii_lowercase);
+    let digit = body
+        .iter()
+        .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
+    if end - start <= MAX_BASE64_RUN && upper && lower && digit {
+        visit(start, end);
+    }
+    end
 }
 
 fn printable(bytes: &[u8]) -> bool {
@@ -303,24 +316,11 @@ mod tests {
                 .iter()
                 .position(|&b| !is_b64(b))
                 .unwrap_or(len - start);
-            let mut end = start + run;
-            i = end;
+            i = start + run;
             if run < MIN_BASE64_RUN {
                 continue;
             }
-            while input.get(end) == Some(&b'=') && end - start < MAX_BASE64_RUN {
-                end += 1;
-            }
-            i = end;
-            let body = input.get(start..start + run).unwrap_or_default();
-            let upper = body.iter().any(u8::is_ascii_uppercase);
-            let lower = body.iter().any(u8::is_ascii_lowercase);
-            let digit = body
-                .iter()
-                .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
-            if end - start <= MAX_BASE64_RUN && upper && lower && digit {
-                visit(start, end);
-            }
+            i = padded_run(input, start, run, &mut visit);
         }
     }
 
