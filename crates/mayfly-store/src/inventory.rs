@@ -568,7 +568,7 @@ impl Store {
                 let mut copies = Vec::new();
                 tx.for_each_row(
                     "read live copies",
-                    &format!("SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL ORDER BY {by_fingerprint}, path, line"),
+                    &format!("SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL ORDER BY {by_fingerprint}"),
                     &[surface.as_str().into()],
                     &mut |row| {
                         copies.push(Pending {
