@@ -21,6 +21,9 @@
 # Environment:
 #   MAYFLY_BIN=path            Mayfly binary (default target/release/mayfly); when
 #                              it is missing the Mayfly half is skipped (not built)
+#   COSTS_BIN=path             the exchange_costs example of mayfly-broker (default
+#                              target/release/examples/exchange_costs): CPU cost of
+#                              a signature and a Cedar decision on one core
 #   BROKER_TARGETS="openbao mayfly"   which halves to run
 #   BROKER_DURATION=10         seconds of each measured wrk/hey run
 #   BROKER_WARMUP=3            seconds of the wrk warm-up
@@ -42,6 +45,7 @@ WORK="${BENCH_WORK:-$BENCH/work}"
 BW="$WORK/broker"                    # this benchmark's work files
 RES="$BW/results"                    # one JSON file per server, merged at the end
 MAYFLY_BIN="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
+COSTS_BIN="${COSTS_BIN:-$ROOT/target/release/examples/exchange_costs}"
 TARGETS="${BROKER_TARGETS:-openbao mayfly}"
 DURATION="${BROKER_DURATION:-10}"
 WARMUP="${BROKER_WARMUP:-3}"
@@ -164,8 +168,12 @@ check_errors() {  # label, total, failed
     ((failed == 0)) || log "warning: $label: $failed of $total requests failed"
 }
 
-peak() {  # name, url -> $RES/<name>.json: peak
-    local name="$1" url="$2" c best_rps=0 best_c="" rps failed total
+proc_cpu_ticks() {  # pid -> user+system CPU of the process so far, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+peak() {  # name, url, server pid -> $RES/<name>.json: peak
+    local name="$1" url="$2" pid="$3" c best_rps=0 best_c="" rps failed total ticks
     log "$name: wrk warm-up ${WARMUP}s"
     BENCH_WRK_JSON="$BW/wrk-$name-warmup.json" \
         wrk -t"$WRK_THREADS" -c"${CONNECTIONS%% *}" -d"${WARMUP}s" -s "$BENCH/broker/post.lua" "$url" \
@@ -173,7 +181,10 @@ peak() {  # name, url -> $RES/<name>.json: peak
     for c in $CONNECTIONS; do
         local cmd=(wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
         log "$name: ${cmd[*]}"
+        ticks="$(proc_cpu_ticks "$pid")"
         BENCH_WRK_JSON="$BW/wrk-$name-c$c.json" cpu_time "$BW/wrk-$name-c$c.cpu" "${cmd[@]}" >"$BW/wrk-$name-c$c.txt"
+        awk -v a="$ticks" -v b="$(proc_cpu_ticks "$pid")" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN{printf "%.2f\n", (b - a) / hz}' >"$BW/wrk-$name-c$c.server-cpu"
         rps="$(field requests_per_s <"$BW/wrk-$name-c$c.json")"
         total="$(field requests <"$BW/wrk-$name-c$c.json")"
         failed="$("$PY" -c 'import json,sys; print(sum(json.load(sys.stdin)["errors"].values()))' \
@@ -187,6 +198,7 @@ peak() {  # name, url -> $RES/<name>.json: peak
     put "$RES/$name.json" peak.connections "$best_c"
     put "$RES/$name.json" peak.threads "$WRK_THREADS"
     put "$RES/$name.json" peak.load_generator_cpu_s "$(cat "$BW/wrk-$name-c$best_c.cpu")"
+    put "$RES/$name.json" peak.server_cpu_s "$(cat "$BW/wrk-$name-c$best_c.server-cpu")"
     putstr "$RES/$name.json" peak.command "wrk -t$WRK_THREADS -c$best_c -d${DURATION}s --latency -s bench/broker/post.lua $url"
     PEAK_RPS="$best_rps"
 }
@@ -321,7 +333,7 @@ run_openbao() {
     bao_start
     bao_login_token >/dev/null || die "openbao: a single login fails"
     local url="$BAO_ADDR/v1/auth/jwt/login"
-    peak openbao "$url"
+    peak openbao "$url" "$BAO_PID"
     half_peak openbao "$url" "$PEAK_RPS"
     bao_stop
 
@@ -439,6 +451,15 @@ run_mayfly() {
     putstr "$RES/mayfly.json" version "$("$MAYFLY_BIN" --version 2>/dev/null | awk '{print $2}')"
     export BENCH_CONTENT_TYPE=application/x-www-form-urlencoded BENCH_AUTHORIZATION=""
 
+    # What the CPU-bound parts of an exchange cost on one core, alone.
+    if [[ -x "$COSTS_BIN" ]]; then
+        log "mayfly: component costs ($COSTS_BIN)"
+        "$COSTS_BIN" >"$BW/exchange-costs.json"
+        put "$RES/mayfly.json" component_costs "@$BW/exchange-costs.json"
+    else
+        log "mayfly: no $COSTS_BIN: component costs skipped (cargo build --release -p mayfly-broker --example exchange_costs)"
+    fi
+
     # The disk floor of a durable commit, on the database's filesystem,
     # with nothing else running.
     log "mayfly: fsync probe (2,000 appends of 4 KiB, each synced)"
@@ -453,7 +474,7 @@ run_mayfly() {
     export BENCH_BODY_FILE
     BENCH_BODY_FILE="$(mayfly_body "$task")"
     mayfly_exchange >/dev/null || die "mayfly: a single exchange fails"
-    peak mayfly "$url"
+    peak mayfly "$url" "$MAYFLY_PID"
     half_peak mayfly "$url" "$PEAK_RPS"
     http_floor mayfly "$MAYFLY_URL/.well-known/jwks.json" "$(field peak.connections <"$RES/mayfly.json")"
     mayfly_stop

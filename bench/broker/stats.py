@@ -143,6 +143,14 @@ def cmd_summary(args) -> None:
         cpu, secs = dig(r, f"{part}.load_generator_cpu_s"), dig(r, f"{part}.duration_s")
         return fmt(cpu / secs, " cores", 2) if cpu is not None and secs else "-"
 
+    def per_request(r, part):
+        cpu, n = dig(r, f"{part}.server_cpu_s"), dig(r, f"{part}.requests")
+        return fmt(cpu / n * 1e6, " µs", 0) if cpu is not None and n else "-"
+
+    def load_per_request(r, part):
+        cpu, n = dig(r, f"{part}.load_generator_cpu_s"), dig(r, f"{part}.requests")
+        return fmt(cpu / n * 1e6, " µs", 0) if cpu is not None and n else "-"
+
     def rate(r):
         return (f"{fmt(dig(r, 'half_peak.requests_per_s'), digits=0)} of {fmt(dig(r, 'half_peak.target_rps'), digits=0)}"
                 if r.get("half_peak") else "-")
@@ -153,6 +161,8 @@ def cmd_summary(args) -> None:
         *[(f"  latency {label} at peak", *both(f"peak.latency_us.{key}", " ms", 2, 1e-3))
           for label, key in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99_9"))],
         ("  wrk CPU use", cores(bao, "peak"), cores(may, "peak")),
+        ("  server CPU per request at peak", per_request(bao, "peak"), per_request(may, "peak")),
+        ("  wrk CPU per request at peak", load_per_request(bao, "peak"), load_per_request(may, "peak")),
         ("half peak: requests/s got of asked (hey)", rate(bao), rate(may)),
         ("  hey workers x rate each", *[f"{dig(r, 'half_peak.workers')} x {dig(r, 'half_peak.q_per_worker')}"
                                        if r.get("half_peak") else "-" for r in (bao, may)]),
@@ -171,6 +181,10 @@ def cmd_summary(args) -> None:
         ("expiry: inactive after exp", "-", fmt(dig(may, "expiry.inactive_after_exp_s"), " s", 3)),
         ("HTTP floor: GET jwks.json requests/s (wrk)", "-", fmt(dig(may, "http_floor.requests_per_s"))),
         ("  wrk CPU use", "-", cores(may, "http_floor")),
+        ("one core: Ed25519 signature", "-", fmt(dig(may, "component_costs.ed25519_sign_us"), " µs")),
+        ("one core: signed access token", "-", fmt(dig(may, "component_costs.access_token_ed25519_us"), " µs")),
+        ("one core: Cedar decision (example policies)", "-",
+         fmt(dig(may, "component_costs.cedar_decision_examples_us"), " µs")),
         ("disk: fsync of 4 KiB p50 / p99 / max", "-",
          " / ".join(fmt(dig(may, f"disk_fsync.{k}"), " ms", 2) for k in ("p50_ms", "p99_ms", "max_ms"))
          if may.get("disk_fsync") else "-"),

@@ -389,20 +389,10 @@ async fn admin_reload(
     Ok(no_store(Json(json!({"policies": ids, "revoked": revoked}))))
 }
 
-/// Runs the background work of a broker: the sweeper (every 250 ms), WAL
-/// checkpoints (every second), key refresh and rotation (every minute) and,
-/// on Unix, policy reload on SIGHUP.
+/// Runs the background work of a broker: the sweeper (every 250 ms), key
+/// refresh and rotation (every minute) and, on Unix, policy reload on
+/// SIGHUP. (The writer checkpoints the store itself.)
 pub fn spawn_background(broker: Shared) {
-    let checkpointer = broker.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            if let Err(e) = checkpointer.checkpoint().await {
-                eprintln!("mayfly serve: checkpoint failed: {e}");
-            }
-        }
-    });
     let sweeper = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -459,7 +449,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     spawn_background(broker.clone());
+    // Answers are small and go out whole: no reason to let Nagle's
+    // algorithm hold one back waiting for the client's ACK.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app(broker).into_make_service_with_connect_info::<SocketAddr>(),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
@@ -148,7 +149,14 @@ pub struct PolicyEngine {
     workload_type: EntityTypeName,
     resource_type: EntityTypeName,
     actions: [EntityUid; 2],
+    /// `ip("...")` of recent callers' addresses: cedar-policy parses the
+    /// extension's name each time it builds one, which costs more than the
+    /// rest of a decision; callers come from few addresses.
+    source_ips: Mutex<HashMap<String, RestrictedExpression>>,
 }
+
+/// Most source addresses whose `ip(...)` expression is kept.
+const SOURCE_IP_CACHE: usize = 1024;
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -177,7 +185,24 @@ impl PolicyEngine {
                 action(Action::StartTask.as_str()),
                 action(Action::Exchange.as_str()),
             ],
+            source_ips: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The context value of a source address (see `source_ips`).
+    fn source_ip(&self, address: &str) -> RestrictedExpression {
+        let Ok(mut cache) = self.source_ips.lock() else {
+            return RestrictedExpression::new_ip(address);
+        };
+        if let Some(expression) = cache.get(address) {
+            return expression.clone();
+        }
+        if cache.len() >= SOURCE_IP_CACHE {
+            cache.clear();
+        }
+        let expression = RestrictedExpression::new_ip(address);
+        cache.insert(address.to_owned(), expression.clone());
+        expression
     }
 
     /// The embedded default policies.
@@ -328,10 +353,7 @@ impl PolicyEngine {
                 RestrictedExpression::new_long(req.task_age),
             ),
             ("dpop".to_owned(), RestrictedExpression::new_bool(req.dpop)),
-            (
-                "source_ip".to_owned(),
-                RestrictedExpression::new_ip(req.source_ip),
-            ),
+            ("source_ip".to_owned(), self.source_ip(req.source_ip)),
         ])
         .map_err(|e| e.to_string())?;
         let request = Request::new(principal, action.clone(), resource, context, None)

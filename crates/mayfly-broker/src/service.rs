@@ -1034,7 +1034,7 @@ impl Broker {
             .min(task.expires_at - now)
             .min(decision.max_ttl.unwrap_or(i64::MAX));
         let scope = scopes.join(" ");
-        let jti = b64::random_id().map_err(internal)?;
+        let jti = b64::time_ordered_id().map_err(internal)?;
         let claims = AccessClaims {
             iss: self.public_url.clone(),
             sub: workload.id.clone(),
@@ -1355,12 +1355,6 @@ impl Broker {
             }
         }
         Ok(revoked)
-    }
-
-    /// Moves the SQLite WAL into the database from a reader connection, so
-    /// the writer never stalls on it (the writer does not checkpoint).
-    pub async fn checkpoint(&self) -> Result<(), BrokerError> {
-        self.readers.read(|s| s.checkpoint()).await
     }
 
     /// Closes expired tasks and credentials; returns how many of each.

@@ -3,8 +3,16 @@
 //! writes waiting when a commit starts go into the same transaction, so
 //! under load one disk sync covers many tokens and no token is ever
 //! returned before its lease is on disk.
+//!
+//! The same thread moves SQLite's write-ahead log into the database
+//! (checkpoints), between commits and after their callers have their
+//! answers: never inside a commit, where it would hold every waiting
+//! request, and never from another connection while commits go on, which
+//! would leave the log growing for as long as the load lasts (SQLite only
+//! restarts the log once everything in it is checkpointed).
 
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use mayfly_store::{BrokerWrite, Store, WriteOutcome};
 use tokio::sync::oneshot;
@@ -13,6 +21,15 @@ use crate::clock::Timestamp;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 2048;
+
+/// A checkpoint runs when no write has come for this long...
+const IDLE_CHECKPOINT: Duration = Duration::from_millis(5);
+
+/// ...or, under steady load, after this many commits or this much time since
+/// the last one, whichever comes first: often enough that each checkpoint
+/// copies little and the log stays small.
+const CHECKPOINT_COMMITS: u32 = 64;
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A failed commit (nothing of it was written).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +68,9 @@ impl Writer {
     pub fn start(mut store: Store) -> Result<Writer, WriteError> {
         store
             .make_durable()
+            .map_err(|e| WriteError(e.to_string()))?;
+        store
+            .defer_checkpoints()
             .map_err(|e| WriteError(e.to_string()))?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
@@ -92,7 +112,16 @@ impl Writer {
 }
 
 fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
+    let mut checkpoints = Checkpoints::new();
+    loop {
+        let first = match queue.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                checkpoints.run(&mut store);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut applies = Vec::new();
         let mut sweeps = Vec::new();
         let mut pending = 0;
@@ -130,6 +159,7 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
                     }
                 }
             }
+            checkpoints.committed();
         }
         for (now, limit, done) in sweeps {
             let _ = done.send(
@@ -137,6 +167,49 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
                     .broker_sweep(now, limit)
                     .map_err(|e| WriteError(e.to_string())),
             );
+            checkpoints.committed();
         }
+        if checkpoints.due() {
+            checkpoints.run(&mut store);
+        }
+    }
+    checkpoints.run(&mut store);
+}
+
+/// When the writer last checkpointed, and what it committed since.
+struct Checkpoints {
+    commits: u32,
+    last: Instant,
+}
+
+impl Checkpoints {
+    fn new() -> Checkpoints {
+        Checkpoints {
+            commits: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn committed(&mut self) {
+        self.commits += 1;
+    }
+
+    fn due(&self) -> bool {
+        self.commits >= CHECKPOINT_COMMITS
+            || (self.commits > 0 && self.last.elapsed() >= CHECKPOINT_INTERVAL)
+    }
+
+    /// Checkpoints if anything was committed since the last time. A failed
+    /// checkpoint loses nothing (the log still holds every commit); it is
+    /// reported and tried again later.
+    fn run(&mut self, store: &mut Store) {
+        if self.commits == 0 {
+            return;
+        }
+        if let Err(e) = store.checkpoint() {
+            eprintln!("mayfly serve: checkpoint failed (will retry): {e}");
+        }
+        self.commits = 0;
+        self.last = Instant::now();
     }
 }

@@ -181,15 +181,14 @@ fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn sqlite_params(params: &[Value]) -> Vec<rusqlite::types::Value> {
-    params
-        .iter()
-        .map(|p| match p {
-            Value::Int(Some(v)) => rusqlite::types::Value::Integer(*v),
-            Value::Text(Some(v)) => rusqlite::types::Value::Text(v.clone()),
-            Value::Int(None) | Value::Text(None) => rusqlite::types::Value::Null,
-        })
-        .collect()
+/// The parameters as SQLite values, borrowing the text (no copy per row).
+fn sqlite_params(params: &[Value]) -> impl Iterator<Item = rusqlite::types::ToSqlOutput<'_>> {
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    params.iter().map(|p| match p {
+        Value::Int(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
+        Value::Text(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+        Value::Int(None) | Value::Text(None) => ToSqlOutput::Borrowed(ValueRef::Null),
+    })
 }
 
 impl Tx for SqliteTx<'_> {
@@ -456,13 +455,20 @@ impl Store {
     }
 
     /// Stops SQLite from checkpointing the WAL inside this connection's
-    /// commits (a checkpoint writes and syncs the database file, stalling
-    /// every write waiting behind it); [`Store::checkpoint`] from another
-    /// connection does the work instead. PostgreSQL: nothing to do.
+    /// commits (a checkpoint writes and syncs the database file, holding
+    /// every write waiting behind that commit): the owner of the connection
+    /// calls [`Store::checkpoint`] between commits instead. The WAL file is
+    /// cut back to 64 MiB after a burst. The page cache is kept small: a
+    /// writer appends at the ends of its indexes, and SQLite walks the
+    /// whole cache at every commit. PostgreSQL: nothing to do.
     pub fn defer_checkpoints(&mut self) -> Result<(), StoreError> {
         if let Conn::Sqlite(conn) = &self.conn {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(|e| query_error("set wal_autocheckpoint", e))?;
+            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+                .map_err(|e| query_error("set journal_size_limit", e))?;
+            conn.pragma_update(None, "cache_size", -2000)
+                .map_err(|e| query_error("set cache_size", e))?;
         }
         Ok(())
     }

@@ -513,16 +513,25 @@ fn apply_one(
                     } else {
                         "workload"
                     };
+                    // A live credential's task is live (ending a task
+                    // revokes its credentials in the same transaction), and
+                    // a credential's owner and workload are its task's: the
+                    // credentials go first, found through the tasks.
+                    let revoked = tx.execute(
+                        "revoke credentials",
+                        &format!(
+                            "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 \
+                             WHERE revoked_at IS NULL AND task_id IN \
+                             (SELECT id FROM broker_tasks WHERE {column} = $1 AND ended_at IS NULL)"
+                        ),
+                        &[who.as_str().into(), (*at).into(), reason.as_str().into()],
+                    )?;
                     tx.execute(
                         "end revoked tasks",
                         &format!("UPDATE broker_tasks SET ended_at = $2, end_reason = $3 WHERE {column} = $1 AND ended_at IS NULL"),
                         &[who.as_str().into(), (*at).into(), format!("revoked: {reason}").into()],
                     )?;
-                    tx.execute(
-                        "revoke credentials",
-                        &format!("UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 WHERE {column} = $1 AND revoked_at IS NULL"),
-                        &[who.as_str().into(), (*at).into(), reason.as_str().into()],
-                    )?
+                    revoked
                 }
             };
             chain.append(tx, &with_count(audit, revoked))?;

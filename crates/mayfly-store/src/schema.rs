@@ -130,6 +130,16 @@ const PLAN_INDEX_V3: &[&str] = &[
     "CREATE INDEX locations_live_by_surface ON locations (surface, fingerprint, path, line) WHERE gone_at IS NULL",
 ];
 
+/// Issuing a credential wrote six index entries; two of them (live
+/// credentials by owner and by workload) only served revocation by owner
+/// or workload, which reaches the same credentials through their tasks
+/// (a credential's owner and workload are its task's). Each index entry
+/// is a page the durable commit of a credential writes and syncs.
+const LEASE_INDEXES_V4: &[&str] = &[
+    "DROP INDEX broker_leases_live_by_owner",
+    "DROP INDEX broker_leases_live_by_workload",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -146,10 +156,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: PLAN_INDEX_V3,
         postgres: PLAN_INDEX_V3,
     },
+    Migration {
+        version: 4,
+        sqlite: LEASE_INDEXES_V4,
+        postgres: LEASE_INDEXES_V4,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 3;
+pub const CURRENT_VERSION: i64 = 4;
 
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
     let exists = if tx.is_postgres() {
