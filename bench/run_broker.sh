@@ -203,7 +203,7 @@ peak() {  # name, url, server pid -> $RES/<name>.json: peak
     PEAK_RPS="$best_rps"
 }
 
-http_floor() {  # name, url, connections -> $RES/<name>.json: http_floor
+http_floor() {  # name, url, connections, server pid -> $RES/<name>.json: http_floor
     # The cheapest route of the same server (a GET answered from memory: no
     # store, no crypto, no policy) under the same wrk settings: what this
     # machine's loopback HTTP, with the load generator on the same cores,
@@ -211,9 +211,13 @@ http_floor() {  # name, url, connections -> $RES/<name>.json: http_floor
     local name="$1" url="$2" c="$3" out="$BW/wrk-$1-floor"
     local cmd=(wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
     log "$name: HTTP floor: GET ${cmd[*]}"
+    local ticks
+    ticks="$(proc_cpu_ticks "$4")"
     BENCH_METHOD=GET BENCH_WRK_JSON="$out.json" cpu_time "$out.cpu" "${cmd[@]}" >"$out.txt"
     put "$RES/$name.json" http_floor "@$out.json"
     put "$RES/$name.json" http_floor.load_generator_cpu_s "$(cat "$out.cpu")"
+    put "$RES/$name.json" http_floor.server_cpu_s "$(awk -v a="$ticks" -v b="$(proc_cpu_ticks "$4")" \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", (b - a) / hz}')"
     putstr "$RES/$name.json" http_floor.command "BENCH_METHOD=GET wrk -t$WRK_THREADS -c$c -d${DURATION}s --latency -s bench/broker/post.lua $url"
     log "$name: HTTP floor: $(field requests_per_s <"$out.json") requests/s"
 }
@@ -476,7 +480,7 @@ run_mayfly() {
     mayfly_exchange >/dev/null || die "mayfly: a single exchange fails"
     peak mayfly "$url" "$MAYFLY_PID"
     half_peak mayfly "$url" "$PEAK_RPS"
-    http_floor mayfly "$MAYFLY_URL/.well-known/jwks.json" "$(field peak.connections <"$RES/mayfly.json")"
+    http_floor mayfly "$MAYFLY_URL/.well-known/jwks.json" "$(field peak.connections <"$RES/mayfly.json")" "$MAYFLY_PID"
     mayfly_stop
 
     # A fresh server for the rest.

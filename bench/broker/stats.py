@@ -181,6 +181,8 @@ def cmd_summary(args) -> None:
         ("expiry: inactive after exp", "-", fmt(dig(may, "expiry.inactive_after_exp_s"), " s", 3)),
         ("HTTP floor: GET jwks.json requests/s (wrk)", "-", fmt(dig(may, "http_floor.requests_per_s"))),
         ("  wrk CPU use", "-", cores(may, "http_floor")),
+        ("  server CPU per request", "-", per_request(may, "http_floor")),
+        ("  wrk CPU per request", "-", load_per_request(may, "http_floor")),
         ("one core: Ed25519 signature", "-", fmt(dig(may, "component_costs.ed25519_sign_us"), " µs")),
         ("one core: signed access token", "-", fmt(dig(may, "component_costs.access_token_ed25519_us"), " µs")),
         ("one core: Cedar decision (example policies)", "-",
