@@ -67,10 +67,7 @@ impl Writer {
     /// Starts the writer thread over `store` (made durable first).
     pub fn start(mut store: Store) -> Result<Writer, WriteError> {
         store
-            .make_durable()
-            .map_err(|e| WriteError(e.to_string()))?;
-        store
-            .defer_checkpoints()
+            .configure_as_writer()
             .map_err(|e| WriteError(e.to_string()))?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
@@ -114,7 +111,13 @@ impl Writer {
 fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
     let mut checkpoints = Checkpoints::new();
     loop {
-        let first = match queue.recv_timeout(IDLE_CHECKPOINT) {
+        // With nothing to checkpoint, sleep until a write comes.
+        let next = if checkpoints.commits == 0 {
+            queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            queue.recv_timeout(IDLE_CHECKPOINT)
+        };
+        let first = match next {
             Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => {
                 checkpoints.run(&mut store);
@@ -201,7 +204,7 @@ impl Checkpoints {
 
     /// Checkpoints if anything was committed since the last time. A failed
     /// checkpoint loses nothing (the log still holds every commit); it is
-    /// reported and tried again later.
+    /// reported, and the next one after another commit tries again.
     fn run(&mut self, store: &mut Store) {
         if self.commits == 0 {
             return;

@@ -15,6 +15,10 @@ use crate::schema;
 const SQLITE_MMAP_BYTES: i64 = 1 << 30;
 /// SQLite's page cache per connection, in KiB.
 const SQLITE_CACHE_KIB: i64 = 64 * 1024;
+/// The broker writer's page cache, in KiB (see [`Store::configure_as_writer`]).
+const WRITER_CACHE_KIB: i64 = 2000;
+/// What the broker writer's log file is cut back to after a burst.
+const WRITER_LOG_LIMIT_BYTES: i64 = 64 << 20;
 
 /// A parameter or a result cell.
 #[derive(Debug, Clone, PartialEq)]
@@ -443,32 +447,28 @@ impl Store {
         &self.target
     }
 
-    /// Makes every commit durable across power loss, not only process
-    /// crashes (SQLite `synchronous = FULL`; PostgreSQL always is). The
-    /// broker needs this: a token handed out must have its lease on disk.
-    pub fn make_durable(&mut self) -> Result<(), StoreError> {
+    /// Readies the one connection that does a broker's writes:
+    /// - every commit durable across power loss, not only process crashes
+    ///   (SQLite `synchronous = FULL`; PostgreSQL always is): a token handed
+    ///   out must have its lease on disk;
+    /// - no checkpoint inside a commit (it writes and syncs the database
+    ///   file, holding every write waiting behind that commit): the owner
+    ///   calls [`Store::checkpoint`] between commits instead, and the log
+    ///   file is cut back to 64 MiB after a burst;
+    /// - a small page cache: a writer appends at the ends of its indexes,
+    ///   and SQLite walks the whole cache at every commit.
+    ///
+    /// PostgreSQL: nothing to do.
+    pub fn configure_as_writer(&mut self) -> Result<(), StoreError> {
         if let Conn::Sqlite(conn) = &self.conn {
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| query_error("set synchronous", e))?;
-        }
-        Ok(())
-    }
-
-    /// Stops SQLite from checkpointing the WAL inside this connection's
-    /// commits (a checkpoint writes and syncs the database file, holding
-    /// every write waiting behind that commit): the owner of the connection
-    /// calls [`Store::checkpoint`] between commits instead. The WAL file is
-    /// cut back to 64 MiB after a burst. The page cache is kept small: a
-    /// writer appends at the ends of its indexes, and SQLite walks the
-    /// whole cache at every commit. PostgreSQL: nothing to do.
-    pub fn defer_checkpoints(&mut self) -> Result<(), StoreError> {
-        if let Conn::Sqlite(conn) = &self.conn {
-            conn.pragma_update(None, "wal_autocheckpoint", 0)
-                .map_err(|e| query_error("set wal_autocheckpoint", e))?;
-            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
-                .map_err(|e| query_error("set journal_size_limit", e))?;
-            conn.pragma_update(None, "cache_size", -2000)
-                .map_err(|e| query_error("set cache_size", e))?;
+            let set = |name: &str, value: &dyn rusqlite::ToSql| {
+                conn.pragma_update(None, name, value)
+                    .map_err(|e| query_error("configure the writer", e))
+            };
+            set("synchronous", &"FULL")?;
+            set("wal_autocheckpoint", &0)?;
+            set("journal_size_limit", &WRITER_LOG_LIMIT_BYTES)?;
+            set("cache_size", &-WRITER_CACHE_KIB)?;
         }
         Ok(())
     }

@@ -318,9 +318,6 @@ impl<W: std::io::Write> PlanWriter<W> {
                 self.failed = Some(e.into());
                 return;
             }
-            let element = std::mem::take(&mut self.element);
-            self.write(&element);
-            self.element = element;
         } else {
             // Into the reused buffer: writing to a Vec cannot fail.
             let text = &mut self.element;
@@ -355,10 +352,10 @@ impl<W: std::io::Write> PlanWriter<W> {
                 text.extend_from_slice(b"]\n");
             }
             text.push(b'\n');
-            let element = std::mem::take(&mut self.element);
-            self.write(&element);
-            self.element = element;
         }
+        let element = std::mem::take(&mut self.element);
+        self.write(&element);
+        self.element = element;
         self.with_actions += 1;
     }
 
