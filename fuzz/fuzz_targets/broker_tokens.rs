@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let f = fixture();
-    let _ = f.identity.verify(text);
+    let _ = f.identity.verify_blocking(text);
     let _ = f.dpop.verify(
         text,
         "POST",

@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+use jsonwebtoken::Algorithm;
 use mayfly_broker::identity::Workload;
 use mayfly_broker::keys::{self, KeyRing, MasterKey};
-use mayfly_broker::policy::{Action, PolicyEngine, PolicyRequest};
+use mayfly_broker::policy::{Action, PolicyEngine, PolicyRequest, TaskFacts};
 use mayfly_broker::token::{self, AccessClaims};
 
 const ROUNDS: usize = 7;
@@ -47,8 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let message = [7u8; 420]; // the size of an access token's signing input
     let ed25519 = ring("EdDSA")?;
     let es256 = ring("ES256")?;
-    let (_, _, ed25519_key) = ed25519.signer().ok_or("no Ed25519 key")?;
-    let (_, _, es256_key) = es256.signer().ok_or("no ES256 key")?;
+    let rs256 = ring("RS256")?;
+    let (_, _, ed25519_key) = ed25519.signer(Algorithm::EdDSA).ok_or("no Ed25519 key")?;
+    let (_, _, es256_key) = es256.signer(Algorithm::ES256).ok_or("no ES256 key")?;
+    let (_, _, rs256_key) = rs256.signer(Algorithm::RS256).ok_or("no RS256 key")?;
 
     let claims = AccessClaims {
         iss: "http://127.0.0.1:8080".into(),
@@ -92,15 +95,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request = PolicyRequest {
         workload: &workload,
         action: Action::Exchange,
+        task: TaskFacts {
+            purpose: "bench",
+            owner: "team-bench",
+            tenant: "default",
+            audiences: &audiences,
+            started_at: 1_700_000_000 - 10,
+        },
         audience,
-        purpose: "bench",
-        owner: "team-bench",
-        tenant: "default",
-        audiences: &audiences,
         scope: &[],
         requested_ttl: 300,
         now: 1_700_000_000,
-        task_age: 10,
         dpop: false,
         source_ip: "127.0.0.1",
     };
@@ -108,7 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let figures = serde_json::json!({
         "ed25519_sign_us": micros(2_000, || { black_box(ed25519_key.sign(black_box(&message))); }),
         "es256_sign_us": micros(1_000, || { black_box(es256_key.sign(black_box(&message))); }),
-        "access_token_ed25519_us": micros(2_000, || { black_box(token::sign(black_box(&claims), &ed25519)).ok(); }),
+        "rs256_sign_us": micros(200, || { black_box(rs256_key.sign(black_box(&message))); }),
+        "access_token_ed25519_us": micros(2_000, || { black_box(token::sign(black_box(&claims), &ed25519, Algorithm::EdDSA)).ok(); }),
         "cedar_decision_examples_us": micros(5_000, || { black_box(engine.decide(&examples, black_box(&request))); }),
         "cedar_decision_permit_all_us": micros(5_000, || { black_box(engine.decide(&permit_all, black_box(&request))); }),
         "rounds": ROUNDS,

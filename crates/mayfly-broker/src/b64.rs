@@ -26,18 +26,23 @@ pub(crate) fn random_id() -> Result<String, getrandom::Error> {
     Ok(hex(&random_bytes::<16>()?))
 }
 
-/// A unique id that sorts by the time it was made: 48 bits of Unix
-/// milliseconds, then 80 random bits, as 32 lowercase hex digits (the same
-/// form as [`random_id`]). Credentials are indexed by their id; ids made one
-/// after another land side by side at the end of the index, so a commit of
-/// many credentials touches a few pages instead of one page each.
-pub(crate) fn time_ordered_id() -> Result<String, getrandom::Error> {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+/// A unique id that sorts by the time it was made: 32 bits of `now` (Unix
+/// seconds, from the broker's clock), a 16-bit counter of this process,
+/// then 80 random bits, as 32 lowercase hex digits (the same form as
+/// [`random_id`]). Credentials are indexed by their id; ids made one after
+/// another land side by side at the end of the index, so a commit of many
+/// credentials touches a few pages instead of one page each.
+pub(crate) fn time_ordered_id(now: i64) -> Result<String, getrandom::Error> {
+    static SEQUENCE: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut bytes = random_bytes::<16>()?;
-    for (slot, byte) in bytes.iter_mut().zip(&millis.to_be_bytes()[2..]) {
-        *slot = *byte;
+    let seconds = u32::try_from(now.max(0)).unwrap_or(u32::MAX);
+    let head = seconds
+        .to_be_bytes()
+        .into_iter()
+        .chain(sequence.to_be_bytes());
+    for (slot, byte) in bytes.iter_mut().zip(head) {
+        *slot = byte;
     }
     Ok(hex(&bytes))
 }
@@ -58,9 +63,10 @@ mod tests {
 
     #[test]
     fn time_ordered_ids_sort_by_time_and_stay_unique() {
-        let first = time_ordered_id().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let ids: Vec<String> = (0..1000).map(|_| time_ordered_id().unwrap()).collect();
+        let first = time_ordered_id(1_800_000_000).unwrap();
+        let ids: Vec<String> = (0..1000)
+            .map(|_| time_ordered_id(1_800_000_001).unwrap())
+            .collect();
         assert!(
             ids.iter()
                 .all(|id| id.len() == 32 && id.as_str() > first.as_str())

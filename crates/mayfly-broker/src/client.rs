@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::service::{JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
+use crate::protocol::{JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -336,7 +336,10 @@ impl IdentitySource {
                 audience,
             } => {
                 let separator = if url.contains('?') { '&' } else { '?' };
-                let url = format!("{url}{separator}audience={}", percent_encode(audience));
+                let query: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("audience", audience)
+                    .finish();
+                let url = format!("{url}{separator}{query}");
                 let answer = client.fetch(&url, request_token)?;
                 answer
                     .get("value")
@@ -349,31 +352,5 @@ impl IdentitySource {
                     })
             }
         }
-    }
-}
-
-/// Percent-encodes a query value.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_encode;
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(
-            percent_encode("https://a.b/c d"),
-            "https%3A%2F%2Fa.b%2Fc%20d"
-        );
     }
 }

@@ -15,6 +15,7 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use mayfly_store::SigningKeyRecord;
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::b64;
 use crate::clock::Timestamp;
@@ -149,7 +150,7 @@ pub fn generate(
             let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
             let x = b64::encode(key.verifying_key().as_bytes());
             (
-                der.as_bytes().to_vec(),
+                Zeroizing::new(der.as_bytes().to_vec()),
                 json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
             )
         }
@@ -164,8 +165,19 @@ pub fn generate(
                 return Err(KeyError::Generate("no public point".into()));
             };
             (
-                der.as_bytes().to_vec(),
+                Zeroizing::new(der.as_bytes().to_vec()),
                 json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)}),
+            )
+        }
+        "RS256" => {
+            use rsa::pkcs8::EncodePrivateKey as _;
+            use rsa::traits::PublicKeyParts as _;
+            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_BITS)
+                .map_err(|e| generate_error(&e))?;
+            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
+            (
+                Zeroizing::new(der.as_bytes().to_vec()),
+                json!({"kty": "RSA", "n": b64::encode(&key.n().to_bytes_be()), "e": b64::encode(&key.e().to_bytes_be())}),
             )
         }
         other => return Err(KeyError::Generate(format!("unsupported algorithm {other}"))),
@@ -188,6 +200,9 @@ pub fn generate(
     })
 }
 
+/// Size of Mayfly's RSA keys, in bits.
+const RSA_BITS: usize = 2048;
+
 /// A private key ready to sign. Kept parsed: deriving an Ed25519 public
 /// key from PKCS#8 costs as much as a signature, and `jsonwebtoken` would
 /// do it for every token.
@@ -196,6 +211,8 @@ pub enum Signer {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     /// P-256 (`ES256`).
     P256(Box<p256::ecdsa::SigningKey>),
+    /// RSA with PKCS #1 v1.5 and SHA-256 (`RS256`, which RFC 9068 requires).
+    Rsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
 }
 
 impl Signer {
@@ -208,13 +225,17 @@ impl Signer {
             Algorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_der(der)
                 .map(|k| Signer::Ed25519(Box::new(k)))
                 .map_err(|_| unusable()),
+            Algorithm::RS256 => rsa::RsaPrivateKey::from_pkcs8_der(der)
+                .map(|k| Signer::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(k))))
+                .map_err(|_| unusable()),
             _ => p256::ecdsa::SigningKey::from_pkcs8_der(der)
                 .map(|k| Signer::P256(Box::new(k)))
                 .map_err(|_| unusable()),
         }
     }
 
-    /// The JWS signature of `message` (raw bytes: 64 for both algorithms).
+    /// The JWS signature of `message` (raw bytes: 64 for EdDSA and ES256,
+    /// the modulus size for RS256).
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         use ed25519_dalek::Signer as _;
         match self {
@@ -224,18 +245,23 @@ impl Signer {
                     p256::ecdsa::signature::Signer::sign(key.as_ref(), message);
                 signature.to_bytes().to_vec()
             }
+            Signer::Rsa(key) => {
+                use rsa::signature::SignatureEncoding as _;
+                let signature: rsa::pkcs1v15::Signature =
+                    rsa::signature::Signer::sign(key.as_ref(), message);
+                signature.to_vec()
+            }
         }
     }
 }
 
-/// The keys in use: one that signs, all that verify, and the JWKS.
+/// The keys in use: the newest key of each algorithm signs, all verify,
+/// and the JWKS publishes them.
 pub struct KeyRing {
-    signer: Option<(String, Algorithm, Signer)>,
+    signers: Vec<(String, Algorithm, Signer, Timestamp)>,
     verifiers: HashMap<String, (Algorithm, DecodingKey)>,
     /// The published key set.
     pub jwks: JwkSet,
-    /// When the signing key was made.
-    pub signer_created_at: Timestamp,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -248,10 +274,15 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
-fn parse_alg(alg: &str) -> Option<Algorithm> {
+/// The algorithms Mayfly signs its tokens with.
+pub const SIGNING_ALGORITHMS: [&str; 3] = ["EdDSA", "ES256", "RS256"];
+
+/// The JOSE algorithm of a name in [`SIGNING_ALGORITHMS`].
+pub fn parse_alg(alg: &str) -> Option<Algorithm> {
     match alg {
         "EdDSA" => Some(Algorithm::EdDSA),
         "ES256" => Some(Algorithm::ES256),
+        "RS256" => Some(Algorithm::RS256),
         _ => None,
     }
 }
@@ -266,8 +297,7 @@ impl KeyRing {
         now: Timestamp,
         keep_retired: i64,
     ) -> Result<KeyRing, KeyError> {
-        let mut signer = None;
-        let mut signer_created_at = 0;
+        let mut signers: Vec<(String, Algorithm, Signer, Timestamp)> = Vec::new();
         let mut verifiers = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
         for record in records {
@@ -283,31 +313,36 @@ impl KeyRing {
             let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
                 continue;
             };
-            if record.retired_at.is_none() && signer.is_none() {
-                let der = master.unseal(&record.kid, &record.sealed_private)?;
-                signer = Some((
+            if record.retired_at.is_none() && !signers.iter().any(|s| s.1 == alg) {
+                let der = Zeroizing::new(master.unseal(&record.kid, &record.sealed_private)?);
+                signers.push((
                     record.kid.clone(),
                     alg,
                     Signer::from_der(alg, &der, &record.kid)?,
+                    record.created_at,
                 ));
-                signer_created_at = record.created_at;
             }
             verifiers.insert(record.kid.clone(), (alg, decoding));
             jwks.keys.push(jwk);
         }
         Ok(KeyRing {
-            signer,
+            signers,
             verifiers,
             jwks,
-            signer_created_at,
         })
     }
 
-    /// The signing key: id, algorithm, key.
-    pub fn signer(&self) -> Option<(&str, Algorithm, &Signer)> {
-        self.signer
-            .as_ref()
-            .map(|(kid, alg, key)| (kid.as_str(), *alg, key))
+    /// The signing key of an algorithm: id, algorithm, key.
+    pub fn signer(&self, alg: Algorithm) -> Option<(&str, Algorithm, &Signer)> {
+        self.signers
+            .iter()
+            .find(|s| s.1 == alg)
+            .map(|(kid, alg, key, _)| (kid.as_str(), *alg, key))
+    }
+
+    /// When the signing key of an algorithm was made, if there is one.
+    pub fn signer_created_at(&self, alg: Algorithm) -> Option<Timestamp> {
+        self.signers.iter().find(|s| s.1 == alg).map(|s| s.3)
     }
 
     /// A verifying key by id.
@@ -323,13 +358,13 @@ mod tests {
     #[test]
     fn sealed_keys_open_only_with_their_master_key() {
         let master = MasterKey::from_bytes(&[7u8; 32]).unwrap();
-        for alg in ["EdDSA", "ES256"] {
+        for alg in SIGNING_ALGORITHMS {
             let record = generate(alg, &master, 100).unwrap();
             assert!(!record.sealed_private.is_empty());
             let ring =
                 KeyRing::from_records(std::slice::from_ref(&record), &master, 100, 10).unwrap();
             assert_eq!(
-                ring.signer().map(|s| s.0.to_owned()),
+                ring.signer(parse_alg(alg).unwrap()).map(|s| s.0.to_owned()),
                 Some(record.kid.clone())
             );
             assert_eq!(ring.jwks.keys.len(), 1);

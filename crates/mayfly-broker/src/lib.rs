@@ -10,21 +10,33 @@
 //! - [`keys`] and [`token`]: Mayfly's own signing keys (sealed at rest,
 //!   rotated) and RFC 9068 access tokens, optionally DPoP-bound ([`dpop`]);
 //! - [`writer`]: durable, batched writes of leases and audit events;
+//! - [`protocol`]: the API's wire types and their validation;
+//! - [`auth`] and [`secrets`]: who is calling, and the secrets it is
+//!   checked against;
 //! - [`service`]: the broker's operations (start, exchange, introspect,
-//!   revoke, end, re-evaluate on policy change, sweep);
+//!   revoke, end, re-evaluate on policy change, sweep), with
+//!   [`task_cache`] and [`reader`] under them;
 //! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin);
 //! - [`client`]: the same API from the command line and `mayfly run`.
+//!
+//! Errors are one [`BrokerError`] whose variants map to OAuth errors.
 
+pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dpop;
+pub mod error;
 pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod local_issuer;
 pub mod policy;
+pub mod protocol;
+pub mod reader;
+pub mod secrets;
 pub mod service;
+pub mod task_cache;
 pub mod token;
 pub mod writer;
 
@@ -32,4 +44,5 @@ mod b64;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::{BrokerConfig, ConfigError};
-pub use service::{Broker, BrokerError};
+pub use error::BrokerError;
+pub use service::Broker;

@@ -16,6 +16,8 @@ use cedar_policy::{
     Validator,
 };
 
+use mayfly_store::TaskRecord;
+
 use crate::identity::Workload;
 
 /// Mayfly's Cedar schema (documented in `policies/schema.cedarschema`).
@@ -72,6 +74,35 @@ impl Action {
     }
 }
 
+/// What policy sees of a task: the one being started, or the stored task
+/// a credential is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskFacts<'a> {
+    /// Why it runs.
+    pub purpose: &'a str,
+    /// Who answers for it.
+    pub owner: &'a str,
+    /// The tenant it runs for.
+    pub tenant: &'a str,
+    /// All its audiences.
+    pub audiences: &'a [String],
+    /// When it started (now, for a task being started).
+    pub started_at: i64,
+}
+
+impl<'a> TaskFacts<'a> {
+    /// The facts of a stored task.
+    pub fn of(task: &'a TaskRecord) -> TaskFacts<'a> {
+        TaskFacts {
+            purpose: &task.purpose,
+            owner: &task.owner,
+            tenant: &task.tenant,
+            audiences: &task.audiences,
+            started_at: task.started_at,
+        }
+    }
+}
+
 /// The facts of one request.
 #[derive(Debug, Clone)]
 pub struct PolicyRequest<'a> {
@@ -79,24 +110,16 @@ pub struct PolicyRequest<'a> {
     pub workload: &'a Workload,
     /// What for.
     pub action: Action,
+    /// The task.
+    pub task: TaskFacts<'a>,
     /// The audience (resource).
     pub audience: &'a str,
-    /// The task's purpose.
-    pub purpose: &'a str,
-    /// The task's owner.
-    pub owner: &'a str,
-    /// The task's tenant.
-    pub tenant: &'a str,
-    /// All audiences of the task.
-    pub audiences: &'a [String],
     /// Scopes asked for.
     pub scope: &'a [String],
     /// Requested lifetime, in seconds.
     pub requested_ttl: i64,
     /// Now.
     pub now: i64,
-    /// Seconds since the task started.
-    pub task_age: i64,
     /// Whether the credential is DPoP-bound.
     pub dpop: bool,
     /// The caller's IP address.
@@ -333,11 +356,11 @@ impl PolicyEngine {
         let strings =
             |items: &[String]| RestrictedExpression::new_set(items.iter().map(|s| text(s)));
         let context = Context::from_pairs([
-            ("purpose".to_owned(), text(req.purpose)),
-            ("owner".to_owned(), text(req.owner)),
-            ("tenant".to_owned(), text(req.tenant)),
+            ("purpose".to_owned(), text(req.task.purpose)),
+            ("owner".to_owned(), text(req.task.owner)),
+            ("tenant".to_owned(), text(req.task.tenant)),
             ("audience".to_owned(), text(req.audience)),
-            ("audiences".to_owned(), strings(req.audiences)),
+            ("audiences".to_owned(), strings(req.task.audiences)),
             ("scope".to_owned(), strings(req.scope)),
             (
                 "requested_ttl".to_owned(),
@@ -350,7 +373,7 @@ impl PolicyEngine {
             ),
             (
                 "task_age".to_owned(),
-                RestrictedExpression::new_long(req.task_age),
+                RestrictedExpression::new_long(req.now - req.task.started_at),
             ),
             ("dpop".to_owned(), RestrictedExpression::new_bool(req.dpop)),
             ("source_ip".to_owned(), self.source_ip(req.source_ip)),
@@ -415,15 +438,17 @@ mod tests {
         PolicyRequest {
             workload: w,
             action,
+            task: TaskFacts {
+                purpose: "deploy",
+                owner: "team-platform",
+                tenant: "acme",
+                audiences,
+                started_at: 1_800_000_000 - 10,
+            },
             audience: "https://api.acme.test",
-            purpose: "deploy",
-            owner: "team-platform",
-            tenant: "acme",
-            audiences,
             scope: &[],
             requested_ttl: 300,
             now: 1_800_000_000,
-            task_age: 10,
             dpop: false,
             source_ip: "127.0.0.1",
         }

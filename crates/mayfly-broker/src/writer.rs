@@ -210,7 +210,7 @@ impl Checkpoints {
             return;
         }
         if let Err(e) = store.checkpoint() {
-            eprintln!("mayfly serve: checkpoint failed (will retry): {e}");
+            tracing::warn!("checkpoint failed (will retry): {e}");
         }
         self.commits = 0;
         self.last = Instant::now();

@@ -13,6 +13,7 @@ mod broker {
     mod harness;
 
     mod bad_input;
+    mod http_layer;
     mod identity;
     mod lifecycle;
     mod policy;

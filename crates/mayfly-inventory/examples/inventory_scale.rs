@@ -15,8 +15,9 @@ use std::time::Instant;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use mayfly_inventory::decide_ownership;
 use mayfly_inventory::govern::{Governance, plan_secret};
-use mayfly_store::{CopyRecord, OwnerSource, ScanRecord, SecretFilter, Store};
+use mayfly_store::{CopyRecord, OwnerClaim, OwnerSource, ScanRecord, SecretFilter, Store};
 
 const SOURCES: usize = 10;
 const COPIES_PER_SCAN: usize = 100_000;
@@ -62,8 +63,10 @@ fn scan(source: usize, at: i64, shift: usize) -> ScanRecord {
                 author: None,
                 author_email: None,
                 committed_at: None,
-                owner_claim: (i % 4 != 0)
-                    .then(|| (format!("team-{}", secret % 50), OwnerSource::Codeowners)),
+                owner_claim: (i % 4 != 0).then(|| OwnerClaim {
+                    owner: format!("team-{}", secret % 50),
+                    source: OwnerSource::Codeowners,
+                }),
             }
         })
         .collect();
@@ -85,7 +88,9 @@ fn main() {
     let mut store = Store::open(&target).unwrap();
     let started = Instant::now();
     for source in 0..SOURCES {
-        store.save_scan(&scan(source, 1_700_000_000, 0)).unwrap();
+        store
+            .save_scan(&scan(source, 1_700_000_000, 0), decide_ownership)
+            .unwrap();
     }
     println!(
         "built inventory: {} locations in {} sources in {:.1} s",
@@ -98,7 +103,7 @@ fn main() {
     // 100,000 new locations, 100,000 gone.
     let rescan = scan(0, 1_700_100_000, 1);
     let t = Instant::now();
-    let summary = store.save_scan(&rescan).unwrap();
+    let summary = store.save_scan(&rescan, decide_ownership).unwrap();
     println!(
         "merge of {} findings into {} locations: {:.2} s ({} new, {} gone)",
         COPIES_PER_SCAN,
@@ -141,12 +146,15 @@ fn main() {
     let mut with_actions = 0;
     let mut copies_to_delete = 0;
     let considered = store
-        .for_each_open_secret(&governance.forbidden_surfaces, &mut |secret, copies| {
-            if let Some(plan) = plan_secret(&governance, &secret, copies, 1_700_200_000) {
-                with_actions += 1;
-                copies_to_delete += plan.actions.iter().filter(|a| a.copy.is_some()).count();
-            }
-        })
+        .for_each_open_secret(
+            &governance.forbidden_surface_names(),
+            &mut |secret, copies| {
+                if let Some(plan) = plan_secret(&governance, &secret, copies, 1_700_200_000) {
+                    with_actions += 1;
+                    copies_to_delete += plan.actions.iter().filter(|a| a.copy.is_some()).count();
+                }
+            },
+        )
         .unwrap();
     println!(
         "govern plan: {considered} secrets, {with_actions} with actions, {copies_to_delete} copies to delete, in {:.2} s",

@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use mayfly_scan::rule::Severity;
+use mayfly_scan::surface::Surface;
 use mayfly_store::{LocationRow, SecretRow, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -17,11 +19,11 @@ pub struct Governance {
     /// Per provider (case-insensitive), overriding `max_age_days`.
     pub max_age_days_by_provider: BTreeMap<String, i64>,
     /// Per severity (`critical`, `high`...), overriding `max_age_days`.
-    pub max_age_days_by_severity: BTreeMap<String, i64>,
+    pub max_age_days_by_severity: BTreeMap<Severity, i64>,
     /// Copies one secret may have before it moves into custody.
     pub max_copies: i64,
     /// Surfaces where no secret may live.
-    pub forbidden_surfaces: Vec<String>,
+    pub forbidden_surfaces: Vec<Surface>,
 }
 
 impl Default for Governance {
@@ -29,13 +31,13 @@ impl Default for Governance {
         Governance {
             max_age_days: 90,
             max_age_days_by_provider: BTreeMap::new(),
-            max_age_days_by_severity: BTreeMap::from([("critical".to_owned(), 30)]),
+            max_age_days_by_severity: BTreeMap::from([(Severity::Critical, 30)]),
             max_copies: 2,
             forbidden_surfaces: vec![
-                "prompt-log".into(),
-                "mcp-config".into(),
-                "chat-export".into(),
-                "shell-history".into(),
+                Surface::PromptLog,
+                Surface::McpConfig,
+                Surface::ChatExport,
+                Surface::ShellHistory,
             ],
         }
     }
@@ -67,15 +69,25 @@ impl Governance {
         Ok(governance)
     }
 
+    /// The forbidden surfaces by name, as the store keeps them.
+    pub fn forbidden_surface_names(&self) -> Vec<String> {
+        self.forbidden_surfaces
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect()
+    }
+
     fn max_age(&self, secret: &SecretRow) -> (i64, Cow<'static, str>) {
         let by_provider = self
             .max_age_days_by_provider
             .iter()
             .find(|(p, _)| p.eq_ignore_ascii_case(&secret.provider))
             .map(|(p, d)| (*d, Cow::Owned(format!("max_age_days_by_provider.{p}"))));
-        let by_severity = self
-            .max_age_days_by_severity
-            .get(&secret.severity)
+        let by_severity = secret
+            .severity
+            .parse::<Severity>()
+            .ok()
+            .and_then(|severity| self.max_age_days_by_severity.get(&severity))
             .map(|d| {
                 (
                     *d,
@@ -209,7 +221,7 @@ pub fn plan_secret(
         if governance
             .forbidden_surfaces
             .iter()
-            .any(|s| s == &copy.surface)
+            .any(|s| s.as_str() == copy.surface)
         {
             exposed = true;
             actions.push(Action {

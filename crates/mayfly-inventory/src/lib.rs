@@ -9,7 +9,7 @@ pub mod report;
 use mayfly_scan::scan::ScanReport;
 use mayfly_store::{CopyRecord, ScanRecord, Timestamp};
 
-pub use owners::{OwnerMap, OwnersError};
+pub use owners::{OwnerMap, OwnersError, decide_ownership};
 
 /// A scanned root: how its paths appear in findings, and its owners.
 #[derive(Debug)]

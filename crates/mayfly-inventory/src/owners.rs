@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use globset::{Glob, GlobMatcher};
-use mayfly_store::OwnerSource;
+use mayfly_store::{OwnerClaim, OwnerSource, Ownership};
 use serde::Deserialize;
 
 /// The owners file, relative to a scanned root.
@@ -166,7 +166,7 @@ impl OwnerMap {
         relative_path: &str,
         provider: &str,
         author: Option<&str>,
-    ) -> Option<(String, OwnerSource)> {
+    ) -> Option<OwnerClaim> {
         let provider = provider.to_lowercase();
         let from_file = self.rules.iter().rev().find(|rule| {
             let path_ok =
@@ -175,7 +175,10 @@ impl OwnerMap {
             path_ok && provider_ok
         });
         if let Some(rule) = from_file {
-            return Some((rule.team.clone(), OwnerSource::OwnersFile));
+            return Some(OwnerClaim {
+                owner: rule.team.clone(),
+                source: OwnerSource::OwnersFile,
+            });
         }
         // CODEOWNERS: the last matching pattern wins.
         if let Some((_, owners)) = self
@@ -184,15 +187,75 @@ impl OwnerMap {
             .rev()
             .find(|(g, _)| g.is_match(relative_path))
         {
-            return Some((owners.clone(), OwnerSource::Codeowners));
+            return Some(OwnerClaim {
+                owner: owners.clone(),
+                source: OwnerSource::Codeowners,
+            });
         }
-        author.map(|a| (a.to_owned(), OwnerSource::CommitAuthor))
+        author.map(|a| OwnerClaim {
+            owner: a.to_owned(),
+            source: OwnerSource::CommitAuthor,
+        })
+    }
+}
+
+/// Who owns a secret, from the claims on its live copies (sorted,
+/// strongest source first, no duplicates): the strongest claim wins; two
+/// different owners at that strength make ownership unclear, and so does
+/// no claim at all. The store applies this rule when it merges scans.
+pub fn decide_ownership(claims: &[OwnerClaim]) -> Ownership {
+    let Some(strongest) = claims.iter().map(|c| c.source).min() else {
+        return Ownership::Unclaimed;
+    };
+    let mut owners: Vec<&str> = claims
+        .iter()
+        .filter(|c| c.source == strongest)
+        .map(|c| c.owner.as_str())
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
+    match owners.as_slice() {
+        [one] => Ownership::Owned {
+            owner: (*one).to_owned(),
+            source: strongest,
+        },
+        _ => Ownership::Disputed {
+            claimants: owners.into_iter().map(str::to_owned).collect(),
+        },
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_strongest_claim_decides_and_ties_are_unclear() {
+        let claim = |owner: &str, source| OwnerClaim {
+            owner: owner.into(),
+            source,
+        };
+        assert_eq!(decide_ownership(&[]), Ownership::Unclaimed);
+        assert_eq!(
+            decide_ownership(&[
+                claim("team-a", OwnerSource::OwnersFile),
+                claim("ann", OwnerSource::CommitAuthor),
+            ]),
+            Ownership::Owned {
+                owner: "team-a".into(),
+                source: OwnerSource::OwnersFile
+            }
+        );
+        assert_eq!(
+            decide_ownership(&[
+                claim("team-a", OwnerSource::Codeowners),
+                claim("team-b", OwnerSource::Codeowners),
+            ]),
+            Ownership::Disputed {
+                claimants: vec!["team-a".into(), "team-b".into()]
+            }
+        );
+    }
 
     #[test]
     fn precedence_and_patterns() {
@@ -212,28 +275,46 @@ mod tests {
         let map = OwnerMap::load(dir.path()).unwrap();
         assert_eq!(
             map.claim("services/billing/app.py", "OpenAI", None),
-            Some(("team-billing".into(), OwnerSource::OwnersFile))
+            Some(OwnerClaim {
+                owner: "team-billing".into(),
+                source: OwnerSource::OwnersFile
+            })
         );
         assert_eq!(
             map.claim("anything.py", "Stripe", None),
-            Some(("team-payments".into(), OwnerSource::OwnersFile))
+            Some(OwnerClaim {
+                owner: "team-payments".into(),
+                source: OwnerSource::OwnersFile
+            })
         );
         assert_eq!(
             map.claim("docs/setup.md", "OpenAI", None),
-            Some(("@acme/docs".into(), OwnerSource::Codeowners))
+            Some(OwnerClaim {
+                owner: "@acme/docs".into(),
+                source: OwnerSource::Codeowners
+            })
         );
         assert_eq!(
             map.claim("lab/x.ipynb", "OpenAI", None),
-            Some(("@acme/data".into(), OwnerSource::Codeowners))
+            Some(OwnerClaim {
+                owner: "@acme/data".into(),
+                source: OwnerSource::Codeowners
+            })
         );
         assert_eq!(
             map.claim("src/a.rs", "OpenAI", None),
-            Some(("@acme/platform".into(), OwnerSource::Codeowners))
+            Some(OwnerClaim {
+                owner: "@acme/platform".into(),
+                source: OwnerSource::Codeowners
+            })
         );
         let empty = OwnerMap::default();
         assert_eq!(
             empty.claim("a", "x", Some("Ann <ann@x>")),
-            Some(("Ann <ann@x>".into(), OwnerSource::CommitAuthor))
+            Some(OwnerClaim {
+                owner: "Ann <ann@x>".into(),
+                source: OwnerSource::CommitAuthor
+            })
         );
         assert_eq!(empty.claim("a", "x", None), None);
     }

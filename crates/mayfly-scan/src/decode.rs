@@ -97,7 +97,9 @@ pub fn unescape(input: &[u8], out: &mut Vec<u8>, map: &mut Vec<u32>) -> bool {
 
 /// Resolves `%HH` escapes into `out`, with `map[i]` the input offset of
 /// `out[i]`. `+` stays `+`: secrets are full of them. Returns false when
-/// the input holds no escape.
+/// the input holds no escape. (Written here rather than with the
+/// `percent-encoding` crate because a finding must point at the encoded
+/// text: the crate decodes, but keeps no map from output to input offsets.)
 pub fn percent_decode(input: &[u8], out: &mut Vec<u8>, map: &mut Vec<u32>) -> bool {
     out.clear();
     map.clear();

@@ -122,17 +122,27 @@ pub enum MatcherError {
     Prefilter(String),
 }
 
+/// The characters URL-encoding turns into `%HH` in a keyword (the
+/// prefilter matches escapes in any letter case).
+const URL_ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b':')
+    .add(b'/')
+    .add(b'@')
+    .add(b'=')
+    .add(b'?')
+    .add(b'&')
+    .add(b'#')
+    .add(b'+')
+    .add(b' ')
+    .add(b',')
+    .add(b';')
+    .add(b'"')
+    .add(b'\'');
+
 fn encoded_forms(keyword: &str) -> Vec<String> {
     let mut forms = Vec::new();
-    if keyword.bytes().any(|b| b":/@=?&#+ ,;\"'".contains(&b)) {
-        let mut percent = String::new();
-        for ch in keyword.chars() {
-            if ":/@=?&#+ ,;\"'".contains(ch) {
-                percent.push_str(&format!("%{:02x}", ch as u32));
-            } else {
-                percent.push(ch);
-            }
-        }
+    let percent = percent_encoding::utf8_percent_encode(keyword, URL_ESCAPED).to_string();
+    if percent != keyword {
         forms.push(percent);
     }
     if keyword.contains('"') || keyword.contains('/') {

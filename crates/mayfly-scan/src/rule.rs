@@ -45,9 +45,46 @@ impl Severity {
     }
 }
 
+impl Severity {
+    /// Every severity, least harmful first.
+    pub const ALL: [Severity; 4] = [
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
+}
+
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of a fixed set of values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?}: use one of {valid}")]
+pub struct UnknownValue {
+    /// What kind of value (`severity`, `surface`).
+    pub what: &'static str,
+    /// What was given.
+    pub given: String,
+    /// The valid values, comma-separated.
+    pub valid: String,
+}
+
+impl std::str::FromStr for Severity {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Severity, UnknownValue> {
+        Severity::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| UnknownValue {
+                what: "severity",
+                given: text.to_owned(),
+                valid: Severity::ALL.map(Severity::as_str).join(", "),
+            })
     }
 }
 

@@ -3,11 +3,13 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::rule::UnknownValue;
 
 /// The kind of place a blob comes from. Governance rules forbid secrets on
 /// some surfaces (prompt logs, MCP configs, chat exports) outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Surface {
     /// Source code and anything not classified more precisely.
@@ -67,6 +69,21 @@ impl Surface {
 impl fmt::Display for Surface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Surface {
+    type Err = UnknownValue;
+
+    fn from_str(text: &str) -> Result<Surface, UnknownValue> {
+        Surface::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text.trim())
+            .ok_or_else(|| UnknownValue {
+                what: "surface",
+                given: text.to_owned(),
+                valid: Surface::ALL.map(Surface::as_str).join(", "),
+            })
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use rusqlite::TransactionBehavior;
 
 use crate::StoreError;
+use crate::dialect::Dialect;
+use crate::row::{Row, Value};
 use crate::schema;
 
 /// How much of a SQLite file is read through a memory map.
@@ -20,107 +22,6 @@ const WRITER_CACHE_KIB: i64 = 2000;
 /// What the broker writer's log file is cut back to after a burst.
 const WRITER_LOG_LIMIT_BYTES: i64 = 64 << 20;
 
-/// A parameter or a result cell.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
-    Int(Option<i64>),
-    Text(Option<String>),
-}
-
-impl Value {
-    pub(crate) fn int(&self) -> Option<i64> {
-        match self {
-            Value::Int(v) => *v,
-            Value::Text(_) => None,
-        }
-    }
-
-    pub(crate) fn text(&self) -> Option<&str> {
-        match self {
-            Value::Text(v) => v.as_deref(),
-            Value::Int(_) => None,
-        }
-    }
-}
-
-/// Sets `cell` to the text `bytes`, reusing the cell's string when it has
-/// one: a query that reads a million rows through one buffer allocates only
-/// for what its caller keeps.
-fn set_text(cell: &mut Value, bytes: &[u8]) {
-    // The strict check is the fast one; stores hold UTF-8.
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    };
-    match cell {
-        Value::Text(Some(buffer)) => {
-            buffer.clear();
-            buffer.push_str(&text);
-        }
-        _ => *cell = Value::Text(Some(text.into_owned())),
-    }
-}
-
-impl From<i64> for Value {
-    fn from(v: i64) -> Self {
-        Value::Int(Some(v))
-    }
-}
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(Some(v.to_owned()))
-    }
-}
-
-impl From<String> for Value {
-    fn from(v: String) -> Self {
-        Value::Text(Some(v))
-    }
-}
-
-impl From<Option<i64>> for Value {
-    fn from(v: Option<i64>) -> Self {
-        Value::Int(v)
-    }
-}
-
-impl From<Option<String>> for Value {
-    fn from(v: Option<String>) -> Self {
-        Value::Text(v)
-    }
-}
-
-/// Moves a text cell out of a row (no copy).
-pub(crate) fn take_text(row: &mut [Value], i: usize) -> String {
-    match row.get_mut(i) {
-        Some(Value::Text(v)) => v.take().unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
-pub(crate) fn take_opt_text(row: &mut [Value], i: usize) -> Option<String> {
-    match row.get_mut(i) {
-        Some(Value::Text(v)) => v.take(),
-        _ => None,
-    }
-}
-
-pub(crate) fn text(row: &[Value], i: usize) -> String {
-    row.get(i)
-        .and_then(Value::text)
-        .unwrap_or_default()
-        .to_owned()
-}
-
-pub(crate) fn opt_int(row: &[Value], i: usize) -> Option<i64> {
-    row.get(i).and_then(Value::int)
-}
-
-pub(crate) fn int(row: &[Value], i: usize) -> i64 {
-    row.get(i).and_then(Value::int).unwrap_or_default()
-}
-
 /// Statements run inside one transaction.
 pub(crate) trait Tx {
     /// Runs a statement; returns the rows it changed.
@@ -130,15 +31,15 @@ pub(crate) trait Tx {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, StoreError>;
-    /// Runs a query and hands each row to `each`, in one buffer that is
-    /// refilled for the next row: what `each` takes out of it (with
-    /// [`take_text`]) is its own, the rest is reused.
+    /// Runs a query and hands each row to `each`, in one row that is
+    /// refilled for the next: what `each` takes out of it (text columns)
+    /// is its own, the rest is reused.
     fn for_each_row(
         &mut self,
         what: &'static str,
         sql: &str,
         params: &[Value],
-        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&mut Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
     /// Runs a query; returns its rows.
     fn query(
@@ -146,16 +47,16 @@ pub(crate) trait Tx {
         what: &'static str,
         sql: &str,
         params: &[Value],
-    ) -> Result<Vec<Vec<Value>>, StoreError> {
+    ) -> Result<Vec<Row>, StoreError> {
         let mut rows = Vec::new();
         self.for_each_row(what, sql, params, &mut |row| {
-            rows.push(std::mem::take(row));
+            rows.push(row.clone());
             Ok(())
         })?;
         Ok(rows)
     }
-    /// Which SQL dialect to use where the two differ.
-    fn is_postgres(&self) -> bool;
+    /// Which SQL dialect to use where the two differ (see [`crate::dialect`]).
+    fn dialect(&self) -> Dialect;
 }
 
 fn query_error(what: &'static str, err: impl std::fmt::Display) -> StoreError {
@@ -216,27 +117,28 @@ impl Tx for SqliteTx<'_> {
         what: &'static str,
         sql: &str,
         params: &[Value],
-        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&mut Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let mut stmt = self
             .0
             .prepare_cached(&sqlite_sql(sql))
             .map_err(|e| query_error(what, e))?;
-        let columns = stmt.column_count();
+        let names: std::sync::Arc<[String]> =
+            stmt.column_names().into_iter().map(str::to_owned).collect();
+        let columns = names.len();
         let mut rows = stmt
             .query(rusqlite::params_from_iter(sqlite_params(params)))
             .map_err(|e| query_error(what, e))?;
-        let mut cells = Vec::with_capacity(columns);
+        let mut cells = Row::new(names);
         while let Some(row) = rows.next().map_err(|e| query_error(what, e))? {
-            cells.resize(columns, Value::Text(None));
-            for (i, cell) in cells.iter_mut().enumerate() {
+            for i in 0..columns {
                 match row.get_ref(i).map_err(|e| query_error(what, e))? {
-                    rusqlite::types::ValueRef::Integer(v) => *cell = Value::Int(Some(v)),
+                    rusqlite::types::ValueRef::Integer(v) => cells.set_int(i, Some(v)),
                     rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                        set_text(cell, t);
+                        cells.set_text(i, t);
                     }
-                    rusqlite::types::ValueRef::Null => *cell = Value::Text(None),
-                    rusqlite::types::ValueRef::Real(v) => *cell = Value::Int(Some(v as i64)),
+                    rusqlite::types::ValueRef::Null => cells.set_null(i),
+                    rusqlite::types::ValueRef::Real(v) => cells.set_int(i, Some(v as i64)),
                 }
             }
             each(&mut cells)?;
@@ -244,8 +146,8 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn is_postgres(&self) -> bool {
-        false
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 }
 
@@ -281,12 +183,48 @@ fn postgres_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Syn
         .collect()
 }
 
-fn pg_error(what: &'static str, err: &postgres::Error) -> StoreError {
-    let reason = match err.as_db_error() {
+/// What PostgreSQL said (its code and message), not the driver's summary
+/// ("db error").
+fn pg_reason(err: &postgres::Error) -> String {
+    match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => err.to_string(),
-    };
-    StoreError::Query { what, reason }
+        None => match std::error::Error::source(err) {
+            Some(cause) => format!("{err}: {cause}"),
+            None => err.to_string(),
+        },
+    }
+}
+
+fn pg_error(what: &'static str, err: &postgres::Error) -> StoreError {
+    StoreError::Query {
+        what,
+        reason: pg_reason(err),
+    }
+}
+
+/// Creates a SQLite file readable by its owner only (0600) if it does not
+/// exist; SQLite gives its `-wal` and `-shm` files the same mode. The
+/// store holds workload ids, lease ids, addresses and the audit log.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "the directory {} does not exist; create it first, or point --db at an existing directory",
+                dir.display()
+            ),
+        ));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map(drop)
 }
 
 impl Tx for PostgresTx<'_> {
@@ -310,7 +248,7 @@ impl Tx for PostgresTx<'_> {
         what: &'static str,
         sql: &str,
         params: &[Value],
-        each: &mut dyn FnMut(&mut Vec<Value>) -> Result<(), StoreError>,
+        each: &mut dyn FnMut(&mut Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let stmt = self.statement(what, sql)?;
         let boxed = postgres_params(params);
@@ -320,27 +258,27 @@ impl Tx for PostgresTx<'_> {
             .tx
             .query(&stmt, &refs)
             .map_err(|e| pg_error(what, &e))?;
-        let mut cells = Vec::new();
+        let names: std::sync::Arc<[String]> =
+            stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        let mut cells = Row::new(names);
         for row in rows {
-            cells.resize(row.len(), Value::Text(None));
-            for (i, (column, cell)) in row.columns().iter().zip(cells.iter_mut()).enumerate() {
+            for (i, column) in row.columns().iter().enumerate() {
                 match *column.type_() {
                     postgres::types::Type::INT8 => {
-                        *cell = Value::Int(row.try_get(i).map_err(|e| pg_error(what, &e))?);
+                        cells.set_int(i, row.try_get(i).map_err(|e| pg_error(what, &e))?);
                     }
-                    postgres::types::Type::INT4 => {
-                        *cell = Value::Int(
-                            row.try_get::<_, Option<i32>>(i)
-                                .map_err(|e| pg_error(what, &e))?
-                                .map(i64::from),
-                        );
-                    }
+                    postgres::types::Type::INT4 => cells.set_int(
+                        i,
+                        row.try_get::<_, Option<i32>>(i)
+                            .map_err(|e| pg_error(what, &e))?
+                            .map(i64::from),
+                    ),
                     _ => match row
                         .try_get::<_, Option<&str>>(i)
                         .map_err(|e| pg_error(what, &e))?
                     {
-                        Some(text) => set_text(cell, text.as_bytes()),
-                        None => *cell = Value::Text(None),
+                        Some(text) => cells.set_text(i, text.as_bytes()),
+                        None => cells.set_null(i),
                     },
                 }
             }
@@ -349,8 +287,8 @@ impl Tx for PostgresTx<'_> {
         Ok(())
     }
 
-    fn is_postgres(&self) -> bool {
-        true
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
     }
 }
 
@@ -379,12 +317,14 @@ fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = url.get(scheme + 3..at).unwrap_or_default();
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!(
-                "{}{user}:***{}",
-                url.get(..scheme + 3).unwrap_or_default(),
-                url.get(at..).unwrap_or_default()
-            )
+            match userinfo.split_once(':') {
+                Some((user, _password)) => format!(
+                    "{}{user}:***{}",
+                    url.get(..scheme + 3).unwrap_or_default(),
+                    url.get(at..).unwrap_or_default()
+                ),
+                None => url.to_owned(),
+            }
         }
         _ => url.to_owned(),
     }
@@ -401,16 +341,14 @@ impl Store {
         };
         let conn = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
             let client = postgres::Client::connect(target, postgres::NoTls)
-                .map_err(|e| open_error(e.to_string()))?;
+                .map_err(|e| open_error(pg_reason(&e)))?;
             Conn::Postgres {
                 client: Box::new(client),
                 statements: HashMap::new(),
             }
         } else {
             let path = Path::new(target);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-            }
+            create_private(path).map_err(|e| open_error(e.to_string()))?;
             let conn = rusqlite::Connection::open(path).map_err(|e| open_error(e.to_string()))?;
             conn.busy_timeout(Duration::from_secs(30))
                 .map_err(|e| open_error(e.to_string()))?;

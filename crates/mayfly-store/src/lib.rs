@@ -7,17 +7,19 @@
 
 mod backend;
 mod broker;
+mod dialect;
 mod inventory;
+mod row;
 mod schema;
 
 pub use backend::Store;
 pub use broker::{
-    AuditEvent, AuditVerification, BrokerWrite, LeaseRecord, LiveGrant, NewAuditEvent,
+    AuditData, AuditEvent, AuditVerification, BrokerWrite, LeaseRecord, LiveGrant, NewAuditEvent,
     RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
 };
 pub use inventory::{
-    CopyRecord, LocationRow, MergeSummary, OwnerSource, ScanRecord, SecretDetail, SecretFilter,
-    SecretRow, SecretStatus, StatusChange,
+    CopyRecord, LocationRow, MergeSummary, OwnerClaim, OwnerSource, Ownership, OwnershipRule,
+    ScanRecord, SecretDetail, SecretFilter, SecretRow, SecretStatus, StatusChange,
 };
 
 /// Why the store refused or failed an operation.
@@ -59,6 +61,22 @@ pub enum StoreError {
         /// What was being done.
         what: &'static str,
         /// The driver's message.
+        reason: String,
+    },
+    /// A row did not hold what the code reads from it (a schema defect).
+    #[error("store column {column} {problem}")]
+    Column {
+        /// The column's name.
+        column: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A stored value does not parse (written by another tool, or edited).
+    #[error("store value of {what} is not valid: {reason}")]
+    Corrupt {
+        /// What was read.
+        what: &'static str,
+        /// Why it does not parse.
         reason: String,
     },
     /// A fingerprint prefix matched no secret, or several.

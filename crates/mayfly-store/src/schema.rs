@@ -2,7 +2,9 @@
 //! variant where the dialects differ).
 
 use crate::StoreError;
-use crate::backend::{Store, Tx, Value};
+use crate::backend::{Store, Tx};
+use crate::dialect::{self, Lock};
+use crate::row::Value;
 
 /// One migration: its SQLite statements and, where they differ, PostgreSQL's.
 struct Migration {
@@ -166,53 +168,25 @@ const MIGRATIONS: &[Migration] = &[
 /// The newest schema version this build knows.
 pub const CURRENT_VERSION: i64 = 4;
 
+fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
+    let rows = tx.query("read schema", sql, params)?;
+    rows.first().map_or(Ok(0), |r| r.int("n"))
+}
+
 fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
-    let exists = if tx.is_postgres() {
-        tx.query(
-            "read schema",
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'mayfly_schema'",
-            &[],
-        )?
-    } else {
-        tx.query(
-            "read schema",
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'mayfly_schema'",
-            &[],
-        )
-        .map_err(|e| StoreError::Foreign {
+    let dialect = tx.dialect();
+    let exists = count(tx, dialect.table_exists(), &["mayfly_schema".into()]).map_err(|e| {
+        StoreError::Foreign {
             target: target.to_owned(),
             reason: e.to_string(),
-        })?
-    };
-    if exists.first().and_then(|r| r.first()).and_then(Value::int) == Some(1) {
+        }
+    })?;
+    if exists == 1 {
         let rows = tx.query("read schema", "SELECT version FROM mayfly_schema", &[])?;
-        return Ok(rows
-            .first()
-            .and_then(|r| r.first())
-            .and_then(Value::int)
-            .unwrap_or(0));
+        return rows.first().map_or(Ok(0), |r| r.int("version"));
     }
     // No schema table: a new database, or someone else's.
-    let others = if tx.is_postgres() {
-        tx.query(
-            "read schema",
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name IN ('secrets', 'locations', 'scans')",
-            &[],
-        )?
-    } else {
-        tx.query(
-            "read schema",
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-            &[],
-        )?
-    };
-    if others
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Value::int)
-        .unwrap_or(0)
-        > 0
-    {
+    if count(tx, dialect.foreign_tables(), &[])? > 0 {
         return Err(StoreError::Foreign {
             target: target.to_owned(),
             reason: "it holds tables but no Mayfly schema version".into(),
@@ -235,14 +209,7 @@ fn current_version(tx: &mut dyn Tx, target: &str) -> Result<i64, StoreError> {
 pub(crate) fn migrate(store: &mut Store) -> Result<(), StoreError> {
     let target = store.target().to_owned();
     store.transaction(|tx| {
-        if tx.is_postgres() {
-            // Replicas starting together migrate one at a time.
-            tx.query(
-                "lock schema",
-                "SELECT pg_advisory_xact_lock(7355608)::text",
-                &[],
-            )?;
-        }
+        dialect::lock(tx, Lock::Schema)?;
         let version = current_version(tx, &target)?;
         if version > CURRENT_VERSION {
             return Err(StoreError::TooNew {
@@ -252,12 +219,7 @@ pub(crate) fn migrate(store: &mut Store) -> Result<(), StoreError> {
             });
         }
         for migration in MIGRATIONS.iter().filter(|m| m.version > version) {
-            let statements = if tx.is_postgres() {
-                migration.postgres
-            } else {
-                migration.sqlite
-            };
-            for sql in statements {
+            for sql in tx.dialect().pick(migration.sqlite, migration.postgres) {
                 tx.execute("migrate", sql, &[])?;
             }
             tx.execute(

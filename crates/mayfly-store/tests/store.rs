@@ -8,7 +8,30 @@
     missing_docs
 )]
 
-use mayfly_store::{CopyRecord, ScanRecord, SecretFilter, SecretStatus, Store, StoreError};
+use mayfly_store::{
+    CopyRecord, OwnerClaim, OwnerSource, Ownership, ScanRecord, SecretFilter, SecretStatus, Store,
+    StoreError,
+};
+
+/// The store applies whatever ownership rule it is given; this one is
+/// `mayfly-inventory`'s (the strongest claim wins, ties are unclear),
+/// written here because the inventory crate depends on the store.
+fn strongest_claim(claims: &[OwnerClaim]) -> Ownership {
+    let Some(first) = claims.first() else {
+        return Ownership::Unclaimed;
+    };
+    let owners: Vec<&OwnerClaim> = claims.iter().filter(|c| c.source == first.source).collect();
+    if owners.len() == 1 {
+        Ownership::Owned {
+            owner: first.owner.clone(),
+            source: first.source,
+        }
+    } else {
+        Ownership::Disputed {
+            claimants: owners.iter().map(|c| c.owner.clone()).collect(),
+        }
+    }
+}
 
 /// A PostgreSQL database that exists for one test.
 struct PgDatabase {
@@ -103,7 +126,7 @@ fn merge_rescan_gone_and_second_source() {
                 copy(B, "ci.yml", 9, "ci"),
             ],
         };
-        let summary = store.save_scan(&first).unwrap();
+        let summary = store.save_scan(&first, strongest_claim).unwrap();
         assert_eq!(
             (
                 summary.new_secrets,
@@ -118,7 +141,7 @@ fn merge_rescan_gone_and_second_source() {
             at: 2_000,
             ..first.clone()
         };
-        let summary = store.save_scan(&again).unwrap();
+        let summary = store.save_scan(&again, strongest_claim).unwrap();
         assert_eq!(
             (
                 summary.new_secrets,
@@ -147,7 +170,13 @@ fn merge_rescan_gone_and_second_source() {
             copies: vec![copy(A, ".env", 1, "env"), copy(B, "ci.yml", 9, "ci")],
             ..first.clone()
         };
-        assert_eq!(store.save_scan(&later).unwrap().gone_locations, 1);
+        assert_eq!(
+            store
+                .save_scan(&later, strongest_claim)
+                .unwrap()
+                .gone_locations,
+            1
+        );
         let detail = store.secret(&A[..10]).unwrap();
         assert_eq!(detail.locations.len(), 2);
         assert_eq!(
@@ -166,7 +195,7 @@ fn merge_rescan_gone_and_second_source() {
             at: 4_000,
             copies: vec![copy(A, "/home/dev/.claude.json", 4, "mcp-config")],
         };
-        let summary = store.save_scan(&other).unwrap();
+        let summary = store.save_scan(&other, strongest_claim).unwrap();
         assert_eq!((summary.new_locations, summary.gone_locations), (1, 0));
         let detail = store.secret(A).unwrap();
         assert_eq!(detail.secret.copies, 2);
@@ -199,7 +228,7 @@ fn owners_resolution_and_reopening() {
             at: 100,
             copies: vec![copy(A, ".env", 1, "env"), copy(B, "x.py", 2, "code")],
         };
-        store.save_scan(&scan).unwrap();
+        store.save_scan(&scan, strongest_claim).unwrap();
         assert_eq!(
             store
                 .list_secrets(&SecretFilter {
@@ -210,7 +239,9 @@ fn owners_resolution_and_reopening() {
                 .len(),
             2
         );
-        store.set_owner(&A[..12], Some("team-payments")).unwrap();
+        store
+            .set_owner(&A[..12], Some("team-payments"), strongest_claim)
+            .unwrap();
         let owned = store
             .list_secrets(&SecretFilter {
                 owner: Some("team-payments".into()),
@@ -218,7 +249,10 @@ fn owners_resolution_and_reopening() {
             })
             .unwrap();
         assert_eq!(owned.len(), 1);
-        assert_eq!(owned[0].owner_source.as_deref(), Some("explicit"));
+        assert_eq!(
+            owned[0].owner_source.map(OwnerSource::as_str),
+            Some("explicit")
+        );
 
         store
             .resolve(
@@ -245,10 +279,13 @@ fn owners_resolution_and_reopening() {
 
         // The rotated secret shows up again: reopened and flagged.
         let summary = store
-            .save_scan(&ScanRecord {
-                at: 200,
-                ..scan.clone()
-            })
+            .save_scan(
+                &ScanRecord {
+                    at: 200,
+                    ..scan.clone()
+                },
+                strongest_claim,
+            )
             .unwrap();
         assert_eq!(summary.reopened, vec![A.to_owned()]);
         let detail = store.secret(A).unwrap();
@@ -262,7 +299,7 @@ fn owners_resolution_and_reopening() {
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(store.secret("xyz"), Err(StoreError::NotFound(_))));
-        store.set_owner(A, None).unwrap();
+        store.set_owner(A, None, strongest_claim).unwrap();
         assert!(store.secret(A).unwrap().secret.owner.is_none());
     });
 }
@@ -314,7 +351,7 @@ fn concurrent_saves_lose_nothing() {
                                 copy(A, "shared.env", 1, "env"),
                             ],
                         };
-                        store.save_scan(&scan).unwrap();
+                        store.save_scan(&scan, strongest_claim).unwrap();
                     }
                 });
             }
@@ -352,7 +389,10 @@ fn owners_derive_from_claims_and_conflicts_make_ownership_unclear() {
     on_both(|open| {
         let mut store = open();
         let claimed = |fp: &str, path: &str, owner: &str, source: OwnerSource| CopyRecord {
-            owner_claim: Some((owner.to_owned(), source)),
+            owner_claim: Some(OwnerClaim {
+                owner: owner.to_owned(),
+                source,
+            }),
             ..copy(fp, path, 1, "code")
         };
         let scan = ScanRecord {
@@ -370,10 +410,10 @@ fn owners_derive_from_claims_and_conflicts_make_ownership_unclear() {
                 claimed(B, "two.py", "@acme/two", OwnerSource::Codeowners),
             ],
         };
-        store.save_scan(&scan).unwrap();
+        store.save_scan(&scan, strongest_claim).unwrap();
         let a = store.secret(A).unwrap().secret;
         assert_eq!(
-            (a.owner.as_deref(), a.owner_source.as_deref()),
+            (a.owner.as_deref(), a.owner_source.map(OwnerSource::as_str)),
             (Some("team-billing"), Some("owners-file"))
         );
         let b = store.secret(B).unwrap().secret;
@@ -388,20 +428,25 @@ fn owners_derive_from_claims_and_conflicts_make_ownership_unclear() {
         assert_eq!(unclear.len(), 1);
 
         // An explicit owner wins over claims and survives rescans.
-        store.set_owner(B, Some("team-platform")).unwrap();
         store
-            .save_scan(&ScanRecord {
-                at: 20,
-                ..scan.clone()
-            })
+            .set_owner(B, Some("team-platform"), strongest_claim)
+            .unwrap();
+        store
+            .save_scan(
+                &ScanRecord {
+                    at: 20,
+                    ..scan.clone()
+                },
+                strongest_claim,
+            )
             .unwrap();
         let b = store.secret(B).unwrap().secret;
         assert_eq!(
-            (b.owner.as_deref(), b.owner_source.as_deref()),
+            (b.owner.as_deref(), b.owner_source.map(OwnerSource::as_str)),
             (Some("team-platform"), Some("explicit"))
         );
         // Clearing it falls back to the claims.
-        store.set_owner(B, None).unwrap();
+        store.set_owner(B, None, strongest_claim).unwrap();
         assert!(store.secret(B).unwrap().secret.owner_conflict.is_some());
     });
 }
@@ -424,7 +469,7 @@ fn plan_input_streams_open_secrets_with_their_forbidden_copies() {
                 copy(C, "m.json", 1, "mcp-config"),
             ],
         };
-        store.save_scan(&scan).unwrap();
+        store.save_scan(&scan, strongest_claim).unwrap();
         // A resolved secret has no plan, though its copies are still there.
         store
             .resolve(C, SecretStatus::Revoked, "revoked", 150)

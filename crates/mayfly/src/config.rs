@@ -60,9 +60,18 @@ pub struct Loaded {
     pub file: ConfigFile,
     /// The configuration file's directory.
     pub base: PathBuf,
+    /// The file, if one was read.
+    pub path: Option<PathBuf>,
 }
 
 impl Loaded {
+    /// The file's name for messages.
+    pub fn origin(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "the defaults".to_owned(), |p| p.display().to_string())
+    }
+
     /// Resolves a path written in the configuration file.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -83,6 +92,7 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
             return Ok(Loaded {
                 file: ConfigFile::default(),
                 base: PathBuf::from("."),
+                path: None,
             });
         }
     };
@@ -95,11 +105,15 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
         .map(Path::to_owned)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    Ok(Loaded { file, base })
+    Ok(Loaded {
+        file,
+        base,
+        path: Some(path),
+    })
 }
 
 /// Parses a size: bytes, or a number with K, M, G or T (powers of 1024,
-/// optionally followed by `B` or `iB`).
+/// optionally followed by `B` or `iB`). A clap value parser.
 pub fn parse_size(text: &str) -> anyhow::Result<u64> {
     let trimmed = text.trim();
     let lower = trimmed.to_ascii_lowercase();
@@ -123,29 +137,21 @@ pub fn parse_size(text: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("size {trimmed:?} is too large"))
 }
 
-/// Parses a date: `YYYY-MM-DD` (UTC midnight) or seconds since the epoch.
+/// Parses a date: `YYYY-MM-DD` (UTC midnight, a real calendar date) or
+/// seconds since the epoch. A clap value parser.
 pub fn parse_date(text: &str) -> anyhow::Result<i64> {
     let trimmed = text.trim();
     if let Ok(seconds) = trimmed.parse::<i64>() {
         return Ok(seconds);
     }
-    let parts: Vec<&str> = trimmed.split('-').collect();
-    let [year, month, day] = parts.as_slice() else {
-        bail!("date {trimmed:?}: write YYYY-MM-DD or seconds since the epoch");
-    };
-    let (year, month, day): (i64, i64, i64) = (
-        year.parse()
-            .with_context(|| format!("date {trimmed:?}: bad year"))?,
-        month
-            .parse()
-            .with_context(|| format!("date {trimmed:?}: bad month"))?,
-        day.parse()
-            .with_context(|| format!("date {trimmed:?}: bad day"))?,
-    );
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        bail!("date {trimmed:?}: month or day out of range");
-    }
-    Ok(mayfly_scan::time::days_from_civil(year, month, day) * 86_400)
+    let date: jiff::civil::Date = trimmed.parse().with_context(|| {
+        format!("date {trimmed:?}: write a calendar date as YYYY-MM-DD, or seconds since the epoch")
+    })?;
+    Ok(date
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .with_context(|| format!("date {trimmed:?} is out of range"))?
+        .timestamp()
+        .as_second())
 }
 
 #[cfg(test)]
@@ -160,6 +166,9 @@ mod tests {
         assert_eq!(parse_date("1700000000").unwrap(), 1_700_000_000);
         assert!(parse_date("yesterday").is_err());
         assert!(parse_date("2024-13-01").is_err());
+        assert!(parse_date("2024-02-31").is_err(), "no such day");
+        assert!(parse_date("2023-02-29").is_err(), "not a leap year");
+        assert_eq!(parse_date("2024-02-29").unwrap(), 1_709_164_800);
     }
 
     #[test]

@@ -2,12 +2,11 @@
 //! the libraries together and maps outcomes to exit codes; the work happens
 //! in the library crates.
 
-mod broker_cmd;
 mod cli;
+mod cmd;
+mod common;
 mod config;
-mod inventory_cmd;
 mod progress;
-mod scan_cmd;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mayfly_broker::client::{Client, TaskRequest};
 use mayfly_broker::config::{BrokerConfig, IssuerConfig, ResourceServerConfig};
-use mayfly_broker::service::{BrokerPaths, TaskView, TokenResponse};
+use mayfly_broker::protocol::{TaskView, TokenResponse};
+use mayfly_broker::service::BrokerPaths;
 use mayfly_broker::{Broker, Clock, ManualClock};
 use p256::pkcs8::EncodePrivateKey;
 use serde_json::{Value, json};
@@ -187,7 +188,7 @@ impl Harness {
         config.resource_servers.push(ResourceServerConfig {
             client_id: "api".into(),
             secret_file: Some(secret_file),
-            secret_env: None,
+            ..ResourceServerConfig::default()
         });
         tweak(&mut config);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -314,27 +315,13 @@ impl Harness {
 
     /// A form POST to the token endpoint; returns status and JSON.
     pub fn token_request(&self, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> (u16, Value) {
-        let body = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={}", encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
         all.extend_from_slice(headers);
         self.raw("POST", "/oauth2/token", &all, body.as_bytes())
     }
-}
-
-pub fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Exchange fields for `identity` on `task` for `audience`.

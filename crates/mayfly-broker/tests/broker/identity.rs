@@ -129,6 +129,97 @@ fn keys_come_by_discovery_and_refresh_on_a_new_kid_at_a_bounded_rate() {
     assert_eq!(oidc.hits.load(Ordering::SeqCst), 4);
 }
 
+/// A JWKS endpoint that answers (with no keys) only after `delay`,
+/// counting requests.
+fn slow_jwks(delay: std::time::Duration) -> (String, Arc<AtomicUsize>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/jwks",
+        listener.local_addr().unwrap().port()
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(delay);
+                let body = r#"{"keys":[]}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn a_slow_identity_provider_holds_only_the_requests_that_need_its_keys() {
+    let (jwks_uri, hits) = slow_jwks(std::time::Duration::from_secs(3));
+    let h = Harness::start_with(Backend::Sqlite, move |c| {
+        let mut slow = issuer_config("slow", "https://slow.test", None, None);
+        slow.jwks_uri = Some(jwks_uri);
+        c.issuers.push(slow);
+    });
+    // Tokens of the slow issuer with kids nobody knows, sent at once.
+    let url = h.url.clone();
+    let now = h.now();
+    let callers: Vec<_> = (0..4)
+        .map(|i| {
+            let token =
+                TestIssuer::new("https://slow.test", &format!("random-{i}")).mint("svc:x", now);
+            let url = url.clone();
+            std::thread::spawn(move || {
+                mayfly_broker::client::Client::new(&url)
+                    .start_task(
+                        &token,
+                        &TaskRequest {
+                            purpose: "p".into(),
+                            owner: "o".into(),
+                            ttl_seconds: None,
+                            audiences: vec![AUD.into()],
+                        },
+                    )
+                    .unwrap_err()
+                    .to_string()
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Meanwhile the rest of the API answers at once.
+    let started = std::time::Instant::now();
+    assert_eq!(h.raw("GET", "/.well-known/jwks.json", &[], b"").0, 200);
+    let identity = h.identity("svc:a");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    let token = h.exchange(&identity, &task.id, AUD).access_token;
+    assert!(h.active(&token));
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "other requests waited {:?} behind the slow provider",
+        started.elapsed()
+    );
+    for caller in callers {
+        let refusal = caller.join().unwrap();
+        assert!(refusal.contains("401"), "{refusal}");
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "four unknown kids, one fetch (the attempt counts before the answer comes)"
+    );
+}
+
 #[test]
 fn jku_and_embedded_keys_are_never_followed() {
     let rt = tokio::runtime::Builder::new_multi_thread()

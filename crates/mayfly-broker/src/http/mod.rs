@@ -1,124 +1,31 @@
 //! The HTTP API: OAuth endpoints (RFC 8414 metadata, RFC 8693 exchange,
 //! RFC 7662 introspection, RFC 7009 revocation), tasks, and admin. Every
-//! error body is OAuth's `{"error", "error_description"}`.
+//! error body is OAuth's `{"error", "error_description"}` ([`error`]);
+//! [`server`] runs it with timeouts and connection limits.
+
+pub mod error;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{FormRejection, JsonRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use mayfly_store::{RevokeSelector, TaskFilter};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
+use tower_http::trace::TraceLayer;
 
-use crate::service::{Broker, BrokerError, Caller, ExchangeRequest, SWEEP_BATCH, StartTask};
-
-/// An error as an HTTP response.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    description: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            error,
-            description: description.into(),
-        }
-    }
-}
-
-impl From<BrokerError> for ApiError {
-    fn from(e: BrokerError) -> Self {
-        let (status, error) = match &e {
-            BrokerError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
-            BrokerError::InvalidGrant(_) => (StatusCode::BAD_REQUEST, "invalid_grant"),
-            BrokerError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
-            BrokerError::UnsupportedGrantType(_) => {
-                (StatusCode::BAD_REQUEST, "unsupported_grant_type")
-            }
-            BrokerError::AccessDenied { .. } => (StatusCode::FORBIDDEN, "access_denied"),
-            BrokerError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_client"),
-            BrokerError::Forbidden(_) => (StatusCode::FORBIDDEN, "access_denied"),
-            BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            BrokerError::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-            }
-            BrokerError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
-        };
-        if status.is_server_error() {
-            eprintln!("mayfly serve: {error}: {e}");
-        }
-        ApiError::new(status, error, e.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": self.error, "error_description": self.description})),
-        )
-            .into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mayfly\""),
-            );
-        }
-        response
-    }
-}
-
-fn body_rejection(status: StatusCode, text: String) -> ApiError {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(status, "invalid_request", "the request body is too large")
-    } else if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        ApiError::new(status, "invalid_request", text)
-    } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", text)
-    }
-}
-
-/// A form body whose rejection is an OAuth error.
-pub struct OAuthForm<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthForm<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        axum::Form::<T>::from_request(req, state)
-            .await
-            .map(|form| OAuthForm(form.0))
-            .map_err(|e: FormRejection| body_rejection(e.status(), e.body_text()))
-    }
-}
-
-/// A JSON body whose rejection is an OAuth error.
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Json::<T>::from_request(req, state)
-            .await
-            .map(|json| ApiJson(json.0))
-            .map_err(|e: JsonRejection| body_rejection(e.status(), e.body_text()))
-    }
-}
+pub use self::error::{ApiError, ApiJson, OAuthForm};
+pub use self::server::{serve, spawn_background};
+use crate::auth::Caller;
+use crate::protocol::{ExchangeRequest, StartTask};
+use crate::service::Broker;
 
 type Shared = Arc<Broker>;
 
@@ -136,9 +43,23 @@ fn no_store<T: IntoResponse>(body: T) -> Response {
     response
 }
 
+/// A span per request: method and route (never the query, a header or a
+/// body, which may carry tokens); the status and latency are recorded
+/// when the answer goes out.
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::info_span!("request", method = %request.method(), route, status = tracing::field::Empty)
+}
+
 /// Builds the router over a broker.
 pub fn app(broker: Shared) -> Router {
-    let limit = broker.config().server.max_body_bytes;
+    let server = &broker.config().server;
+    let body_limit = server.max_body_bytes;
+    let header_limit = server.max_header_bytes;
+    let request_timeout = Duration::from_secs(server.request_timeout_seconds);
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
@@ -160,7 +81,29 @@ pub fn app(broker: Shared) -> Router {
                 "no such endpoint; see /.well-known/oauth-authorization-server",
             )
         })
-        .layer(DefaultBodyLimit::max(limit))
+        .method_not_allowed_fallback(|| async { StatusCode::METHOD_NOT_ALLOWED })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            error::request_timeout,
+        ))
+        .layer(middleware::from_fn(error::oauth_errors))
+        .layer(middleware::from_fn_with_state(
+            header_limit,
+            error::header_limit,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(
+                    |response: &Response, latency: Duration, span: &tracing::Span| {
+                        span.record("status", response.status().as_u16());
+                        tracing::debug!(latency_us = latency.as_micros() as u64, "answered");
+                    },
+                )
+                .on_failure(()),
+        )
         .with_state(broker)
 }
 
@@ -196,13 +139,7 @@ async fn token(
     };
     let response = broker
         .exchange(request, dpop, &peer.ip().to_string())
-        .await
-        .map_err(|e| match e {
-            BrokerError::InvalidRequest(m) if dpop.is_some() && m.contains("DPoP") => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", m)
-            }
-            other => other.into(),
-        })?;
+        .await?;
     Ok(no_store(Json(response)))
 }
 
@@ -254,7 +191,7 @@ async fn start_task(
     headers: HeaderMap,
     request: Result<ApiJson<StartTask>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let workload = match broker.authenticate(authorization(&headers))? {
+    let workload = match broker.authenticate(authorization(&headers)).await? {
         Caller::Workload(w) => w,
         _ => {
             return Err(ApiError::new(
@@ -276,7 +213,7 @@ async fn show_task(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = broker.authenticate(authorization(&headers))?;
+    let caller = broker.authenticate(authorization(&headers)).await?;
     Ok(no_store(Json(broker.show_task(&caller, &id).await?)))
 }
 
@@ -285,7 +222,7 @@ async fn end_task(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let caller = broker.authenticate(authorization(&headers))?;
+    let caller = broker.authenticate(authorization(&headers)).await?;
     Ok(no_store(Json(broker.end_task(&caller, &id).await?)))
 }
 
@@ -387,79 +324,4 @@ async fn admin_reload(
     broker.authenticate_admin(authorization(&headers))?;
     let (ids, revoked) = broker.reload_policies().await?;
     Ok(no_store(Json(json!({"policies": ids, "revoked": revoked}))))
-}
-
-/// Runs the background work of a broker: the sweeper (every 250 ms), key
-/// refresh and rotation (every minute) and, on Unix, policy reload on
-/// SIGHUP. (The writer checkpoints the store itself.)
-pub fn spawn_background(broker: Shared) {
-    let sweeper = broker.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tick.tick().await;
-            // A full batch means more is waiting: go on at once (issuance
-            // still gets the writer between batches).
-            loop {
-                match sweeper.sweep().await {
-                    Ok((tasks, leases)) if tasks.max(leases) >= SWEEP_BATCH => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        eprintln!("mayfly serve: sweep failed: {e}");
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    let keys = broker.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = keys.refresh_keys().await {
-                eprintln!("mayfly serve: key refresh failed: {e}");
-            }
-        }
-    });
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            match broker.reload_policies().await {
-                Ok((ids, revoked)) => eprintln!(
-                    "mayfly serve: policies reloaded ({} policies, {revoked} credentials revoked)",
-                    ids.len()
-                ),
-                Err(e) => eprintln!(
-                    "mayfly serve: policies not reloaded, the old set stays in force: {e}"
-                ),
-            }
-        }
-    });
-}
-
-/// Serves the API on `listener` until `shutdown` completes.
-pub async fn serve(
-    broker: Shared,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    spawn_background(broker.clone());
-    // Answers are small and go out whole: no reason to let Nagle's
-    // algorithm hold one back waiting for the client's ACK.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app(broker).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }

@@ -1,0 +1,67 @@
+//! Store reads off the async workers, on pooled connections. (Writes go
+//! through the one writer thread: [`crate::writer`].)
+
+use std::sync::Mutex;
+
+use mayfly_store::{Store, StoreError};
+
+use crate::error::BrokerError;
+
+/// Most idle connections kept.
+const IDLE_CONNECTIONS: usize = 16;
+
+/// Runs blocking work off the async workers: the store's drivers block
+/// (PostgreSQL's on its own runtime, which tokio forbids inside an async
+/// task), and so do file reads and identity-provider fetches.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BrokerError::Internal(format!("a blocking task failed: {e}")))?
+}
+
+/// Connections for reads, opened as needed and reused.
+#[derive(Debug)]
+pub struct ReadPool {
+    target: String,
+    idle: Mutex<Vec<Store>>,
+}
+
+impl ReadPool {
+    /// A pool over the store at `target` (a SQLite path or a PostgreSQL URL).
+    pub fn new(target: &str) -> ReadPool {
+        ReadPool {
+            target: target.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `work` on a pooled connection, off the async workers.
+    pub async fn read<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let pool = self.clone();
+        blocking(move || pool.with(work)).await
+    }
+
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, BrokerError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut store = match pooled {
+            Some(store) => store,
+            None => Store::open(&self.target)?,
+        };
+        // A connection whose work failed may be broken: it is dropped.
+        let value = work(&mut store)?;
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_CONNECTIONS
+        {
+            idle.push(store);
+        }
+        Ok(value)
+    }
+}

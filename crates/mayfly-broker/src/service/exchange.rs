@@ -1,0 +1,158 @@
+//! RFC 8693 token exchange: a verified workload, a live task of its own
+//! that named the audience, policy's permission, then a signed access
+//! token whose lease is committed before the token is returned.
+
+use mayfly_store::{BrokerWrite, LeaseRecord, RevokeSelector, WriteOutcome};
+use serde_json::json;
+
+use super::{Broker, Question, event};
+use crate::b64;
+use crate::error::{BrokerError, internal};
+use crate::policy::{Action, TaskFacts};
+use crate::protocol::{ACCESS_TOKEN_TYPE, ExchangeRequest, TokenResponse};
+use crate::task_cache::Forget;
+use crate::token::{AccessClaims, Confirmation};
+
+impl Broker {
+    /// RFC 8693 token exchange.
+    pub async fn exchange(
+        &self,
+        request: ExchangeRequest,
+        dpop_proof: Option<&str>,
+        source_ip: &str,
+    ) -> Result<TokenResponse, BrokerError> {
+        let now = self.now();
+        let request = request.validate()?;
+        let task_id = request.task_id.as_str();
+        let audience = request.audience.as_str();
+        let workload = self
+            .identity
+            .verify(&request.subject_token)
+            .await
+            .map_err(BrokerError::SubjectToken)?;
+        let jkt = match dpop_proof {
+            Some(proof) => Some(self.dpop.verify(
+                proof,
+                "POST",
+                &format!("{}/oauth2/token", self.public_url),
+                now,
+            )?),
+            None => None,
+        };
+        let task = self.load_task(task_id).await.map_err(|e| match e {
+            BrokerError::NotFound(m) => BrokerError::InvalidGrant(m),
+            other => other,
+        })?;
+        if task.workload != workload.id || task.issuer != workload.issuer {
+            self.deny(
+                "token.deny",
+                json!({"task": task_id, "workload": workload.id, "reason": "task of another workload"}),
+            )
+            .await;
+            return Err(BrokerError::InvalidGrant(format!(
+                "task {task_id} belongs to another workload"
+            )));
+        }
+        if task.ended_at.is_some() || now >= task.expires_at {
+            return Err(BrokerError::InvalidGrant(format!(
+                "task {task_id} has ended; start a new task"
+            )));
+        }
+        if !task.audiences.iter().any(|a| a == audience) {
+            return Err(BrokerError::InvalidTarget(format!(
+                "task {task_id} did not name audience {audience}; its audiences are {}",
+                task.audiences.join(", ")
+            )));
+        }
+        let tokens = &self.config.tokens;
+        let requested = request.requested_ttl.unwrap_or(tokens.default_ttl_seconds);
+        let decision = self.decide(
+            &self.current_policies(),
+            &Question {
+                action: Action::Exchange,
+                workload: &workload,
+                task: TaskFacts::of(&task),
+                audience,
+                scope: &request.scopes,
+                requested_ttl: requested,
+                dpop: jkt.is_some(),
+                source_ip,
+            },
+        );
+        if !decision.allowed {
+            self.deny(
+                "token.deny",
+                json!({"task": task_id, "workload": workload.id, "audience": audience,
+                       "policies": decision.policies, "errors": decision.errors}),
+            )
+            .await;
+            return Err(BrokerError::AccessDenied(format!(
+                "a credential for {audience} is denied: {}",
+                decision.reason()
+            )));
+        }
+        let lifetime = requested
+            .min(tokens.max_ttl_seconds)
+            .min(task.expires_at - now)
+            .min(decision.max_ttl.unwrap_or(i64::MAX));
+        let scope = request.scopes.join(" ");
+        let jti = b64::time_ordered_id(now).map_err(internal)?;
+        let claims = AccessClaims {
+            iss: self.public_url.clone(),
+            sub: workload.id.clone(),
+            aud: audience.to_owned(),
+            exp: now + lifetime,
+            iat: now,
+            nbf: now,
+            jti: jti.clone(),
+            client_id: workload.issuer.clone(),
+            scope: scope.clone(),
+            task: task.id.clone(),
+            tenant: task.tenant.clone(),
+            cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
+        };
+        let access_token = self.sign(&claims)?;
+        let lease = LeaseRecord {
+            jti: jti.clone(),
+            task_id: task.id.clone(),
+            workload: workload.id.clone(),
+            owner: task.owner.clone(),
+            tenant: task.tenant.clone(),
+            audience: audience.to_owned(),
+            scope: scope.clone(),
+            client_id: workload.issuer.clone(),
+            cnf_jkt: jkt.clone(),
+            source_addr: source_ip.to_owned(),
+            issued_at: now,
+            expires_at: now + lifetime,
+            revoked_at: None,
+            revoke_reason: None,
+        };
+        let audit = event(
+            now,
+            "token.issue",
+            json!({"jti": jti, "task": task.id, "workload": workload.id, "audience": audience,
+                   "exp": now + lifetime, "policies": decision.policies, "bound": jkt.is_some()}),
+        );
+        match self
+            .writer
+            .apply_one(BrokerWrite::IssueLease { lease, audit })
+            .await?
+        {
+            WriteOutcome::Done(_) => Ok(TokenResponse {
+                access_token,
+                issued_token_type: ACCESS_TOKEN_TYPE.into(),
+                token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+                expires_in: lifetime,
+                scope,
+            }),
+            WriteOutcome::Refused(_) => {
+                self.tasks
+                    .forget(Forget::Revoked(&RevokeSelector::Task(task_id.to_owned())));
+                Err(BrokerError::InvalidGrant(format!(
+                    "task {task_id} has ended; start a new task"
+                )))
+            }
+        }
+    }
+}

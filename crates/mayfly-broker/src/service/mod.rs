@@ -1,0 +1,222 @@
+//! The broker's operations, independent of HTTP, one file per use case:
+//! [`tasks`] (start, show, end, list), [`exchange`] (RFC 8693),
+//! [`tokens`] (introspection, revocation, sweeping), [`policies`]
+//! (install, reload, re-evaluate) and [`signing`] (Mayfly's keys).
+//! Every decision goes through [`Broker::decide`].
+
+mod exchange;
+mod policies;
+mod signing;
+mod tasks;
+mod tokens;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use mayfly_store::{BrokerWrite, NewAuditEvent, Store};
+
+use crate::auth::{Caller, CallerSecrets, Presented};
+use crate::clock::{Clock, Timestamp};
+use crate::config::BrokerConfig;
+use crate::dpop::DpopVerifier;
+use crate::error::BrokerError;
+use crate::identity::{IdentityVerifier, Workload};
+use crate::keys::{KeyRing, MasterKey};
+use crate::policy::{Action, Decision, Policies, PolicyEngine, PolicyRequest, TaskFacts};
+use crate::reader::{ReadPool, blocking};
+use crate::secrets;
+use crate::task_cache::TaskCache;
+use crate::writer::Writer;
+
+/// Most expired tasks, and most expired credentials, one sweep closes. A
+/// sweep holds the writer, so issuance waits at most for one such batch.
+pub const SWEEP_BATCH: u64 = 1000;
+
+/// Where the broker keeps its files and store.
+#[derive(Debug, Clone)]
+pub struct BrokerPaths {
+    /// Mayfly's data directory (master key, admin token).
+    pub data_dir: PathBuf,
+    /// The store: a SQLite path or a `postgres://` URL.
+    pub db: String,
+}
+
+/// One question to policy: who asks what, for which task and audience.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Question<'a> {
+    pub(crate) action: Action,
+    pub(crate) workload: &'a Workload,
+    pub(crate) task: TaskFacts<'a>,
+    pub(crate) audience: &'a str,
+    pub(crate) scope: &'a [String],
+    pub(crate) requested_ttl: i64,
+    pub(crate) dpop: bool,
+    pub(crate) source_ip: &'a str,
+}
+
+/// The broker.
+pub struct Broker {
+    config: BrokerConfig,
+    public_url: String,
+    clock: Arc<dyn Clock>,
+    identity: IdentityVerifier,
+    engine: PolicyEngine,
+    policies: RwLock<Arc<Policies>>,
+    keys: RwLock<Arc<KeyRing>>,
+    master: Arc<MasterKey>,
+    writer: Writer,
+    readers: Arc<ReadPool>,
+    dpop: DpopVerifier,
+    secrets: CallerSecrets,
+    tasks: TaskCache,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker({})", self.public_url)
+    }
+}
+
+/// An audit event of `kind` now, with the fields of a JSON object.
+fn event(at: Timestamp, kind: &str, data: serde_json::Value) -> NewAuditEvent {
+    NewAuditEvent::new(at, kind, data)
+}
+
+impl Broker {
+    /// Opens the store, loads keys and policies, and is ready to serve.
+    pub async fn open(
+        config: BrokerConfig,
+        paths: &BrokerPaths,
+        admin_token: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Broker, BrokerError> {
+        config.check()?;
+        let db = paths.db.clone();
+        let writer = blocking(move || {
+            let store = Store::open(&db)?;
+            Ok(Writer::start(store)?)
+        })
+        .await?;
+        let engine = PolicyEngine::new()?;
+        let policies = match &config.policy.dir {
+            Some(dir) => engine.load_dir(dir)?,
+            None => engine.defaults()?,
+        };
+        let identity = IdentityVerifier::new(config.checked_issuers()?, clock.clone());
+        let master = secrets::master_key(&config, &paths.data_dir)?;
+        let secrets = CallerSecrets::new(admin_token, &secrets::resource_server_secrets(&config)?);
+        let broker = Broker {
+            public_url: config.public_url(),
+            config,
+            clock,
+            identity,
+            engine,
+            policies: RwLock::new(Arc::new(policies)),
+            keys: RwLock::new(Arc::new(KeyRing::from_records(&[], &master, 0, 0)?)),
+            master: Arc::new(master),
+            writer,
+            readers: Arc::new(ReadPool::new(&paths.db)),
+            dpop: DpopVerifier::default(),
+            secrets,
+            tasks: TaskCache::default(),
+        };
+        broker.refresh_keys().await?;
+        broker.audit_policy_load().await?;
+        Ok(broker)
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Mayfly's public URL (the `iss` of its tokens).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    fn current_policies(&self) -> Arc<Policies> {
+        match self.policies.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Asks policy, with the policies in force or a given set.
+    pub(crate) fn decide(&self, policies: &Policies, question: &Question<'_>) -> Decision {
+        self.engine.decide(
+            policies,
+            &PolicyRequest {
+                workload: question.workload,
+                action: question.action,
+                task: question.task,
+                audience: question.audience,
+                scope: question.scope,
+                requested_ttl: question.requested_ttl,
+                now: self.now(),
+                dpop: question.dpop,
+                source_ip: question.source_ip,
+            },
+        )
+    }
+
+    /// Checks the client of introspection and revocation.
+    pub fn authenticate_client(&self, authorization: Option<&str>) -> Result<Caller, BrokerError> {
+        self.secrets.client(authorization)
+    }
+
+    /// Checks the admin token.
+    pub fn authenticate_admin(&self, authorization: Option<&str>) -> Result<(), BrokerError> {
+        self.secrets.admin(authorization)
+    }
+
+    /// Checks a `Bearer` value: the admin token or a workload identity token.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, BrokerError> {
+        let Presented::Bearer(token) = Presented::parse(authorization) else {
+            return Err(BrokerError::Unauthorized(
+                "send the workload's identity token (or the admin token) as Authorization: Bearer"
+                    .into(),
+            ));
+        };
+        if self.secrets.is_admin(token) {
+            return Ok(Caller::Admin);
+        }
+        Ok(Caller::Workload(self.identity.verify(token).await?))
+    }
+
+    /// Records an event that has no other write (a denial, a policy load).
+    async fn audit(&self, kind: &str, data: serde_json::Value) -> Result<(), BrokerError> {
+        self.writer
+            .apply_one(BrokerWrite::Audit(event(self.now(), kind, data)))
+            .await?;
+        Ok(())
+    }
+
+    /// Records a denial; one that cannot be recorded is still a denial.
+    async fn deny(&self, kind: &str, data: serde_json::Value) {
+        let _ = self.audit(kind, data).await;
+    }
+
+    /// RFC 8414 metadata.
+    pub fn metadata(&self) -> serde_json::Value {
+        let base = &self.public_url;
+        serde_json::json!({
+            "issuer": base,
+            "token_endpoint": format!("{base}/oauth2/token"),
+            "introspection_endpoint": format!("{base}/oauth2/introspect"),
+            "revocation_endpoint": format!("{base}/oauth2/revoke"),
+            "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "grant_types_supported": [crate::protocol::TOKEN_EXCHANGE],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "bearer"],
+            "response_types_supported": [],
+            "dpop_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+            "access_token_signing_alg_values_supported": self.config.signing_algorithms(),
+        })
+    }
+}

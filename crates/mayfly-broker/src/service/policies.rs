@@ -1,0 +1,169 @@
+//! Policy changes: a new set is validated before it replaces the old one,
+//! and every live credential is then decided again; those the new set
+//! denies are revoked.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mayfly_store::{BrokerWrite, WriteOutcome};
+use serde_json::json;
+
+use super::{Broker, Question, event};
+use crate::error::BrokerError;
+use crate::identity::Workload;
+use crate::policy::{Action, Policies, TaskFacts};
+use crate::protocol::parse_scope;
+
+impl Broker {
+    /// Records which policies are in force.
+    pub(super) async fn audit_policy_load(&self) -> Result<(), BrokerError> {
+        let policies = self.current_policies();
+        self.audit(
+            "policy.load",
+            json!({"origin": policies.origin, "policies": policies.ids}),
+        )
+        .await
+    }
+
+    /// Installs a validated policy set; live credentials it denies are
+    /// revoked. Returns the policy ids and how many were revoked.
+    pub async fn install_policies(
+        &self,
+        policies: Policies,
+    ) -> Result<(Vec<String>, u64), BrokerError> {
+        let ids = policies.ids.clone();
+        if let Ok(mut slot) = self.policies.write() {
+            *slot = Arc::new(policies);
+        }
+        self.audit_policy_load().await?;
+        let revoked = self.reevaluate().await?;
+        Ok((ids, revoked))
+    }
+
+    /// Replaces the policy files of the configured directory (admin API).
+    pub async fn replace_policies(
+        &self,
+        files: Vec<(String, String)>,
+    ) -> Result<(Vec<String>, u64), BrokerError> {
+        let dir = self.config.policy.dir.clone().ok_or_else(|| {
+            BrokerError::InvalidRequest("no policy directory is configured ([policy] dir); the embedded defaults cannot be replaced".into())
+        })?;
+        for (name, _) in &files {
+            let stem = name.strip_suffix(".cedar").unwrap_or_default();
+            if stem.is_empty()
+                || !stem
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "policy file name {name:?} must be letters, digits, - or _ followed by .cedar"
+                )));
+            }
+        }
+        let policies = self.engine.load_texts(&files, &dir.display().to_string())?;
+        write_policy_dir(&dir, &files).map_err(|e| {
+            BrokerError::Internal(format!(
+                "cannot write the policies to {}: {e}",
+                dir.display()
+            ))
+        })?;
+        self.install_policies(policies).await
+    }
+
+    /// Reads the policy directory again (SIGHUP, admin API).
+    pub async fn reload_policies(&self) -> Result<(Vec<String>, u64), BrokerError> {
+        let policies = match &self.config.policy.dir {
+            Some(dir) => self.engine.load_dir(dir)?,
+            None => self.engine.defaults()?,
+        };
+        self.install_policies(policies).await
+    }
+
+    /// Decides every live credential again under the policies in force and
+    /// revokes those now denied. A task whose stored workload cannot be
+    /// rebuilt is denied (fail closed).
+    pub async fn reevaluate(&self) -> Result<u64, BrokerError> {
+        let now = self.now();
+        let policies = self.current_policies();
+        let grants = self
+            .readers
+            .read(move |s| s.broker_live_grants(now))
+            .await?;
+        let mut revoked = 0;
+        for grant in grants {
+            let task = &grant.task;
+            let (denied, policy_ids) =
+                match Workload::from_attributes(&task.workload, &task.attributes) {
+                    Some(workload) => {
+                        // Scopes were checked at issuance; one that no longer
+                        // parses is denied too.
+                        let scopes = parse_scope(&grant.scope).unwrap_or_default();
+                        let decision = self.decide(
+                            &policies,
+                            &Question {
+                                action: Action::Exchange,
+                                workload: &workload,
+                                task: TaskFacts::of(task),
+                                audience: &grant.audience,
+                                scope: &scopes,
+                                requested_ttl: grant.lifetime,
+                                dpop: grant.bound,
+                                source_ip: &task.source_addr,
+                            },
+                        );
+                        (
+                            (!decision.allowed).then(|| decision.reason()),
+                            decision.policies,
+                        )
+                    }
+                    None => (
+                        Some("the task's stored workload cannot be read".to_owned()),
+                        Vec::new(),
+                    ),
+                };
+            let Some(reason) = denied else {
+                continue;
+            };
+            if let WriteOutcome::Done(n) = self
+                .writer
+                .apply_one(BrokerWrite::RevokeLeases {
+                    jtis: grant.jtis.clone(),
+                    at: now,
+                    reason: format!("policy change: {reason}"),
+                    audit: event(
+                        now,
+                        "token.revoke",
+                        json!({"task": task.id, "audience": grant.audience, "by": "policy", "policies": policy_ids}),
+                    ),
+                })
+                .await?
+            {
+                revoked += n;
+            }
+        }
+        Ok(revoked)
+    }
+}
+
+/// Writes policy files next to each other and removes the old ones: new
+/// files land under temporary names and are renamed, so a crash leaves
+/// either file whole.
+fn write_policy_dir(dir: &Path, files: &[(String, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, text) in files {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, dir.join(name))?;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".cedar") && !files.iter().any(|(n, _)| *n == name) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Mayfly's signing keys in use: loaded from the store (another replica
+//! may have rotated), one per algorithm in use, made when missing or due.
+
+use std::sync::Arc;
+
+use mayfly_store::BrokerWrite;
+
+use super::Broker;
+use crate::error::{BrokerError, internal};
+use crate::keys::{self, KeyRing};
+use crate::token::{self, AccessClaims};
+
+impl Broker {
+    pub(super) fn current_keys(&self) -> Arc<KeyRing> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The published key set.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::to_value(&self.current_keys().jwks)
+            .unwrap_or_else(|_| serde_json::json!({"keys": []}))
+    }
+
+    /// Reloads keys from the store and makes a new signing key for each
+    /// algorithm in use that has none or whose key is due for rotation.
+    pub async fn refresh_keys(&self) -> Result<(), BrokerError> {
+        let now = self.now();
+        let keep = self.config.tokens.max_ttl_seconds + 3600;
+        let rotation = self.config.tokens.key_rotation_days * 86_400;
+        let mut ring = self.load_ring(keep).await?;
+        let mut added = false;
+        for name in self.config.signing_algorithms() {
+            let alg = keys::parse_alg(&name)
+                .ok_or_else(|| internal(format!("unsupported signing algorithm {name}")))?;
+            let due = ring
+                .signer_created_at(alg)
+                .is_none_or(|created| now - created >= rotation);
+            if due {
+                // RSA key generation takes a while: off the async workers.
+                let master = self.master.clone();
+                let record =
+                    crate::reader::blocking(move || Ok(keys::generate(&name, &master, now)?))
+                        .await?;
+                self.writer
+                    .apply_one(BrokerWrite::AddSigningKey(record))
+                    .await?;
+                added = true;
+            }
+        }
+        if added {
+            ring = self.load_ring(keep).await?;
+        }
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(ring);
+        }
+        Ok(())
+    }
+
+    async fn load_ring(&self, keep_retired: i64) -> Result<KeyRing, BrokerError> {
+        let records = self.readers.read(|s| s.broker_signing_keys()).await?;
+        Ok(KeyRing::from_records(
+            &records,
+            &self.master,
+            self.now(),
+            keep_retired,
+        )?)
+    }
+
+    /// Signs an access token with the key of the algorithm its audience uses.
+    pub(super) fn sign(&self, claims: &AccessClaims) -> Result<String, BrokerError> {
+        let name = self.config.algorithm_for(&claims.aud);
+        let alg = keys::parse_alg(name)
+            .ok_or_else(|| internal(format!("unsupported signing algorithm {name}")))?;
+        Ok(token::sign(claims, &self.current_keys(), alg)?)
+    }
+
+    /// Verifies that a presented token is one Mayfly signed.
+    pub(super) fn verify_access_token(&self, presented: &str) -> Option<AccessClaims> {
+        token::verify(presented, &self.current_keys(), &self.public_url).ok()
+    }
+}

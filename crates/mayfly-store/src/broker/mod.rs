@@ -1,0 +1,279 @@
+//! The broker's records: tasks, leases (one per issued credential), signing
+//! keys (sealed by the broker) and the hash-chained audit log.
+//!
+//! Writes come in batches ([`Store::broker_apply`]): one transaction holds
+//! many requests' writes, so issuance stays durable under load without one
+//! disk sync per token. Each write carries the audit event that describes
+//! it, appended in the same transaction.
+
+mod audit;
+mod reads;
+mod writes;
+
+pub use audit::audit_hash;
+
+#[cfg(doc)]
+use crate::Store;
+use crate::Timestamp;
+
+/// A task: the unit of work every credential belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Random id, shown to clients.
+    pub id: String,
+    /// The workload that started it (`repo:org/app:ref:refs/heads/main`, `spiffe://...`).
+    pub workload: String,
+    /// The configured issuer name that vouched for the workload.
+    pub issuer: String,
+    /// The person or team answerable for it.
+    pub owner: String,
+    /// Why it runs.
+    pub purpose: String,
+    /// The tenant it runs for.
+    pub tenant: String,
+    /// Audiences the task may ask credentials for.
+    pub audiences: Vec<String>,
+    /// The workload's attributes at start (JSON object), for re-evaluating policy.
+    pub attributes: String,
+    /// The caller's network address at start.
+    pub source_addr: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ends unless ended earlier.
+    pub expires_at: Timestamp,
+    /// When it ended, if it did.
+    pub ended_at: Option<Timestamp>,
+    /// Why it ended (`ended`, `expired`, `revoked: ...`).
+    pub end_reason: Option<String>,
+}
+
+/// A lease: the record of one issued credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// The token's `jti`.
+    pub jti: String,
+    /// Its task.
+    pub task_id: String,
+    /// The workload it was issued to.
+    pub workload: String,
+    /// The task's owner (copied for revocation by owner).
+    pub owner: String,
+    /// The task's tenant.
+    pub tenant: String,
+    /// The audience (resource) it is for.
+    pub audience: String,
+    /// Granted scope, space-separated.
+    pub scope: String,
+    /// The client it was issued to (the workload's issuer name).
+    pub client_id: String,
+    /// DPoP key thumbprint it is bound to, if any.
+    pub cnf_jkt: Option<String>,
+    /// The caller's network address.
+    pub source_addr: String,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// Its `exp`.
+    pub expires_at: Timestamp,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Timestamp>,
+    /// Why (`task ended`, `revoked by owner`, `policy change: ...`, `expired`).
+    pub revoke_reason: Option<String>,
+}
+
+impl LeaseRecord {
+    /// Whether the credential is usable at `now`.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
+/// A signing key, its private half sealed by the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// JOSE algorithm (`EdDSA`, `ES256`).
+    pub alg: String,
+    /// The public JWK (JSON).
+    pub public_jwk: String,
+    /// The sealed private key (nonce and ciphertext, base64).
+    pub sealed_private: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it stopped signing (a newer key took over), if it did.
+    pub retired_at: Option<Timestamp>,
+}
+
+/// The facts of an audit event: ids and figures, never a token or a secret.
+pub type AuditData = serde_json::Map<String, serde_json::Value>;
+
+/// An audit event to append; the store numbers and chains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened (`task.start`, `token.issue`, `token.deny`, ...).
+    pub kind: String,
+    /// Its facts.
+    pub data: AuditData,
+}
+
+impl NewAuditEvent {
+    /// An event of `kind` at `at` with the fields of `data` (a JSON object;
+    /// anything else records no fields).
+    pub fn new(at: Timestamp, kind: &str, data: serde_json::Value) -> NewAuditEvent {
+        NewAuditEvent {
+            at,
+            kind: kind.to_owned(),
+            data: match data {
+                serde_json::Value::Object(fields) => fields,
+                _ => AuditData::new(),
+            },
+        }
+    }
+
+    /// The same event with one more field.
+    pub(crate) fn with(&self, key: &str, value: impl Into<serde_json::Value>) -> NewAuditEvent {
+        let mut event = self.clone();
+        event.data.insert(key.to_owned(), value.into());
+        event
+    }
+}
+
+/// A stored audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When it happened.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: String,
+    /// Ids and facts: the JSON object text exactly as stored and hashed.
+    pub data: String,
+    /// The previous event's hash (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 over the previous hash and this event.
+    pub hash: String,
+}
+
+/// What a revocation selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeSelector {
+    /// One credential by `jti`.
+    Lease(String),
+    /// Every credential of a task.
+    Task(String),
+    /// Every credential issued to a workload.
+    Workload(String),
+    /// Every credential of tasks owned by an owner.
+    Owner(String),
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerWrite {
+    /// Record a new task.
+    StartTask {
+        /// The task.
+        task: TaskRecord,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// Record an issued credential; refused if its task is no longer live.
+    IssueLease {
+        /// The lease.
+        lease: LeaseRecord,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// End a live task and revoke all its credentials.
+    EndTask {
+        /// The task.
+        task_id: String,
+        /// When.
+        at: Timestamp,
+        /// Why.
+        reason: String,
+        /// Its audit event (the revoked count is added to `data`).
+        audit: NewAuditEvent,
+    },
+    /// Revoke the live credentials a selector picks (tasks stay as they are,
+    /// except that revoking by workload or owner also ends their tasks).
+    Revoke {
+        /// What to revoke.
+        selector: RevokeSelector,
+        /// When.
+        at: Timestamp,
+        /// Why.
+        reason: String,
+        /// Its audit event (the revoked count is added to `data`).
+        audit: NewAuditEvent,
+    },
+    /// Revoke these credentials (policy re-evaluation).
+    RevokeLeases {
+        /// Their `jti`s.
+        jtis: Vec<String>,
+        /// When.
+        at: Timestamp,
+        /// Why.
+        reason: String,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// Record an event with no other write (a denial, a policy load).
+    Audit(NewAuditEvent),
+    /// Store a new signing key; older keys of its algorithm that still sign
+    /// are retired.
+    AddSigningKey(SigningKeyRecord),
+}
+
+/// The result of one write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Done; the number of rows it concerned (credentials revoked, ...).
+    Done(u64),
+    /// Not done, and why (the task ended meanwhile, ...). The rest of the
+    /// batch still commits.
+    Refused(String),
+}
+
+/// Filters for listing tasks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Only tasks that have not ended.
+    pub live_only: bool,
+    /// Only this workload's.
+    pub workload: Option<String>,
+    /// Only this owner's.
+    pub owner: Option<String>,
+    /// At most this many, newest first.
+    pub limit: Option<i64>,
+}
+
+/// A live credential grouped with its task, for re-evaluating policy: all
+/// leases of one task, audience, scope and binding decide the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveGrant {
+    /// The task.
+    pub task: TaskRecord,
+    /// The audience.
+    pub audience: String,
+    /// The scope.
+    pub scope: String,
+    /// Whether the credentials are DPoP-bound.
+    pub bound: bool,
+    /// The longest requested lifetime among them, in seconds.
+    pub lifetime: i64,
+    /// The credentials.
+    pub jtis: Vec<String>,
+}
+
+/// What `audit verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    /// Events checked.
+    pub events: i64,
+    /// The first problem, if any: the chain is broken there.
+    pub problem: Option<String>,
+}

@@ -1,0 +1,288 @@
+//! Broker writes: batches of task, lease, key and audit writes in one
+//! transaction, and the sweep of expired tasks and leases.
+
+use serde_json::json;
+
+use super::audit::Chain;
+use super::reads::{LEASE_COLUMNS, TASK_COLUMNS};
+use super::{BrokerWrite, NewAuditEvent, RevokeSelector, WriteOutcome};
+use crate::backend::{Store, Tx};
+use crate::{StoreError, Timestamp};
+
+fn revoke_task_leases(
+    tx: &mut dyn Tx,
+    task_id: &str,
+    at: Timestamp,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "revoke task credentials",
+        "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 WHERE task_id = $1 AND revoked_at IS NULL",
+        &[task_id.into(), at.into(), reason.into()],
+    )
+}
+
+fn apply_one(
+    tx: &mut dyn Tx,
+    chain: &mut Chain,
+    write: &BrokerWrite,
+) -> Result<WriteOutcome, StoreError> {
+    match write {
+        BrokerWrite::StartTask { task, audit } => {
+            tx.execute(
+                "start task",
+                &format!("INSERT INTO broker_tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+                &[
+                    task.id.as_str().into(),
+                    task.workload.as_str().into(),
+                    task.issuer.as_str().into(),
+                    task.owner.as_str().into(),
+                    task.purpose.as_str().into(),
+                    task.tenant.as_str().into(),
+                    serde_json::to_string(&task.audiences)
+                        .map_err(|e| StoreError::Corrupt {
+                            what: "task audiences",
+                            reason: e.to_string(),
+                        })?
+                        .into(),
+                    task.attributes.as_str().into(),
+                    task.source_addr.as_str().into(),
+                    task.started_at.into(),
+                    task.expires_at.into(),
+                    task.ended_at.into(),
+                    task.end_reason.clone().into(),
+                ],
+            )?;
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
+        BrokerWrite::IssueLease { lease, audit } => {
+            // INVARIANT: a lease is only written while its task is live; the
+            // check and the insert are one statement, so a task ended by
+            // another replica a moment ago cannot gain a credential.
+            let inserted = tx.execute(
+                "issue credential",
+                &format!(
+                    "INSERT INTO broker_leases ({LEASE_COLUMNS}) \
+                     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), \
+                     CAST($7 AS TEXT), CAST($8 AS TEXT), CAST($9 AS TEXT), CAST($10 AS TEXT), CAST($11 AS BIGINT), CAST($12 AS BIGINT), NULL, NULL \
+                     WHERE EXISTS (SELECT 1 FROM broker_tasks WHERE id = $2 AND ended_at IS NULL AND expires_at > $11)"
+                ),
+                &[
+                    lease.jti.as_str().into(),
+                    lease.task_id.as_str().into(),
+                    lease.workload.as_str().into(),
+                    lease.owner.as_str().into(),
+                    lease.tenant.as_str().into(),
+                    lease.audience.as_str().into(),
+                    lease.scope.as_str().into(),
+                    lease.client_id.as_str().into(),
+                    lease.cnf_jkt.clone().into(),
+                    lease.source_addr.as_str().into(),
+                    lease.issued_at.into(),
+                    lease.expires_at.into(),
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(WriteOutcome::Refused(format!(
+                    "task {} has ended",
+                    lease.task_id
+                )));
+            }
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
+        BrokerWrite::EndTask {
+            task_id,
+            at,
+            reason,
+            audit,
+        } => {
+            let ended = tx.execute(
+                "end task",
+                "UPDATE broker_tasks SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL",
+                &[task_id.as_str().into(), (*at).into(), reason.as_str().into()],
+            )?;
+            if ended == 0 {
+                return Ok(WriteOutcome::Refused(format!(
+                    "task {task_id} is unknown or has already ended"
+                )));
+            }
+            let revoked = revoke_task_leases(tx, task_id, *at, &format!("task {reason}"))?;
+            chain.append(tx, &audit.with("revoked", revoked))?;
+            Ok(WriteOutcome::Done(revoked))
+        }
+        BrokerWrite::Revoke {
+            selector,
+            at,
+            reason,
+            audit,
+        } => {
+            let revoked = match selector {
+                RevokeSelector::Lease(jti) => tx.execute(
+                    "revoke credential",
+                    "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 WHERE jti = $1 AND revoked_at IS NULL",
+                    &[jti.as_str().into(), (*at).into(), reason.as_str().into()],
+                )?,
+                RevokeSelector::Task(task_id) => {
+                    tx.execute(
+                        "end revoked task",
+                        "UPDATE broker_tasks SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL",
+                        &[task_id.as_str().into(), (*at).into(), format!("revoked: {reason}").into()],
+                    )?;
+                    revoke_task_leases(tx, task_id, *at, reason)?
+                }
+                RevokeSelector::Workload(who) | RevokeSelector::Owner(who) => {
+                    let column = if matches!(selector, RevokeSelector::Owner(_)) {
+                        "owner"
+                    } else {
+                        "workload"
+                    };
+                    // A live credential's task is live (ending a task
+                    // revokes its credentials in the same transaction), and
+                    // a credential's owner and workload are its task's: the
+                    // credentials go first, found through the tasks.
+                    let revoked = tx.execute(
+                        "revoke credentials",
+                        &format!(
+                            "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 \
+                             WHERE revoked_at IS NULL AND task_id IN \
+                             (SELECT id FROM broker_tasks WHERE {column} = $1 AND ended_at IS NULL)"
+                        ),
+                        &[who.as_str().into(), (*at).into(), reason.as_str().into()],
+                    )?;
+                    tx.execute(
+                        "end revoked tasks",
+                        &format!("UPDATE broker_tasks SET ended_at = $2, end_reason = $3 WHERE {column} = $1 AND ended_at IS NULL"),
+                        &[who.as_str().into(), (*at).into(), format!("revoked: {reason}").into()],
+                    )?;
+                    revoked
+                }
+            };
+            chain.append(tx, &audit.with("revoked", revoked))?;
+            Ok(WriteOutcome::Done(revoked))
+        }
+        BrokerWrite::RevokeLeases {
+            jtis,
+            at,
+            reason,
+            audit,
+        } => {
+            let mut revoked = 0;
+            for jti in jtis {
+                revoked += tx.execute(
+                    "revoke credential",
+                    "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 WHERE jti = $1 AND revoked_at IS NULL",
+                    &[jti.as_str().into(), (*at).into(), reason.as_str().into()],
+                )?;
+            }
+            chain.append(tx, &audit.with("revoked", revoked))?;
+            Ok(WriteOutcome::Done(revoked))
+        }
+        BrokerWrite::Audit(event) => {
+            chain.append(tx, event)?;
+            Ok(WriteOutcome::Done(0))
+        }
+        BrokerWrite::AddSigningKey(key) => {
+            tx.execute(
+                "retire signing keys",
+                "UPDATE broker_keys SET retired_at = $1 WHERE retired_at IS NULL AND alg = $2",
+                &[key.created_at.into(), key.alg.as_str().into()],
+            )?;
+            tx.execute(
+                "add signing key",
+                "INSERT INTO broker_keys (kid, alg, public_jwk, sealed_private, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, NULL)",
+                &[
+                    key.kid.as_str().into(),
+                    key.alg.as_str().into(),
+                    key.public_jwk.as_str().into(),
+                    key.sealed_private.as_str().into(),
+                    key.created_at.into(),
+                ],
+            )?;
+            chain.append(
+                tx,
+                &NewAuditEvent::new(
+                    key.created_at,
+                    "key.rotate",
+                    json!({"kid": key.kid, "alg": key.alg}),
+                ),
+            )?;
+            Ok(WriteOutcome::Done(1))
+        }
+    }
+}
+
+impl Store {
+    /// Applies a batch of broker writes in one transaction and returns one
+    /// outcome per write. A write the state refuses (its task ended) does
+    /// not stop the others; a database error rolls the whole batch back,
+    /// so no caller is told "done" for a write that is not committed.
+    pub fn broker_apply(
+        &mut self,
+        writes: &[BrokerWrite],
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        self.transaction(|tx| {
+            // One chain for all replicas: appends take turns.
+            let mut chain = Chain::load(tx)?;
+            let mut outcomes = Vec::with_capacity(writes.len());
+            for write in writes {
+                outcomes.push(apply_one(tx, &mut chain, write)?);
+            }
+            chain.save(tx)?;
+            Ok(outcomes)
+        })
+    }
+
+    /// Ends tasks past their expiry and records leases past their `exp`,
+    /// at most `limit` of each per call, so a sweep never holds the writer
+    /// long. Returns how many tasks and leases it closed.
+    pub fn broker_sweep(&mut self, now: Timestamp, limit: i64) -> Result<(u64, u64), StoreError> {
+        self.transaction(|tx| {
+            let mut chain = Chain::load(tx)?;
+            let tasks = tx.query(
+                "find expired tasks",
+                "SELECT id, owner, workload FROM broker_tasks WHERE ended_at IS NULL AND expires_at <= $1 LIMIT $2",
+                &[now.into(), limit.into()],
+            )?;
+            for row in &tasks {
+                let id = row.clone().text("id")?;
+                tx.execute(
+                    "end expired task",
+                    "UPDATE broker_tasks SET ended_at = expires_at, end_reason = 'expired' WHERE id = $1 AND ended_at IS NULL",
+                    &[id.as_str().into()],
+                )?;
+                let revoked = revoke_task_leases(tx, &id, now, "task expired")?;
+                chain.append(
+                    tx,
+                    &NewAuditEvent::new(now, "task.expire", json!({"task": id, "revoked": revoked})),
+                )?;
+            }
+            let leases = tx.query(
+                "find expired credentials",
+                "SELECT jti, task_id, expires_at FROM broker_leases WHERE revoked_at IS NULL AND expires_at <= $1 LIMIT $2",
+                &[now.into(), limit.into()],
+            )?;
+            for row in &leases {
+                let mut row = row.clone();
+                let jti = row.text("jti")?;
+                let task = row.text("task_id")?;
+                tx.execute(
+                    "close expired credential",
+                    "UPDATE broker_leases SET revoked_at = expires_at, revoke_reason = 'expired' WHERE jti = $1 AND revoked_at IS NULL",
+                    &[jti.as_str().into()],
+                )?;
+                chain.append(
+                    tx,
+                    &NewAuditEvent::new(
+                        row.int("expires_at")?,
+                        "token.expire",
+                        json!({"jti": jti, "task": task}),
+                    ),
+                )?;
+            }
+            chain.save(tx)?;
+            Ok((tasks.len() as u64, leases.len() as u64))
+        })
+    }
+}

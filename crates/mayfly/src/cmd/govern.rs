@@ -1,0 +1,198 @@
+//! `mayfly govern plan`: the remediation plan, streamed as it is computed.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::common::{DbArgs, TextOrJson, now};
+use crate::{EXIT_CLEAN, EXIT_FINDINGS};
+
+/// `mayfly govern`.
+#[derive(Debug, Args)]
+pub struct GovernArgs {
+    #[command(subcommand)]
+    pub command: GovernCommand,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Subcommands of `mayfly govern`.
+#[derive(Debug, Subcommand)]
+pub enum GovernCommand {
+    /// The remediation plan: per secret, the actions due, why, who to notify.
+    ///
+    /// Exit codes: 0 nothing due, 1 actions due, 2 error.
+    Plan {
+        /// Governance rules (TOML) [default: .mayfly/governance.toml if present, else the embedded defaults].
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'f', value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+}
+
+/// The governance file looked up when `--rules` is not given.
+const DEFAULT_GOVERNANCE: &str = ".mayfly/governance.toml";
+
+/// `mayfly govern plan`. The plan is written as the store streams the
+/// inventory, one secret at a time, so its size never sits in memory.
+pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
+    let GovernCommand::Plan { rules, format } = args.command;
+    let json = format == TextOrJson::Json;
+    let governance = load_governance(rules)?;
+    let mut store = args.db.open()?;
+    let now = now();
+    let mut out = PlanWriter {
+        out: std::io::BufWriter::new(std::io::stdout().lock()),
+        json,
+        with_actions: 0,
+        element: Vec::new(),
+        failed: None,
+    };
+    out.start(now);
+    let considered = store.for_each_open_secret(
+        &governance.forbidden_surface_names(),
+        &mut |secret, copies| {
+            if let Some(plan) =
+                mayfly_inventory::govern::plan_secret(&governance, &secret, copies, now)
+            {
+                out.secret(&plan);
+            }
+        },
+    )?;
+    let with_actions = out.with_actions;
+    out.finish(considered)?;
+    Ok(if with_actions == 0 {
+        EXIT_CLEAN
+    } else {
+        EXIT_FINDINGS
+    })
+}
+
+/// Writes a plan as text or JSON while it is computed.
+struct PlanWriter<W: std::io::Write> {
+    out: W,
+    json: bool,
+    with_actions: usize,
+    /// One plan entry, serialized or formatted.
+    element: Vec<u8>,
+    /// The first write error; nothing more is written after it.
+    failed: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> PlanWriter<W> {
+    fn start(&mut self, now: i64) {
+        let head = if self.json {
+            format!(
+                "{{\n  \"schema\": \"mayfly.plan/v1\",\n  \"generated_at\": {now},\n  \"plan\": ["
+            )
+        } else {
+            String::new()
+        };
+        self.write(head.as_bytes());
+    }
+
+    fn secret(&mut self, plan: &mayfly_inventory::govern::SecretPlan) {
+        use mayfly_inventory::govern::ActionKind;
+        if self.failed.is_some() {
+            return;
+        }
+        self.element.clear();
+        if self.json {
+            // One secret per line: the document stays small and greppable.
+            self.element.extend_from_slice(if self.with_actions == 0 {
+                b"\n    "
+            } else {
+                b",\n    "
+            });
+            if let Err(e) = serde_json::to_writer(&mut self.element, plan) {
+                self.failed = Some(e.into());
+                return;
+            }
+        } else {
+            // Into the reused buffer: writing to a Vec cannot fail.
+            let text = &mut self.element;
+            let _ = writeln!(
+                text,
+                "{}  {} ({}, {})  {} copies  notify: {}",
+                plan.fingerprint.get(..16).unwrap_or(&plan.fingerprint),
+                plan.rule_id,
+                plan.provider,
+                plan.severity,
+                plan.copies,
+                plan.notify
+            );
+            for action in &plan.actions {
+                let what = match action.action {
+                    ActionKind::RotateOrRevoke => "ROTATE OR REVOKE",
+                    ActionKind::Rotate => "ROTATE",
+                    ActionKind::MoveIntoCustody => "MOVE INTO CUSTODY",
+                    ActionKind::DeleteCopy => "DELETE COPY ",
+                };
+                let _ = write!(
+                    text,
+                    "  {what}{}: {} [{}; ",
+                    action.copy.as_deref().unwrap_or_default(),
+                    action.reason,
+                    action.rule,
+                );
+                for (i, item) in action.nhi.iter().enumerate() {
+                    text.extend_from_slice(if i == 0 { b"" } else { b", " });
+                    text.extend_from_slice(item.as_bytes());
+                }
+                text.extend_from_slice(b"]\n");
+            }
+            text.push(b'\n');
+        }
+        let element = std::mem::take(&mut self.element);
+        self.write(&element);
+        self.element = element;
+        self.with_actions += 1;
+    }
+
+    /// Ends the document with the totals (known only now) and flushes.
+    fn finish(mut self, considered: usize) -> std::io::Result<()> {
+        let tail = if self.json {
+            let open = if self.with_actions == 0 { "" } else { "\n  " };
+            format!(
+                "{open}],\n  \"secrets_considered\": {considered},\n  \"secrets_with_actions\": {}\n}}\n",
+                self.with_actions
+            )
+        } else {
+            format!(
+                "mayfly: {} of {considered} open secrets need action\n",
+                self.with_actions
+            )
+        };
+        self.write(tail.as_bytes());
+        match self.failed {
+            Some(e) => Err(e),
+            None => self.out.flush(),
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.failed.is_none()
+            && let Err(e) = self.out.write_all(bytes)
+        {
+            self.failed = Some(e);
+        }
+    }
+}
+
+pub fn load_governance(
+    rules: Option<PathBuf>,
+) -> anyhow::Result<mayfly_inventory::govern::Governance> {
+    let rules = rules.or_else(|| Some(PathBuf::from(DEFAULT_GOVERNANCE)).filter(|p| p.is_file()));
+    Ok(match &rules {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            mayfly_inventory::govern::Governance::from_toml(&text, &path.display().to_string())?
+        }
+        None => mayfly_inventory::govern::Governance::default(),
+    })
+}

@@ -1,0 +1,300 @@
+//! `mayfly inventory` and `mayfly scan --save`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use mayfly_scan::scan::ScanReport;
+use mayfly_scan::time::date;
+use mayfly_store::{SecretFilter, SecretStatus};
+
+use crate::EXIT_CLEAN;
+use crate::common::{DbArgs, now};
+
+/// `mayfly inventory`.
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    #[command(subcommand)]
+    pub command: InventoryCommand,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Subcommands of `mayfly inventory`.
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// List secrets, most copies first.
+    List {
+        /// Only this provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only secrets with a live copy on this surface.
+        #[arg(long)]
+        surface: Option<String>,
+        /// Only secrets of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only secrets nobody owns.
+        #[arg(long)]
+        unclear: bool,
+        /// Only secrets with at least N live copies.
+        #[arg(long, value_name = "N")]
+        min_copies: Option<i64>,
+        /// Only secrets first seen more than N days ago.
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<i64>,
+        /// Include rotated, revoked and accepted secrets.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one secret: every copy (gone ones too), owner and status history.
+    Show {
+        /// Fingerprint, or a unique prefix of at least 8 hex digits.
+        fingerprint: String,
+    },
+    /// Set or clear a secret's owner.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
+    /// Record what was done about a secret; found again later, it reopens.
+    Resolve {
+        /// Fingerprint, or a unique prefix of at least 8 hex digits.
+        fingerprint: String,
+        /// The credential was rotated at its provider.
+        #[arg(long, group = "decision")]
+        rotated: bool,
+        /// The credential was revoked at its provider.
+        #[arg(long, group = "decision")]
+        revoked: bool,
+        /// The risk is knowingly accepted.
+        #[arg(long, group = "decision")]
+        accepted_risk: bool,
+        /// Why, for the history.
+        #[arg(long, required = true)]
+        note: String,
+    },
+}
+
+/// `mayfly inventory owner`.
+#[derive(Debug, Subcommand)]
+pub enum OwnerCommand {
+    /// Assign an owner (a team or person).
+    Set {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+        /// The owner.
+        owner: String,
+    },
+    /// Remove the explicit owner.
+    Clear {
+        /// Fingerprint or unique prefix.
+        fingerprint: String,
+    },
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// A stable name for what a scan covered: the machine and the absolute
+/// paths, so rescanning the same tree marks vanished copies gone.
+pub fn scan_source(kind: &str, paths: &[PathBuf]) -> String {
+    let mut roots: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            std::fs::canonicalize(p)
+                .unwrap_or_else(|_| p.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    roots.sort();
+    format!("{kind}:{}:{}", hostname(), roots.join(","))
+}
+
+/// Merges a finished scan into the store and says what changed on stderr.
+pub fn save(
+    report: &ScanReport,
+    source: &str,
+    roots: &[PathBuf],
+    db: &DbArgs,
+) -> anyhow::Result<()> {
+    let mut store = db.open()?;
+    let roots = roots
+        .iter()
+        .map(|path| -> anyhow::Result<mayfly_inventory::Root> {
+            let shown = path.to_string_lossy();
+            let shown = shown.trim_end_matches('/');
+            let prefix = if shown == "." || shown.is_empty() {
+                String::new()
+            } else {
+                format!("{shown}/")
+            };
+            let owners = if path.is_dir() {
+                mayfly_inventory::OwnerMap::load(path)?
+            } else {
+                mayfly_inventory::OwnerMap::default()
+            };
+            Ok(mayfly_inventory::Root { prefix, owners })
+        });
+    let roots = roots.collect::<anyhow::Result<Vec<_>>>()?;
+    let record = mayfly_inventory::scan_record(report, source, now(), &roots);
+    let summary = store.save_scan(&record, mayfly_inventory::decide_ownership)?;
+    eprintln!(
+        "mayfly: saved to {}: {} new and {} known secrets, {} new locations, {} gone",
+        store.target(),
+        summary.new_secrets,
+        summary.known_secrets,
+        summary.new_locations,
+        summary.gone_locations
+    );
+    for fingerprint in &summary.reopened {
+        eprintln!("mayfly: REOPENED {fingerprint}: resolved earlier, found again");
+    }
+    Ok(())
+}
+
+/// `mayfly inventory ...`.
+pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
+    let mut store = args.db.open()?;
+    match args.command {
+        InventoryCommand::List {
+            provider,
+            surface,
+            owner,
+            unclear,
+            min_copies,
+            older_than,
+            all,
+        } => {
+            let filter = SecretFilter {
+                provider,
+                surface,
+                owner,
+                unowned: unclear,
+                min_copies,
+                first_seen_before: older_than.map(|days| now() - days * 86_400),
+                include_resolved: all,
+            };
+            let rows = store.list_secrets(&filter)?;
+            for row in &rows {
+                let owner = match (&row.owner, &row.owner_conflict) {
+                    (Some(owner), _) => owner.clone(),
+                    (None, Some(conflict)) => format!("(unclear: {conflict})"),
+                    (None, None) => "(unclear)".to_owned(),
+                };
+                let reopened = if row.reopened { "  REOPENED" } else { "" };
+                println!(
+                    "{}  {:<8}  {:<28}  {:>3} copies  {:<28}  owner {owner}  first seen {}  {}{reopened}",
+                    row.fingerprint.get(..16).unwrap_or(&row.fingerprint),
+                    row.severity,
+                    row.rule_id,
+                    row.copies,
+                    row.surfaces,
+                    date(row.first_seen),
+                    row.status.as_str(),
+                );
+            }
+            println!("{} secrets", rows.len());
+        }
+        InventoryCommand::Show { fingerprint } => {
+            let detail = store.secret(&fingerprint)?;
+            let s = &detail.secret;
+            println!("secret     {}", s.fingerprint);
+            println!("rule       {} ({}, {})", s.rule_id, s.provider, s.severity);
+            println!(
+                "status     {}{}",
+                s.status.as_str(),
+                if s.reopened {
+                    " (reopened: found again after it was resolved)"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "owner      {}",
+                match (&s.owner, &s.owner_source, &s.owner_conflict) {
+                    (Some(owner), Some(source), _) => format!("{owner} ({})", source.as_str()),
+                    (Some(owner), None, _) => owner.clone(),
+                    (None, _, Some(conflict)) => format!(
+                        "unclear: claimed by {conflict}; rotate or revoke it, or assign an owner"
+                    ),
+                    _ => "unclear: rotate or revoke it, or assign an owner".to_owned(),
+                }
+            );
+            println!(
+                "seen       {} to {}, {} live copies",
+                date(s.first_seen),
+                date(s.last_seen),
+                s.copies
+            );
+            println!("copies:");
+            for l in &detail.locations {
+                let gone = l
+                    .gone_at
+                    .map(|g| format!("  gone since {}", date(g)))
+                    .unwrap_or_default();
+                let commit = match (&l.commit_id, &l.author) {
+                    (Some(id), Some(author)) => {
+                        format!("  commit {} by {author}", id.get(..10).unwrap_or(id))
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "  {}:{}:{}  {}  [{}]{commit}{gone}",
+                    l.path, l.line, l.column, l.surface, l.source
+                );
+            }
+            if !detail.history.is_empty() {
+                println!("history:");
+                for change in &detail.history {
+                    println!(
+                        "  {}  {}  {}",
+                        date(change.at),
+                        change.status.as_str(),
+                        change.note
+                    );
+                }
+            }
+        }
+        InventoryCommand::Owner(OwnerCommand::Set { fingerprint, owner }) => {
+            if owner.trim().is_empty() {
+                bail!("the owner is empty: name a team or person");
+            }
+            let full = store.set_owner(
+                &fingerprint,
+                Some(owner.trim()),
+                mayfly_inventory::decide_ownership,
+            )?;
+            println!("{full}: owner {owner}");
+        }
+        InventoryCommand::Owner(OwnerCommand::Clear { fingerprint }) => {
+            let full = store.set_owner(&fingerprint, None, mayfly_inventory::decide_ownership)?;
+            println!("{full}: owner cleared (ownership unclear)");
+        }
+        InventoryCommand::Resolve {
+            fingerprint,
+            rotated,
+            revoked,
+            accepted_risk,
+            note,
+        } => {
+            let status = match (rotated, revoked, accepted_risk) {
+                (true, _, _) => SecretStatus::Rotated,
+                (_, true, _) => SecretStatus::Revoked,
+                (_, _, true) => SecretStatus::AcceptedRisk,
+                _ => bail!("say what was done: --rotated, --revoked or --accepted-risk"),
+            };
+            let full = store
+                .resolve(&fingerprint, status, &note, now())
+                .context("cannot resolve")?;
+            println!("{full}: {}", status.as_str());
+        }
+    }
+    Ok(EXIT_CLEAN)
+}

@@ -1,0 +1,98 @@
+//! `mayfly rules`: list the rules, check rule files against their examples.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use mayfly_scan::fingerprint::FingerprintKey;
+use mayfly_scan::rule::RuleSet;
+use mayfly_scan::scan::{ScanOptions, Scanner};
+
+use crate::{EXIT_CLEAN, EXIT_FINDINGS};
+
+/// Subcommands of `mayfly rules`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List the rules in use: id, provider, severity, OWASP NHI items.
+    List {
+        /// Also load this rule file (repeatable).
+        #[arg(long = "rules", value_name = "FILE")]
+        rule_files: Vec<PathBuf>,
+    },
+    /// Check rules against their own examples and negative examples.
+    Check {
+        /// Rule files to check (default: the built-in rules).
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `mayfly rules ...`.
+pub fn run(command: RulesCommand) -> anyhow::Result<u8> {
+    match command {
+        RulesCommand::List { rule_files } => list_rules(&rule_files),
+        RulesCommand::Check { files } => check_rules(&files),
+    }
+}
+
+/// `mayfly rules list`.
+fn list_rules(files: &[PathBuf]) -> anyhow::Result<u8> {
+    let mut rules = RuleSet::builtin()?;
+    for file in files {
+        rules.add_file(file)?;
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let width = rules
+        .rules()
+        .iter()
+        .map(|r| r.spec.id.len())
+        .max()
+        .unwrap_or(0);
+    for rule in rules.rules() {
+        let nhi: Vec<String> = rule.spec.nhi.iter().map(|n| format!("{n:?}")).collect();
+        writeln!(
+            out,
+            "{:<width$}  {:<8}  {:<18}  {}",
+            rule.spec.id,
+            rule.spec.severity.as_str(),
+            rule.spec.provider,
+            nhi.join(",")
+        )?;
+    }
+    writeln!(out, "{} rules", rules.len())?;
+    out.flush()?;
+    Ok(EXIT_CLEAN)
+}
+
+/// `mayfly rules check`.
+fn check_rules(files: &[PathBuf]) -> anyhow::Result<u8> {
+    let sets: Vec<(String, RuleSet)> = if files.is_empty() {
+        vec![("built-in rules".to_owned(), RuleSet::builtin()?)]
+    } else {
+        files
+            .iter()
+            .map(|file| {
+                let mut set = RuleSet::default();
+                set.add_file(file)?;
+                Ok((file.display().to_string(), set))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut failed = 0usize;
+    for (name, set) in sets {
+        let count = set.len();
+        let key = FingerprintKey::from_bytes(b"mayfly rules check: examples only")?;
+        let scanner = Scanner::new(set, key, ScanOptions::default())?;
+        let failures = scanner.check_rule_examples();
+        for failure in &failures {
+            println!("{failure}");
+        }
+        println!("{name}: {count} rules, {} failing examples", failures.len());
+        failed += failures.len();
+    }
+    Ok(if failed == 0 {
+        EXIT_CLEAN
+    } else {
+        EXIT_FINDINGS
+    })
+}

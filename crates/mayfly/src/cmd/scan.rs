@@ -1,0 +1,488 @@
+//! `mayfly scan`: flags and `.mayfly.toml` become one checked [`ScanPlan`],
+//! which then runs.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use mayfly_scan::fingerprint::FingerprintKey;
+use mayfly_scan::git::GitSelection;
+use mayfly_scan::output::{self, Format, RunInfo};
+use mayfly_scan::rule::RuleSet;
+use mayfly_scan::scan::{
+    DEFAULT_MAX_FILE_SIZE, NoProgress, Progress, ScanOptions, ScanReport, Scanner,
+};
+use mayfly_scan::suppress::{self, Baseline, IgnoreList, PathRules};
+
+use crate::cmd::inventory;
+use crate::common::DbArgs;
+use crate::config::{self, Loaded};
+use crate::progress::Bar;
+use crate::{EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS};
+
+/// The name of the ignore file read from scanned directories.
+const IGNORE_FILE: &str = ".mayflyignore";
+
+/// Options of `mayfly scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files and directories to scan; `-` reads standard input [default: . unless --host].
+    pub paths: Vec<PathBuf>,
+
+    /// Output format: text, json, sarif or csv.
+    #[arg(long, short = 'f', default_value = "text")]
+    pub format: Format,
+
+    /// Write the report to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Configuration file (default: .mayfly.toml in the current directory, if any).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Add the rules of a TOML rule file (repeatable).
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rule_files: Vec<PathBuf>,
+
+    /// Disable rules whose id matches GLOB (repeatable), e.g. 'generic-*'.
+    #[arg(long, value_name = "GLOB")]
+    pub disable_rule: Vec<String>,
+
+    /// Run only rules whose id matches GLOB (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub only_rule: Vec<String>,
+
+    /// Report only secrets that are not in this baseline.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// Write every secret found to FILE as a baseline, then exit 0.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
+
+    /// Ignore file of reviewed fingerprints (repeatable; .mayflyignore in the
+    /// current directory and in each scanned directory is read too).
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Vec<PathBuf>,
+
+    /// Fingerprint key file shared across an organisation (default: a key
+    /// created on first use in Mayfly's data directory).
+    #[arg(long, value_name = "FILE", env = "MAYFLY_FINGERPRINT_KEY_FILE")]
+    pub fingerprint_key: Option<PathBuf>,
+
+    /// Print the plaintext of each secret found.
+    #[arg(long)]
+    pub show_secrets: bool,
+
+    /// Skip (and report) files larger than SIZE, e.g. 500K, 100M, 2G [default: 100M].
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    pub max_file_size: Option<u64>,
+
+    /// Follow symbolic links (loops are detected and reported).
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Worker threads [default: all cores].
+    #[arg(long, short = 'j', value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Scan the git history of each PATH (every blob reachable from every
+    /// branch, tag and stash, once), not its working tree.
+    #[arg(long, help_heading = "Git")]
+    pub git: bool,
+
+    /// Scan only what is staged for the next commit (pre-commit hook).
+    #[arg(long, help_heading = "Git", conflicts_with_all = ["git", "range"])]
+    pub staged: bool,
+
+    /// Scan only the commits of a revision range, e.g. origin/main..HEAD (implies --git).
+    #[arg(long, value_name = "A..B", help_heading = "Git")]
+    pub range: Option<String>,
+
+    /// Scan only commits reachable from this branch or revision (repeatable; implies --git).
+    #[arg(long, value_name = "NAME", help_heading = "Git")]
+    pub branch: Vec<String>,
+
+    /// Scan only commits made on or after DATE (YYYY-MM-DD or seconds since the epoch; implies --git).
+    #[arg(long, value_name = "DATE", help_heading = "Git", value_parser = config::parse_date)]
+    pub since: Option<i64>,
+
+    /// Scan at most N commits, newest first (implies --git).
+    #[arg(long, value_name = "N", help_heading = "Git")]
+    pub max_commits: Option<usize>,
+
+    /// Scan this workstation: MCP configs, agent transcripts, shell
+    /// histories and credential files of AI and developer tools under the
+    /// home directory (PATHs are scanned too when given).
+    #[arg(long, help_heading = "Workstation")]
+    pub host: bool,
+
+    /// The home directory for --host [default: $HOME].
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "Workstation",
+        requires = "host"
+    )]
+    pub home: Option<PathBuf>,
+
+    /// Merge the results into the inventory (see `mayfly inventory`).
+    #[arg(long, help_heading = "Inventory")]
+    pub save: bool,
+
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// What a scan reads.
+#[derive(Debug)]
+pub enum ScanMode {
+    /// Files and directory trees (and `-`, standard input).
+    Files(Vec<PathBuf>),
+    /// The git history of repositories.
+    Git(Vec<PathBuf>, GitSelection),
+    /// What is staged in repositories.
+    Staged(Vec<PathBuf>),
+    /// A workstation's known files under `home`, then `paths`.
+    Host {
+        /// The home directory.
+        home: PathBuf,
+        /// More paths to scan.
+        paths: Vec<PathBuf>,
+    },
+}
+
+impl ScanMode {
+    /// The kind of source, as the inventory records it.
+    fn kind(&self) -> &'static str {
+        match self {
+            ScanMode::Files(_) => "files",
+            ScanMode::Git(..) => "git",
+            ScanMode::Staged(_) => "staged",
+            ScanMode::Host { .. } => "host",
+        }
+    }
+
+    /// Every root the scan covered.
+    fn roots(&self) -> Vec<PathBuf> {
+        match self {
+            ScanMode::Files(paths) | ScanMode::Git(paths, _) | ScanMode::Staged(paths) => {
+                paths.clone()
+            }
+            ScanMode::Host { home, paths } => {
+                let mut roots = paths.clone();
+                roots.push(home.clone());
+                roots
+            }
+        }
+    }
+}
+
+/// A scan, decided once from flags and `.mayfly.toml`: everything the run
+/// needs, checked.
+pub struct ScanPlan {
+    /// What to read.
+    pub mode: ScanMode,
+    /// The scanner: rules, fingerprint key, options.
+    pub scanner: Scanner,
+    /// Secrets to leave out of the report.
+    pub baseline: Option<Baseline>,
+    /// Reviewed fingerprints to leave out.
+    pub ignore: IgnoreList,
+    /// The report's format.
+    pub format: Format,
+    /// Where the report goes (standard output if `None`).
+    pub output: Option<PathBuf>,
+    /// Where to write a baseline of what was found.
+    pub write_baseline: Option<PathBuf>,
+    /// The store to merge into, if any.
+    pub save: Option<DbArgs>,
+    /// Whether a progress bar may be shown.
+    pub progress: bool,
+}
+
+fn glob_set(globs: &[String], what: &str) -> anyhow::Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(Glob::new(glob).with_context(|| format!("{what}: bad glob {glob:?}"))?);
+    }
+    builder
+        .build()
+        .with_context(|| format!("{what}: bad globs"))
+}
+
+fn load_rules(config: &Loaded, args: &ScanArgs) -> anyhow::Result<RuleSet> {
+    let mut rules = RuleSet::builtin()?;
+    for file in &config.file.scan.rules {
+        rules.add_file(&config.resolve(file))?;
+    }
+    for file in &args.rule_files {
+        rules.add_file(file)?;
+    }
+    let mut disabled_globs = config.file.scan.disable_rules.clone();
+    disabled_globs.extend(args.disable_rule.iter().cloned());
+    let disabled = glob_set(&disabled_globs, "--disable-rule")?;
+    let only = glob_set(&args.only_rule, "--only-rule")?;
+    rules.retain(|rule| {
+        !disabled.is_match(&rule.spec.id)
+            && (args.only_rule.is_empty() || only.is_match(&rule.spec.id))
+    });
+    if rules.is_empty() {
+        bail!(
+            "no rule is left to run after --only-rule and --disable-rule; see `mayfly rules list`"
+        );
+    }
+    Ok(rules)
+}
+
+fn load_key(explicit: Option<&Path>) -> anyhow::Result<FingerprintKey> {
+    Ok(match explicit {
+        Some(path) => FingerprintKey::from_file(path)?,
+        None => FingerprintKey::load_or_create(&FingerprintKey::default_path()?)?,
+    })
+}
+
+fn load_ignore_list(config: &Loaded, args: &ScanArgs) -> anyhow::Result<IgnoreList> {
+    let mut list = IgnoreList::default();
+    let mut files: Vec<PathBuf> = config
+        .file
+        .scan
+        .ignore_files
+        .iter()
+        .map(|f| config.resolve(f))
+        .collect();
+    files.extend(args.ignore_file.iter().cloned());
+    // Implicit ignore files: the current directory's and each scanned directory's.
+    let mut implicit = vec![PathBuf::from(IGNORE_FILE)];
+    implicit.extend(
+        args.paths
+            .iter()
+            .filter(|p| p.is_dir())
+            .map(|p| p.join(IGNORE_FILE)),
+    );
+    let mut seen = Vec::new();
+    for path in implicit {
+        if let Ok(canonical) = path.canonicalize()
+            && !seen.contains(&canonical)
+        {
+            seen.push(canonical);
+            files.push(path);
+        }
+    }
+    for file in files {
+        list.add_file(&file)?;
+    }
+    Ok(list)
+}
+
+fn options(config: &Loaded, args: &ScanArgs) -> anyhow::Result<ScanOptions> {
+    let max_file_size = match (args.max_file_size, &config.file.scan.max_file_size) {
+        (Some(size), _) => size,
+        (None, Some(text)) => config::parse_size(text)
+            .with_context(|| format!("{}: [scan] max_file_size", config.origin()))?,
+        (None, None) => DEFAULT_MAX_FILE_SIZE,
+    };
+    let mut path_rules = PathRules::default();
+    for entry in &config.file.scan.path_rules {
+        path_rules.push(&entry.paths, &entry.enable, &entry.disable)?;
+    }
+    Ok(ScanOptions {
+        max_file_size,
+        follow_symlinks: args.follow_symlinks || config.file.scan.follow_symlinks.unwrap_or(false),
+        threads: args.threads.unwrap_or(0),
+        reveal_secrets: args.show_secrets,
+        path_rules,
+    })
+}
+
+fn mode(args: &ScanArgs) -> anyhow::Result<ScanMode> {
+    let mut paths = args.paths.clone();
+    if args.host {
+        let home = match args
+            .home
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(PathBuf::from))
+        {
+            Some(home) => home,
+            None => bail!("--host needs a home directory: set HOME or pass --home DIR"),
+        };
+        return Ok(ScanMode::Host { home, paths });
+    }
+    if paths.is_empty() {
+        paths.push(PathBuf::from("."));
+    }
+    if args.staged {
+        return Ok(ScanMode::Staged(paths));
+    }
+    let history = args.git
+        || args.range.is_some()
+        || !args.branch.is_empty()
+        || args.since.is_some()
+        || args.max_commits.is_some();
+    if history {
+        let selection = GitSelection {
+            branches: args.branch.clone(),
+            since: args.since,
+            max_commits: args.max_commits,
+            range: args.range.clone(),
+        };
+        return Ok(ScanMode::Git(paths, selection));
+    }
+    Ok(ScanMode::Files(paths))
+}
+
+impl ScanPlan {
+    /// Checks the flags and the configuration and loads what the scan needs.
+    pub fn new(args: ScanArgs) -> anyhow::Result<ScanPlan> {
+        let config = config::load(args.config.as_deref())?;
+        let rules = load_rules(&config, &args)?;
+        let key = load_key(args.fingerprint_key.as_deref())?;
+        let baseline = args
+            .baseline
+            .as_deref()
+            .map(|path| Baseline::read(path, &key))
+            .transpose()?;
+        let ignore = load_ignore_list(&config, &args)?;
+        let scanner = Scanner::new(rules, key, options(&config, &args)?)?;
+        Ok(ScanPlan {
+            mode: mode(&args)?,
+            scanner,
+            baseline,
+            ignore,
+            format: args.format,
+            output: args.output,
+            write_baseline: args.write_baseline,
+            save: args.save.then_some(args.db),
+            progress: !args.no_progress,
+        })
+    }
+
+    /// Reads what the mode says, with a progress bar when one fits.
+    fn read(&self) -> anyhow::Result<ScanReport> {
+        let bar = Bar::stderr(!self.progress);
+        let progress: &dyn Progress = match &bar {
+            Some(bar) => bar,
+            None => &NoProgress,
+        };
+        let scanner = &self.scanner;
+        let mut report = ScanReport::default();
+        match &self.mode {
+            ScanMode::Host { home, paths } => {
+                report.merge(scanner.scan_host(home, progress));
+                if !paths.is_empty() {
+                    report.merge(scanner.scan_paths(paths, progress));
+                }
+            }
+            ScanMode::Staged(paths) => {
+                for path in paths {
+                    report.merge(scanner.scan_staged(path)?);
+                }
+            }
+            ScanMode::Git(paths, selection) => {
+                for path in paths {
+                    report.merge(scanner.scan_git(path, selection, progress)?);
+                }
+            }
+            ScanMode::Files(paths) => {
+                report = scanner.scan_paths(paths, progress);
+                for path in paths.iter().filter(|p| p.join(".git").exists()) {
+                    eprintln!(
+                        "mayfly: note: {} is a git repository; `mayfly scan --git {}` also scans its history (secrets deleted from the tree stay valid until rotated)",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
+        if let Some(bar) = &bar {
+            bar.finish();
+        }
+        Ok(report)
+    }
+
+    /// Runs the scan; returns the exit code.
+    pub fn run(self) -> anyhow::Result<u8> {
+        let started = Instant::now();
+        let mut report = self.read()?;
+        let elapsed = started.elapsed();
+        suppress::apply(
+            &mut report.findings,
+            self.baseline.as_ref(),
+            &self.ignore,
+            &mut report.stats.suppressed,
+        );
+        if let Some(db) = &self.save {
+            let roots = self.mode.roots();
+            inventory::save(
+                &report,
+                &inventory::scan_source(self.mode.kind(), &roots),
+                &roots,
+                db,
+            )?;
+        }
+        if let Some(path) = &self.write_baseline {
+            let baseline = Baseline::from_findings(&report.findings, self.scanner.key());
+            baseline.write(path)?;
+            eprintln!(
+                "mayfly: wrote a baseline of {} secrets to {}",
+                baseline.secrets.len(),
+                path.display()
+            );
+        }
+        let run = RunInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            key_id: self.scanner.key().key_id(),
+            elapsed: (std::env::var_os("MAYFLY_NO_TIMING").is_none()).then_some(elapsed),
+        };
+        write_report(self.format, &report, &run, self.output.as_deref())?;
+        Ok(if self.write_baseline.is_some() {
+            EXIT_CLEAN
+        } else if !report.findings.is_empty() {
+            EXIT_FINDINGS
+        } else if !report.stats.missing.is_empty() {
+            EXIT_ERROR
+        } else {
+            EXIT_CLEAN
+        })
+    }
+}
+
+fn write_report(
+    format: Format,
+    report: &ScanReport,
+    run: &RunInfo,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let result = match output {
+        Some(path) => {
+            let file = File::create(path)
+                .with_context(|| format!("cannot write report to {}", path.display()))?;
+            let mut out = BufWriter::new(file);
+            output::write(format, report, run, &mut out).and_then(|()| out.flush())
+        }
+        None => {
+            let stdout = io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            output::write(format, report, run, &mut out).and_then(|()| out.flush())
+        }
+    };
+    match result {
+        // A closed pipe (`mayfly scan | head`) is the reader's choice, not an error.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write the report"),
+    }
+}
+
+/// `mayfly scan`.
+pub fn scan(args: ScanArgs) -> anyhow::Result<u8> {
+    ScanPlan::new(args)?.run()
+}
