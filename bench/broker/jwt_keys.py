@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 ISSUER = "https://ci.bench.invalid"
 AUDIENCE = "mayfly"
-SUBJECT = "repo:bench/app:ref:refs/heads/main"
+SUBJECT = "bench:app:main"
 
 
 def b64url_uint(n: int, length: int) -> str:

@@ -163,6 +163,10 @@ pub struct Policies {
     pub ids: Vec<String>,
     /// Where they came from (`<embedded>` or a directory).
     pub origin: String,
+    /// Which set this is since the broker started (0 for the first): a
+    /// decision carries it to the commit of what it allowed, and a write
+    /// decided under a replaced set is refused and decided again.
+    pub generation: u64,
 }
 
 /// The schema, the validator and the authorizer.
@@ -170,6 +174,7 @@ pub struct PolicyEngine {
     schema: Schema,
     authorizer: Authorizer,
     workload_type: EntityTypeName,
+    issuer_type: EntityTypeName,
     resource_type: EntityTypeName,
     actions: [EntityUid; 2],
     /// `ip("...")` of recent callers' addresses: cedar-policy parses the
@@ -203,6 +208,7 @@ impl PolicyEngine {
             schema,
             authorizer: Authorizer::new(),
             workload_type: type_name("Workload")?,
+            issuer_type: type_name("Issuer")?,
             resource_type: type_name("Resource")?,
             actions: [
                 action(Action::StartTask.as_str()),
@@ -311,6 +317,7 @@ impl PolicyEngine {
             max_ttl,
             ids,
             origin: origin.to_owned(),
+            generation: 0,
         })
     }
 
@@ -341,6 +348,10 @@ impl PolicyEngine {
             Action::Exchange => &self.actions[1],
         };
         let text = |s: &str| RestrictedExpression::new_string(s.to_owned());
+        let issuer = EntityUid::from_type_name_and_id(
+            self.issuer_type.clone(),
+            EntityId::new(&req.workload.issuer),
+        );
         let workload = Entity::new_with_tags(
             principal.clone(),
             [
@@ -348,11 +359,12 @@ impl PolicyEngine {
                 ("kind".to_owned(), text(req.workload.kind)),
                 ("tenant".to_owned(), text(&req.workload.tenant)),
             ],
-            [],
+            [issuer.clone()],
             req.workload.tags.iter().map(|(k, v)| (k.clone(), text(v))),
         )
         .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([workload], None).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities([workload, Entity::with_uid(issuer)], None)
+            .map_err(|e| e.to_string())?;
         let strings =
             |items: &[String]| RestrictedExpression::new_set(items.iter().map(|s| text(s)));
         let context = Context::from_pairs([
@@ -497,6 +509,33 @@ mod tests {
         let denied = engine.decide(&policies, &req);
         assert!(!denied.allowed);
         assert_eq!(denied.policies, vec!["no-night".to_owned()]);
+    }
+
+    #[test]
+    fn policies_can_require_the_issuer_that_vouched() {
+        let engine = PolicyEngine::new().unwrap();
+        let policies = engine
+            .load_texts(
+                &[(
+                    "issuer.cedar".into(),
+                    r#"permit (principal in Issuer::"gha", action, resource);"#.into(),
+                )],
+                "test",
+            )
+            .unwrap();
+        let mut w = workload();
+        let audiences = vec![];
+        assert!(
+            engine
+                .decide(&policies, &request(&w, Action::Exchange, &audiences))
+                .allowed
+        );
+        w.issuer = "other".into();
+        assert!(
+            !engine
+                .decide(&policies, &request(&w, Action::Exchange, &audiences))
+                .allowed
+        );
     }
 
     #[test]

@@ -31,21 +31,31 @@ const IDLE_CHECKPOINT: Duration = Duration::from_millis(5);
 const CHECKPOINT_COMMITS: u32 = 64;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// A failed commit (nothing of it was written).
+/// Why writes were not committed (nothing of them was written).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the store could not commit: {0}")]
-pub struct WriteError(pub String);
+pub enum WriteError {
+    /// The store failed.
+    #[error("the store could not commit: {0}")]
+    Store(String),
+    /// The writer thread is gone.
+    #[error("the store's writer has stopped")]
+    Stopped,
+    /// The writes were decided under a policy set that has since been
+    /// replaced: decide again.
+    #[error("the policies changed while the request was decided")]
+    StalePolicy,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Job {
-    Apply(
-        Vec<BrokerWrite>,
-        oneshot::Sender<Result<Vec<WriteOutcome>, WriteError>>,
-    ),
-    Sweep(
-        Timestamp,
-        i64,
-        oneshot::Sender<Result<(u64, u64), WriteError>>,
-    ),
+    /// Writes, and the policy generation they were decided under (if a
+    /// decision stands behind them).
+    Apply(Vec<BrokerWrite>, Option<u64>, Reply<Vec<WriteOutcome>>),
+    Sweep(Timestamp, i64, Reply<(u64, u64)>),
+    /// A new policy set is in force: writes decided under an older one are
+    /// refused from here on. Answered once everything before it is durable.
+    Generation(u64, Reply<()>),
 }
 
 /// The handle requests use to write.
@@ -57,35 +67,40 @@ pub struct Writer {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Job::Apply(writes, _) => write!(f, "Apply({})", writes.len()),
+            Job::Apply(writes, generation, _) => {
+                write!(f, "Apply({}, {generation:?})", writes.len())
+            }
             Job::Sweep(now, limit, _) => write!(f, "Sweep({now}, {limit})"),
+            Job::Generation(generation, _) => write!(f, "Generation({generation})"),
         }
     }
 }
 
 impl Writer {
-    /// Starts the writer thread over `store` (made durable first).
-    pub fn start(mut store: Store) -> Result<Writer, WriteError> {
+    /// Starts the writer thread over `store` (made durable first), with
+    /// policy generation `generation` in force.
+    pub fn start(mut store: Store, generation: u64) -> Result<Writer, WriteError> {
         store
             .configure_as_writer()
-            .map_err(|e| WriteError(e.to_string()))?;
+            .map_err(|e| WriteError::Store(e.to_string()))?;
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("mayfly-writer".into())
-            .spawn(move || run(store, queue))
-            .map_err(|e| WriteError(e.to_string()))?;
+            .spawn(move || run(store, queue, generation))
+            .map_err(|e| WriteError::Store(e.to_string()))?;
         Ok(Writer { jobs })
+    }
+
+    async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, WriteError> {
+        let (done, wait) = oneshot::channel();
+        self.jobs.send(job(done)).map_err(|_| WriteError::Stopped)?;
+        wait.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Commits `writes` (with whatever else is waiting) and returns their
     /// outcomes once they are durable.
     pub async fn apply(&self, writes: Vec<BrokerWrite>) -> Result<Vec<WriteOutcome>, WriteError> {
-        let (done, wait) = oneshot::channel();
-        self.jobs
-            .send(Job::Apply(writes, done))
-            .map_err(|_| WriteError("the writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| WriteError("the writer has stopped".into()))?
+        self.call(|done| Job::Apply(writes, None, done)).await
     }
 
     /// Commits one write and returns its outcome.
@@ -94,21 +109,39 @@ impl Writer {
             .await?
             .into_iter()
             .next()
-            .ok_or_else(|| WriteError("no outcome".into()))
+            .ok_or(WriteError::Stopped)
+    }
+
+    /// Commits one write that policy generation `generation` allowed; if a
+    /// newer policy set is in force by the time the write reaches the
+    /// commit, nothing is written and [`WriteError::StalePolicy`] says to
+    /// decide again.
+    pub async fn apply_decided(
+        &self,
+        write: BrokerWrite,
+        generation: u64,
+    ) -> Result<WriteOutcome, WriteError> {
+        self.call(|done| Job::Apply(vec![write], Some(generation), done))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or(WriteError::Stopped)
+    }
+
+    /// Puts policy generation `generation` in force: returns once every
+    /// write queued before it is durable, and every write queued after it
+    /// that was decided under an older generation is refused.
+    pub async fn set_generation(&self, generation: u64) -> Result<(), WriteError> {
+        self.call(|done| Job::Generation(generation, done)).await
     }
 
     /// Closes expired tasks and credentials (a bounded amount per call).
     pub async fn sweep(&self, now: Timestamp, limit: i64) -> Result<(u64, u64), WriteError> {
-        let (done, wait) = oneshot::channel();
-        self.jobs
-            .send(Job::Sweep(now, limit, done))
-            .map_err(|_| WriteError("the writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| WriteError("the writer has stopped".into()))?
+        self.call(|done| Job::Sweep(now, limit, done)).await
     }
 }
 
-fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
+fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64) {
     let mut checkpoints = Checkpoints::new();
     loop {
         // With nothing to checkpoint, sleep until a write comes.
@@ -127,15 +160,26 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
         };
         let mut applies = Vec::new();
         let mut sweeps = Vec::new();
+        let mut generations = Vec::new();
         let mut pending = 0;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
-                Job::Apply(writes, done) => {
+                // INVARIANT: jobs are taken in the order they were queued,
+                // and a generation change counts for every job after it; a
+                // write decided under an older set never reaches the store.
+                Job::Apply(_, Some(decided), done) if decided < generation => {
+                    let _ = done.send(Err(WriteError::StalePolicy));
+                }
+                Job::Apply(writes, _, done) => {
                     pending += writes.len();
                     applies.push((writes, done));
                 }
                 Job::Sweep(now, limit, done) => sweeps.push((now, limit, done)),
+                Job::Generation(new, done) => {
+                    generation = generation.max(new);
+                    generations.push(done);
+                }
             }
             if pending < MAX_BATCH {
                 next = queue.try_recv().ok();
@@ -156,7 +200,7 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
                     }
                 }
                 Err(e) => {
-                    let error = WriteError(e.to_string());
+                    let error = WriteError::Store(e.to_string());
                     for (_, done) in waiting {
                         let _ = done.send(Err(error.clone()));
                     }
@@ -164,11 +208,16 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>) {
             }
             checkpoints.committed();
         }
+        // Answered after the batch is durable: whoever waits for the new
+        // generation then reads every lease decided under the old one.
+        for done in generations {
+            let _ = done.send(Ok(()));
+        }
         for (now, limit, done) in sweeps {
             let _ = done.send(
                 store
                     .broker_sweep(now, limit)
-                    .map_err(|e| WriteError(e.to_string())),
+                    .map_err(|e| WriteError::Store(e.to_string())),
             );
             checkpoints.committed();
         }
@@ -214,5 +263,53 @@ impl Checkpoints {
         }
         self.commits = 0;
         self.last = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mayfly_store::NewAuditEvent;
+
+    use super::*;
+
+    fn write(n: i64) -> BrokerWrite {
+        BrokerWrite::Audit(NewAuditEvent::new(n, "test", serde_json::json!({ "n": n })))
+    }
+
+    #[test]
+    fn writes_decided_under_a_replaced_policy_set_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.db").to_string_lossy()).unwrap();
+        let writer = Writer::start(store, 0).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            assert_eq!(
+                writer.apply_decided(write(1), 0).await,
+                Ok(WriteOutcome::Done(0))
+            );
+            writer.set_generation(1).await.unwrap();
+            assert_eq!(
+                writer.apply_decided(write(2), 0).await,
+                Err(WriteError::StalePolicy)
+            );
+            assert_eq!(
+                writer.apply_decided(write(3), 1).await,
+                Ok(WriteOutcome::Done(0))
+            );
+            // A late, older generation never lowers the one in force.
+            writer.set_generation(0).await.unwrap();
+            assert_eq!(
+                writer.apply_decided(write(4), 0).await,
+                Err(WriteError::StalePolicy)
+            );
+        });
+        let events = Store::open(&dir.path().join("w.db").to_string_lossy())
+            .unwrap()
+            .audit_tail(10)
+            .unwrap();
+        let written: Vec<i64> = events.iter().map(|e| e.at).collect();
+        assert_eq!(written, vec![1, 3]);
     }
 }

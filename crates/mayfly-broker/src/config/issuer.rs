@@ -101,6 +101,20 @@ impl Preset {
         }
     }
 
+    /// The preset whose workload ids look like `id`, if any: SPIFFE IDs,
+    /// GitHub Actions' `repo:` ids and Kubernetes service accounts.
+    pub fn owning_shape(id: &str) -> Option<Preset> {
+        if id.starts_with("spiffe://") {
+            Some(Preset::Spiffe)
+        } else if id.starts_with("repo:") {
+            Some(Preset::GithubActions)
+        } else if id.starts_with("system:serviceaccount:") {
+            Some(Preset::Kubernetes)
+        } else {
+            None
+        }
+    }
+
     /// The workload id template when the config gives none.
     pub fn default_workload(self) -> &'static str {
         match self {

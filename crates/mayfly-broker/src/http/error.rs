@@ -251,7 +251,7 @@ mod tests {
             classify(&request),
             (StatusCode::BAD_REQUEST, "invalid_request")
         );
-        let store = BrokerError::Write(crate::writer::WriteError("disk full".into()));
+        let store = BrokerError::Write(crate::writer::WriteError::Store("disk full".into()));
         assert_eq!(classify(&store).0, StatusCode::SERVICE_UNAVAILABLE);
     }
 }

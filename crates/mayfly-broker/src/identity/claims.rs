@@ -171,6 +171,15 @@ pub(super) fn map_workload(
         }
     }
     let id = render(&issuer.workload, claims, &issuer.name)?;
+    if let Some(owner) = Preset::owning_shape(&id)
+        && owner != issuer.preset
+    {
+        return Err(IdentityError::ForeignShape {
+            issuer: issuer.name.clone(),
+            id,
+            preset: owner.as_str(),
+        });
+    }
     let tenant =
         match &issuer.tenant_claim {
             Some(name) => claim(claims, name).and_then(claim_text).ok_or_else(|| {

@@ -111,6 +111,20 @@ pub enum IdentityError {
         /// The claim.
         claim: String,
     },
+    /// The workload id looks like another kind of issuer's (a generic
+    /// issuer's `sub` of `spiffe://...`): refused, so no issuer can pose as
+    /// another's workloads.
+    #[error(
+        "issuer {issuer} maps this token to workload id {id:?}, which only a {preset} issuer may vouch for"
+    )]
+    ForeignShape {
+        /// The issuer's name.
+        issuer: String,
+        /// The mapped id.
+        id: String,
+        /// The preset that owns ids of this shape.
+        preset: &'static str,
+    },
     /// Not a SPIFFE ID of the trust domain.
     #[error("the identity token's sub {sub:?} is not a SPIFFE ID in trust domain {domain}")]
     Spiffe {

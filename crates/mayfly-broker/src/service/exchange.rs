@@ -12,6 +12,11 @@ use crate::policy::{Action, TaskFacts};
 use crate::protocol::{ACCESS_TOKEN_TYPE, ExchangeRequest, TokenResponse};
 use crate::task_cache::Forget;
 use crate::token::{AccessClaims, Confirmation};
+use crate::writer::WriteError;
+
+/// How many times an exchange is decided again when policies change
+/// between its decision and its commit.
+const STALE_RETRIES: usize = 3;
 
 impl Broker {
     /// RFC 8693 token exchange.
@@ -66,93 +71,104 @@ impl Broker {
         }
         let tokens = &self.config.tokens;
         let requested = request.requested_ttl.unwrap_or(tokens.default_ttl_seconds);
-        let decision = self.decide(
-            &self.current_policies(),
-            &Question {
-                action: Action::Exchange,
-                workload: &workload,
-                task: TaskFacts::of(&task),
-                audience,
-                scope: &request.scopes,
-                requested_ttl: requested,
-                dpop: jkt.is_some(),
-                source_ip,
-            },
-        );
-        if !decision.allowed {
-            self.deny(
-                "token.deny",
-                json!({"task": task_id, "workload": workload.id, "audience": audience,
-                       "policies": decision.policies, "errors": decision.errors}),
-            )
-            .await;
-            return Err(BrokerError::AccessDenied(format!(
-                "a credential for {audience} is denied: {}",
-                decision.reason()
-            )));
-        }
-        let lifetime = requested
-            .min(tokens.max_ttl_seconds)
-            .min(task.expires_at - now)
-            .min(decision.max_ttl.unwrap_or(i64::MAX));
-        let scope = request.scopes.join(" ");
-        let jti = b64::time_ordered_id(now).map_err(internal)?;
-        let claims = AccessClaims {
-            iss: self.public_url.clone(),
-            sub: workload.id.clone(),
-            aud: audience.to_owned(),
-            exp: now + lifetime,
-            iat: now,
-            nbf: now,
-            jti: jti.clone(),
-            client_id: workload.issuer.clone(),
-            scope: scope.clone(),
-            task: task.id.clone(),
-            tenant: task.tenant.clone(),
-            cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
-        };
-        let access_token = self.sign(&claims)?;
-        let lease = LeaseRecord {
-            jti: jti.clone(),
-            task_id: task.id.clone(),
-            workload: workload.id.clone(),
-            owner: task.owner.clone(),
-            tenant: task.tenant.clone(),
-            audience: audience.to_owned(),
-            scope: scope.clone(),
-            client_id: workload.issuer.clone(),
-            cnf_jkt: jkt.clone(),
-            source_addr: source_ip.to_owned(),
-            issued_at: now,
-            expires_at: now + lifetime,
-            revoked_at: None,
-            revoke_reason: None,
-        };
-        let audit = event(
-            now,
-            "token.issue",
-            json!({"jti": jti, "task": task.id, "workload": workload.id, "audience": audience,
-                   "exp": now + lifetime, "policies": decision.policies, "bound": jkt.is_some()}),
-        );
-        match self
-            .writer
-            .apply_one(BrokerWrite::IssueLease { lease, audit })
-            .await?
-        {
-            WriteOutcome::Done(_) => Ok(TokenResponse {
-                access_token,
-                issued_token_type: ACCESS_TOKEN_TYPE.into(),
-                token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
-                expires_in: lifetime,
-                scope,
-            }),
-            WriteOutcome::Refused(_) => {
-                self.tasks
-                    .forget(Forget::Revoked(&RevokeSelector::Task(task_id.to_owned())));
-                Err(BrokerError::InvalidGrant(format!(
-                    "task {task_id} has ended; start a new task"
-                )))
+        // A policy change between the decision and the commit refuses the
+        // commit: decide again under the new set (a few times at most).
+        for _ in 0..STALE_RETRIES {
+            let policies = self.current_policies();
+            let decision = self.decide(
+                &policies,
+                &Question {
+                    action: Action::Exchange,
+                    workload: &workload,
+                    task: TaskFacts::of(&task),
+                    audience,
+                    scope: &request.scopes,
+                    requested_ttl: requested,
+                    dpop: jkt.is_some(),
+                    source_ip,
+                },
+            );
+            if !decision.allowed {
+                self.deny(
+                    "token.deny",
+                    json!({"task": task_id, "workload": workload.id, "audience": audience,
+                           "policies": decision.policies, "errors": decision.errors}),
+                )
+                .await;
+                return Err(BrokerError::AccessDenied(format!(
+                    "a credential for {audience} is denied: {}",
+                    decision.reason()
+                )));
             }
+            let lifetime = requested
+                .min(tokens.max_ttl_seconds)
+                .min(task.expires_at - now)
+                .min(decision.max_ttl.unwrap_or(i64::MAX));
+            let scope = request.scopes.join(" ");
+            let jti = b64::time_ordered_id(now).map_err(internal)?;
+            let claims = AccessClaims {
+                iss: self.public_url.clone(),
+                sub: workload.id.clone(),
+                aud: audience.to_owned(),
+                exp: now + lifetime,
+                iat: now,
+                nbf: now,
+                jti: jti.clone(),
+                client_id: workload.issuer.clone(),
+                scope: scope.clone(),
+                task: task.id.clone(),
+                tenant: task.tenant.clone(),
+                cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
+            };
+            let access_token = self.sign(&claims)?;
+            let lease = LeaseRecord {
+                jti: jti.clone(),
+                task_id: task.id.clone(),
+                workload: workload.id.clone(),
+                owner: task.owner.clone(),
+                tenant: task.tenant.clone(),
+                audience: audience.to_owned(),
+                scope: scope.clone(),
+                client_id: workload.issuer.clone(),
+                cnf_jkt: jkt.clone(),
+                source_addr: source_ip.to_owned(),
+                issued_at: now,
+                expires_at: now + lifetime,
+                revoked_at: None,
+                revoke_reason: None,
+            };
+            let audit = event(
+                now,
+                "token.issue",
+                json!({"jti": jti, "task": task.id, "workload": workload.id, "audience": audience,
+                       "exp": now + lifetime, "policies": decision.policies, "bound": jkt.is_some()}),
+            );
+            let committed = self
+                .writer
+                .apply_decided(
+                    BrokerWrite::IssueLease { lease, audit },
+                    policies.generation,
+                )
+                .await;
+            return match committed {
+                Ok(WriteOutcome::Done(_)) => Ok(TokenResponse {
+                    access_token,
+                    issued_token_type: ACCESS_TOKEN_TYPE.into(),
+                    token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+                    expires_in: lifetime,
+                    scope,
+                }),
+                Ok(WriteOutcome::Refused(_)) => {
+                    self.tasks
+                        .forget(Forget::Revoked(&RevokeSelector::Task(task_id.to_owned())));
+                    Err(BrokerError::InvalidGrant(format!(
+                        "task {task_id} has ended; start a new task"
+                    )))
+                }
+                Err(WriteError::StalePolicy) => continue,
+                Err(e) => Err(e.into()),
+            };
         }
+        Err(BrokerError::Write(WriteError::StalePolicy))
     }
 }

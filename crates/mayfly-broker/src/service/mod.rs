@@ -94,7 +94,7 @@ impl Broker {
         let db = paths.db.clone();
         let writer = blocking(move || {
             let store = Store::open(&db)?;
-            Ok(Writer::start(store)?)
+            Ok(Writer::start(store, 0)?)
         })
         .await?;
         let engine = PolicyEngine::new()?;

@@ -27,14 +27,27 @@ impl Broker {
 
     /// Installs a validated policy set; live credentials it denies are
     /// revoked. Returns the policy ids and how many were revoked.
+    ///
+    /// INVARIANT: no credential the new set denies survives. Exchanges
+    /// decided under the old set either commit before the writer takes the
+    /// new generation (and the re-evaluation below, which starts after that,
+    /// reads them) or are refused at the commit and decided again.
     pub async fn install_policies(
         &self,
-        policies: Policies,
+        mut policies: Policies,
     ) -> Result<(Vec<String>, u64), BrokerError> {
         let ids = policies.ids.clone();
-        if let Ok(mut slot) = self.policies.write() {
+        let generation = {
+            let mut slot = match self.policies.write() {
+                Ok(slot) => slot,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            policies.generation = slot.generation + 1;
+            let generation = policies.generation;
             *slot = Arc::new(policies);
-        }
+            generation
+        };
+        self.writer.set_generation(generation).await?;
         self.audit_policy_load().await?;
         let revoked = self.reevaluate().await?;
         Ok((ids, revoked))

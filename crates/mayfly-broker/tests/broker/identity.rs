@@ -283,8 +283,9 @@ fn presets_map_github_kubernetes_and_spiffe_identities() {
     );
     let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
     let h = Harness::start_with(Backend::Sqlite, move |c| {
+        // Named as in mayfly.example.toml, which the example policies follow.
         let mut g = issuer_config(
-            "gha",
+            "github",
             "https://token.actions.githubusercontent.com",
             Some("github-actions"),
             Some(gha_file),
@@ -384,4 +385,46 @@ fn dpop_proof(key: &TestIssuer, htu: &str, now: i64, jti: &str) -> String {
     header.jwk = Some(serde_json::from_value(jwk).unwrap());
     let claims = json!({"htm": "POST", "htu": htu, "iat": now, "jti": jti});
     jsonwebtoken::encode(&header, &claims, &key.encoding_key()).unwrap()
+}
+
+#[test]
+fn a_workload_of_one_issuer_cannot_pose_as_another_issuers() {
+    let keys = tempfile::tempdir().unwrap();
+    let spire = TestIssuer::new("https://spire.test", "s1");
+    let bundle = keys.path().join("spire.jwks.json");
+    std::fs::write(&bundle, spire.jwks().to_string()).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let h = Harness::start_with(Backend::Sqlite, move |c| {
+        c.policy.dir = Some(examples);
+        let mut config = issuer_config("spire", "https://spire.test", Some("spiffe"), Some(bundle));
+        config.trust_domain = Some("prod.acme.example".into());
+        c.issuers.push(config);
+    });
+    let agent = "spiffe://prod.acme.example/ns/agents/sa/research";
+    let docs = "https://mcp-docs.acme.example";
+    let start = |token: &str| {
+        h.client().start_task(
+            token,
+            &TaskRequest {
+                purpose: "answer a question".into(),
+                owner: "team-ai".into(),
+                ttl_seconds: Some(600),
+                audiences: vec![docs.into()],
+            },
+        )
+    };
+    // The generic test issuer signs a token whose sub is the agent's SPIFFE ID.
+    let posing = h.issuer.mint(agent, h.now());
+    let err = start(&posing).unwrap_err().to_string();
+    assert!(
+        err.contains("401") && err.contains("only a spiffe issuer"),
+        "{err}"
+    );
+    // The SPIFFE issuer vouches for the same id: the example policy allows it.
+    let real = spire.sign(
+        &json!({"iss": "https://spire.test", "sub": agent, "aud": "mayfly",
+                                  "iat": h.now(), "exp": h.now() + 600}),
+    );
+    let task = start(&real).unwrap();
+    assert_eq!(task.workload, agent);
 }

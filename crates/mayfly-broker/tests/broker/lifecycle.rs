@@ -23,9 +23,9 @@ fn a_credential_lives_and_dies_with_its_task() {
             json!(["urn:ietf:params:oauth:grant-type:token-exchange"])
         );
 
-        let identity = h.identity("repo:acme/app:ref:refs/heads/main");
+        let identity = h.identity("svc:acme/app:main");
         let task = h.start_task(&identity, "team-platform", &[AUD]);
-        assert_eq!(task.workload, "repo:acme/app:ref:refs/heads/main");
+        assert_eq!(task.workload, "svc:acme/app:main");
         assert_eq!(task.owner, "team-platform");
         assert_eq!(task.state, "live");
         assert_eq!(task.expires_at, h.now() + 600);
@@ -74,7 +74,7 @@ fn a_credential_lives_and_dies_with_its_task() {
 
         let answer = h.introspect(&token.access_token);
         assert_eq!(answer["active"], json!(true));
-        assert_eq!(answer["sub"], json!("repo:acme/app:ref:refs/heads/main"));
+        assert_eq!(answer["sub"], json!("svc:acme/app:main"));
         assert_eq!(answer["task"], json!(task.id));
 
         // The task shows its credential (never the token itself).

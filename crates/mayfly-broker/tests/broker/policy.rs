@@ -160,3 +160,67 @@ fn example_policies_validate() {
     let loaded = engine.load_dir(&dir).unwrap();
     assert!(loaded.ids.len() >= 4, "{:?}", loaded.ids);
 }
+
+const DENY_BILLING: &str = r#"
+@id("start") permit (principal, action == Action::"start_task", resource);
+@id("exchange-api") permit (principal, action == Action::"exchange", resource == Resource::"https://api.test");
+"#;
+
+#[test]
+fn no_credential_outlives_a_policy_that_denies_it_even_mid_exchange() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let policies = tempfile::tempdir().unwrap();
+    let h = with_policies(super::harness::Backend::Sqlite, policies.path());
+    let identity = h.identity("svc:a");
+    let task = h.start_task(&identity, "team-a", &[AUD, OTHER]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    let loops: Vec<_> = (0..4)
+        .map(|_| {
+            let client = h.client();
+            let (identity, task, stop, issued) = (
+                identity.clone(),
+                task.id.clone(),
+                stop.clone(),
+                issued.clone(),
+            );
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    if let Ok(response) = client.exchange(&identity, &task, OTHER, None, None) {
+                        issued.lock().unwrap().push(response.access_token);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Flip between allowing and denying billing credentials while the loops
+    // exchange; each flip to deny must leave no billing credential active
+    // (those checked in earlier rounds stay revoked).
+    let mut checked = 0;
+    for round in 0..30 {
+        let (status, body) = put_policies(&h, &[("base.cedar", PERMIT_BOTH)]);
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (status, body) = put_policies(&h, &[("base.cedar", DENY_BILLING)]);
+        assert_eq!(status, 200, "{body}");
+        let tokens = issued.lock().unwrap().clone();
+        let survivors = tokens[checked..].iter().filter(|t| h.active(t)).count();
+        checked = tokens.len();
+        assert_eq!(
+            survivors, 0,
+            "round {round}: {survivors} billing credentials active under a policy that denies them"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    for l in loops {
+        l.join().unwrap();
+    }
+    let tokens = issued.lock().unwrap().clone();
+    assert!(
+        tokens.len() > 30,
+        "the loops got {} credentials",
+        tokens.len()
+    );
+    assert_eq!(tokens.iter().filter(|t| h.active(t)).count(), 0);
+}

@@ -94,7 +94,7 @@ fn mint(ws: &Workspace, sub: &str) {
 }
 
 fn the_readme_flow(ws: &Workspace, server: &Server) {
-    mint(ws, "repo:acme/app:ref:refs/heads/main");
+    mint(ws, "local:acme/app");
     let (code, task) = json_of(client(ws, server).args([
         "task",
         "start",
