@@ -15,6 +15,10 @@ use crate::clock::Timestamp;
 /// How far a proof's `iat` may be from now, in seconds.
 const WINDOW: i64 = 60;
 
+/// Most proof `jti`s remembered: past it, expired ones are forgotten, and
+/// if the window alone holds this many, new proofs are refused.
+const MAX_REMEMBERED: usize = 500_000;
+
 /// Why a DPoP proof was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DpopError {
@@ -24,6 +28,10 @@ pub enum DpopError {
     /// Its `jti` was seen before.
     #[error("the DPoP proof was already used; make a new proof for each request")]
     Replayed,
+    /// So many proofs arrived within the replay window that no more can be
+    /// remembered: refused rather than accepted unchecked.
+    #[error("too many DPoP proofs in the last minute; retry shortly")]
+    Busy,
 }
 
 #[derive(Deserialize)]
@@ -95,8 +103,11 @@ impl DpopVerifier {
             .seen
             .lock()
             .map_err(|_| invalid("replay cache unavailable"))?;
-        if seen.len() > 100_000 {
+        if seen.len() >= MAX_REMEMBERED {
             seen.retain(|_, at| (now - *at).abs() <= WINDOW);
+            if seen.len() >= MAX_REMEMBERED {
+                return Err(DpopError::Busy);
+            }
         }
         if seen.insert(claims.jti, claims.iat).is_some() {
             return Err(DpopError::Replayed);

@@ -43,6 +43,9 @@ pub enum BrokerError {
     /// Authenticated but not allowed to touch this (403).
     #[error("{0}")]
     Forbidden(String),
+    /// A quota was reached (429): slow down or end tasks.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// No such task (404).
     #[error("{0}")]
     NotFound(String),

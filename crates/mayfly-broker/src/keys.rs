@@ -143,61 +143,89 @@ pub fn generate(
     now: Timestamp,
 ) -> Result<SigningKeyRecord, KeyError> {
     let generate_error = |e: &dyn std::fmt::Display| KeyError::Generate(e.to_string());
-    let seed = b64::random_bytes::<32>().map_err(|e| generate_error(&e))?;
-    let (der, public) = match alg {
-        "EdDSA" => {
-            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
-            let x = b64::encode(key.verifying_key().as_bytes());
-            (
-                Zeroizing::new(der.as_bytes().to_vec()),
-                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
-            )
-        }
-        "ES256" => {
-            let key = p256::SecretKey::from_slice(&seed).map_err(|e| generate_error(&e))?;
-            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
-            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                &key.public_key(),
-                false,
-            );
-            let (Some(x), Some(y)) = (point.x(), point.y()) else {
-                return Err(KeyError::Generate("no public point".into()));
-            };
-            (
-                Zeroizing::new(der.as_bytes().to_vec()),
-                json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)}),
-            )
-        }
-        "RS256" => {
+    let algorithm =
+        parse_alg(alg).ok_or_else(|| KeyError::Generate(format!("unsupported algorithm {alg}")))?;
+    let seed = Zeroizing::new(b64::random_bytes::<32>().map_err(|e| generate_error(&e))?);
+    let der = Zeroizing::new(match algorithm {
+        Algorithm::EdDSA => ed25519_dalek::SigningKey::from_bytes(&seed)
+            .to_pkcs8_der()
+            .map_err(|e| generate_error(&e))?
+            .as_bytes()
+            .to_vec(),
+        Algorithm::RS256 => {
             use rsa::pkcs8::EncodePrivateKey as _;
-            use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_BITS)
-                .map_err(|e| generate_error(&e))?;
-            let der = key.to_pkcs8_der().map_err(|e| generate_error(&e))?;
-            (
-                Zeroizing::new(der.as_bytes().to_vec()),
-                json!({"kty": "RSA", "n": b64::encode(&key.n().to_bytes_be()), "e": b64::encode(&key.e().to_bytes_be())}),
-            )
+            rsa::RsaPrivateKey::new(&mut rand_core::OsRng, RSA_BITS)
+                .map_err(|e| generate_error(&e))?
+                .to_pkcs8_der()
+                .map_err(|e| generate_error(&e))?
+                .as_bytes()
+                .to_vec()
         }
-        other => return Err(KeyError::Generate(format!("unsupported algorithm {other}"))),
-    };
-    let jwk: Jwk = serde_json::from_value(public.clone()).map_err(|e| generate_error(&e))?;
-    let kid = jwk.thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256);
-    let mut public = public;
-    if let Some(object) = public.as_object_mut() {
-        object.insert("kid".into(), json!(kid));
-        object.insert("alg".into(), json!(alg));
-        object.insert("use".into(), json!("sig"));
-    }
+        _ => p256::SecretKey::from_slice(seed.as_slice())
+            .map_err(|e| generate_error(&e))?
+            .to_pkcs8_der()
+            .map_err(|e| generate_error(&e))?
+            .as_bytes()
+            .to_vec(),
+    });
+    let (_, jwk) = open_private(algorithm, &der)
+        .ok_or_else(|| KeyError::Generate("the new key does not read back".into()))?;
+    let kid = jwk.common.key_id.clone().unwrap_or_default();
     Ok(SigningKeyRecord {
         sealed_private: master.seal(&kid, &der)?,
+        public_jwk: serde_json::to_string(&jwk).map_err(|e| generate_error(&e))?,
         kid,
         alg: alg.to_owned(),
-        public_jwk: public.to_string(),
         created_at: now,
         retired_at: None,
     })
+}
+
+/// A private key (PKCS #8) ready to sign, and the public JWK derived from
+/// it: `kid` its SHA-256 thumbprint (RFC 7638), with `alg` and `use`.
+fn open_private(alg: Algorithm, der: &[u8]) -> Option<(Signer, Jwk)> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let (signer, public) = match alg {
+        Algorithm::EdDSA => {
+            let key = ed25519_dalek::SigningKey::from_pkcs8_der(der).ok()?;
+            let x = b64::encode(key.verifying_key().as_bytes());
+            (
+                Signer::Ed25519(Box::new(key)),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+            )
+        }
+        Algorithm::ES256 => {
+            let key = p256::ecdsa::SigningKey::from_pkcs8_der(der).ok()?;
+            let point = key.verifying_key().to_encoded_point(false);
+            let (x, y) = (b64::encode(point.x()?), b64::encode(point.y()?));
+            (
+                Signer::P256(Box::new(key)),
+                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+            )
+        }
+        Algorithm::RS256 => {
+            use rsa::traits::PublicKeyParts as _;
+            let key = rsa::RsaPrivateKey::from_pkcs8_der(der).ok()?;
+            let (n, e) = (
+                b64::encode(&key.n().to_bytes_be()),
+                b64::encode(&key.e().to_bytes_be()),
+            );
+            (
+                Signer::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(key))),
+                json!({"kty": "RSA", "n": n, "e": e}),
+            )
+        }
+        _ => return None,
+    };
+    let thumbprint = serde_json::from_value::<Jwk>(public.clone())
+        .ok()?
+        .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256);
+    let mut public = public;
+    let object = public.as_object_mut()?;
+    object.insert("kid".into(), json!(thumbprint));
+    object.insert("alg".into(), json!(format!("{alg:?}")));
+    object.insert("use".into(), json!("sig"));
+    Some((signer, serde_json::from_value(public).ok()?))
 }
 
 /// Size of Mayfly's RSA keys, in bits.
@@ -216,24 +244,6 @@ pub enum Signer {
 }
 
 impl Signer {
-    fn from_der(alg: Algorithm, der: &[u8], kid: &str) -> Result<Signer, KeyError> {
-        use ed25519_dalek::pkcs8::DecodePrivateKey;
-        let unusable = || KeyError::Unseal {
-            kid: kid.to_owned(),
-        };
-        match alg {
-            Algorithm::EdDSA => ed25519_dalek::SigningKey::from_pkcs8_der(der)
-                .map(|k| Signer::Ed25519(Box::new(k)))
-                .map_err(|_| unusable()),
-            Algorithm::RS256 => rsa::RsaPrivateKey::from_pkcs8_der(der)
-                .map(|k| Signer::Rsa(Box::new(rsa::pkcs1v15::SigningKey::new(k))))
-                .map_err(|_| unusable()),
-            _ => p256::ecdsa::SigningKey::from_pkcs8_der(der)
-                .map(|k| Signer::P256(Box::new(k)))
-                .map_err(|_| unusable()),
-        }
-    }
-
     /// The JWS signature of `message` (raw bytes: 64 for EdDSA and ES256,
     /// the modulus size for RS256).
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
@@ -291,6 +301,13 @@ impl KeyRing {
     /// Builds the ring from stored keys (newest first). Keys retired more
     /// than `keep_retired` seconds ago are dropped: no token they signed
     /// can still be alive.
+    ///
+    /// Every record is authenticated before it is used: its private half
+    /// must unseal under the master key (which binds the `kid`), and its
+    /// algorithm, public key and `kid` must be what that private half
+    /// derives. A record that fails (inserted into the store without the
+    /// master key, or edited) is skipped: never published, never trusted.
+    /// If no record passes, the master key is the wrong one: an error.
     pub fn from_records(
         records: &[SigningKeyRecord],
         master: &MasterKey,
@@ -300,30 +317,31 @@ impl KeyRing {
         let mut signers: Vec<(String, Algorithm, Signer, Timestamp)> = Vec::new();
         let mut verifiers = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
+        let mut rejected: Option<String> = None;
+        let mut considered = 0;
         for record in records {
             if record.retired_at.is_some_and(|at| now - at > keep_retired) {
                 continue;
             }
-            let Some(alg) = parse_alg(&record.alg) else {
-                continue;
-            };
-            let Ok(jwk) = serde_json::from_str::<Jwk>(&record.public_jwk) else {
+            considered += 1;
+            let Some((alg, signer, jwk)) = authenticate(record, master) else {
+                rejected.get_or_insert_with(|| record.kid.clone());
                 continue;
             };
             let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
                 continue;
             };
             if record.retired_at.is_none() && !signers.iter().any(|s| s.1 == alg) {
-                let der = Zeroizing::new(master.unseal(&record.kid, &record.sealed_private)?);
-                signers.push((
-                    record.kid.clone(),
-                    alg,
-                    Signer::from_der(alg, &der, &record.kid)?,
-                    record.created_at,
-                ));
+                signers.push((record.kid.clone(), alg, signer, record.created_at));
             }
             verifiers.insert(record.kid.clone(), (alg, decoding));
             jwks.keys.push(jwk);
+        }
+        if let Some(kid) = rejected
+            && verifiers.is_empty()
+            && considered > 0
+        {
+            return Err(KeyError::Unseal { kid });
         }
         Ok(KeyRing {
             signers,
@@ -351,6 +369,21 @@ impl KeyRing {
     }
 }
 
+/// A stored key whose private half unseals and derives the record's
+/// algorithm, public key and `kid`; `None` for anything else.
+fn authenticate(record: &SigningKeyRecord, master: &MasterKey) -> Option<(Algorithm, Signer, Jwk)> {
+    let alg = parse_alg(&record.alg)?;
+    let der = Zeroizing::new(master.unseal(&record.kid, &record.sealed_private).ok()?);
+    let (signer, derived) = open_private(alg, &der)?;
+    let stored: serde_json::Value = serde_json::from_str(&record.public_jwk).ok()?;
+    let derived_value = serde_json::to_value(&derived).ok()?;
+    let same_public = ["kty", "crv", "x", "y", "n", "e"]
+        .iter()
+        .all(|member| stored.get(member) == derived_value.get(member));
+    (same_public && derived.common.key_id.as_deref() == Some(record.kid.as_str()))
+        .then_some((alg, signer, derived))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +404,39 @@ mod tests {
             let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
             let err = KeyRing::from_records(&[record], &other, 100, 10).unwrap_err();
             assert!(matches!(err, KeyError::Unseal { .. }));
+        }
+    }
+
+    #[test]
+    fn records_that_do_not_authenticate_are_never_trusted() {
+        let master = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let other = MasterKey::from_bytes(&[9u8; 32]).unwrap();
+        let good = generate("EdDSA", &master, 100).unwrap();
+        // Inserted without the master key: sealed under another one.
+        let mut forged = generate("EdDSA", &other, 90).unwrap();
+        forged.retired_at = Some(95);
+        // A real record whose public key was swapped for an attacker's.
+        let mut swapped = generate("ES256", &master, 80).unwrap();
+        swapped.public_jwk = generate("ES256", &other, 80).unwrap().public_jwk;
+        // A real record whose algorithm was relabelled.
+        let mut relabelled = generate("ES256", &master, 70).unwrap();
+        relabelled.alg = "RS256".into();
+        let ring = KeyRing::from_records(
+            &[
+                good.clone(),
+                forged.clone(),
+                swapped.clone(),
+                relabelled.clone(),
+            ],
+            &master,
+            100,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(ring.jwks.keys.len(), 1);
+        assert!(ring.verifier(&good.kid).is_some());
+        for bad in [&forged, &swapped, &relabelled] {
+            assert!(ring.verifier(&bad.kid).is_none(), "{}", bad.kid);
         }
     }
 

@@ -15,7 +15,7 @@
 //!   checked against;
 //! - [`service`]: the broker's operations (start, exchange, introspect,
 //!   revoke, end, re-evaluate on policy change, sweep), with
-//!   [`task_cache`] and [`reader`] under them;
+//!   [`task_cache`], [`quota`] and [`reader`] under them;
 //! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin);
 //! - [`client`]: the same API from the command line and `mayfly run`.
 //!
@@ -33,6 +33,7 @@ pub mod keys;
 pub mod local_issuer;
 pub mod policy;
 pub mod protocol;
+pub mod quota;
 pub mod reader;
 pub mod secrets;
 pub mod service;

@@ -53,7 +53,11 @@ impl ReadPool {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut store = match pooled {
             Some(store) => store,
-            None => Store::open(&self.target)?,
+            None => {
+                let mut store = Store::open(&self.target)?;
+                store.configure_for_point_reads()?;
+                store
+            }
         };
         // A connection whose work failed may be broken: it is dropped.
         let value = work(&mut store)?;

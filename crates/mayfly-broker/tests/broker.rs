@@ -13,6 +13,7 @@ mod broker {
     mod harness;
 
     mod bad_input;
+    mod hardening;
     mod http_layer;
     mod identity;
     mod lifecycle;

@@ -19,6 +19,8 @@ const SQLITE_MMAP_BYTES: i64 = 1 << 30;
 const SQLITE_CACHE_KIB: i64 = 64 * 1024;
 /// The broker writer's page cache, in KiB (see [`Store::configure_as_writer`]).
 const WRITER_CACHE_KIB: i64 = 2000;
+/// The page cache of each of the broker's pooled readers, in KiB.
+const READER_CACHE_KIB: i64 = 4096;
 /// What the broker writer's log file is cut back to after a burst.
 const WRITER_LOG_LIMIT_BYTES: i64 = 64 << 20;
 
@@ -407,6 +409,21 @@ impl Store {
             set("wal_autocheckpoint", &0)?;
             set("journal_size_limit", &WRITER_LOG_LIMIT_BYTES)?;
             set("cache_size", &-WRITER_CACHE_KIB)?;
+        }
+        Ok(())
+    }
+
+    /// Readies a connection of a pool that serves many short reads (the
+    /// broker's): a small page cache and no memory map, so a pool of them
+    /// holds little memory. PostgreSQL: nothing to do.
+    pub fn configure_for_point_reads(&mut self) -> Result<(), StoreError> {
+        if let Conn::Sqlite(conn) = &self.conn {
+            let set = |name: &str, value: &dyn rusqlite::ToSql| {
+                conn.pragma_update(None, name, value)
+                    .map_err(|e| query_error("configure a reader", e))
+            };
+            set("cache_size", &-READER_CACHE_KIB)?;
+            set("mmap_size", &0)?;
         }
         Ok(())
     }

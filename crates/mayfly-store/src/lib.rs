@@ -14,8 +14,9 @@ mod schema;
 
 pub use backend::Store;
 pub use broker::{
-    AuditData, AuditEvent, AuditVerification, BrokerWrite, LeaseRecord, LiveGrant, NewAuditEvent,
-    RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
+    AuditData, AuditEvent, AuditVerification, BrokerWrite, GrantKey, LeaseRecord, LiveGrant,
+    NewAuditEvent, RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome,
+    audit_hash,
 };
 pub use inventory::{
     CopyRecord, LocationRow, MergeSummary, OwnerClaim, OwnerSource, Ownership, OwnershipRule,

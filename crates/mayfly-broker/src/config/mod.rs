@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub tokens: TokenConfig,
     /// Where the Cedar policies are.
     pub policy: PolicyConfig,
+    /// Per-workload quotas.
+    pub limits: LimitsConfig,
     /// Trusted workload identity issuers.
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -134,6 +136,27 @@ impl Default for TokenConfig {
     }
 }
 
+/// `[limits]`: what one workload may hold or ask for, so no caller can
+/// exhaust the broker's memory, store or writer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most live tasks one workload may hold; more are refused with 429.
+    pub max_live_tasks_per_workload: u32,
+    /// Token exchanges one workload may make per second, with bursts of
+    /// twice as many; more are refused with 429. 0: no limit.
+    pub exchanges_per_second_per_workload: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_live_tasks_per_workload: 100,
+            exchanges_per_second_per_workload: 200,
+        }
+    }
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +242,11 @@ impl BrokerConfig {
         if t.key_rotation_days <= 0 {
             return Err(ConfigError::Invalid(
                 "tokens: key_rotation_days must be positive".into(),
+            ));
+        }
+        if self.limits.max_live_tasks_per_workload == 0 {
+            return Err(ConfigError::Invalid(
+                "limits: max_live_tasks_per_workload must be at least 1".into(),
             ));
         }
         let server = &self.server;

@@ -49,6 +49,9 @@ fn classify(e: &BrokerError) -> (StatusCode, &'static str) {
         }
         BrokerError::InvalidTarget(_) => (StatusCode::BAD_REQUEST, "invalid_target"),
         BrokerError::UnsupportedGrantType(_) => (StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        BrokerError::Dpop(crate::dpop::DpopError::Busy) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+        }
         BrokerError::Dpop(_) => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
         BrokerError::AccessDenied(_) | BrokerError::Forbidden(_) => {
             (StatusCode::FORBIDDEN, "access_denied")
@@ -57,6 +60,9 @@ fn classify(e: &BrokerError) -> (StatusCode, &'static str) {
             (StatusCode::UNAUTHORIZED, "invalid_client")
         }
         BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        BrokerError::TooManyRequests(_) => {
+            (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")
+        }
         BrokerError::Store(_) | BrokerError::Write(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
         }
@@ -86,6 +92,11 @@ impl IntoResponse for ApiError {
             .into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::TOO_MANY_REQUESTS
+            || self.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

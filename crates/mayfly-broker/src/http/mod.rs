@@ -168,9 +168,9 @@ async fn introspect(
     headers: HeaderMap,
     form: Result<OAuthForm<TokenForm>, ApiError>,
 ) -> Result<Response, ApiError> {
-    broker.authenticate_client(authorization(&headers))?;
+    let caller = broker.authenticate_client(authorization(&headers))?;
     let OAuthForm(form) = form?;
-    let answer = broker.introspect(required_token(&form)?).await?;
+    let answer = broker.introspect(&caller, required_token(&form)?).await?;
     Ok(no_store(Json(answer)))
 }
 

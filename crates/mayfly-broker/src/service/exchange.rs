@@ -35,6 +35,15 @@ impl Broker {
             .verify(&request.subject_token)
             .await
             .map_err(BrokerError::SubjectToken)?;
+        if !self
+            .exchange_rate
+            .admit(&workload.issuer, &workload.id, std::time::Instant::now())
+        {
+            return Err(BrokerError::TooManyRequests(format!(
+                "workload {} asked for more than {} credentials a second (limits.exchanges_per_second_per_workload); slow down",
+                workload.id, self.config.limits.exchanges_per_second_per_workload
+            )));
+        }
         let jkt = match dpop_proof {
             Some(proof) => Some(self.dpop.verify(
                 proof,

@@ -23,6 +23,7 @@ use crate::error::BrokerError;
 use crate::identity::{IdentityVerifier, Workload};
 use crate::keys::{KeyRing, MasterKey};
 use crate::policy::{Action, Decision, Policies, PolicyEngine, PolicyRequest, TaskFacts};
+use crate::quota::RateLimiter;
 use crate::reader::{ReadPool, blocking};
 use crate::secrets;
 use crate::task_cache::TaskCache;
@@ -69,6 +70,7 @@ pub struct Broker {
     dpop: DpopVerifier,
     secrets: CallerSecrets,
     tasks: TaskCache,
+    exchange_rate: RateLimiter,
 }
 
 impl std::fmt::Debug for Broker {
@@ -105,6 +107,7 @@ impl Broker {
         let identity = IdentityVerifier::new(config.checked_issuers()?, clock.clone());
         let master = secrets::master_key(&config, &paths.data_dir)?;
         let secrets = CallerSecrets::new(admin_token, &secrets::resource_server_secrets(&config)?);
+        let exchange_rate = config.limits.exchanges_per_second_per_workload;
         let broker = Broker {
             public_url: config.public_url(),
             config,
@@ -119,9 +122,12 @@ impl Broker {
             dpop: DpopVerifier::default(),
             secrets,
             tasks: TaskCache::default(),
+            exchange_rate: RateLimiter::new(exchange_rate),
         };
         broker.refresh_keys().await?;
         broker.audit_policy_load().await?;
+        // The policies may have changed while the broker was down.
+        broker.reevaluate().await?;
         Ok(broker)
     }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mayfly_store::{BrokerWrite, WriteOutcome};
+use mayfly_store::{BrokerWrite, GrantKey, LiveGrant, WriteOutcome};
 use serde_json::json;
 
 use super::{Broker, Question, event};
@@ -13,6 +13,10 @@ use crate::error::BrokerError;
 use crate::identity::Workload;
 use crate::policy::{Action, Policies, TaskFacts};
 use crate::protocol::parse_scope;
+
+/// Grants decided again per store read: re-evaluation holds this many at a
+/// time, whatever the number of live credentials.
+const GRANT_PAGE: i64 = 1000;
 
 impl Broker {
     /// Records which policies are in force.
@@ -93,68 +97,90 @@ impl Broker {
     }
 
     /// Decides every live credential again under the policies in force and
-    /// revokes those now denied. A task whose stored workload cannot be
-    /// rebuilt is denied (fail closed).
+    /// revokes those now denied, a page of grants at a time. A task whose
+    /// stored workload cannot be rebuilt is denied (fail closed).
     pub async fn reevaluate(&self) -> Result<u64, BrokerError> {
         let now = self.now();
         let policies = self.current_policies();
-        let grants = self
-            .readers
-            .read(move |s| s.broker_live_grants(now))
-            .await?;
+        let mut after: Option<GrantKey> = None;
         let mut revoked = 0;
-        for grant in grants {
-            let task = &grant.task;
-            let (denied, policy_ids) =
-                match Workload::from_attributes(&task.workload, &task.attributes) {
-                    Some(workload) => {
-                        // Scopes were checked at issuance; one that no longer
-                        // parses is denied too.
-                        let scopes = parse_scope(&grant.scope).unwrap_or_default();
-                        let decision = self.decide(
-                            &policies,
-                            &Question {
-                                action: Action::Exchange,
-                                workload: &workload,
-                                task: TaskFacts::of(task),
-                                audience: &grant.audience,
-                                scope: &scopes,
-                                requested_ttl: grant.lifetime,
-                                dpop: grant.bound,
-                                source_ip: &task.source_addr,
-                            },
-                        );
-                        (
-                            (!decision.allowed).then(|| decision.reason()),
-                            decision.policies,
-                        )
-                    }
-                    None => (
-                        Some("the task's stored workload cannot be read".to_owned()),
-                        Vec::new(),
-                    ),
-                };
-            let Some(reason) = denied else {
-                continue;
+        loop {
+            let from = after.clone();
+            let page = self
+                .readers
+                .read(move |s| s.broker_live_grants(now, from.as_ref(), GRANT_PAGE))
+                .await?;
+            let Some(last) = page.last() else {
+                break;
             };
-            if let WriteOutcome::Done(n) = self
-                .writer
-                .apply_one(BrokerWrite::RevokeLeases {
-                    jtis: grant.jtis.clone(),
-                    at: now,
-                    reason: format!("policy change: {reason}"),
-                    audit: event(
-                        now,
-                        "token.revoke",
-                        json!({"task": task.id, "audience": grant.audience, "by": "policy", "policies": policy_ids}),
-                    ),
-                })
-                .await?
-            {
-                revoked += n;
+            after = Some(last.key.clone());
+            let full = page.len() as i64 == GRANT_PAGE;
+            for grant in page {
+                let Some((reason, policy_ids)) = self.denial(&policies, &grant) else {
+                    continue;
+                };
+                if let WriteOutcome::Done(n) = self
+                    .writer
+                    .apply_one(BrokerWrite::RevokeGrant {
+                        grant: grant.key.clone(),
+                        at: now,
+                        reason: format!("policy change: {reason}"),
+                        audit: event(
+                            now,
+                            "token.revoke",
+                            json!({"task": grant.key.task_id, "audience": grant.key.audience,
+                                   "by": "policy", "policies": policy_ids}),
+                        ),
+                    })
+                    .await?
+                {
+                    revoked += n;
+                }
+            }
+            if !full {
+                break;
             }
         }
         Ok(revoked)
+    }
+
+    /// Why the policies in force deny a grant (and which policies), or
+    /// `None` when they allow it.
+    fn denial(&self, policies: &Policies, grant: &LiveGrant) -> Option<(String, Vec<String>)> {
+        let Some(workload) = Workload::from_attributes(&grant.workload, &grant.attributes) else {
+            return Some((
+                "the task's stored workload cannot be read".to_owned(),
+                Vec::new(),
+            ));
+        };
+        // Scopes were checked at issuance; one that no longer parses is
+        // denied too.
+        let Ok(scopes) = parse_scope(&grant.key.scope) else {
+            return Some((
+                "the credential's scope cannot be read".to_owned(),
+                Vec::new(),
+            ));
+        };
+        let decision = self.decide(
+            policies,
+            &Question {
+                action: Action::Exchange,
+                workload: &workload,
+                task: TaskFacts {
+                    purpose: &grant.purpose,
+                    owner: &grant.owner,
+                    tenant: &grant.tenant,
+                    audiences: &grant.audiences,
+                    started_at: grant.started_at,
+                },
+                audience: &grant.key.audience,
+                scope: &scopes,
+                requested_ttl: grant.lifetime,
+                dpop: grant.key.bound,
+                source_ip: &grant.source_addr,
+            },
+        );
+        (!decision.allowed).then(|| (decision.reason(), decision.policies))
     }
 }
 

@@ -94,12 +94,26 @@ impl Broker {
             json!({"task": id, "workload": workload.id, "owner": task.owner, "purpose": task.purpose,
                    "tenant": task.tenant, "audiences": task.audiences, "expires_at": task.expires_at}),
         );
-        self.writer
+        let max_live = i64::from(self.config.limits.max_live_tasks_per_workload);
+        let outcome = self
+            .writer
             .apply_one(BrokerWrite::StartTask {
                 task: task.clone(),
+                max_live: Some(max_live),
                 audit,
             })
             .await?;
+        if let WriteOutcome::Refused(_) = outcome {
+            self.deny(
+                "task.deny",
+                json!({"workload": workload.id, "reason": "live task quota", "limit": max_live}),
+            )
+            .await;
+            return Err(BrokerError::TooManyRequests(format!(
+                "workload {} already has {max_live} live tasks (limits.max_live_tasks_per_workload); end some with POST /v1/tasks/{{id}}/end",
+                workload.id
+            )));
+        }
         let view = TaskView::of(&task, now);
         self.tasks.insert(Arc::new(task), now);
         Ok(view)

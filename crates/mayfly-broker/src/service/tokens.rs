@@ -2,7 +2,7 @@
 //! revocation (RFC 7009 and by task, workload or owner), listing, and the
 //! sweep that closes what expired.
 
-use mayfly_store::{BrokerWrite, RevokeSelector, WriteOutcome};
+use mayfly_store::{BrokerWrite, LeaseRecord, RevokeSelector, WriteOutcome};
 use serde_json::json;
 
 use super::{Broker, SWEEP_BATCH, event};
@@ -10,60 +10,118 @@ use crate::auth::Caller;
 use crate::error::BrokerError;
 use crate::protocol::CredentialView;
 use crate::task_cache::Forget;
+use crate::token::AccessClaims;
 
 impl Broker {
-    /// RFC 7662 introspection: active only if Mayfly signed it and its lease
-    /// is live in the store right now.
-    pub async fn introspect(&self, token: &str) -> Result<serde_json::Value, BrokerError> {
-        let now = self.now();
-        let Some(claims) = self.verify_access_token(token) else {
-            return Ok(json!({"active": false}));
-        };
-        let jti = claims.jti.clone();
-        let lease = self.readers.read(move |s| s.broker_lease(&jti)).await?;
-        match lease {
-            Some(lease) if lease.is_active(now) && claims.exp > now => {
-                let mut out = json!({
-                    "active": true,
-                    "iss": claims.iss,
-                    "sub": claims.sub,
-                    "aud": claims.aud,
-                    "exp": claims.exp,
-                    "iat": claims.iat,
-                    "nbf": claims.nbf,
-                    "jti": claims.jti,
-                    "client_id": claims.client_id,
-                    "scope": claims.scope,
-                    "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
-                    "task": claims.task,
-                    "tenant": claims.tenant,
-                    "owner": lease.owner,
-                });
-                if let (Some(cnf), Some(object)) = (claims.cnf, out.as_object_mut()) {
-                    object.insert("cnf".into(), json!({"jkt": cnf.jkt}));
-                }
-                Ok(out)
-            }
-            _ => Ok(json!({"active": false})),
+    /// Whether `caller` may see or revoke tokens for `audience`: the admin
+    /// may; a resource server only for the audiences it serves (RFC 7662
+    /// section 4, RFC 7009 section 2.1).
+    fn serves(&self, caller: &Caller, audience: &str) -> bool {
+        match caller {
+            Caller::Admin => true,
+            Caller::ResourceServer(id) => self
+                .config
+                .resource_servers
+                .iter()
+                .any(|rs| rs.client_id == *id && rs.audiences.iter().any(|a| a == audience)),
+            Caller::Workload(_) => false,
         }
     }
 
-    /// RFC 7009 revocation of one token (unknown tokens are not an error).
+    /// A presented token and its lease, when Mayfly signed the token, the
+    /// lease exists and agrees with every claim that matters. A token whose
+    /// claims differ from its lease (signed with a key that should not be
+    /// trusted, or made up around a real `jti`) is reported and ignored.
+    async fn leased(
+        &self,
+        token: &str,
+    ) -> Result<Option<(AccessClaims, LeaseRecord)>, BrokerError> {
+        let Some(claims) = self.verify_access_token(token) else {
+            return Ok(None);
+        };
+        let jti = claims.jti.clone();
+        let Some(lease) = self.readers.read(move |s| s.broker_lease(&jti)).await? else {
+            return Ok(None);
+        };
+        let agrees = claims.sub == lease.workload
+            && claims.aud == lease.audience
+            && claims.scope == lease.scope
+            && claims.task == lease.task_id
+            && claims.tenant == lease.tenant
+            && claims.client_id == lease.client_id
+            && claims.exp == lease.expires_at
+            && claims.cnf.as_ref().map(|c| c.jkt.as_str()) == lease.cnf_jkt.as_deref();
+        if !agrees {
+            self.deny(
+                "token.mismatch",
+                json!({"jti": lease.jti, "task": lease.task_id,
+                       "reason": "a signed token's claims differ from its lease"}),
+            )
+            .await;
+            return Ok(None);
+        }
+        Ok(Some((claims, lease)))
+    }
+
+    /// RFC 7662 introspection: active only if Mayfly signed it, its lease is
+    /// live in the store right now and agrees with it, and the caller
+    /// serves its audience. The answer comes from the lease.
+    pub async fn introspect(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<serde_json::Value, BrokerError> {
+        let now = self.now();
+        let inactive = json!({"active": false});
+        let Some((claims, lease)) = self.leased(token).await? else {
+            return Ok(inactive);
+        };
+        if !lease.is_active(now) || !self.serves(caller, &lease.audience) {
+            return Ok(inactive);
+        }
+        let mut out = json!({
+            "active": true,
+            "iss": claims.iss,
+            "sub": lease.workload,
+            "aud": lease.audience,
+            "exp": lease.expires_at,
+            "iat": lease.issued_at,
+            "nbf": lease.issued_at,
+            "jti": lease.jti,
+            "client_id": lease.client_id,
+            "scope": lease.scope,
+            "token_type": if lease.cnf_jkt.is_some() { "DPoP" } else { "Bearer" },
+            "task": lease.task_id,
+            "tenant": lease.tenant,
+            "owner": lease.owner,
+        });
+        if let (Some(jkt), Some(object)) = (lease.cnf_jkt, out.as_object_mut()) {
+            object.insert("cnf".into(), json!({ "jkt": jkt }));
+        }
+        Ok(out)
+    }
+
+    /// RFC 7009 revocation of one token. Unknown tokens, and tokens for
+    /// audiences the caller does not serve, are not an error: nothing
+    /// happens.
     pub async fn revoke_token(&self, caller: &Caller, token: &str) -> Result<(), BrokerError> {
         let now = self.now();
-        let Some(claims) = self.verify_access_token(token) else {
+        let Some((_, lease)) = self.leased(token).await? else {
             return Ok(());
         };
+        if !self.serves(caller, &lease.audience) {
+            return Ok(());
+        }
         let by = caller.audit_name();
         self.writer
             .apply_one(BrokerWrite::Revoke {
-                selector: RevokeSelector::Lease(claims.jti.clone()),
+                selector: RevokeSelector::Lease(lease.jti.clone()),
                 at: now,
                 reason: format!("revoked by {by}"),
                 audit: event(
                     now,
                     "token.revoke",
-                    json!({"jti": claims.jti, "task": claims.task, "by": by}),
+                    json!({"jti": lease.jti, "task": lease.task_id, "by": by}),
                 ),
             })
             .await?;

@@ -127,6 +127,10 @@ impl TestIssuer {
 /// A broker serving on 127.0.0.1.
 pub struct Harness {
     pub url: String,
+    /// The configuration the broker started with.
+    pub config: BrokerConfig,
+    /// Its data directory and store.
+    pub paths: BrokerPaths,
     pub clock: Arc<ManualClock>,
     pub broker: Arc<Broker>,
     pub issuer: TestIssuer,
@@ -188,6 +192,7 @@ impl Harness {
         config.resource_servers.push(ResourceServerConfig {
             client_id: "api".into(),
             secret_file: Some(secret_file),
+            audiences: vec![AUD.into()],
             ..ResourceServerConfig::default()
         });
         tweak(&mut config);
@@ -204,6 +209,7 @@ impl Harness {
             data_dir: dir.path().join("data"),
             db: db.clone(),
         };
+        let started_with = config.clone();
         let broker = rt
             .block_on(Broker::open(
                 config,
@@ -223,6 +229,8 @@ impl Harness {
         });
         Harness {
             url: format!("http://127.0.0.1:{port}"),
+            config: started_with,
+            paths,
             clock,
             broker,
             issuer,

@@ -173,10 +173,13 @@ pub enum RevokeSelector {
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BrokerWrite {
-    /// Record a new task.
+    /// Record a new task; refused if its workload already has
+    /// `max_live` live tasks.
     StartTask {
         /// The task.
         task: TaskRecord,
+        /// Most live tasks its workload may hold, if limited.
+        max_live: Option<i64>,
         /// Its audit event.
         audit: NewAuditEvent,
     },
@@ -210,10 +213,11 @@ pub enum BrokerWrite {
         /// Its audit event (the revoked count is added to `data`).
         audit: NewAuditEvent,
     },
-    /// Revoke these credentials (policy re-evaluation).
-    RevokeLeases {
-        /// Their `jti`s.
-        jtis: Vec<String>,
+    /// Revoke the live credentials of one grant issued up to `at` (policy
+    /// re-evaluation denied them).
+    RevokeGrant {
+        /// The grant.
+        grant: GrantKey,
         /// When.
         at: Timestamp,
         /// Why.
@@ -251,22 +255,46 @@ pub struct TaskFilter {
     pub limit: Option<i64>,
 }
 
-/// A live credential grouped with its task, for re-evaluating policy: all
-/// leases of one task, audience, scope and binding decide the same way.
+/// Live credentials grouped by what decides them, for re-evaluating
+/// policy: all leases of one task, audience, scope and binding decide the
+/// same way. Only what a decision reads is here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveGrant {
+    /// Which leases: the page position and the revocation target.
+    pub key: GrantKey,
+    /// The task's workload.
+    pub workload: String,
+    /// The task's workload attributes (JSON), to rebuild the workload.
+    pub attributes: String,
+    /// The task's owner.
+    pub owner: String,
+    /// The task's purpose.
+    pub purpose: String,
+    /// The task's tenant.
+    pub tenant: String,
+    /// The task's audiences.
+    pub audiences: Vec<String>,
+    /// The caller's address at task start.
+    pub source_addr: String,
+    /// When the task started.
+    pub started_at: Timestamp,
+    /// The longest requested lifetime among the leases, in seconds.
+    pub lifetime: i64,
+    /// How many leases.
+    pub leases: i64,
+}
+
+/// One group of live leases: a task, an audience, a scope and a binding.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantKey {
     /// The task.
-    pub task: TaskRecord,
+    pub task_id: String,
     /// The audience.
     pub audience: String,
     /// The scope.
     pub scope: String,
     /// Whether the credentials are DPoP-bound.
     pub bound: bool,
-    /// The longest requested lifetime among them, in seconds.
-    pub lifetime: i64,
-    /// The credentials.
-    pub jtis: Vec<String>,
 }
 
 /// What `audit verify` found.

@@ -1,7 +1,7 @@
 //! Broker reads: tasks, leases, the live grants policy decides again, and
 //! signing keys.
 
-use super::{LeaseRecord, LiveGrant, SigningKeyRecord, TaskFilter, TaskRecord};
+use super::{GrantKey, LeaseRecord, LiveGrant, SigningKeyRecord, TaskFilter, TaskRecord};
 use crate::backend::Store;
 use crate::row::Row;
 use crate::{StoreError, Timestamp};
@@ -125,55 +125,70 @@ impl Store {
         })
     }
 
-    /// Live credentials grouped by what decides them, for re-evaluating
-    /// policy after a change.
-    pub fn broker_live_grants(&mut self, now: Timestamp) -> Result<Vec<LiveGrant>, StoreError> {
+    /// Live credentials grouped by what decides them, a page at a time:
+    /// the `limit` groups after `after` (from the start when `None`), for
+    /// re-evaluating policy after a change without holding every lease.
+    pub fn broker_live_grants(
+        &mut self,
+        now: Timestamp,
+        after: Option<&GrantKey>,
+        limit: i64,
+    ) -> Result<Vec<LiveGrant>, StoreError> {
+        let start = after.cloned().unwrap_or_default();
         self.read(|tx| {
-            let columns = TASK_COLUMNS
-                .split(", ")
-                .map(|c| format!("t.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
             let rows = tx.query(
-                "list live credentials",
-                &format!(
-                    "SELECT {columns}, l.audience, l.scope, CASE WHEN l.cnf_jkt IS NULL THEN 0 ELSE 1 END AS bound, \
-                     l.expires_at - l.issued_at AS lifetime, l.jti \
-                     FROM broker_leases l JOIN broker_tasks t ON t.id = l.task_id \
-                     WHERE l.revoked_at IS NULL AND l.expires_at > $1 \
-                     ORDER BY l.task_id, l.audience, l.scope"
-                ),
-                &[now.into()],
+                "list live grants",
+                "SELECT l.task_id AS task_id, l.audience AS audience, l.scope AS scope, \
+                 CASE WHEN l.cnf_jkt IS NULL THEN 0 ELSE 1 END AS bound, \
+                 MAX(l.expires_at - l.issued_at) AS lifetime, count(*) AS leases, \
+                 t.workload AS workload, t.attributes AS attributes, t.owner AS owner, \
+                 t.purpose AS purpose, t.tenant AS tenant, t.audiences AS audiences, \
+                 t.source_addr AS source_addr, t.started_at AS started_at \
+                 FROM broker_leases l JOIN broker_tasks t ON t.id = l.task_id \
+                 WHERE l.revoked_at IS NULL AND l.expires_at > $1 \
+                 AND (CAST($6 AS BIGINT) = 0 OR (l.task_id, l.audience, l.scope, CASE WHEN l.cnf_jkt IS NULL THEN 0 ELSE 1 END) > ($2, $3, $4, CAST($5 AS BIGINT))) \
+                 GROUP BY l.task_id, l.audience, l.scope, CASE WHEN l.cnf_jkt IS NULL THEN 0 ELSE 1 END, \
+                 t.workload, t.attributes, t.owner, t.purpose, t.tenant, t.audiences, t.source_addr, t.started_at \
+                 ORDER BY l.task_id, l.audience, l.scope, 4 \
+                 LIMIT $7",
+                &[
+                    now.into(),
+                    start.task_id.as_str().into(),
+                    start.audience.as_str().into(),
+                    start.scope.as_str().into(),
+                    i64::from(start.bound).into(),
+                    i64::from(after.is_some()).into(),
+                    limit.into(),
+                ],
             )?;
-            let mut grants: Vec<LiveGrant> = Vec::new();
-            for mut row in rows {
-                let audience = row.text("audience")?;
-                let scope = row.text("scope")?;
-                let bound = row.flag("bound")?;
-                let lifetime = row.int("lifetime")?;
-                let jti = row.text("jti")?;
-                let task = task_row(row)?;
-                match grants.last_mut() {
-                    Some(g)
-                        if g.task.id == task.id
-                            && g.audience == audience
-                            && g.scope == scope
-                            && g.bound == bound =>
-                    {
-                        g.lifetime = g.lifetime.max(lifetime);
-                        g.jtis.push(jti);
-                    }
-                    _ => grants.push(LiveGrant {
-                        task,
-                        audience,
-                        scope,
-                        bound,
-                        lifetime,
-                        jtis: vec![jti],
-                    }),
-                }
-            }
-            Ok(grants)
+            rows.into_iter()
+                .map(|mut row| {
+                    let audiences = row.text("audiences")?;
+                    Ok(LiveGrant {
+                        key: GrantKey {
+                            task_id: row.text("task_id")?,
+                            audience: row.text("audience")?,
+                            scope: row.text("scope")?,
+                            bound: row.flag("bound")?,
+                        },
+                        workload: row.text("workload")?,
+                        attributes: row.text("attributes")?,
+                        owner: row.text("owner")?,
+                        purpose: row.text("purpose")?,
+                        tenant: row.text("tenant")?,
+                        audiences: serde_json::from_str(&audiences).map_err(|e| {
+                            StoreError::Corrupt {
+                                what: "task audiences",
+                                reason: e.to_string(),
+                            }
+                        })?,
+                        source_addr: row.text("source_addr")?,
+                        started_at: row.int("started_at")?,
+                        lifetime: row.int("lifetime")?,
+                        leases: row.int("leases")?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -28,10 +28,29 @@ fn apply_one(
     write: &BrokerWrite,
 ) -> Result<WriteOutcome, StoreError> {
     match write {
-        BrokerWrite::StartTask { task, audit } => {
-            tx.execute(
+        BrokerWrite::StartTask {
+            task,
+            max_live,
+            audit,
+        } => {
+            let audiences =
+                serde_json::to_string(&task.audiences).map_err(|e| StoreError::Corrupt {
+                    what: "task audiences",
+                    reason: e.to_string(),
+                })?;
+            // INVARIANT: the count and the insert are one statement in a
+            // transaction that holds the audit chain (every broker write
+            // does), so concurrent starts cannot pass the quota together.
+            let inserted = tx.execute(
                 "start task",
-                &format!("INSERT INTO broker_tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+                &format!(
+                    "INSERT INTO broker_tasks ({TASK_COLUMNS}) \
+                     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), \
+                     CAST($6 AS TEXT), CAST($7 AS TEXT), CAST($8 AS TEXT), CAST($9 AS TEXT), CAST($10 AS BIGINT), \
+                     CAST($11 AS BIGINT), NULL, NULL \
+                     WHERE CAST($12 AS BIGINT) < 0 OR (SELECT count(*) FROM broker_tasks \
+                       WHERE workload = $2 AND issuer = $3 AND ended_at IS NULL AND expires_at > $10) < $12"
+                ),
                 &[
                     task.id.as_str().into(),
                     task.workload.as_str().into(),
@@ -39,20 +58,21 @@ fn apply_one(
                     task.owner.as_str().into(),
                     task.purpose.as_str().into(),
                     task.tenant.as_str().into(),
-                    serde_json::to_string(&task.audiences)
-                        .map_err(|e| StoreError::Corrupt {
-                            what: "task audiences",
-                            reason: e.to_string(),
-                        })?
-                        .into(),
+                    audiences.into(),
                     task.attributes.as_str().into(),
                     task.source_addr.as_str().into(),
                     task.started_at.into(),
                     task.expires_at.into(),
-                    task.ended_at.into(),
-                    task.end_reason.clone().into(),
+                    max_live.unwrap_or(-1).into(),
                 ],
             )?;
+            if inserted == 0 {
+                return Ok(WriteOutcome::Refused(format!(
+                    "workload {} already has {} live tasks",
+                    task.workload,
+                    max_live.unwrap_or_default()
+                )));
+            }
             chain.append(tx, audit)?;
             Ok(WriteOutcome::Done(1))
         }
@@ -162,20 +182,27 @@ fn apply_one(
             chain.append(tx, &audit.with("revoked", revoked))?;
             Ok(WriteOutcome::Done(revoked))
         }
-        BrokerWrite::RevokeLeases {
-            jtis,
+        BrokerWrite::RevokeGrant {
+            grant,
             at,
             reason,
             audit,
         } => {
-            let mut revoked = 0;
-            for jti in jtis {
-                revoked += tx.execute(
-                    "revoke credential",
-                    "UPDATE broker_leases SET revoked_at = $2, revoke_reason = $3 WHERE jti = $1 AND revoked_at IS NULL",
-                    &[jti.as_str().into(), (*at).into(), reason.as_str().into()],
-                )?;
-            }
+            let revoked = tx.execute(
+                "revoke grant",
+                "UPDATE broker_leases SET revoked_at = $5, revoke_reason = $6 \
+                 WHERE task_id = $1 AND audience = $2 AND scope = $3 \
+                 AND CASE WHEN cnf_jkt IS NULL THEN 0 ELSE 1 END = CAST($4 AS BIGINT) \
+                 AND revoked_at IS NULL AND issued_at <= $5",
+                &[
+                    grant.task_id.as_str().into(),
+                    grant.audience.as_str().into(),
+                    grant.scope.as_str().into(),
+                    i64::from(grant.bound).into(),
+                    (*at).into(),
+                    reason.as_str().into(),
+                ],
+            )?;
             chain.append(tx, &audit.with("revoked", revoked))?;
             Ok(WriteOutcome::Done(revoked))
         }
