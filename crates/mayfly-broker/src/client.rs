@@ -240,6 +240,22 @@ impl Client {
         Ok(())
     }
 
+    /// Admin: tasks, newest first (only live ones with `live_only`).
+    pub fn list_tasks(&self, admin: &str, live_only: bool) -> Result<Vec<TaskView>, ClientError> {
+        let path = if live_only {
+            "/v1/admin/tasks?live=true"
+        } else {
+            "/v1/admin/tasks"
+        };
+        let answer: Value = self.get(path, admin)?;
+        serde_json::from_value(answer.get("tasks").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ClientError::Decode {
+                url: self.url(path),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     /// Admin: revokes by `jti`, task, workload or owner.
     pub fn admin_revoke(&self, admin: &str, what: &str, value: &str) -> Result<u64, ClientError> {
         let answer: Value = self.post_json(

@@ -103,8 +103,16 @@ impl FingerprintKey {
         if path.exists() {
             return Self::from_file(path);
         }
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(io)?;
+        if let Some(dir) = path.parent().filter(|d| !d.is_dir()) {
+            // Mayfly's data directory: only its owner may enter it.
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt as _;
+                builder.mode(0o700);
+            }
+            builder.create(dir).map_err(io)?;
         }
         let mut random = [0u8; 32];
         fs::File::open("/dev/urandom")

@@ -43,9 +43,21 @@ impl DbArgs {
 }
 
 /// Mayfly's data directory (`$MAYFLY_HOME`, else `$XDG_DATA_HOME/mayfly`,
-/// else `~/.local/share/mayfly`), created readable by its owner only.
+/// else `~/.local/share/mayfly`), created readable by its owner only. One
+/// that others can read (made by hand, or by an older Mayfly) is closed to
+/// them: it holds the store, the master key and the admin token.
 pub fn data_dir() -> anyhow::Result<PathBuf> {
     let dir = fingerprint::data_dir()?;
+    #[cfg(unix)]
+    if let Ok(metadata) = std::fs::metadata(&dir)
+        && metadata.is_dir()
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if metadata.permissions().mode() & 0o077 != 0 {
+            // Not fatal: a directory owned by someone else stays as it is.
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
     if !dir.is_dir() {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);

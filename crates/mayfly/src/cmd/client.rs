@@ -57,7 +57,7 @@ pub struct ClientAuthArgs {
 }
 
 impl ClientAuthArgs {
-    fn admin_token(&self) -> anyhow::Result<String> {
+    pub fn admin_token(&self) -> anyhow::Result<String> {
         if let Some(file) = &self.admin_token_file {
             return Ok(std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read the admin token {}", file.display()))?
@@ -134,6 +134,16 @@ pub enum TaskCommand {
         admin: bool,
         #[command(flatten)]
         identity: IdentityArgs,
+        #[command(flatten)]
+        auth: ClientAuthArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List tasks, newest first (admin).
+    List {
+        /// Only tasks that have not ended.
+        #[arg(long)]
+        live: bool,
         #[command(flatten)]
         auth: ClientAuthArgs,
         #[command(flatten)]
@@ -251,6 +261,10 @@ pub fn task(command: TaskCommand) -> anyhow::Result<u8> {
             let client = Client::new(&server.server);
             let bearer = bearer(admin, &identity, &auth, &client)?;
             print_json(&client.end_task(&bearer, &id)?)?;
+        }
+        TaskCommand::List { live, auth, server } => {
+            let client = Client::new(&server.server);
+            print_json(&client.list_tasks(&auth.admin_token()?, live)?)?;
         }
         TaskCommand::Show {
             id,

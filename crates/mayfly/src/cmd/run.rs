@@ -41,6 +41,15 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// Variables that carry the caller's own identity: CMD never sees them, so
+/// it cannot start tasks of its own that outlive `mayfly run`.
+const IDENTITY_VARIABLES: [&str; 4] = [
+    "MAYFLY_IDENTITY_TOKEN",
+    "MAYFLY_IDENTITY_TOKEN_FILE",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
 /// Replaces the credential file atomically (readers see the old or the
 /// new one, never half of one).
 fn write_token(file: &Path, token: &str) -> anyhow::Result<()> {
@@ -51,157 +60,247 @@ fn write_token(file: &Path, token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The signals `mayfly run` forwards to CMD; installed before anything
+/// else happens, so an interruption at any point still ends the task.
+struct Signals {
+    #[cfg(unix)]
+    streams: [tokio::signal::unix::Signal; 3],
+}
+
+/// A signal number (`SIGINT` 2, `SIGTERM` 15, `SIGHUP` 1).
+type SignalNumber = i32;
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                streams: [
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::hangup())?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal received.
+    async fn next(&mut self) -> SignalNumber {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate, hangup] = &mut self.streams;
+            tokio::select! {
+                _ = interrupt.recv() => 2,
+                _ = terminate.recv() => 15,
+                _ = hangup.recv() => 1,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            2
+        }
+    }
+}
+
+/// The exit code of a process stopped by `signal`.
+fn killed_by(signal: SignalNumber) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(1)
+}
+
+/// Runs blocking client work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("a client call failed")?
+}
+
 /// `mayfly run`: start a task, run CMD with a credential, refresh it, end
 /// the task when CMD exits (or is interrupted). Returns CMD's exit code.
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
+    let mut signals = Signals::install()?;
     let client = Client::new(&args.server.server);
     let source = args.identity.source()?;
-    let identity = source.token(&client)?;
     let owner = match &args.owner {
         Some(owner) => owner.clone(),
         None => std::env::var("USER").context("--owner is required (no $USER to default to)")?,
     };
-    let task = client.start_task(
-        &identity,
-        &TaskRequest {
-            purpose: args.purpose.clone(),
-            owner,
-            ttl_seconds: args.ttl,
-            audiences: vec![args.audience.clone()],
-        },
-    )?;
-    let outcome = run_in_task(&args, &client, &source, &task.id);
+    let request = TaskRequest {
+        purpose: args.purpose.clone(),
+        owner,
+        ttl_seconds: args.ttl,
+        audiences: vec![args.audience.clone()],
+    };
+    let starting = {
+        let (client, source) = (client.clone(), source.clone());
+        blocking(move || {
+            let identity = source.token(&client)?;
+            Ok(client.start_task(&identity, &request)?)
+        })
+    };
+    tokio::pin!(starting);
+    let (task, interrupted) = tokio::select! {
+        task = &mut starting => (task?, None),
+        // The start may already be on its way: let it finish, then end the
+        // task it made, so an interruption leaves no live task behind.
+        signal = signals.next() => (starting.await?, Some(signal)),
+    };
+    let outcome = match interrupted {
+        Some(signal) => Ok(killed_by(signal)),
+        None => run_in_task(&args, &client, &source, &task.id, &mut signals).await,
+    };
     // The task ends however CMD ended; with a fresh identity token if the
     // first one has expired meanwhile.
-    let ended = source
-        .token(&client)
-        .map_err(anyhow::Error::from)
-        .and_then(|identity| Ok(client.end_task(&identity, &task.id)?));
-    match (&outcome, ended) {
-        (_, Ok(view)) => eprintln!(
+    let (id, client, source) = (task.id.clone(), client.clone(), source.clone());
+    let ended = blocking(move || {
+        let identity = source.token(&client)?;
+        Ok(client.end_task(&identity, &id)?)
+    })
+    .await;
+    match ended {
+        Ok(view) => eprintln!(
             "mayfly run: task {} ended ({} credentials revoked)",
             task.id,
             view.revoked.unwrap_or_default()
         ),
-        (_, Err(e)) => eprintln!("mayfly run: could not end task {}: {e:#}", task.id),
+        Err(e) => eprintln!("mayfly run: could not end task {}: {e:#}", task.id),
     }
     outcome
 }
 
-fn run_in_task(
+/// One credential for the task.
+async fn exchange(
     args: &RunArgs,
     client: &Client,
     source: &IdentitySource,
     task_id: &str,
+) -> anyhow::Result<mayfly_broker::protocol::TokenResponse> {
+    let (client, source) = (client.clone(), source.clone());
+    let (task_id, audience, scope) = (
+        task_id.to_owned(),
+        args.audience.clone(),
+        args.scope.clone(),
+    );
+    blocking(move || {
+        let identity = source.token(&client)?;
+        Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), None)?)
+    })
+    .await
+}
+
+async fn run_in_task(
+    args: &RunArgs,
+    client: &Client,
+    source: &IdentitySource,
+    task_id: &str,
+    signals: &mut Signals,
 ) -> anyhow::Result<u8> {
-    let exchange = |client: &Client| -> anyhow::Result<mayfly_broker::protocol::TokenResponse> {
-        let identity = source.token(client)?;
-        Ok(client.exchange(
-            &identity,
-            task_id,
-            &args.audience,
-            args.scope.as_deref(),
-            None,
-        )?)
+    let first = tokio::select! {
+        first = exchange(args, client, source, task_id) => first?,
+        signal = signals.next() => return Ok(killed_by(signal)),
     };
-    let first = exchange(client)?;
-    // A private directory (0700), removed when the command is done.
-    let dir = tempfile::Builder::new().prefix("mayfly-run-").tempdir()?;
+    // A private directory, removed when the command is done.
+    let dir = private_temp_dir()?;
     let token_file = dir.path().join("token");
     write_token(&token_file, &first.access_token)?;
     let (program, rest) = args
         .command
         .split_first()
         .context("give the command after --")?;
-    runtime()?.block_on(async {
-        let mut child = tokio::process::Command::new(program)
-            .args(rest)
-            .env(&args.env_name, &first.access_token)
-            .env("MAYFLY_TOKEN_FILE", &token_file)
-            .env("MAYFLY_TASK_ID", task_id)
-            .spawn()
-            .with_context(|| format!("cannot start {program}"))?;
-        let pid = child.id();
-        let refresher = {
-            let client = client.clone();
-            let source = source.clone();
-            let token_file = token_file.clone();
-            let audience = args.audience.clone();
-            let scope = args.scope.clone();
-            let task_id = task_id.to_owned();
-            let mut expires_in = first.expires_in;
-            tokio::spawn(async move {
-                loop {
-                    // Refresh at two thirds of the lifetime.
-                    let wait = (expires_in.max(3) * 2 / 3) as u64;
-                    tokio::time::sleep(Duration::from_secs(wait)).await;
-                    let client = client.clone();
-                    let source = source.clone();
-                    let audience = audience.clone();
-                    let scope = scope.clone();
-                    let task_id = task_id.clone();
-                    let fresh = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                        let identity = source.token(&client)?;
-                        Ok(client.exchange(
-                            &identity,
-                            &task_id,
-                            &audience,
-                            scope.as_deref(),
-                            None,
-                        )?)
-                    })
-                    .await;
-                    match fresh {
-                        Ok(Ok(response)) => {
-                            expires_in = response.expires_in;
-                            if let Err(e) = write_token(&token_file, &response.access_token) {
-                                eprintln!(
-                                    "mayfly run: cannot write the refreshed credential: {e:#}"
-                                );
-                            }
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(rest)
+        .env(&args.env_name, &first.access_token)
+        .env("MAYFLY_TOKEN_FILE", &token_file)
+        .env("MAYFLY_TASK_ID", task_id);
+    for name in IDENTITY_VARIABLES {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    let pid = child.id();
+    let refresher = {
+        let (client, source) = (client.clone(), source.clone());
+        let (audience, scope, task_id) = (
+            args.audience.clone(),
+            args.scope.clone(),
+            task_id.to_owned(),
+        );
+        let token_file = token_file.clone();
+        let mut expires_in = first.expires_in;
+        tokio::spawn(async move {
+            loop {
+                // Refresh at two thirds of the lifetime.
+                let wait = (expires_in.max(3) * 2 / 3) as u64;
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                let (client, source) = (client.clone(), source.clone());
+                let (audience, scope, task_id) = (audience.clone(), scope.clone(), task_id.clone());
+                let fresh = blocking(move || {
+                    let identity = source.token(&client)?;
+                    Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), None)?)
+                })
+                .await;
+                match fresh {
+                    Ok(response) => {
+                        expires_in = response.expires_in;
+                        if let Err(e) = write_token(&token_file, &response.access_token) {
+                            eprintln!("mayfly run: cannot write the refreshed credential: {e:#}");
                         }
-                        Ok(Err(e)) => {
-                            eprintln!("mayfly run: refresh failed: {e:#}");
-                            expires_in = 6;
-                        }
-                        Err(_) => return,
+                    }
+                    Err(e) => {
+                        eprintln!("mayfly run: refresh failed: {e:#}");
+                        expires_in = 6;
                     }
                 }
-            })
-        };
-        let status = wait_forwarding_signals(&mut child, pid).await;
-        refresher.abort();
-        let status = status?;
-        Ok(exit_code(status))
-    })
+            }
+        })
+    };
+    let status = wait_forwarding_signals(&mut child, pid, signals).await;
+    refresher.abort();
+    Ok(exit_code(status?))
+}
+
+/// A temporary directory only its owner can enter (0700).
+fn private_temp_dir() -> anyhow::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("mayfly-run-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(builder.tempdir()?)
 }
 
 async fn wait_forwarding_signals(
     child: &mut tokio::process::Child,
     pid: Option<u32>,
+    signals: &mut Signals,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        loop {
-            let forwarded = tokio::select! {
-                status = child.wait() => return Ok(status?),
-                _ = interrupt.recv() => rustix::process::Signal::INT,
-                _ = terminate.recv() => rustix::process::Signal::TERM,
-                _ = hangup.recv() => rustix::process::Signal::HUP,
-            };
-            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
-                let _ = rustix::process::kill_process(pid, forwarded);
-            }
+    loop {
+        let signal = tokio::select! {
+            status = child.wait() => return Ok(status?),
+            signal = signals.next() => signal,
+        };
+        #[cfg(unix)]
+        if let (Some(pid), Some(signal)) = (
+            pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)),
+            rustix::process::Signal::from_named_raw(signal),
+        ) {
+            let _ = rustix::process::kill_process(pid, signal);
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        Ok(child.wait().await?)
+        #[cfg(not(unix))]
+        let _ = (pid, signal);
     }
 }
 
@@ -213,7 +312,7 @@ fn exit_code(status: std::process::ExitStatus) -> u8 {
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(signal) = status.signal() {
-            return u8::try_from(128 + signal).unwrap_or(1);
+            return killed_by(signal);
         }
     }
     1

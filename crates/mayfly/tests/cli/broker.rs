@@ -368,3 +368,125 @@ fn a_killed_server_loses_no_lease_and_keeps_its_keys() {
     );
     assert_eq!(code, 1);
 }
+
+#[test]
+fn cmd_never_sees_the_callers_identity_and_its_folder_is_private() {
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    mint(&ws, "svc:env");
+    let (code, out, err) = stdout_of(
+        client(&ws, &server)
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", "http://127.0.0.1:9/token")
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-secret")
+            .args([
+                "run",
+                "--purpose",
+                "env",
+                "--owner",
+                "team-a",
+                "--audience",
+                "https://api.example",
+                "--",
+                "sh",
+                "-c",
+                "env; stat -c 'folder=%a' \"$(dirname \"$MAYFLY_TOKEN_FILE\")\"",
+            ]),
+    );
+    assert_eq!(code, 0, "{err}");
+    for name in [
+        "MAYFLY_IDENTITY_TOKEN",
+        "MAYFLY_IDENTITY_TOKEN_FILE",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    ] {
+        assert!(
+            !out.lines().any(|l| l.starts_with(&format!("{name}="))),
+            "CMD saw {name}: {out}"
+        );
+    }
+    assert!(out.contains("MAYFLY_TOKEN="), "{out}");
+    assert!(out.contains("folder=700"), "{out}");
+}
+
+#[test]
+fn an_interrupted_run_leaves_no_live_task_or_folder() {
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    mint(&ws, "svc:interrupted");
+    let tmp = ws.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 160] {
+        let mut child = StdCommand::cargo_bin("mayfly")
+            .unwrap()
+            .args([
+                "run",
+                "--purpose",
+                "p",
+                "--owner",
+                "team-a",
+                "--audience",
+                "https://api.example",
+                "--",
+                "sh",
+                "-c",
+                "sleep 30",
+            ])
+            .env("MAYFLY_HOME", ws.dir.path().join("home"))
+            .env("MAYFLY_SERVER", &server.url)
+            .env(
+                "MAYFLY_IDENTITY_TOKEN_FILE",
+                ws.dir.path().join("identity.jwt"),
+            )
+            .env("TMPDIR", &tmp)
+            .env_remove("XDG_DATA_HOME")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        StdCommand::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+    }
+    let (code, live) = json_of(client(&ws, &server).args(["task", "list", "--live"]));
+    assert_eq!(code, 0);
+    assert_eq!(live, serde_json::json!([]), "tasks left live: {live}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "folders left behind: {left:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_and_the_store_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    mint(&ws, "svc:files");
+    let (code, _) = json_of(client(&ws, &server).args([
+        "task",
+        "start",
+        "--purpose",
+        "p",
+        "--owner",
+        "o",
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0);
+    let home = ws.dir.path().join("home");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    for file in [
+        "mayfly.db",
+        "mayfly.db-wal",
+        "mayfly.db-shm",
+        "admin-token",
+        "broker-master.key",
+    ] {
+        assert_eq!(mode(&home.join(file)), 0o600, "{file}");
+    }
+    drop(server);
+}
