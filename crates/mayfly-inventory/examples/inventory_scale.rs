@@ -51,7 +51,10 @@ fn scan(source: usize, at: i64, shift: usize) -> ScanRecord {
                     "OpenAI".into()
                 },
                 severity: "high".into(),
-                path: format!("repo{source}/dir{}/file{}.py", i % 97, i),
+                path: format!("/src/repo{source}/dir{}/file{}.py", i % 97, i),
+                host: "bench".into(),
+                root: Some(format!("/src/repo{source}")),
+                remote: None,
                 line: (i % 400 + shift) as i64 + 1,
                 column: 9,
                 surface: SURFACES

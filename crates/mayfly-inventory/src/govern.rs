@@ -297,6 +297,9 @@ mod tests {
         LocationRow {
             source: "files:h:/r".into(),
             path: path.into(),
+            host: "h".into(),
+            root: None,
+            remote: None,
             line: 1,
             column: 1,
             surface: surface.into(),

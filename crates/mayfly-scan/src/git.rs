@@ -28,6 +28,52 @@ pub struct GitSelection {
     pub range: Option<String>,
 }
 
+/// The git repository a scanned path belongs to, as the inventory records
+/// it: where it is and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryInfo {
+    /// The work tree's root (the git directory of a bare repository).
+    pub root: std::path::PathBuf,
+    /// The URL of its `origin` remote (else its first remote), with any
+    /// user name and password removed.
+    pub remote: Option<String>,
+}
+
+/// The repository `path` is in, if any.
+pub fn repository_of(path: &Path) -> Option<RepositoryInfo> {
+    let repo = Repository::discover(path).ok()?;
+    let root = repo.workdir().unwrap_or_else(|| repo.path()).to_path_buf();
+    let root = root.canonicalize().unwrap_or(root);
+    let remote = repo
+        .find_remote("origin")
+        .ok()
+        .or_else(|| {
+            let names = repo.remotes().ok()?;
+            let first = names.iter().flatten().flatten().next()?.to_owned();
+            repo.find_remote(&first).ok()
+        })
+        .and_then(|r| r.url().ok().map(without_userinfo));
+    Some(RepositoryInfo { root, remote })
+}
+
+/// A remote URL without credentials: `https://user:token@host/x` becomes
+/// `https://host/x` (an scp-like `git@host:x` keeps its user, which is no
+/// secret).
+fn without_userinfo(url: &str) -> String {
+    if let Some(authority) = url.find("://").map(|i| i + 3)
+        && let Some(rest) = url.get(authority..)
+        && let Some(at) = rest.find('@')
+        && !rest.get(..at).unwrap_or_default().contains('/')
+    {
+        return format!(
+            "{}{}",
+            url.get(..authority).unwrap_or_default(),
+            rest.get(at + 1..).unwrap_or_default()
+        );
+    }
+    url.to_owned()
+}
+
 /// Why a repository could not be scanned.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
@@ -511,5 +557,26 @@ fn mark_present_at_head(findings: &mut [Finding], head_blobs: &HashSet<String>) 
         .collect();
     for finding in findings {
         finding.location.present_at_head = Some(at_head.contains(&finding.fingerprint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn remote_urls_lose_their_credentials() {
+        assert_eq!(
+            without_userinfo("https://x-access-token:ghs_secret@github.com/acme/app.git"),
+            "https://github.com/acme/app.git"
+        );
+        assert_eq!(
+            without_userinfo("git@github.com:acme/app.git"),
+            "git@github.com:acme/app.git"
+        );
+        assert_eq!(
+            without_userinfo("https://github.com/acme/@weird"),
+            "https://github.com/acme/@weird"
+        );
     }
 }

@@ -10,7 +10,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::decode::{self, Decoder};
 use crate::rule::{Rule, RuleSet};
-use crate::validate::{ValidatorKind, is_placeholder, shannon_entropy};
+use crate::validate::{ValidatorKind, is_marked_placeholder, is_placeholder, shannon_entropy};
 
 /// How far either side of a keyword a one-line rule looks, at most.
 const LINE_WINDOW: usize = 4096;
@@ -475,7 +475,11 @@ fn accept(rule: &Rule, secret: &[u8]) -> bool {
     {
         return false;
     }
-    !is_placeholder(secret)
+    let placeholder = match rule.spec.validator {
+        Some(v) if v.decodes_structure() => is_marked_placeholder(secret),
+        _ => is_placeholder(secret),
+    };
+    !placeholder
         && rule
             .spec
             .min_entropy

@@ -14,7 +14,8 @@ pub enum ValidatorKind {
     NpmChecksum,
     /// A JSON Web Token whose header and payload decode to JSON objects.
     Jwt,
-    /// A PEM private key block with a real body.
+    /// A PEM private key block whose body decodes to the format its label
+    /// names (a DER SEQUENCE, `openssh-key-v1`, OpenPGP packets).
     PemPrivateKey,
     /// The password of a `scheme://user:password@host` URL.
     UrlCredentials,
@@ -31,6 +32,13 @@ pub enum ValidatorKind {
 }
 
 impl ValidatorKind {
+    /// Whether the check decodes the secret's structure, so that the
+    /// statistical placeholder checks (runs, one byte dominating) must not
+    /// judge it: binary formats in base64 have runs by design.
+    pub fn decodes_structure(self) -> bool {
+        matches!(self, ValidatorKind::PemPrivateKey)
+    }
+
     /// True when `secret` passes the check.
     pub fn check(self, secret: &[u8]) -> bool {
         match self {
@@ -125,10 +133,16 @@ fn jwt_ok(secret: &[u8]) -> bool {
 fn pem_ok(secret: &[u8]) -> bool {
     // The body is what lies between the BEGIN and END lines, less the
     // headers (`Proc-Type: ...`) and the OpenPGP checksum line (`=abcd`);
-    // it must decode as base64 to a key-sized blob.
+    // it must decode as base64 to a key-sized blob of the label's format.
     let text = String::from_utf8_lossy(secret)
         .replace("\\r", "")
         .replace("\\n", "\n");
+    let label = text
+        .split("-----BEGIN ")
+        .nth(1)
+        .and_then(|rest| rest.split("-----").next())
+        .unwrap_or_default();
+    let encrypted_headers = text.contains("ENCRYPTED");
     let body: String = text
         .lines()
         .map(str::trim)
@@ -140,9 +154,45 @@ fn pem_ok(secret: &[u8]) -> bool {
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    engine
-        .decode(body.as_bytes())
-        .is_ok_and(|key| key.len() >= 48)
+    let Ok(key) = engine.decode(body.as_bytes()) else {
+        return false;
+    };
+    if key.len() < 48 {
+        return false;
+    }
+    match label {
+        // openssh-key-v1 (PROTOCOL.key in OpenSSH's sources).
+        "OPENSSH PRIVATE KEY" => key.starts_with(b"openssh-key-v1\0"),
+        // OpenPGP packets: the first byte of a packet has its top bit set.
+        "PGP PRIVATE KEY BLOCK" => key.first().is_some_and(|b| b & 0x80 != 0),
+        // Legacy encrypted PEM (`Proc-Type: 4,ENCRYPTED`): the body is
+        // ciphertext, with no structure to check.
+        _ if encrypted_headers && label != "ENCRYPTED PRIVATE KEY" => true,
+        // PKCS #1, SEC 1, DSA, PKCS #8 (plain or encrypted): one DER SEQUENCE.
+        _ => der_sequence_spans(&key),
+    }
+}
+
+/// Whether `der` is exactly one DER SEQUENCE (tag, length, contents).
+fn der_sequence_spans(der: &[u8]) -> bool {
+    let (Some(&0x30), Some(&first)) = (der.first(), der.get(1)) else {
+        return false;
+    };
+    let (header, length) = if first < 0x80 {
+        (2, usize::from(first))
+    } else {
+        let bytes = usize::from(first & 0x7f);
+        let Some(digits) = der.get(2..2 + bytes).filter(|_| (1..=4).contains(&bytes)) else {
+            return false;
+        };
+        (
+            2 + bytes,
+            digits
+                .iter()
+                .fold(0usize, |n, &d| (n << 8) | usize::from(d)),
+        )
+    };
+    header + length == der.len()
 }
 
 /// Passwords that documentation and local development use, never a real
@@ -426,21 +476,28 @@ const TEST_MODE_PREFIXES: &[&str] = &[
     "sk-test-",
 ];
 
-/// True when `secret` is a placeholder, template, redaction, test-mode key
-/// or documentation example rather than a credential.
-pub fn is_placeholder(secret: &[u8]) -> bool {
-    if secret.is_empty()
+/// True when `secret` carries a mark no credential has: a template, a
+/// redaction, a test-mode prefix. Structured secrets whose validator
+/// decodes them (private keys) are judged by these marks only: the base64
+/// of binary key formats holds long runs (`AAAAAAAA`) by design.
+pub fn is_marked_placeholder(secret: &[u8]) -> bool {
+    let contains =
+        |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
+    secret.is_empty()
         || TEST_MODE_PREFIXES
             .iter()
             .any(|p| secret.starts_with(p.as_bytes()))
-    {
+        || PLACEHOLDER_MARKS.iter().any(|m| contains(secret, m))
+}
+
+/// True when `secret` is a placeholder, template, redaction, test-mode key
+/// or documentation example rather than a credential.
+pub fn is_placeholder(secret: &[u8]) -> bool {
+    if is_marked_placeholder(secret) {
         return true;
     }
     let contains =
         |hay: &[u8], needle: &str| memchr::memmem::find(hay, needle.as_bytes()).is_some();
-    if PLACEHOLDER_MARKS.iter().any(|m| contains(secret, m)) {
-        return true;
-    }
     // Long secrets (key bodies) are checked for markers only: a 2,000-byte
     // random body holds four-letter words by chance.
     if secret.len() <= 160 {

@@ -19,6 +19,8 @@ mod git;
 mod host;
 #[path = "cases/inputs.rs"]
 mod inputs;
+#[path = "cases/private_keys.rs"]
+mod private_keys;
 #[path = "cases/rules.rs"]
 mod rules;
 #[path = "cases/surfaces.rs"]

@@ -142,6 +142,15 @@ const LEASE_INDEXES_V4: &[&str] = &[
     "DROP INDEX broker_leases_live_by_workload",
 ];
 
+/// A location is a path on a machine: the same path scanned on two
+/// machines is two copies, and a copy in a repository keeps the
+/// repository's root and remote, so paths can be shown from the root.
+const LOCATION_MACHINE_V5: &[&str] = &[
+    "ALTER TABLE locations ADD COLUMN host TEXT",
+    "ALTER TABLE locations ADD COLUMN root TEXT",
+    "ALTER TABLE locations ADD COLUMN remote TEXT",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -163,10 +172,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: LEASE_INDEXES_V4,
         postgres: LEASE_INDEXES_V4,
     },
+    Migration {
+        version: 5,
+        sqlite: LOCATION_MACHINE_V5,
+        postgres: LOCATION_MACHINE_V5,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 4;
+pub const CURRENT_VERSION: i64 = 5;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

@@ -50,13 +50,15 @@ fn basic_auth_header_is_decoded_by_its_validator() {
 
 #[test]
 fn json_escaped_private_key_in_a_transcript() {
-    let key: Vec<u8> = (0u32..900)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
-        .collect();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+    // A real key, as `openssl` writes it.
+    let pem = std::process::Command::new("openssl")
+        .args(["genrsa", "-traditional", "2048"])
+        .output()
+        .expect("openssl is needed for this test");
+    let pem = String::from_utf8(pem.stdout).unwrap();
     let mut body = String::new();
-    for line in encoded.as_bytes().chunks(64) {
-        body.push_str(std::str::from_utf8(line).unwrap());
+    for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+        body.push_str(line);
         body.push_str("\\n");
     }
     let line = format!(

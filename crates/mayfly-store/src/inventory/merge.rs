@@ -83,8 +83,8 @@ impl Store {
                 let inserted = tx.execute(
                     "add location",
                     "INSERT INTO locations (fingerprint, location_key, source, path, line, col, surface, commit_id, author, author_email, \
-                     committed_at, first_seen, last_seen, last_scan, gone_at, owner_claim, owner_claim_source) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, NULL, $14, $15) \
+                     committed_at, first_seen, last_seen, last_scan, gone_at, owner_claim, owner_claim_source, host, root, remote) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, NULL, $14, $15, $16, $17, $18) \
                      ON CONFLICT (fingerprint, location_key) DO NOTHING",
                     &[
                         copy.fingerprint.as_str().into(),
@@ -102,6 +102,9 @@ impl Store {
                         scan_id.into(),
                         copy.owner_claim.as_ref().map(|c| c.owner.as_str()).into(),
                         copy.owner_claim.as_ref().map(|c| c.source.as_str()).into(),
+                        copy.host.as_str().into(),
+                        copy.root.as_deref().into(),
+                        copy.remote.as_deref().into(),
                     ],
                 )?;
                 if inserted == 1 {
@@ -110,7 +113,8 @@ impl Store {
                     tx.execute(
                         "touch location",
                         "UPDATE locations SET last_seen = $1, last_scan = $2, gone_at = NULL, source = $3, \
-                         owner_claim = $4, owner_claim_source = $5 WHERE fingerprint = $6 AND location_key = $7",
+                         owner_claim = $4, owner_claim_source = $5, root = $8, remote = $9 \
+                         WHERE fingerprint = $6 AND location_key = $7",
                         &[
                             scan.at.into(),
                             scan_id.into(),
@@ -119,6 +123,8 @@ impl Store {
                             copy.owner_claim.as_ref().map(|c| c.source.as_str()).into(),
                             copy.fingerprint.as_str().into(),
                             location_key(copy).into(),
+                            copy.root.as_deref().into(),
+                            copy.remote.as_deref().into(),
                         ],
                     )?;
                 }

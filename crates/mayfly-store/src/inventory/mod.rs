@@ -59,8 +59,16 @@ pub struct CopyRecord {
     pub provider: String,
     /// The rule's severity.
     pub severity: String,
-    /// Where it is (file, `file!entry` or `file#table.column[row]`).
+    /// Where it is: an absolute path (`file`, `file!entry` or
+    /// `file#table.column[row]`), or `-` for standard input.
     pub path: String,
+    /// The machine it is on (hostname or `--host-id`).
+    pub host: String,
+    /// The root it is shown from: its repository's root, else the scanned
+    /// root (absolute).
+    pub root: Option<String>,
+    /// Its repository's remote URL (without credentials).
+    pub remote: Option<String>,
     /// 1-based line.
     pub line: i64,
     /// 1-based column.
@@ -230,8 +238,14 @@ pub struct SecretRow {
 pub struct LocationRow {
     /// The scan source.
     pub source: String,
-    /// Path.
+    /// Path (absolute, as recorded).
     pub path: String,
+    /// The machine (empty for copies recorded before machines were).
+    pub host: String,
+    /// The root the path is shown from.
+    pub root: Option<String>,
+    /// The repository's remote URL.
+    pub remote: Option<String>,
     /// Line.
     pub line: i64,
     /// Column.
@@ -273,7 +287,10 @@ pub struct SecretDetail {
 }
 
 fn location_key(copy: &CopyRecord) -> String {
-    format!("{}\u{1f}{}\u{1f}{}", copy.path, copy.line, copy.column)
+    format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+        copy.host, copy.path, copy.line, copy.column
+    )
 }
 
 const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces";
@@ -383,5 +400,18 @@ fn resolve_prefix(tx: &mut dyn Tx, prefix: &str) -> Result<String, StoreError> {
         _ => Err(StoreError::NotFound(format!(
             "several secrets start with {prefix}; give more digits"
         ))),
+    }
+}
+
+impl LocationRow {
+    /// The path as people read it: relative to its root when it is under
+    /// it, else as recorded.
+    pub fn shown_path(&self) -> &str {
+        self.root
+            .as_deref()
+            .and_then(|root| self.path.strip_prefix(root))
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(&self.path)
     }
 }

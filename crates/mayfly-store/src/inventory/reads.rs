@@ -131,6 +131,9 @@ impl Store {
                                 batch.push(LocationRow {
                                     source: String::new(),
                                     path: std::mem::take(&mut copy.path),
+                                    host: String::new(),
+                                    root: None,
+                                    remote: None,
                                     line: copy.line,
                                     column: 0,
                                     surface: (*surface).clone(),
@@ -168,8 +171,8 @@ impl Store {
             let mut row = rows.into_iter().next().ok_or_else(|| StoreError::NotFound(format!("secret {fingerprint} vanished")))?;
             let locations = tx.query(
                 "read locations",
-                "SELECT source, path, line, col, surface, commit_id, author, first_seen, last_seen, gone_at \
-                 FROM locations WHERE fingerprint = $1 ORDER BY gone_at IS NOT NULL, path, line",
+                "SELECT source, path, line, col, surface, commit_id, author, first_seen, last_seen, gone_at, host, root, remote \
+                 FROM locations WHERE fingerprint = $1 ORDER BY gone_at IS NOT NULL, host, path, line",
                 &[fingerprint.as_str().into()],
             )?;
             let locations = locations
@@ -178,6 +181,9 @@ impl Store {
                     Ok(LocationRow {
                         source: r.text("source")?,
                         path: r.text("path")?,
+                        host: r.opt_text("host")?.unwrap_or_default(),
+                        root: r.opt_text("root")?,
+                        remote: r.opt_text("remote")?,
                         line: r.int("line")?,
                         column: r.int("col")?,
                         surface: r.text("surface")?,

@@ -91,7 +91,8 @@ pub enum OwnerCommand {
     },
 }
 
-fn hostname() -> String {
+/// This machine's name, as the inventory records it.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
@@ -103,7 +104,7 @@ fn hostname() -> String {
 
 /// A stable name for what a scan covered: the machine and the absolute
 /// paths, so rescanning the same tree marks vanished copies gone.
-pub fn scan_source(kind: &str, paths: &[PathBuf]) -> String {
+pub fn scan_source(kind: &str, host: &str, paths: &[PathBuf]) -> String {
     let mut roots: Vec<String> = paths
         .iter()
         .map(|p| {
@@ -114,36 +115,52 @@ pub fn scan_source(kind: &str, paths: &[PathBuf]) -> String {
         })
         .collect();
     roots.sort();
-    format!("{kind}:{}:{}", hostname(), roots.join(","))
+    format!("{kind}:{host}:{}", roots.join(","))
+}
+
+/// A scanned path as the inventory sees it: how findings show it, where it
+/// is, the repository it is in, its owners.
+fn root(path: &std::path::Path) -> anyhow::Result<mayfly_inventory::Root> {
+    let shown = path.to_string_lossy();
+    let shown = shown.trim_end_matches('/');
+    let is_file = path.is_file();
+    let prefix = if is_file {
+        shown.to_owned()
+    } else if shown == "." || shown.is_empty() {
+        String::new()
+    } else {
+        format!("{shown}/")
+    };
+    let owners = if path.is_dir() {
+        mayfly_inventory::OwnerMap::load(path)?
+    } else {
+        mayfly_inventory::OwnerMap::default()
+    };
+    Ok(mayfly_inventory::Root {
+        prefix,
+        is_file,
+        absolute: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()),
+        repository: mayfly_scan::git::repository_of(path),
+        owners,
+    })
 }
 
 /// Merges a finished scan into the store and says what changed on stderr.
 pub fn save(
     report: &ScanReport,
-    source: &str,
+    kind: &str,
+    host: &str,
     roots: &[PathBuf],
     db: &DbArgs,
 ) -> anyhow::Result<()> {
     let mut store = db.open()?;
+    let source = scan_source(kind, host, roots);
     let roots = roots
         .iter()
-        .map(|path| -> anyhow::Result<mayfly_inventory::Root> {
-            let shown = path.to_string_lossy();
-            let shown = shown.trim_end_matches('/');
-            let prefix = if shown == "." || shown.is_empty() {
-                String::new()
-            } else {
-                format!("{shown}/")
-            };
-            let owners = if path.is_dir() {
-                mayfly_inventory::OwnerMap::load(path)?
-            } else {
-                mayfly_inventory::OwnerMap::default()
-            };
-            Ok(mayfly_inventory::Root { prefix, owners })
-        });
-    let roots = roots.collect::<anyhow::Result<Vec<_>>>()?;
-    let record = mayfly_inventory::scan_record(report, source, now(), &roots);
+        .filter(|p| p.as_os_str() != "-")
+        .map(|p| root(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let record = mayfly_inventory::scan_record(report, &source, now(), host, &roots);
     let summary = store.save_scan(&record, mayfly_inventory::decide_ownership)?;
     eprintln!(
         "mayfly: saved to {}: {} new and {} known secrets, {} new locations, {} gone",
@@ -233,8 +250,20 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                 date(s.last_seen),
                 s.copies
             );
-            println!("copies:");
+            // Copies grouped by machine and root, each path shown from its root.
+            let mut group: Option<(&str, Option<&str>)> = None;
             for l in &detail.locations {
+                let here = (l.host.as_str(), l.root.as_deref());
+                if group != Some(here) {
+                    group = Some(here);
+                    let host = if l.host.is_empty() { "?" } else { &l.host };
+                    let root = match (&l.root, &l.remote) {
+                        (Some(root), Some(remote)) => format!(" under {root} ({remote})"),
+                        (Some(root), None) => format!(" under {root}"),
+                        _ => String::new(),
+                    };
+                    println!("copies on {host}{root}:");
+                }
                 let gone = l
                     .gone_at
                     .map(|g| format!("  gone since {}", date(g)))
@@ -246,8 +275,11 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                     _ => String::new(),
                 };
                 println!(
-                    "  {}:{}:{}  {}  [{}]{commit}{gone}",
-                    l.path, l.line, l.column, l.surface, l.source
+                    "  {}:{}:{}  {}{commit}{gone}",
+                    l.shown_path(),
+                    l.line,
+                    l.column,
+                    l.surface
                 );
             }
             if !detail.history.is_empty() {

@@ -139,6 +139,15 @@ pub struct ScanArgs {
     #[arg(long, help_heading = "Inventory")]
     pub save: bool,
 
+    /// The machine's name in the inventory [default: its hostname].
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Inventory",
+        requires = "save"
+    )]
+    pub host_id: Option<String>,
+
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -204,8 +213,8 @@ pub struct ScanPlan {
     pub output: Option<PathBuf>,
     /// Where to write a baseline of what was found.
     pub write_baseline: Option<PathBuf>,
-    /// The store to merge into, if any.
-    pub save: Option<DbArgs>,
+    /// The store to merge into, if any, and the machine's name there.
+    pub save: Option<(DbArgs, String)>,
     /// Whether a progress bar may be shown.
     pub progress: bool,
 }
@@ -361,7 +370,10 @@ impl ScanPlan {
             format: args.format,
             output: args.output,
             write_baseline: args.write_baseline,
-            save: args.save.then_some(args.db),
+            save: args.save.then(|| {
+                let host = args.host_id.clone().unwrap_or_else(inventory::hostname);
+                (args.db, host)
+            }),
             progress: !args.no_progress,
         })
     }
@@ -420,14 +432,8 @@ impl ScanPlan {
             &self.ignore,
             &mut report.stats.suppressed,
         );
-        if let Some(db) = &self.save {
-            let roots = self.mode.roots();
-            inventory::save(
-                &report,
-                &inventory::scan_source(self.mode.kind(), &roots),
-                &roots,
-                db,
-            )?;
+        if let Some((db, host)) = &self.save {
+            inventory::save(&report, self.mode.kind(), host, &self.mode.roots(), db)?;
         }
         if let Some(path) = &self.write_baseline {
             let baseline = Baseline::from_findings(&report.findings, self.scanner.key());

@@ -223,11 +223,22 @@ fn governance(db: &str) {
         .map(|a| a["action"].as_str().unwrap())
         .collect();
     assert_eq!(actions, vec!["rotate-or-revoke", "delete-copy"]);
-    assert_eq!(github["actions"][1]["copy"], "notes/session.jsonl:1");
+    // The plan names each copy by its absolute path: an action to take
+    // wherever the command runs.
+    let copy = ws
+        .repo()
+        .canonicalize()
+        .unwrap()
+        .join("notes/session.jsonl");
+    assert_eq!(
+        github["actions"][1]["copy"],
+        format!("{}:1", copy.display()).as_str()
+    );
 
     let (_, text, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
     assert!(
-        text.contains("ROTATE OR REVOKE") && text.contains("DELETE COPY notes/session.jsonl:1"),
+        text.contains("ROTATE OR REVOKE")
+            && text.contains(&format!("DELETE COPY {}:1", copy.display())),
         "{text}"
     );
     let fingerprint = github["fingerprint"].as_str().unwrap().to_owned();
@@ -356,4 +367,57 @@ fn report_renders_in_a_real_browser() {
 
     let (_, md, _) = stdout_of(ws.mayfly().args(["report", "-f", "md", "--db", &db]));
     assert!(md.contains("**2** open secrets in **4** copies"), "{md}");
+}
+
+#[test]
+fn one_tree_saved_three_ways_is_one_set_of_copies() {
+    let ws = Workspace::new();
+    ws.write(".env", &format!("OPENAI_API_KEY={OPENAI}\n"));
+    let db = ws.dir.path().join("inv.db");
+    let db = db.to_str().unwrap();
+    let save = |cmd: &mut assert_cmd::Command| {
+        let (_, _, err) = stdout_of(cmd.args(["--save", "--host-id", "laptop-7", "--db", db]));
+        err
+    };
+    let first = save(
+        ws.mayfly()
+            .current_dir(ws.dir.path())
+            .args(["scan", "repo"]),
+    );
+    assert!(
+        first.contains("1 new and 0 known secrets, 1 new locations, 0 gone"),
+        "{first}"
+    );
+    for again in [
+        save(ws.mayfly().args(["scan", "."])),
+        save(
+            ws.mayfly()
+                .arg("scan")
+                .arg(ws.repo().canonicalize().unwrap()),
+        ),
+        save(
+            ws.mayfly()
+                .current_dir(ws.dir.path())
+                .args(["scan", "./repo/"]),
+        ),
+    ] {
+        assert!(
+            again.contains("0 new and 1 known secrets, 0 new locations, 0 gone"),
+            "{again}"
+        );
+    }
+    let (_, list, _) = stdout_of(ws.mayfly().args(["inventory", "list", "--db", db]));
+    let fingerprint = list.split_whitespace().next().unwrap().to_owned();
+    let (_, show, _) = stdout_of(
+        ws.mayfly()
+            .args(["inventory", "show", &fingerprint, "--db", db]),
+    );
+    let root = ws.repo().canonicalize().unwrap();
+    assert!(
+        show.contains(&format!("copies on laptop-7 under {}:", root.display())),
+        "{show}"
+    );
+    assert!(show.contains("  .env:1:"), "paths from the root: {show}");
+    assert!(!show.contains("gone since"), "{show}");
+    assert!(show.contains("1 live copies"), "{show}");
 }
