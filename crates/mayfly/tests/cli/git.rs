@@ -165,3 +165,67 @@ fn workstation_scan_reports_unreadable_files_and_goes_on() {
     );
     assert!(!json.to_string().contains(STRIPE));
 }
+
+#[test]
+fn the_pre_commit_hook_stops_a_commit_that_adds_a_secret() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    git(&repo, &["init", "-q"]);
+    ws.write("README.md", "hello\n");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
+    // The hook as pre-commit installs it from this checkout, with the
+    // `mayfly` under test first on PATH.
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let binary = assert_cmd::cargo::cargo_bin("mayfly");
+    let path = format!(
+        "{}:{}",
+        binary.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let try_repo = |expect_clean: bool| {
+        let output = Command::new("pre-commit")
+            .current_dir(&repo)
+            .args(["try-repo"])
+            .arg(&checkout)
+            .args(["mayfly", "--verbose"])
+            .env("PATH", &path)
+            .env("PRE_COMMIT_HOME", ws.dir.path().join("pre-commit-cache"))
+            .env("MAYFLY_HOME", ws.dir.path().join("home"))
+            .env(
+                "MAYFLY_FINGERPRINT_KEY_FILE",
+                ws.dir.path().join("fingerprint.key"),
+            )
+            .env("GIT_AUTHOR_NAME", "Bob Ops")
+            .env("GIT_AUTHOR_EMAIL", "bob@acme.test")
+            .env("GIT_COMMITTER_NAME", "Bob Ops")
+            .env("GIT_COMMITTER_EMAIL", "bob@acme.test")
+            .output()
+            .expect("pre-commit (scripts/test installs it: pip install pre-commit)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.success(), expect_clean, "{text}");
+        text
+    };
+    ws.write("notes.txt", "nothing to see\n");
+    git(&repo, &["add", "notes.txt"]);
+    let clean = try_repo(true);
+    assert!(clean.contains("Passed"), "{clean}");
+
+    ws.write("deploy.sh", &format!("export GH_TOKEN={GITHUB}\n"));
+    git(&repo, &["add", "deploy.sh"]);
+    let refused = try_repo(false);
+    assert!(
+        refused.contains("Failed")
+            && refused.contains("github-pat-classic")
+            && refused.contains("deploy.sh"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains(GITHUB),
+        "the hook never prints the secret"
+    );
+}
