@@ -289,14 +289,14 @@ mod tests {
 
     #[test]
     fn finds_and_decodes_runs() {
-        let text = b"data:\n  token: Z2hwX2FVVXlZenFNWjJuU0hXYUJpRGpkeFN5OUM3REdhNDN5WGQ4TQ==\n";
+        let text = b"data:\n  token: Z2hwX2FVVXlZenFNWjJuU0hXYUJpRGpkeFN5OUM3REdhNDN5WGQ4TQ==\n"; // mayfly:allow (test fixture)
         let mut runs = Vec::new();
         base64_runs(text, |s, e| runs.push((s, e)));
         assert_eq!(runs.len(), 1);
         let (s, e) = runs[0];
         let mut out = Vec::new();
         assert!(decode_base64_text(&text[s..e], &mut out));
-        assert_eq!(out, b"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");
+        assert_eq!(out, b"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"); // mayfly:allow (test fixture)
     }
 
     /// The straightforward scan `base64_runs` must agree with: every byte

@@ -567,7 +567,7 @@ mod tests {
     #[test]
     fn remote_urls_lose_their_credentials() {
         assert_eq!(
-            without_userinfo("https://x-access-token:ghs_secret@github.com/acme/app.git"),
+            without_userinfo("https://x-access-token:ghs_secret@github.com/acme/app.git"), // mayfly:allow (test fixture)
             "https://github.com/acme/app.git"
         );
         assert_eq!(

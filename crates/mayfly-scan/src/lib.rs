@@ -15,7 +15,7 @@
 //!
 //! let rules = RuleSet::builtin().unwrap();
 //! let scanner = Scanner::new(rules, FingerprintKey::from_bytes(b"a key shared by the organisation").unwrap(), ScanOptions::default()).unwrap();
-//! let token = "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";
+//! let token = "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"; // mayfly:allow (a made-up token)
 //! let findings = scanner.scan_bytes("config.py", format!("TOKEN = '{token}'\n").as_bytes());
 //! assert_eq!(findings.len(), 1);
 //! assert_eq!(findings[0].rule.id, "github-pat-classic");

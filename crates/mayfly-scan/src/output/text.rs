@@ -27,11 +27,27 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Most entries a summary line names; the rest are counted.
+const SUMMARY_ENTRIES: usize = 10;
+
+/// `name count` pairs for a summary line: all of them in name order, or,
+/// when there are many, the most frequent with a count of the rest.
 fn joined<'a>(pairs: impl Iterator<Item = (&'a str, u64)>) -> String {
-    pairs
+    let mut pairs: Vec<(&str, u64)> = pairs.collect();
+    let more = pairs.len().saturating_sub(SUMMARY_ENTRIES);
+    if more > 0 {
+        pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        pairs.truncate(SUMMARY_ENTRIES);
+    }
+    let mut line = pairs
+        .iter()
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if more > 0 {
+        line.push_str(&format!(" and {more} more"));
+    }
+    line
 }
 
 pub(super) fn write(
@@ -204,4 +220,23 @@ pub(super) fn write(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joined;
+
+    #[test]
+    fn long_summaries_name_the_most_frequent_and_count_the_rest() {
+        let names: Vec<String> = (0..25).map(|i| format!("rule-{i:02}")).collect();
+        let line = joined(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.as_str(), i as u64)),
+        );
+        assert!(line.starts_with("rule-24 24, rule-23 23"), "{line}");
+        assert!(line.ends_with(" and 15 more"), "{line}");
+        assert_eq!(joined([("b", 1), ("a", 2)].into_iter()), "b 1, a 2");
+    }
 }

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-pub const GITHUB: &str = "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";
-pub const OPENAI: &str = "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";
-pub const STRIPE: &str = "sk_live_eajJdMkbjg4UrICTEDdQXcM7";
-pub const SLACK: &str = "xoxb-101504307929-4398728033150-9ESnrPgulbClFpLAnC3NZ4Sk";
+pub const GITHUB: &str = "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"; // mayfly:allow (test fixture)
+pub const OPENAI: &str = "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"; // mayfly:allow (test fixture)
+pub const STRIPE: &str = "sk_live_eajJdMkbjg4UrICTEDdQXcM7"; // mayfly:allow (test fixture)
+pub const SLACK: &str = "xoxb-101504307929-4398728033150-9ESnrPgulbClFpLAnC3NZ4Sk"; // mayfly:allow (test fixture)
 
 /// A temporary directory with a fixed fingerprint key and a private MAYFLY_HOME.
 pub struct Workspace {

@@ -84,7 +84,7 @@ negative_examples = ["acme_tk_short"]
     let path = ws.write("acme-rules.toml", rules);
     ws.write(
         "app.cfg",
-        "gateway_token = acme_tk_q8d7w2m4x9c1v6b3n5z0p2l7\n",
+        "gateway_token = acme_tk_q8d7w2m4x9c1v6b3n5z0p2l7\n", // mayfly:allow (test fixture)
     );
     let (code, json) = json_of(
         ws.mayfly()
@@ -184,4 +184,29 @@ fn oversized_files_are_reported() {
         out.contains("1 file over the size limit") && out.contains("too large: big.txt"),
         "{out}"
     );
+}
+
+#[test]
+fn mayflys_own_repository_scans_clean_with_its_config() {
+    // The first command of the README, on Mayfly's own sources: the rule
+    // files' examples are covered by .mayfly.toml, test fixtures by
+    // `mayfly:allow`, so nothing is reported (target/ is left out: it holds
+    // build output, not sources).
+    let ws = Workspace::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (code, out, err) = stdout_of(ws.mayfly().current_dir(&root).args([
+        "scan",
+        "crates",
+        "docs",
+        "examples",
+        "bench",
+        "scripts",
+        "fuzz/fuzz_targets",
+        "README.md",
+        "mayfly.example.toml",
+        "--no-progress",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no secrets found"), "{out}");
+    assert!(out.contains("by path rules"), "{out}");
 }
