@@ -48,15 +48,6 @@ pub(crate) fn lock(tx: &mut dyn Tx, lock: Lock) -> Result<(), StoreError> {
 }
 
 impl Dialect {
-    /// `column` for an `ORDER BY` that compares byte by byte, as Rust
-    /// compares strings (SQLite's default; PostgreSQL's "C" collation).
-    pub(crate) fn bytewise(self, column: &str) -> String {
-        match self {
-            Dialect::Sqlite => column.to_owned(),
-            Dialect::Postgres => format!("{column} COLLATE \"C\""),
-        }
-    }
-
     /// A query with one column `n`: 1 if the table exists, else 0.
     pub(crate) fn table_exists(self) -> &'static str {
         match self {

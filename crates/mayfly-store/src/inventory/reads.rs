@@ -5,9 +5,14 @@ use super::{
     LocationRow, SECRET_COLUMNS, SecretDetail, SecretFilter, SecretRow, SecretStatus, StatusChange,
     resolve_prefix, secret_row,
 };
+use std::collections::HashMap;
+
 use crate::StoreError;
 use crate::backend::Store;
 use crate::row::Value;
+
+/// Most harmful first: an `ORDER BY` term over a secret's severity.
+const SEVERITY_RANK: &str = "CASE s.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END";
 
 impl Store {
     /// Secrets matching `filter`, most live copies first.
@@ -48,7 +53,7 @@ impl Store {
                 let p = param(min.into(), &mut params);
                 sql.push_str(&format!(" AND s.live_copies >= {p}"));
             }
-            sql.push_str(" ORDER BY s.live_copies DESC, s.first_seen, s.fingerprint");
+            sql.push_str(&format!(" ORDER BY {SEVERITY_RANK}, s.live_copies DESC, s.first_seen, s.fingerprint"));
             let mut secrets = Vec::new();
             tx.for_each_row("list secrets", &sql, &params, &mut |row| {
                 secrets.push(secret_row(row)?);
@@ -71,84 +76,62 @@ impl Store {
         Ok(secrets)
     }
 
-    /// Hands `each` every open secret that still has a live copy, in
-    /// fingerprint order, with its live copies on `surfaces` (the ones
-    /// governance forbids) by path and line; returns how many there were.
-    /// Only those copies are held in memory, never the whole inventory:
-    /// a plan over a million locations streams. Each copy's path and line
-    /// come from an index that holds them (no lookup into the table).
+    /// Hands `each` every open secret that still has a live copy, most
+    /// urgent first (by severity, then most copies, then oldest), with its
+    /// live copies on `surfaces` (the ones governance forbids) by path and
+    /// line; returns how many there were. Only those copies are held in
+    /// memory, never the whole inventory: a plan over a million locations
+    /// streams. Each copy's path and line come from an index that holds
+    /// them (no lookup into the table).
     pub fn for_each_open_secret(
         &mut self,
         surfaces: &[String],
         each: &mut dyn FnMut(SecretRow, &[LocationRow]),
     ) -> Result<usize, StoreError> {
-        /// A copy read ahead of its secret.
-        struct Pending {
-            fingerprint: String,
-            path: String,
-            line: i64,
-        }
         self.read(move |tx| {
-            // The merge below compares fingerprints byte by byte: so must
-            // both queries (SQLite's default; PostgreSQL's "C" collation).
-            let by_fingerprint = tx.dialect().bytewise("fingerprint");
-            // Per surface, the copies in fingerprint order.
-            let mut pending: Vec<(&String, Vec<Pending>)> = Vec::new();
+            // The copies on the forbidden surfaces, by secret.
+            let mut pending: HashMap<String, Vec<LocationRow>> = HashMap::new();
             for surface in surfaces {
-                let mut copies = Vec::new();
                 tx.for_each_row(
                     "read live copies",
-                    &format!("SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL ORDER BY {by_fingerprint}"),
+                    "SELECT fingerprint, path, line FROM locations WHERE surface = $1 AND gone_at IS NULL",
                     &[surface.as_str().into()],
                     &mut |row| {
-                        copies.push(Pending {
-                            fingerprint: row.text("fingerprint")?,
+                        let copy = LocationRow {
+                            source: String::new(),
                             path: row.text("path")?,
+                            host: String::new(),
+                            root: None,
+                            remote: None,
                             line: row.int("line")?,
-                        });
+                            column: 0,
+                            surface: surface.clone(),
+                            commit_id: None,
+                            author: None,
+                            first_seen: 0,
+                            last_seen: 0,
+                            gone_at: None,
+                        };
+                        let fingerprint = row.text("fingerprint")?;
+                        pending.entry(fingerprint).or_default().push(copy);
                         Ok(())
                     },
                 )?;
-                pending.push((surface, copies));
             }
-            let mut next = vec![0usize; pending.len()];
-            let mut batch: Vec<LocationRow> = Vec::new();
             let mut count = 0;
             tx.for_each_row(
                 "read open secrets",
-                &format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 ORDER BY s.{by_fingerprint}"),
+                &format!(
+                    "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 \
+                     ORDER BY {SEVERITY_RANK}, s.live_copies DESC, s.first_seen, s.fingerprint"
+                ),
                 &[],
                 &mut |row| {
                     let secret = secret_row(row)?;
-                    // Both sides in fingerprint order: one merge, no lookups.
-                    // Copies of secrets that are not open are passed over.
-                    for ((surface, copies), next) in pending.iter_mut().zip(next.iter_mut()) {
-                        while let Some(copy) = copies.get_mut(*next)
-                            && copy.fingerprint <= secret.fingerprint
-                        {
-                            *next += 1;
-                            if copy.fingerprint == secret.fingerprint {
-                                batch.push(LocationRow {
-                                    source: String::new(),
-                                    path: std::mem::take(&mut copy.path),
-                                    host: String::new(),
-                                    root: None,
-                                    remote: None,
-                                    line: copy.line,
-                                    column: 0,
-                                    surface: (*surface).clone(),
-                                    commit_id: None,
-                                    author: None,
-                                    first_seen: 0,
-                                    last_seen: 0,
-                                    gone_at: None,
-                                });
-                            }
-                        }
-                    }
+                    // Copies of secrets that are not open are never asked for.
+                    let mut batch = pending.remove(&secret.fingerprint).unwrap_or_default();
                     batch.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
                     each(secret, &batch);
-                    batch.clear();
                     count += 1;
                     Ok(())
                 },

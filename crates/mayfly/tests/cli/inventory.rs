@@ -286,8 +286,9 @@ fn governance_on_postgres() {
     governance(&url);
 }
 
-/// Renders a page in headless Chromium and returns the DOM it built.
-fn chromium_dom(page: &std::path::Path, profile: &std::path::Path) -> String {
+/// Renders a page in headless Chromium at a window width and returns the
+/// DOM it built.
+fn chromium_dom(page: &std::path::Path, profile: &std::path::Path, width: u32) -> String {
     let output = std::process::Command::new("chromium")
         .args([
             "--headless",
@@ -300,6 +301,7 @@ fn chromium_dom(page: &std::path::Path, profile: &std::path::Path) -> String {
             "--disable-sync",
             "--dump-dom",
         ])
+        .arg(format!("--window-size={width},900"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("file://{}", page.display()))
         .output()
@@ -347,23 +349,77 @@ fn report_renders_in_a_real_browser() {
         "the page must need no network"
     );
 
-    let dom = chromium_dom(&page, &ws.dir.path().join("chrome-profile"));
-    let card = |id: &str| -> String {
-        let start = dom
-            .find(&format!("id=\"{id}\""))
-            .unwrap_or_else(|| panic!("no {id} in the rendered page"));
-        let rest = &dom[start..];
-        let b = rest.find("<b>").unwrap() + 3;
-        rest[b..b + rest[b..].find("</b>").unwrap()].to_owned()
-    };
-    assert_eq!(card("total-secrets"), "2");
-    assert_eq!(card("total-copies"), "4");
-    assert_eq!(card("total-unclear"), "1");
-    assert!(
-        dom.contains("NHI2") && dom.contains("ID.AM") && dom.contains("GV.RR"),
-        "mappings missing"
+    let (_, plan, _) = stdout_of(
+        ws.mayfly()
+            .args(["govern", "plan", "-f", "json", "--db", &db]),
     );
-    assert!(dom.contains("<svg"), "copy graphs missing");
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let planned_nhi: std::collections::BTreeSet<String> = plan["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["actions"].as_array().unwrap().clone())
+        .flat_map(|a| a["nhi"].as_array().unwrap().clone())
+        .map(|n| n.as_str().unwrap().to_owned())
+        .collect();
+    assert!(!planned_nhi.is_empty());
+    for width in [1280, 420] {
+        let dom = chromium_dom(&page, &ws.dir.path().join(format!("chrome-{width}")), width);
+        let after = |id: &str| -> &str {
+            let start = dom
+                .find(&format!("id=\"{id}\""))
+                .unwrap_or_else(|| panic!("no {id} in the page rendered {width} wide"));
+            &dom[start..]
+        };
+        let card = |id: &str| -> String {
+            let rest = after(id);
+            let b = rest.find("<b>").unwrap() + 3;
+            rest[b..b + rest[b..].find("</b>").unwrap()].to_owned()
+        };
+        assert_eq!(card("total-secrets"), "2");
+        assert_eq!(card("total-copies"), "4");
+        assert_eq!(card("total-unclear"), "1");
+        assert_eq!(card("total-critical"), "0");
+        // Totals by severity, and a badge on every secret shown.
+        let by_severity = &after("by-severity")[..after("by-severity").find("</table>").unwrap()];
+        assert!(
+            by_severity.contains("<td>high</td><td>2</td>"),
+            "{by_severity}"
+        );
+        assert!(dom.contains("class=\"sev sev-high\""), "severity badges");
+        // Each secret's actions are listed, not only counted.
+        let plan_section = &after("plan")[..after("plan").find("</div>").unwrap()];
+        assert!(
+            plan_section.contains("rotate or revoke") && plan_section.contains("delete copy"),
+            "{plan_section}"
+        );
+        // The NHI table counts what the plan tags, not only the rules.
+        let nhi = &after("nhi")[..after("nhi").find("</table>").unwrap()];
+        for item in &planned_nhi {
+            let row = nhi.find(&format!("<td>{item}</td>")).unwrap();
+            let count: String = nhi[row..]
+                .split("</td><td>")
+                .nth(2)
+                .unwrap()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            assert_ne!(count, "0", "{item} is in the plan: {nhi}");
+        }
+        // Copy labels are whole: the path and its line number.
+        for copy in [
+            ".env:1",
+            "deploy/.env:1",
+            "notes/&lt;b&gt;session&lt;/b&gt;.jsonl:1",
+        ] {
+            assert!(dom.contains(copy), "{copy} at {width}: {dom}");
+        }
+        assert!(
+            dom.contains("NHI2") && dom.contains("ID.AM") && dom.contains("GV.RR"),
+            "mappings missing"
+        );
+        assert!(dom.contains("class=\"graph\""), "copy graphs missing");
+    }
 
     let (_, md, _) = stdout_of(ws.mayfly().args(["report", "-f", "md", "--db", &db]));
     assert!(md.contains("**2** open secrets in **4** copies"), "{md}");
@@ -420,4 +476,56 @@ fn one_tree_saved_three_ways_is_one_set_of_copies() {
     assert!(show.contains("  .env:1:"), "paths from the root: {show}");
     assert!(!show.contains("gone since"), "{show}");
     assert!(show.contains("1 live copies"), "{show}");
+}
+
+#[test]
+fn plans_and_lists_put_the_most_harmful_secrets_first() {
+    let ws = Workspace::new();
+    ws.standard();
+    ws.write("ci.sh", &format!("export GH={GITHUB}\n"));
+    let db = ws.dir.path().join("inv.db");
+    let db = db.to_str().unwrap();
+    stdout_of(ws.mayfly().args(["scan", ".", "--save", "--db", db]));
+    let rank = |s: &str| {
+        ["critical", "high", "medium", "low"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    let (_, plan, _) = stdout_of(
+        ws.mayfly()
+            .args(["govern", "plan", "-f", "json", "--db", db]),
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let order: Vec<(usize, i64)> = plan["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                rank(p["severity"].as_str().unwrap()),
+                -p["copies"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(order.len() >= 3, "{plan}");
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "not most urgent first: {order:?}"
+    );
+    assert!(
+        order.first().unwrap().0 < order.last().unwrap().0,
+        "mixed severities: {order:?}"
+    );
+    let (_, list, _) = stdout_of(ws.mayfly().args(["inventory", "list", "--db", db]));
+    let listed: Vec<usize> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|s| {
+            ["critical", "high", "medium", "low"]
+                .iter()
+                .position(|x| *x == s)
+        })
+        .collect();
+    assert!(listed.windows(2).all(|w| w[0] <= w[1]), "{list}");
 }
