@@ -66,6 +66,10 @@ pub struct Location {
     /// The tool that owns the file (workstation scans).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// A working-tree file not committed as it is (`--git` scans, which
+    /// read history and these).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub uncommitted: bool,
 }
 
 impl Location {

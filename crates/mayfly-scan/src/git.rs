@@ -74,6 +74,38 @@ fn without_userinfo(url: &str) -> String {
     url.to_owned()
 }
 
+/// The working-tree files of the repository at `repo_path` that history
+/// does not hold as they are: untracked (ignored ones included: `.env` files
+/// usually are), modified or staged. Paths are `repo_path` joined with the
+/// file's path in the tree.
+pub fn uncommitted_files(repo_path: &Path) -> Result<Vec<std::path::PathBuf>, GitError> {
+    let error = |e: git2::Error| GitError::Repository {
+        path: repo_path.display().to_string(),
+        reason: e.message().to_owned(),
+    };
+    let repo = Repository::open(repo_path).map_err(error)?;
+    if repo.is_bare() {
+        return Ok(Vec::new());
+    }
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(true)
+        .recurse_ignored_dirs(true)
+        .include_unmodified(false);
+    let statuses = repo.statuses(Some(&mut options)).map_err(error)?;
+    let mut files: Vec<std::path::PathBuf> = statuses
+        .iter()
+        .filter(|entry| !entry.status().contains(git2::Status::WT_DELETED))
+        .filter_map(|entry| Some(repo_path.join(entry.path().ok()?)))
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
 /// Why a repository could not be scanned.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {

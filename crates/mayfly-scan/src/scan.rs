@@ -287,6 +287,7 @@ impl Scanner {
                     commit: None,
                     blob: None,
                     present_at_head: None,
+                    uncommitted: false,
                     tool: None,
                 },
             });

@@ -110,6 +110,9 @@ pub(super) fn write(
                     commit.email
                 ));
             }
+            if location.uncommitted {
+                notes.push_str("  (uncommitted)");
+            }
             if location.present_at_head == Some(false) {
                 notes.push_str("  (removed from HEAD, live until rotated)");
             }

@@ -96,7 +96,9 @@ pub struct ScanArgs {
     pub no_progress: bool,
 
     /// Scan the git history of each PATH (every blob reachable from every
-    /// branch, tag and stash, once), not its working tree.
+    /// branch, tag and stash, once) and its uncommitted files (untracked,
+    /// ignored, modified or staged; marked "uncommitted"). Files committed
+    /// as they are in the working tree are covered by history.
     #[arg(long, help_heading = "Git")]
     pub git: bool,
 
@@ -402,13 +404,25 @@ impl ScanPlan {
             ScanMode::Git(paths, selection) => {
                 for path in paths {
                     report.merge(scanner.scan_git(path, selection, progress)?);
+                    // What history does not hold yet: only for a scan of the
+                    // whole history, not of a range or a branch.
+                    if selection.range.is_none() && selection.branches.is_empty() {
+                        let files = mayfly_scan::git::uncommitted_files(path)?;
+                        if !files.is_empty() {
+                            let mut uncommitted = scanner.scan_paths(&files, progress);
+                            for finding in &mut uncommitted.findings {
+                                finding.location.uncommitted = true;
+                            }
+                            report.merge(uncommitted);
+                        }
+                    }
                 }
             }
             ScanMode::Files(paths) => {
                 report = scanner.scan_paths(paths, progress);
                 for path in paths.iter().filter(|p| p.join(".git").exists()) {
                     eprintln!(
-                        "mayfly: note: {} is a git repository; `mayfly scan --git {}` also scans its history (secrets deleted from the tree stay valid until rotated)",
+                        "mayfly: note: {} is a git repository; `mayfly scan --git {}` scans its history too (secrets deleted from the tree stay valid until rotated)",
                         path.display(),
                         path.display()
                     );

@@ -229,3 +229,59 @@ fn the_pre_commit_hook_stops_a_commit_that_adds_a_secret() {
         "the hook never prints the secret"
     );
 }
+
+#[test]
+fn git_scans_history_and_what_is_not_committed_yet() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    git(&repo, &["init", "-q"]);
+    ws.write(".gitignore", ".env\n");
+    ws.write("deploy.sh", &format!("export GH_TOKEN={GITHUB}\n"));
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "deploy"]);
+    // Not in history: an ignored .env, and a change not committed yet.
+    ws.write(".env", &format!("OPENAI_API_KEY={OPENAI}\n"));
+    ws.write(
+        "deploy.sh",
+        &format!("export GH_TOKEN={GITHUB}\nexport STRIPE={STRIPE}\n"),
+    );
+    let (code, report) = json_of(ws.mayfly().args(["scan", "--git", ".", "--format", "json"]));
+    assert_eq!(code, 1);
+    let copies: Vec<(String, String, bool, bool)> = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            let rule = s["rule"]["id"].as_str().unwrap().to_owned();
+            s["locations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |c| {
+                    (
+                        rule.clone(),
+                        c["path"].as_str().unwrap().to_owned(),
+                        c["commit"].is_object(),
+                        c["uncommitted"] == true,
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let has = |rule: &str, path: &str, committed: bool, uncommitted: bool| {
+        copies
+            .iter()
+            .any(|c| c.0 == rule && c.1.ends_with(path) && c.2 == committed && c.3 == uncommitted)
+    };
+    assert!(
+        has("github-pat-classic", "deploy.sh", true, false),
+        "{copies:?}"
+    );
+    assert!(has("openai-project-key", ".env", false, true), "{copies:?}");
+    assert!(
+        has("stripe-live-secret-key", "deploy.sh", false, true),
+        "{copies:?}"
+    );
+    let (_, text, _) = stdout_of(ws.mayfly().args(["scan", "--git", "."]));
+    assert!(text.contains("(uncommitted)"), "{text}");
+}
