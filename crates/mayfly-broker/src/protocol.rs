@@ -198,7 +198,8 @@ impl ExchangeRequest {
         }
         let task_id = self.task_id.filter(|t| !t.is_empty()).ok_or_else(|| {
             BrokerError::InvalidRequest(
-                "task_id is required: start a task with POST /v1/tasks".into(),
+                "task_id is required: start a task with POST /v1/tasks (`mayfly task start`)"
+                    .into(),
             )
         })?;
         let scopes = parse_scope(self.scope.as_deref().unwrap_or_default())?;

@@ -25,6 +25,7 @@
 #[cfg(feature = "archive")]
 mod archive;
 pub mod decode;
+pub mod diff;
 pub mod finding;
 pub mod fingerprint;
 #[cfg(feature = "git")]

@@ -81,6 +81,9 @@ pub struct RawMatch {
     pub span: Range<usize>,
     /// The decoder whose view revealed it, if any.
     pub decoder: Option<Decoder>,
+    /// Set for a near miss kept to explain it (not a finding): why the
+    /// rule's check refused it.
+    pub refused: Option<&'static str>,
 }
 
 impl fmt::Debug for RawMatch {
@@ -112,6 +115,8 @@ pub struct Matcher {
     rules: RuleSet,
     prefilter: Box<dyn Prefilter>,
     keywords: Vec<Keyword>,
+    /// Keep near misses (checksum failures) as refused matches.
+    explain: bool,
 }
 
 /// Why a matcher could not be built.
@@ -154,7 +159,7 @@ fn encoded_forms(keyword: &str) -> Vec<String> {
 impl Matcher {
     /// Builds the prefilter over the keywords of `rules`, with the encoded
     /// form of each keyword that URL or JSON encoding would change.
-    pub fn new(rules: RuleSet) -> Result<Self, MatcherError> {
+    pub fn new(rules: RuleSet, explain: bool) -> Result<Self, MatcherError> {
         let mut index: HashMap<(String, bool), usize> = HashMap::new();
         let mut literals: Vec<String> = Vec::new();
         let mut keywords: Vec<Keyword> = Vec::new();
@@ -186,6 +191,7 @@ impl Matcher {
             rules,
             prefilter: Box::new(prefilter),
             keywords,
+            explain,
         })
     }
 
@@ -204,7 +210,27 @@ impl Matcher {
         let mut out = Vec::new();
         self.find_raw(blob, scratch, &mut out);
         self.find_base64(blob, scratch, &mut out);
+        // Near misses never compete with findings: they are kept only where
+        // no finding covers their bytes.
+        let near_misses: Vec<RawMatch> = if self.explain {
+            let (refused, accepted) = out.drain(..).partition(|m| m.refused.is_some());
+            out = accepted;
+            refused
+        } else {
+            Vec::new()
+        };
         self.resolve_overlaps(&mut out);
+        for miss in near_misses {
+            if !out
+                .iter()
+                .any(|m| m.span.start < miss.span.end && miss.span.start < m.span.end)
+            {
+                out.push(miss);
+            }
+        }
+        if self.explain {
+            out.sort_by_key(|m| m.span.start);
+        }
         out
     }
 
@@ -327,9 +353,13 @@ impl Matcher {
             };
             let Some(secret) = group else { continue };
             let bytes = secret.as_bytes();
-            if accept(rule, bytes)
-                && !denied_by_context(rule, haystack, secret.start(), secret.end())
-            {
+            let verdict = verdict(rule, bytes);
+            let refused = match verdict {
+                Verdict::Accepted => None,
+                Verdict::ChecksumWrong if self.explain => Some("its checksum is wrong"),
+                _ => continue,
+            };
+            if !denied_by_context(rule, haystack, secret.start(), secret.end()) {
                 // A key block copied as a file, an indented YAML value or an
                 // escaped JSON string is one secret: fingerprint its content,
                 // not its line breaks.
@@ -344,6 +374,7 @@ impl Matcher {
                     secret: bytes.to_vec(),
                     span: to_blob(secret.start())..to_blob(last) + 1,
                     decoder,
+                    refused,
                 });
             }
         }
@@ -466,6 +497,35 @@ fn normalize_lines(secret: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What the checks say of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    /// A checksummed format whose checksum does not match: worth
+    /// explaining (`--verbose`), never a finding.
+    ChecksumWrong,
+    Refused,
+}
+
+fn verdict(rule: &Rule, secret: &[u8]) -> Verdict {
+    if accept(rule, secret) {
+        return Verdict::Accepted;
+    }
+    match rule.spec.validator {
+        Some(v)
+            if v.is_checksum()
+                && !is_placeholder(secret)
+                && rule
+                    .spec
+                    .min_entropy
+                    .is_none_or(|min| shannon_entropy(secret) >= min) =>
+        {
+            Verdict::ChecksumWrong
+        }
+        _ => Verdict::Refused,
+    }
+}
+
 fn accept(rule: &Rule, secret: &[u8]) -> bool {
     // A keyword-anchored value that is short base64 (a Kubernetes Secret's
     // `password: Y2hhbmdlbWU=`) is judged by what it decodes to.
@@ -503,7 +563,7 @@ mod tests {
     use super::*;
 
     fn matcher() -> Matcher {
-        Matcher::new(RuleSet::builtin().unwrap()).unwrap()
+        Matcher::new(RuleSet::builtin().unwrap(), false).unwrap()
     }
 
     fn ids(m: &Matcher, text: &str) -> Vec<String> {

@@ -28,6 +28,26 @@ pub enum Format {
     Csv,
 }
 
+impl Format {
+    /// The format's name, as `--format` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Sarif => "sarif",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// How many distinct secrets (fingerprints) `findings` hold.
+pub fn group_count(findings: &[crate::finding::Finding]) -> usize {
+    let mut fingerprints: Vec<_> = findings.iter().map(|f| f.fingerprint).collect();
+    fingerprints.sort_unstable();
+    fingerprints.dedup();
+    fingerprints.len()
+}
+
 impl FromStr for Format {
     type Err = String;
 
@@ -53,6 +73,8 @@ pub struct RunInfo {
     pub key_id: String,
     /// Wall time, when it should be shown (left out of reproducible output).
     pub elapsed: Option<Duration>,
+    /// The configuration files the scan read (named in the text summary).
+    pub configs: Vec<String>,
 }
 
 /// Writes `report` in `format`.

@@ -28,6 +28,9 @@ pub struct ScanOptions {
     pub reveal_secrets: bool,
     /// Rules enabled or disabled per path glob.
     pub path_rules: PathRules,
+    /// Keep the near misses: candidates a rule's shape matched but its
+    /// checksum refused (`--verbose`).
+    pub explain: bool,
 }
 
 impl Default for ScanOptions {
@@ -38,6 +41,7 @@ impl Default for ScanOptions {
             threads: 0,
             reveal_secrets: false,
             path_rules: PathRules::default(),
+            explain: false,
         }
     }
 }
@@ -87,6 +91,30 @@ pub struct ScanStats {
     pub errors: Vec<ScanIssue>,
     /// Findings removed by each suppression.
     pub suppressed: Suppressed,
+    /// Near misses (with `explain`), at most [`MAX_NEAR_MISSES`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub near_misses: Vec<NearMiss>,
+}
+
+/// Most near misses a report keeps.
+pub const MAX_NEAR_MISSES: usize = 100;
+
+/// A candidate shaped like a rule's secret that its checksum refused: a
+/// mistyped, truncated or made-up token, shown with `--verbose`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct NearMiss {
+    /// Where it is.
+    pub path: String,
+    /// 1-based line.
+    pub line: u64,
+    /// The rule whose shape it has.
+    pub rule_id: String,
+    /// The rule's name (`GitHub personal access token (classic)`).
+    pub rule_name: String,
+    /// Redacted.
+    pub preview: String,
+    /// Why it was refused.
+    pub reason: &'static str,
 }
 
 impl ScanStats {
@@ -106,6 +134,9 @@ impl ScanStats {
         self.suppressed.ignore_file += other.suppressed.ignore_file;
         self.suppressed.inline += other.suppressed.inline;
         self.suppressed.path_rule += other.suppressed.path_rule;
+        let room = MAX_NEAR_MISSES.saturating_sub(self.near_misses.len());
+        self.near_misses
+            .extend(other.near_misses.into_iter().take(room));
     }
 
     /// Sorts the lists, so reports do not depend on thread timing.
@@ -113,6 +144,7 @@ impl ScanStats {
         self.skipped_too_large.sort();
         self.missing.sort();
         self.errors.sort();
+        self.near_misses.sort();
     }
 }
 
@@ -182,7 +214,7 @@ impl Scanner {
         options: ScanOptions,
     ) -> Result<Self, ScanError> {
         Ok(Scanner {
-            matcher: Matcher::new(rules)?,
+            matcher: Matcher::new(rules, options.explain)?,
             key,
             options,
         })
@@ -267,6 +299,19 @@ impl Scanner {
             let text = blob.get(line_start..line_end).unwrap_or_default();
             if memchr::memmem::find(text, INLINE_ALLOW.as_bytes()).is_some() {
                 stats.suppressed.inline += 1;
+                continue;
+            }
+            if let Some(reason) = m.refused {
+                if stats.near_misses.len() < MAX_NEAR_MISSES {
+                    stats.near_misses.push(NearMiss {
+                        path: origin.path.to_owned(),
+                        line,
+                        rule_id: rule.spec.id.clone(),
+                        rule_name: rule.spec.name.clone(),
+                        preview: redact(&m.secret),
+                        reason,
+                    });
+                }
                 continue;
             }
             out.push(Finding {

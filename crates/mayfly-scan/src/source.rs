@@ -364,7 +364,21 @@ impl Scanner {
         for path in paths {
             if path.as_os_str() == "-" {
                 let stdin = io::stdin();
-                let partial = self.scan_reader("-", &mut stdin.lock());
+                let mut reader = crate::diff::DiffReader::new(stdin.lock());
+                let mut partial = self.scan_reader("-", &mut reader);
+                // `git diff | mayfly scan -`: each copy at its file and line.
+                let map = reader.finish();
+                if map.is_diff() {
+                    for finding in &mut partial.findings {
+                        let location = &mut finding.location;
+                        if let Some((file, line)) = map.locate(location.line) {
+                            location.path = file.to_owned();
+                            location.line = line;
+                            location.column = location.column.saturating_sub(1).max(1);
+                            location.surface = classify(Path::new(file), b"");
+                        }
+                    }
+                }
                 report.findings.extend(partial.findings);
                 report.stats.merge(partial.stats);
             } else if std::fs::symlink_metadata(path).is_err() {

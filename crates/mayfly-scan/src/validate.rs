@@ -32,6 +32,15 @@ pub enum ValidatorKind {
 }
 
 impl ValidatorKind {
+    /// Whether the check is a checksum the format carries (a candidate that
+    /// fails it is a typo or a fake, worth explaining).
+    pub fn is_checksum(self) -> bool {
+        matches!(
+            self,
+            ValidatorKind::GithubChecksum | ValidatorKind::NpmChecksum
+        )
+    }
+
     /// Whether the check decodes the secret's structure, so that the
     /// statistical placeholder checks (runs, one byte dominating) must not
     /// judge it: binary formats in base64 have runs by design.

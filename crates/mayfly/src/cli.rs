@@ -71,6 +71,15 @@ enum Command {
     /// fresh while CMD runs), forwards signals, and ends the task when CMD
     /// exits. Exits with CMD's exit code.
     Run(RunArgs),
+    /// Print a completion script for a shell: bash, zsh, fish, elvish or powershell.
+    ///
+    /// bash: `mayfly completions bash > ~/.local/share/bash-completion/completions/mayfly`
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `mayfly man > mayfly.1 && man ./mayfly.1`.
+    Man,
 }
 
 /// Runs the command; returns the exit code.
@@ -88,5 +97,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(args) => audit::audit(args),
         Command::Identity(command) => identity::identity(command),
         Command::Run(args) => run::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "mayfly", &mut std::io::stdout().lock());
+            Ok(0)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout().lock())?;
+            Ok(0)
+        }
     }
 }

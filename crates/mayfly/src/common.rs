@@ -9,6 +9,17 @@ use clap::Args;
 use mayfly_scan::fingerprint;
 use mayfly_store::Store;
 
+/// `println!` that returns the write's error instead of panicking, so a
+/// closed pipe (`mayfly inventory list | head -1`) ends the command quietly
+/// (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+pub(crate) use outln;
+
 /// A text or JSON output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextOrJson {

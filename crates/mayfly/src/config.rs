@@ -62,6 +62,9 @@ pub struct Loaded {
     pub base: PathBuf,
     /// The file, if one was read.
     pub path: Option<PathBuf>,
+    /// How findings' paths begin under the scanned root this file belongs
+    /// to (`repo/`); empty for the current directory's or an explicit one.
+    pub scope: String,
 }
 
 impl Loaded {
@@ -93,9 +96,14 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
                 file: ConfigFile::default(),
                 base: PathBuf::from("."),
                 path: None,
+                scope: String::new(),
             });
         }
     };
+    read(path, String::new())
+}
+
+fn read(path: PathBuf, scope: String) -> anyhow::Result<Loaded> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read configuration {}", path.display()))?;
     let file: ConfigFile = toml::from_str(&text)
@@ -109,7 +117,41 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Loaded> {
         file,
         base,
         path: Some(path),
+        scope,
     })
+}
+
+/// The configuration of a scan: `explicit` (or the current directory's
+/// `.mayfly.toml`), then the `.mayfly.toml` of each scanned directory that
+/// has one, each file once. A scanned root's file applies under that root
+/// only.
+pub fn load_all(explicit: Option<&Path>, roots: &[PathBuf]) -> anyhow::Result<Vec<Loaded>> {
+    let first = load(explicit)?;
+    let mut seen: Vec<PathBuf> = first
+        .path
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
+    let mut all = vec![first];
+    for root in roots.iter().filter(|r| r.is_dir()) {
+        let path = root.join(DEFAULT_CONFIG);
+        let Ok(canonical) = path.canonicalize() else {
+            continue;
+        };
+        if seen.contains(&canonical) {
+            continue;
+        }
+        seen.push(canonical);
+        let shown = root.to_string_lossy();
+        let shown = shown.trim_end_matches('/');
+        let scope = if shown == "." || shown.is_empty() {
+            String::new()
+        } else {
+            format!("{shown}/")
+        };
+        all.push(read(path, scope)?);
+    }
+    Ok(all)
 }
 
 /// Parses a size: bytes, or a number with K, M, G or T (powers of 1024,

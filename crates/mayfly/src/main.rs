@@ -40,6 +40,16 @@ fn main() -> ExitCode {
     };
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
+        // The reader closed the pipe (`mayfly rules list | head -1`): it
+        // has what it wanted.
+        Err(err)
+            if err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(EXIT_CLEAN)
+        }
         Err(err) => {
             eprintln!("mayfly: error: {err:#}");
             ExitCode::from(EXIT_ERROR)

@@ -110,7 +110,7 @@ impl Broker {
             )
             .await;
             return Err(BrokerError::TooManyRequests(format!(
-                "workload {} already has {max_live} live tasks (limits.max_live_tasks_per_workload); end some with POST /v1/tasks/{{id}}/end",
+                "workload {} already has {max_live} live tasks (limits.max_live_tasks_per_workload); end some with POST /v1/tasks/{{id}}/end (`mayfly task end ID`)",
                 workload.id
             )));
         }
@@ -127,7 +127,7 @@ impl Broker {
             .await?
             .ok_or_else(|| {
                 BrokerError::NotFound(format!(
-                    "task {id} does not exist; start one with POST /v1/tasks"
+                    "task {id} does not exist; start one with POST /v1/tasks (`mayfly task start`)"
                 ))
             })
     }

@@ -58,7 +58,17 @@ pub(super) fn write(
 ) -> io::Result<()> {
     let counts = counts(groups);
     let stats = &report.stats;
-    if groups.is_empty() {
+    if groups.is_empty() && !stats.missing.is_empty() {
+        let missing = plural(stats.missing.len() as u64, "path", "paths");
+        if stats.files_scanned == 0 {
+            writeln!(out, "mayfly: nothing scanned: {missing} not found")?;
+        } else {
+            writeln!(
+                out,
+                "mayfly: no secrets in what was read, but {missing} not found"
+            )?;
+        }
+    } else if groups.is_empty() {
         writeln!(out, "mayfly: no secrets found")?;
     } else {
         writeln!(
@@ -208,6 +218,16 @@ pub(super) fn write(
     .collect();
     if !suppressed.is_empty() {
         writeln!(out, "suppressed: {}", suppressed.join(", "))?;
+    }
+    for miss in &stats.near_misses {
+        writeln!(
+            out,
+            "near miss: {}:{}: {} looks like a {} ({}) but {}",
+            miss.path, miss.line, miss.preview, miss.rule_name, miss.rule_id, miss.reason
+        )?;
+    }
+    if !run.configs.is_empty() {
+        writeln!(out, "configuration: {}", run.configs.join(", "))?;
     }
     for missing in &stats.missing {
         writeln!(out, "not found: {missing}")?;

@@ -15,6 +15,28 @@ use crate::row::Value;
 const SEVERITY_RANK: &str = "CASE s.severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 WHEN 'low' THEN 3 ELSE 4 END";
 
 impl Store {
+    /// The providers of the secrets in the inventory, and how many secrets
+    /// it holds in all (resolved ones included).
+    pub fn inventory_overview(&mut self) -> Result<(Vec<String>, i64), StoreError> {
+        self.read(|tx| {
+            let mut providers = Vec::new();
+            tx.for_each_row(
+                "list providers",
+                "SELECT DISTINCT provider FROM secrets ORDER BY provider",
+                &[],
+                &mut |row| {
+                    providers.push(row.text("provider")?);
+                    Ok(())
+                },
+            )?;
+            let total = tx
+                .query("count secrets", "SELECT count(*) AS n FROM secrets", &[])?
+                .first()
+                .map_or(Ok(0), |r| r.int("n"))?;
+            Ok((providers, total))
+        })
+    }
+
     /// Secrets matching `filter`, most live copies first.
     pub fn list_secrets(&mut self, filter: &SecretFilter) -> Result<Vec<SecretRow>, StoreError> {
         let filter = filter.clone();

@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 
+use crate::common::outln;
 use crate::common::{DbArgs, TextOrJson, print_json};
 
 /// `mayfly audit`.
@@ -37,14 +38,14 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
             let result = store.audit_verify()?;
             match result.problem {
                 None => {
-                    println!("audit chain intact: {} events", result.events);
+                    outln!("audit chain intact: {} events", result.events)?;
                     Ok(0)
                 }
                 Some(problem) => {
-                    println!(
+                    outln!(
                         "audit chain BROKEN after {} good events: {problem}",
                         result.events
-                    );
+                    )?;
                     Ok(1)
                 }
             }
@@ -69,13 +70,13 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
                 }
                 TextOrJson::Text => {
                     for e in &events {
-                        println!(
+                        outln!(
                             "{:>6}  {}  {:<14} {}",
                             e.seq,
                             mayfly_scan::time::rfc3339(e.at),
                             e.kind,
                             e.data
-                        );
+                        )?;
                     }
                 }
             }

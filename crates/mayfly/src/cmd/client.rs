@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mayfly_broker::client::{Client, IdentitySource, TaskRequest};
 
+use crate::common::outln;
 use crate::common::{data_dir, print_json};
 
 /// The broker's address for client commands.
@@ -246,7 +247,7 @@ pub fn task(command: TaskCommand) -> anyhow::Result<u8> {
                 },
             )?;
             if raw {
-                println!("{}", task.id);
+                outln!("{}", task.id)?;
             } else {
                 print_json(&task)?;
             }
@@ -310,7 +311,7 @@ pub fn token(command: TokenCommand) -> anyhow::Result<u8> {
             let subject = identity.source()?.token(&client)?;
             let response = client.exchange(&subject, &task, &audience, scope.as_deref(), ttl)?;
             if raw {
-                println!("{}", response.access_token);
+                outln!("{}", response.access_token)?;
             } else {
                 print_json(&response)?;
             }

@@ -7,6 +7,7 @@ use mayfly_broker::local_issuer::LocalIssuer;
 use mayfly_broker::{Clock as _, SystemClock};
 
 use crate::common::data_dir;
+use crate::common::outln;
 
 /// `mayfly identity`.
 #[derive(Debug, Subcommand)]
@@ -41,7 +42,7 @@ pub fn identity(command: IdentityCommand) -> anyhow::Result<u8> {
                 extra.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
             }
             let local = LocalIssuer::new(&data_dir()?);
-            println!("{}", local.mint(&sub, ttl, extra, SystemClock.now())?);
+            outln!("{}", local.mint(&sub, ttl, extra, SystemClock.now())?)?;
             Ok(0)
         }
     }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use mayfly_scan::scan::ScanReport;
+use mayfly_scan::surface::Surface;
 use mayfly_scan::time::date;
 use mayfly_store::{SecretFilter, SecretStatus};
 
 use crate::EXIT_CLEAN;
+use crate::common::outln;
 use crate::common::{DbArgs, now};
 
 /// `mayfly inventory`.
@@ -23,14 +25,14 @@ pub struct InventoryArgs {
 /// Subcommands of `mayfly inventory`.
 #[derive(Debug, Subcommand)]
 pub enum InventoryCommand {
-    /// List secrets, most copies first.
+    /// List secrets, most harmful first (severity, then copies, then age).
     List {
-        /// Only this provider.
+        /// Only this provider (as `mayfly rules list` names them).
         #[arg(long)]
         provider: Option<String>,
         /// Only secrets with a live copy on this surface.
         #[arg(long)]
-        surface: Option<String>,
+        surface: Option<Surface>,
         /// Only secrets of this owner.
         #[arg(long)]
         owner: Option<String>,
@@ -162,16 +164,116 @@ pub fn save(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let record = mayfly_inventory::scan_record(report, &source, now(), host, &roots);
     let summary = store.save_scan(&record, mayfly_inventory::decide_ownership)?;
+    let secrets = summary.new_secrets + summary.known_secrets;
     eprintln!(
-        "mayfly: saved to {}: {} new and {} known secrets, {} new locations, {} gone",
+        "mayfly: saved to {}: {} new and {} known {}, {}, {} gone",
         store.target(),
         summary.new_secrets,
         summary.known_secrets,
-        summary.new_locations,
+        if secrets == 1 { "secret" } else { "secrets" },
+        plural(
+            summary.new_locations as usize,
+            "new location",
+            "new locations"
+        ),
         summary.gone_locations
     );
     for fingerprint in &summary.reopened {
         eprintln!("mayfly: REOPENED {fingerprint}: resolved earlier, found again");
+    }
+    Ok(())
+}
+
+/// `count one` or `count many`.
+pub fn plural(count: usize, one: &str, many: &str) -> String {
+    format!("{count} {}", if count == 1 { one } else { many })
+}
+
+/// Refuses a provider no rule and no stored secret has, naming those that
+/// exist (a typo would otherwise match nothing, silently).
+fn check_provider(provider: &str, stored: &[String]) -> anyhow::Result<()> {
+    let mut known: Vec<String> = mayfly_scan::rule::RuleSet::builtin()?
+        .rules()
+        .iter()
+        .map(|r| r.spec.provider.clone())
+        .chain(stored.iter().cloned())
+        .collect();
+    known.sort_by_key(|p| p.to_lowercase());
+    known.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    if known.iter().any(|p| p.eq_ignore_ascii_case(provider)) {
+        return Ok(());
+    }
+    bail!(
+        "unknown provider {provider:?}: use one of {}",
+        known.join(", ")
+    )
+}
+
+/// The listing: a header, then one aligned row per secret.
+fn print_secrets(rows: &[mayfly_store::SecretRow]) -> std::io::Result<()> {
+    let table: Vec<[String; 8]> = rows
+        .iter()
+        .map(|row| {
+            let owner = match (&row.owner, &row.owner_conflict) {
+                (Some(owner), _) => owner.clone(),
+                (None, Some(conflict)) => format!("(unclear: {conflict})"),
+                (None, None) => "(unclear)".to_owned(),
+            };
+            let status = if row.reopened {
+                format!("{} REOPENED", row.status.as_str())
+            } else {
+                row.status.as_str().to_owned()
+            };
+            [
+                row.fingerprint
+                    .get(..16)
+                    .unwrap_or(&row.fingerprint)
+                    .to_owned(),
+                row.severity.clone(),
+                row.rule_id.clone(),
+                row.copies.to_string(),
+                row.surfaces.replace(',', ", "),
+                owner,
+                date(row.first_seen),
+                status,
+            ]
+        })
+        .collect();
+    if table.is_empty() {
+        return Ok(());
+    }
+    let header = [
+        "FINGERPRINT",
+        "SEVERITY",
+        "RULE",
+        "COPIES",
+        "SURFACES",
+        "OWNER",
+        "FIRST SEEN",
+        "STATUS",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &table {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 8]| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            if i == 3 {
+                out.push_str(&format!("{cell:>width$}  "));
+            } else if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        outln!("{}", out.trim_end())
+    };
+    line(header)?;
+    for row in &table {
+        line(row.each_ref().map(String::as_str))?;
     }
     Ok(())
 }
@@ -189,9 +291,13 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
             older_than,
             all,
         } => {
+            let (stored, total) = store.inventory_overview()?;
+            if let Some(provider) = &provider {
+                check_provider(provider, &stored)?;
+            }
             let filter = SecretFilter {
                 provider,
-                surface,
+                surface: surface.map(|s| s.as_str().to_owned()),
                 owner,
                 unowned: unclear,
                 min_copies,
@@ -199,32 +305,29 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                 include_resolved: all,
             };
             let rows = store.list_secrets(&filter)?;
-            for row in &rows {
-                let owner = match (&row.owner, &row.owner_conflict) {
-                    (Some(owner), _) => owner.clone(),
-                    (None, Some(conflict)) => format!("(unclear: {conflict})"),
-                    (None, None) => "(unclear)".to_owned(),
-                };
-                let reopened = if row.reopened { "  REOPENED" } else { "" };
-                println!(
-                    "{}  {:<8}  {:<28}  {:>3} copies  {:<28}  owner {owner}  first seen {}  {}{reopened}",
-                    row.fingerprint.get(..16).unwrap_or(&row.fingerprint),
-                    row.severity,
-                    row.rule_id,
-                    row.copies,
-                    row.surfaces,
-                    date(row.first_seen),
-                    row.status.as_str(),
-                );
+            if total == 0 {
+                outln!(
+                    "the inventory is empty: `mayfly scan PATH --save` (or --git, --host) fills it"
+                )?;
+                return Ok(EXIT_CLEAN);
             }
-            println!("{} secrets", rows.len());
+            print_secrets(&rows)?;
+            outln!(
+                "{}",
+                plural(rows.len(), "secret", "secrets")
+                    + &if rows.len() as i64 == total || (!all && rows.is_empty()) {
+                        String::new()
+                    } else {
+                        format!(" of {total} in the inventory")
+                    }
+            )?;
         }
         InventoryCommand::Show { fingerprint } => {
             let detail = store.secret(&fingerprint)?;
             let s = &detail.secret;
-            println!("secret     {}", s.fingerprint);
-            println!("rule       {} ({}, {})", s.rule_id, s.provider, s.severity);
-            println!(
+            outln!("secret     {}", s.fingerprint)?;
+            outln!("rule       {} ({}, {})", s.rule_id, s.provider, s.severity)?;
+            outln!(
                 "status     {}{}",
                 s.status.as_str(),
                 if s.reopened {
@@ -232,24 +335,28 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                 } else {
                     ""
                 }
-            );
-            println!(
+            )?;
+            outln!(
                 "owner      {}",
                 match (&s.owner, &s.owner_source, &s.owner_conflict) {
                     (Some(owner), Some(source), _) => format!("{owner} ({})", source.as_str()),
                     (Some(owner), None, _) => owner.clone(),
-                    (None, _, Some(conflict)) => format!(
+                    (None, _, Some(conflict)) if s.status == SecretStatus::Open => format!(
                         "unclear: claimed by {conflict}; rotate or revoke it, or assign an owner"
                     ),
-                    _ => "unclear: rotate or revoke it, or assign an owner".to_owned(),
+                    (None, _, Some(conflict)) => format!("unclear: claimed by {conflict}"),
+                    _ if s.status == SecretStatus::Open => {
+                        "unclear: rotate or revoke it, or assign an owner".to_owned()
+                    }
+                    _ => "unclear".to_owned(),
                 }
-            );
-            println!(
-                "seen       {} to {}, {} live copies",
+            )?;
+            outln!(
+                "seen       {} to {}, {}",
                 date(s.first_seen),
                 date(s.last_seen),
-                s.copies
-            );
+                plural(s.copies as usize, "live copy", "live copies")
+            )?;
             // Copies grouped by machine and root, each path shown from its root.
             let mut group: Option<(&str, Option<&str>)> = None;
             for l in &detail.locations {
@@ -262,7 +369,7 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                         (Some(root), None) => format!(" under {root}"),
                         _ => String::new(),
                     };
-                    println!("copies on {host}{root}:");
+                    outln!("copies on {host}{root}:")?;
                 }
                 let gone = l
                     .gone_at
@@ -274,23 +381,23 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                     }
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "  {}:{}:{}  {}{commit}{gone}",
                     l.shown_path(),
                     l.line,
                     l.column,
                     l.surface
-                );
+                )?;
             }
             if !detail.history.is_empty() {
-                println!("history:");
+                outln!("history:")?;
                 for change in &detail.history {
-                    println!(
+                    outln!(
                         "  {}  {}  {}",
                         date(change.at),
                         change.status.as_str(),
                         change.note
-                    );
+                    )?;
                 }
             }
         }
@@ -303,11 +410,11 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                 Some(owner.trim()),
                 mayfly_inventory::decide_ownership,
             )?;
-            println!("{full}: owner {owner}");
+            outln!("{full}: owner {owner}")?;
         }
         InventoryCommand::Owner(OwnerCommand::Clear { fingerprint }) => {
             let full = store.set_owner(&fingerprint, None, mayfly_inventory::decide_ownership)?;
-            println!("{full}: owner cleared (ownership unclear)");
+            outln!("{full}: owner cleared (ownership unclear)")?;
         }
         InventoryCommand::Resolve {
             fingerprint,
@@ -325,7 +432,7 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
             let full = store
                 .resolve(&fingerprint, status, &note, now())
                 .context("cannot resolve")?;
-            println!("{full}: {}", status.as_str());
+            outln!("{full}: {}", status.as_str())?;
         }
     }
     Ok(EXIT_CLEAN)

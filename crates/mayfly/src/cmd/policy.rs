@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::common::outln;
 use clap::Subcommand;
 use mayfly_broker::policy::PolicyEngine;
 
@@ -25,9 +26,9 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
             let engine = PolicyEngine::new()?;
             match engine.load_dir(&dir) {
                 Ok(policies) => {
-                    println!("{}: {} policies valid", dir.display(), policies.ids.len());
+                    outln!("{}: {} policies valid", dir.display(), policies.ids.len())?;
                     for id in &policies.ids {
-                        println!("  {id}");
+                        outln!("  {id}")?;
                     }
                     Ok(0)
                 }

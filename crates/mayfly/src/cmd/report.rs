@@ -37,6 +37,13 @@ pub struct ReportArgs {
 
 /// `mayfly report`.
 pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    use std::io::IsTerminal as _;
+    if args.format == ReportFormat::Html && args.output.is_none() && std::io::stdout().is_terminal()
+    {
+        anyhow::bail!(
+            "the HTML report is a page, not terminal text: write it to a file with -o report.html, or ask for Markdown with -f md"
+        );
+    }
     let governance = load_governance(args.rules)?;
     let mut store = args.db.open()?;
     let now = now();
@@ -78,7 +85,10 @@ pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
     match &args.output {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{text}"),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
     }
     Ok(EXIT_CLEAN)
 }

@@ -8,6 +8,7 @@ use mayfly_scan::fingerprint::FingerprintKey;
 use mayfly_scan::rule::RuleSet;
 use mayfly_scan::scan::{ScanOptions, Scanner};
 
+use crate::common::outln;
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
 /// Subcommands of `mayfly rules`.
@@ -85,9 +86,9 @@ fn check_rules(files: &[PathBuf]) -> anyhow::Result<u8> {
         let scanner = Scanner::new(set, key, ScanOptions::default())?;
         let failures = scanner.check_rule_examples();
         for failure in &failures {
-            println!("{failure}");
+            outln!("{failure}")?;
         }
-        println!("{name}: {count} rules, {} failing examples", failures.len());
+        outln!("{name}: {count} rules, {} failing examples", failures.len())?;
         failed += failures.len();
     }
     Ok(if failed == 0 {

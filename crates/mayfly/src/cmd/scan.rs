@@ -95,6 +95,11 @@ pub struct ScanArgs {
     #[arg(long)]
     pub no_progress: bool,
 
+    /// Also list near misses: candidates shaped like a checksummed token
+    /// (GitHub, npm) whose checksum is wrong (typos, truncations, fakes).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+
     /// Scan the git history of each PATH (every blob reachable from every
     /// branch, tag and stash, once) and its uncommitted files (untracked,
     /// ignored, modified or staged; marked "uncommitted"). Files committed
@@ -219,6 +224,8 @@ pub struct ScanPlan {
     pub save: Option<(DbArgs, String)>,
     /// Whether a progress bar may be shown.
     pub progress: bool,
+    /// The configuration files read.
+    pub configs: Vec<PathBuf>,
 }
 
 fn glob_set(globs: &[String], what: &str) -> anyhow::Result<GlobSet> {
@@ -231,15 +238,18 @@ fn glob_set(globs: &[String], what: &str) -> anyhow::Result<GlobSet> {
         .with_context(|| format!("{what}: bad globs"))
 }
 
-fn load_rules(config: &Loaded, args: &ScanArgs) -> anyhow::Result<RuleSet> {
+fn load_rules(configs: &[Loaded], args: &ScanArgs) -> anyhow::Result<RuleSet> {
     let mut rules = RuleSet::builtin()?;
-    for file in &config.file.scan.rules {
-        rules.add_file(&config.resolve(file))?;
+    let mut disabled_globs = Vec::new();
+    for config in configs {
+        for file in &config.file.scan.rules {
+            rules.add_file(&config.resolve(file))?;
+        }
+        disabled_globs.extend(config.file.scan.disable_rules.iter().cloned());
     }
     for file in &args.rule_files {
         rules.add_file(file)?;
     }
-    let mut disabled_globs = config.file.scan.disable_rules.clone();
     disabled_globs.extend(args.disable_rule.iter().cloned());
     let disabled = glob_set(&disabled_globs, "--disable-rule")?;
     let only = glob_set(&args.only_rule, "--only-rule")?;
@@ -262,14 +272,11 @@ fn load_key(explicit: Option<&Path>) -> anyhow::Result<FingerprintKey> {
     })
 }
 
-fn load_ignore_list(config: &Loaded, args: &ScanArgs) -> anyhow::Result<IgnoreList> {
+fn load_ignore_list(configs: &[Loaded], args: &ScanArgs) -> anyhow::Result<IgnoreList> {
     let mut list = IgnoreList::default();
-    let mut files: Vec<PathBuf> = config
-        .file
-        .scan
-        .ignore_files
+    let mut files: Vec<PathBuf> = configs
         .iter()
-        .map(|f| config.resolve(f))
+        .flat_map(|c| c.file.scan.ignore_files.iter().map(|f| c.resolve(f)))
         .collect();
     files.extend(args.ignore_file.iter().cloned());
     // Implicit ignore files: the current directory's and each scanned directory's.
@@ -295,23 +302,47 @@ fn load_ignore_list(config: &Loaded, args: &ScanArgs) -> anyhow::Result<IgnoreLi
     Ok(list)
 }
 
-fn options(config: &Loaded, args: &ScanArgs) -> anyhow::Result<ScanOptions> {
-    let max_file_size = match (args.max_file_size, &config.file.scan.max_file_size) {
-        (Some(size), _) => size,
-        (None, Some(text)) => config::parse_size(text)
-            .with_context(|| format!("{}: [scan] max_file_size", config.origin()))?,
-        (None, None) => DEFAULT_MAX_FILE_SIZE,
+fn options(configs: &[Loaded], args: &ScanArgs) -> anyhow::Result<ScanOptions> {
+    // Settings: the flag, else the first file that sets it.
+    let max_file_size = match args.max_file_size {
+        Some(size) => size,
+        None => match configs
+            .iter()
+            .find_map(|c| Some((c, c.file.scan.max_file_size.as_ref()?)))
+        {
+            Some((config, text)) => config::parse_size(text)
+                .with_context(|| format!("{}: [scan] max_file_size", config.origin()))?,
+            None => DEFAULT_MAX_FILE_SIZE,
+        },
     };
+    let follow_symlinks = args.follow_symlinks
+        || configs
+            .iter()
+            .find_map(|c| c.file.scan.follow_symlinks)
+            .unwrap_or(false);
+    // A root's path rules apply under that root: its globs are anchored there.
     let mut path_rules = PathRules::default();
-    for entry in &config.file.scan.path_rules {
-        path_rules.push(&entry.paths, &entry.enable, &entry.disable)?;
+    for config in configs {
+        for entry in &config.file.scan.path_rules {
+            let paths: Vec<String> = entry
+                .paths
+                .iter()
+                .map(|p| match (config.scope.is_empty(), p.contains('/')) {
+                    (true, _) => p.clone(),
+                    (false, true) => format!("{}{}", config.scope, p.trim_start_matches("./")),
+                    (false, false) => format!("{}**/{p}", config.scope),
+                })
+                .collect();
+            path_rules.push(&paths, &entry.enable, &entry.disable)?;
+        }
     }
     Ok(ScanOptions {
         max_file_size,
-        follow_symlinks: args.follow_symlinks || config.file.scan.follow_symlinks.unwrap_or(false),
+        follow_symlinks,
         threads: args.threads.unwrap_or(0),
         reveal_secrets: args.show_secrets,
         path_rules,
+        explain: args.verbose,
     })
 }
 
@@ -354,16 +385,17 @@ fn mode(args: &ScanArgs) -> anyhow::Result<ScanMode> {
 impl ScanPlan {
     /// Checks the flags and the configuration and loads what the scan needs.
     pub fn new(args: ScanArgs) -> anyhow::Result<ScanPlan> {
-        let config = config::load(args.config.as_deref())?;
-        let rules = load_rules(&config, &args)?;
+        let configs = config::load_all(args.config.as_deref(), &args.paths)?;
+        let rules = load_rules(&configs, &args)?;
         let key = load_key(args.fingerprint_key.as_deref())?;
         let baseline = args
             .baseline
             .as_deref()
             .map(|path| Baseline::read(path, &key))
             .transpose()?;
-        let ignore = load_ignore_list(&config, &args)?;
-        let scanner = Scanner::new(rules, key, options(&config, &args)?)?;
+        let ignore = load_ignore_list(&configs, &args)?;
+        let scanner = Scanner::new(rules, key, options(&configs, &args)?)?;
+        let configs = configs.iter().filter_map(|c| c.path.clone()).collect();
         Ok(ScanPlan {
             mode: mode(&args)?,
             scanner,
@@ -372,6 +404,7 @@ impl ScanPlan {
             format: args.format,
             output: args.output,
             write_baseline: args.write_baseline,
+            configs,
             save: args.save.then(|| {
                 let host = args.host_id.clone().unwrap_or_else(inventory::hostname);
                 (args.db, host)
@@ -462,8 +495,30 @@ impl ScanPlan {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             key_id: self.scanner.key().key_id(),
             elapsed: (std::env::var_os("MAYFLY_NO_TIMING").is_none()).then_some(elapsed),
+            configs: self
+                .configs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         };
-        write_report(self.format, &report, &run, self.output.as_deref())?;
+        // A baseline run writes the baseline; the report only when asked
+        // for with -o.
+        if self.write_baseline.is_none() || self.output.is_some() {
+            write_report(self.format, &report, &run, self.output.as_deref())?;
+        }
+        if let Some(path) = &self.output {
+            let secrets = crate::cmd::inventory::plural(
+                output::group_count(&report.findings),
+                "secret",
+                "secrets",
+            );
+            let copies = crate::cmd::inventory::plural(report.findings.len(), "copy", "copies");
+            eprintln!(
+                "mayfly: {secrets} in {copies}; {} report written to {}",
+                self.format.as_str(),
+                path.display()
+            );
+        }
         Ok(if self.write_baseline.is_some() {
             EXIT_CLEAN
         } else if !report.findings.is_empty() {

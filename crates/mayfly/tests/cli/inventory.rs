@@ -75,7 +75,7 @@ fn lifecycle(db: &str) {
             .args(["inventory", "list", "--unclear", "--db", db]),
     );
     assert!(
-        out.contains("1 secrets") && out.contains("github-pat-classic"),
+        out.contains("1 secret") && out.contains("github-pat-classic"),
         "{out}"
     );
 
@@ -135,7 +135,7 @@ fn lifecycle(db: &str) {
     .unwrap();
     let (_, _, err) = stdout_of(ws.mayfly().args(["scan", "--save", "--db", db]).arg(&other));
     assert!(
-        err.contains("0 new and 1 known secrets, 1 new locations, 0 gone"),
+        err.contains("0 new and 1 known secret, 1 new location, 0 gone"),
         "{err}"
     );
     let (_, _, err) = stdout_of(
@@ -144,7 +144,7 @@ fn lifecycle(db: &str) {
             .arg(&home),
     );
     assert!(
-        err.contains("0 new and 1 known secrets, 1 new locations, 0 gone"),
+        err.contains("0 new and 1 known secret, 1 new location, 0 gone"),
         "{err}"
     );
     let (_, out, _) =
@@ -152,10 +152,12 @@ fn lifecycle(db: &str) {
             ws.mayfly()
                 .args(["inventory", "list", "--surface", "mcp-config", "--db", db]),
         );
-    assert!(
-        out.contains("1 secrets") && out.contains("3 copies"),
-        "{out}"
-    );
+    // One secret, three live copies: the COPIES column of its row.
+    let row = out
+        .lines()
+        .find(|l| l.contains("openai-project-key"))
+        .unwrap();
+    assert!(out.contains("1 secret") && row.contains("  3  "), "{out}");
     let (_, md, _) = stdout_of(ws.mayfly().args(["report", "-f", "md", "--db", db]));
     assert!(md.contains("open secrets in **4** copies"), "{md}");
     assert!(!md.contains(OPENAI) && !md.contains(GITHUB));
@@ -441,7 +443,7 @@ fn one_tree_saved_three_ways_is_one_set_of_copies() {
             .args(["scan", "repo"]),
     );
     assert!(
-        first.contains("1 new and 0 known secrets, 1 new locations, 0 gone"),
+        first.contains("1 new and 0 known secret, 1 new location, 0 gone"),
         "{first}"
     );
     for again in [
@@ -458,12 +460,17 @@ fn one_tree_saved_three_ways_is_one_set_of_copies() {
         ),
     ] {
         assert!(
-            again.contains("0 new and 1 known secrets, 0 new locations, 0 gone"),
+            again.contains("0 new and 1 known secret, 0 new locations, 0 gone"),
             "{again}"
         );
     }
     let (_, list, _) = stdout_of(ws.mayfly().args(["inventory", "list", "--db", db]));
-    let fingerprint = list.split_whitespace().next().unwrap().to_owned();
+    let fingerprint = list
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split_whitespace().next())
+        .unwrap()
+        .to_owned();
     let (_, show, _) = stdout_of(
         ws.mayfly()
             .args(["inventory", "show", &fingerprint, "--db", db]),
@@ -475,7 +482,7 @@ fn one_tree_saved_three_ways_is_one_set_of_copies() {
     );
     assert!(show.contains("  .env:1:"), "paths from the root: {show}");
     assert!(!show.contains("gone since"), "{show}");
-    assert!(show.contains("1 live copies"), "{show}");
+    assert!(show.contains("1 live copy"), "{show}");
 }
 
 #[test]
