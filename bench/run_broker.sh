@@ -395,6 +395,11 @@ jwks_file = "$BW/keys/jwks.json"
 
 [policy]
 dir = "$BW/policies"
+
+# One benchmark workload makes every exchange: the per-workload rate limit
+# (200/s by default) would measure the limit, not the broker.
+[limits]
+exchanges_per_second_per_workload = 0
 EOF
     rm -f "$BW"/mayfly.db*
     MAYFLY_ADMIN_TOKEN="$ADMIN_TOKEN" "$MAYFLY_BIN" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" \

@@ -83,6 +83,11 @@ impl Client {
         }
     }
 
+    /// The broker's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn finish<T: DeserializeOwned>(
         url: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
@@ -155,12 +160,58 @@ impl Client {
         authorization: Option<&str>,
         fields: &[(&str, &str)],
     ) -> Result<T, ClientError> {
+        self.post_form_with(path, &[("Authorization", authorization)], fields)
+    }
+
+    fn post_form_with<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &[(&str, Option<&str>)],
+        fields: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         let mut request = self.agent.post(&url);
-        if let Some(value) = authorization {
-            request = request.header("Authorization", value);
+        for (name, value) in headers {
+            if let Some(value) = value {
+                request = request.header(*name, *value);
+            }
         }
         let result = request.send_form(fields.iter().copied());
+        Self::finish(&url, result)
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let authorization = format!("Bearer {bearer}");
+        let result = match (method, body) {
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &authorization)
+                .call(),
+            (_, Some(body)) => {
+                let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+                self.agent
+                    .post(&url)
+                    .header("Authorization", &authorization)
+                    .header("Content-Type", "application/json")
+                    .send(&body[..])
+            }
+            _ => self
+                .agent
+                .get(&url)
+                .header("Authorization", &authorization)
+                .call(),
+        };
         Self::finish(&url, result)
     }
 
@@ -221,6 +272,102 @@ impl Client {
             fields.push(("requested_ttl", ttl));
         }
         self.post_form("/oauth2/token", None, &fields)
+    }
+
+    /// Exchanges an identity token for a credential bound to `key` (DPoP).
+    pub fn exchange_bound(
+        &self,
+        identity: &str,
+        task_id: &str,
+        audience: &str,
+        key: &crate::dpop::ProofKey,
+        now: i64,
+    ) -> Result<TokenResponse, ClientError> {
+        let url = self.url("/oauth2/token");
+        let proof = key
+            .proof("POST", &url, None, now)
+            .map_err(|e| ClientError::Identity(e.to_string()))?;
+        let fields = [
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", identity),
+            ("subject_token_type", JWT_TOKEN_TYPE),
+            ("audience", audience),
+            ("task_id", task_id),
+        ];
+        self.post_form_with("/oauth2/token", &[("DPoP", Some(&proof))], &fields)
+    }
+
+    /// Admin: takes a secret into custody.
+    pub fn custody_add(
+        &self,
+        admin: &str,
+        request: &crate::custody::AddCustody,
+    ) -> Result<crate::custody::CustodyView, ClientError> {
+        self.send_json("POST", "/v1/admin/custody", admin, Some(request))
+    }
+
+    /// Admin: a new version of a secret in custody.
+    pub fn custody_rotate(
+        &self,
+        admin: &str,
+        name: &str,
+        request: &crate::custody::RotateCustody,
+    ) -> Result<crate::custody::CustodyView, ClientError> {
+        self.send_json(
+            "POST",
+            &format!("/v1/admin/custody/{name}/rotate"),
+            admin,
+            Some(request),
+        )
+    }
+
+    /// Admin: the entries in custody.
+    pub fn custody_list(
+        &self,
+        admin: &str,
+    ) -> Result<Vec<crate::custody::CustodyView>, ClientError> {
+        let path = "/v1/admin/custody";
+        let answer: Value = self.send_json("GET", path, admin, None::<&()>)?;
+        serde_json::from_value(answer.get("entries").cloned().unwrap_or(Value::Null)).map_err(|e| {
+            ClientError::Decode {
+                url: self.url(path),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Admin: one entry in custody (no value).
+    pub fn custody_show(
+        &self,
+        admin: &str,
+        name: &str,
+    ) -> Result<crate::custody::CustodyView, ClientError> {
+        self.send_json(
+            "GET",
+            &format!("/v1/admin/custody/{name}"),
+            admin,
+            None::<&()>,
+        )
+    }
+
+    /// How to use an entry through the proxy (any workload).
+    pub fn custody_use(
+        &self,
+        identity: &str,
+        name: &str,
+    ) -> Result<crate::custody::CustodyUse, ClientError> {
+        self.send_json("GET", &format!("/v1/custody/{name}"), identity, None::<&()>)
+    }
+
+    /// Admin: removes an entry from custody.
+    pub fn custody_remove(&self, admin: &str, name: &str) -> Result<(), ClientError> {
+        let _: Value = self.send_json(
+            "DELETE",
+            &format!("/v1/admin/custody/{name}"),
+            admin,
+            None::<&()>,
+        )?;
+        Ok(())
     }
 
     /// Introspects a token; `authorization` is a full header value

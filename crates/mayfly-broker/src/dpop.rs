@@ -40,6 +40,15 @@ struct ProofClaims {
     htu: String,
     iat: Timestamp,
     jti: String,
+    #[serde(default)]
+    ath: Option<String>,
+}
+
+/// The `ath` of a proof that presents `access_token` (RFC 9449 section
+/// 4.2): base64url of its SHA-256.
+pub fn access_token_hash(access_token: &str) -> String {
+    use sha2::Digest as _;
+    b64::encode(&sha2::Sha256::digest(access_token.as_bytes()))
 }
 
 /// Checks proofs and remembers their `jti`s for the replay window.
@@ -50,12 +59,14 @@ pub struct DpopVerifier {
 
 impl DpopVerifier {
     /// Verifies a proof for `method` on `url` and returns the key's
-    /// thumbprint.
+    /// thumbprint. A proof that presents an access token (to a resource,
+    /// not to the token endpoint) must carry its hash (`ath`).
     pub fn verify(
         &self,
         proof: &str,
         method: &str,
         url: &str,
+        access_token: Option<&str>,
         now: Timestamp,
     ) -> Result<String, DpopError> {
         let invalid = |why: &str| DpopError::Invalid(why.to_owned());
@@ -93,6 +104,13 @@ impl DpopVerifier {
         if strip_query(&claims.htu) != strip_query(url) {
             return Err(DpopError::Invalid(format!("htu must be {url}")));
         }
+        if let Some(token) = access_token
+            && claims.ath.as_deref() != Some(access_token_hash(token).as_str())
+        {
+            return Err(invalid(
+                "ath must be the hash of the access token presented",
+            ));
+        }
         if (claims.iat - now).abs() > WINDOW {
             return Err(invalid("iat is not within a minute of now"));
         }
@@ -116,6 +134,76 @@ impl DpopVerifier {
     }
 }
 
+/// A caller's DPoP key (P-256, in memory only): what binds its tokens, and
+/// what signs a proof for each request.
+pub struct ProofKey {
+    key: p256::ecdsa::SigningKey,
+    jwk: serde_json::Value,
+    thumbprint: String,
+}
+
+impl std::fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProofKey({})", self.thumbprint)
+    }
+}
+
+impl ProofKey {
+    /// A new key.
+    pub fn generate() -> Result<ProofKey, DpopError> {
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let point = key.verifying_key().to_encoded_point(false);
+        let (Some(x), Some(y)) = (point.x(), point.y()) else {
+            return Err(DpopError::Invalid(
+                "a new P-256 key has no coordinates".into(),
+            ));
+        };
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64::encode(x), "y": b64::encode(y)});
+        let thumbprint = serde_json::from_value::<Jwk>(jwk.clone())
+            .map_err(|e| DpopError::Invalid(e.to_string()))?
+            .thumbprint(ThumbprintHash::SHA256);
+        Ok(ProofKey {
+            key,
+            jwk,
+            thumbprint,
+        })
+    }
+
+    /// The key's thumbprint (`cnf.jkt` of the tokens bound to it).
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// A proof for one request: `method` on `url`, presenting
+    /// `access_token` when it is made to a resource.
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        now: Timestamp,
+    ) -> Result<String, DpopError> {
+        use p256::ecdsa::signature::Signer as _;
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": self.jwk});
+        let jti = b64::random_id().map_err(|e| DpopError::Invalid(e.to_string()))?;
+        let mut claims =
+            serde_json::json!({"htm": method, "htu": strip_query(url), "iat": now, "jti": jti});
+        if let (Some(token), Some(object)) = (access_token, claims.as_object_mut()) {
+            object.insert("ath".into(), access_token_hash(token).into());
+        }
+        let signing_input = format!(
+            "{}.{}",
+            b64::encode(header.to_string().as_bytes()),
+            b64::encode(claims.to_string().as_bytes())
+        );
+        let signature: p256::ecdsa::Signature = self.key.sign(signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            b64::encode(&signature.to_bytes())
+        ))
+    }
+}
+
 fn strip_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
@@ -136,4 +224,36 @@ fn carries_private_key(proof: &str) -> bool {
                 .iter()
                 .any(|m| jwk.contains_key(*m))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proof_key_makes_proofs_the_verifier_binds_to_it() {
+        let key = ProofKey::generate().unwrap();
+        let verifier = DpopVerifier::default();
+        let url = "https://mayfly.example/proxy/openai/v1/models";
+        let proof = key.proof("GET", url, Some("token-1"), 1000).unwrap();
+        let jkt = verifier
+            .verify(&proof, "GET", url, Some("token-1"), 1000)
+            .unwrap();
+        assert_eq!(jkt, key.thumbprint());
+        assert_eq!(
+            verifier.verify(&proof, "GET", url, Some("token-1"), 1000),
+            Err(DpopError::Replayed)
+        );
+        let other = key.proof("GET", url, Some("token-1"), 1000).unwrap();
+        assert!(matches!(
+            verifier.verify(&other, "GET", url, Some("token-2"), 1000),
+            Err(DpopError::Invalid(_))
+        ));
+        let post = key.proof("POST", url, Some("token-1"), 1000).unwrap();
+        assert!(
+            verifier
+                .verify(&post, "GET", url, Some("token-1"), 1000)
+                .is_err()
+        );
+    }
 }

@@ -46,6 +46,18 @@ pub enum BrokerError {
     /// A quota was reached (429): slow down or end tasks.
     #[error("{0}")]
     TooManyRequests(String),
+    /// The access token presented to the proxy is not usable: unknown,
+    /// expired, revoked, for another audience or copied (401
+    /// `invalid_token`).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// The request conflicts with the current state: a name taken, a
+    /// concurrent change (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The proxy's upstream failed (502, or 504 on a timeout).
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     /// No such task (404).
     #[error("{0}")]
     NotFound(String),

@@ -34,6 +34,13 @@ pub enum KeyError {
         /// The key id.
         kid: String,
     },
+    /// A sealed value does not open (another master key, another entry or
+    /// version, or tampering).
+    #[error("{what} does not open with this master key; use the master key it was sealed with")]
+    Sealed {
+        /// What was sealed.
+        what: String,
+    },
     /// Key generation or encoding failed.
     #[error("cannot make a signing key: {0}")]
     Generate(String),
@@ -81,6 +88,19 @@ impl MasterKey {
     }
 
     fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<String, KeyError> {
+        self.seal_bytes(kid.as_bytes(), plaintext)
+    }
+
+    fn unseal(&self, kid: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        self.unseal_bytes(kid.as_bytes(), sealed, kid)
+            .map_err(|_| KeyError::Unseal {
+                kid: kid.to_owned(),
+            })
+    }
+
+    /// Seals `plaintext` with a fresh nonce, bound to `aad`: nonce and
+    /// ciphertext, base64.
+    pub(crate) fn seal_bytes(&self, aad: &[u8], plaintext: &[u8]) -> Result<String, KeyError> {
         let nonce = b64::random_bytes::<12>().map_err(|e| KeyError::Generate(e.to_string()))?;
         let sealed = self
             .0
@@ -88,7 +108,7 @@ impl MasterKey {
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
-                    aad: kid.as_bytes(),
+                    aad,
                 },
             )
             .map_err(|_| KeyError::Generate("sealing failed".into()))?;
@@ -97,9 +117,16 @@ impl MasterKey {
         Ok(STANDARD.encode(out))
     }
 
-    fn unseal(&self, kid: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
-        let unseal_error = || KeyError::Unseal {
-            kid: kid.to_owned(),
+    /// Opens what [`MasterKey::seal_bytes`] sealed with the same `aad`;
+    /// `what` names it in the error.
+    pub(crate) fn unseal_bytes(
+        &self,
+        aad: &[u8],
+        sealed: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, KeyError> {
+        let unseal_error = || KeyError::Sealed {
+            what: what.to_owned(),
         };
         let bytes = STANDARD.decode(sealed).map_err(|_| unseal_error())?;
         if bytes.len() < 12 {
@@ -107,13 +134,7 @@ impl MasterKey {
         }
         let (nonce, body) = bytes.split_at(12);
         self.0
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: body,
-                    aad: kid.as_bytes(),
-                },
-            )
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
             .map_err(|_| unseal_error())
     }
 }

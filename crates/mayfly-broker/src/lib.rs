@@ -16,8 +16,13 @@
 //! - [`service`]: the broker's operations (start, exchange, introspect,
 //!   revoke, end, re-evaluate on policy change, sweep), with
 //!   [`task_cache`], [`quota`] and [`reader`] under them;
-//! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin);
-//! - [`client`]: the same API from the command line and `mayfly run`.
+//! - [`custody`] and [`upstream`]: long-lived upstream secrets the broker
+//!   holds, and the client that forwards requests to their APIs with the
+//!   secret added (the injecting proxy, in [`http`]);
+//! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin, the proxy);
+//! - [`client`] and [`relay`]: the same API from the command line and
+//!   `mayfly run` (the relay is the local end `mayfly run --inject` gives
+//!   an unmodified tool).
 //!
 //! Errors are one [`BrokerError`] whose variants map to OAuth errors.
 
@@ -25,6 +30,7 @@ pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod custody;
 pub mod dpop;
 pub mod error;
 pub mod http;
@@ -35,10 +41,12 @@ pub mod policy;
 pub mod protocol;
 pub mod quota;
 pub mod reader;
+pub mod relay;
 pub mod secrets;
 pub mod service;
 pub mod task_cache;
 pub mod token;
+pub mod upstream;
 pub mod writer;
 
 mod b64;

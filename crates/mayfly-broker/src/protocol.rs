@@ -350,6 +350,25 @@ pub struct TaskView {
     /// Credentials revoked by the call that returned this view.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<u64>,
+    /// What it did through the injecting proxy, per custody entry (when
+    /// shown one by one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_usage: Option<Vec<ProxyUsageView>>,
+}
+
+/// A task's use of one custody entry through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyUsageView {
+    /// The entry.
+    pub entry: String,
+    /// Requests forwarded.
+    pub requests: i64,
+    /// Request body bytes sent upstream.
+    pub bytes_up: i64,
+    /// Answer body bytes returned.
+    pub bytes_down: i64,
+    /// When the last one ended.
+    pub last_at: Timestamp,
 }
 
 impl TaskView {
@@ -375,6 +394,7 @@ impl TaskView {
             end_reason: task.end_reason.clone(),
             credentials: None,
             revoked: None,
+            proxy_usage: None,
         }
     }
 }

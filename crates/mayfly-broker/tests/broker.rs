@@ -13,10 +13,14 @@ mod broker {
     mod harness;
 
     mod bad_input;
+    mod custody;
     mod hardening;
     mod http_layer;
     mod identity;
     mod lifecycle;
     mod policy;
+    mod proxy;
+    mod proxy_refusals;
     mod revocation;
+    mod upstream;
 }

@@ -112,6 +112,9 @@ pub enum ActionKind {
     Rotate,
     /// Hold the one remaining copy in Mayfly custody, broker it to its users.
     MoveIntoCustody,
+    /// In custody, but copies remain outside it: rotate at the provider,
+    /// then give custody the new value (`mayfly custody rotate`).
+    RotateInCustody,
     /// Remove one copy.
     DeleteCopy,
 }
@@ -174,6 +177,11 @@ pub fn plan_secret(
     copies: &[LocationRow],
     now: Timestamp,
 ) -> Option<SecretPlan> {
+    if let Some(entry) = &secret.custody_entry
+        && secret.status == mayfly_store::SecretStatus::InCustody
+    {
+        return plan_in_custody(secret, copies, entry);
+    }
     let mut actions = Vec::new();
     if secret.owner.is_none() {
         let reason = match &secret.owner_conflict {
@@ -270,6 +278,45 @@ pub fn plan_secret(
     })
 }
 
+/// A secret in custody that still has copies outside it: they were read
+/// by whoever could read them, so the value must change at the provider
+/// and in custody; and each copy goes.
+fn plan_in_custody(secret: &SecretRow, copies: &[LocationRow], entry: &str) -> Option<SecretPlan> {
+    let mut actions = vec![Action {
+        action: ActionKind::RotateInCustody,
+        copy: None,
+        rule: Cow::Borrowed("custody_exposed"),
+        reason: format!(
+            "in custody as {entry}, but {} cop{} remain outside it ({}): rotate it at {}, then `mayfly custody rotate {entry} --stdin`, then `mayfly inventory resolve {} --rotated`",
+            secret.copies,
+            if secret.copies == 1 { "y" } else { "ies" },
+            secret.surfaces.replace(',', ", "),
+            secret.provider,
+            &secret.fingerprint[..secret.fingerprint.len().min(12)]
+        ),
+        nhi: &["NHI2", "NHI7"],
+    }];
+    actions.extend(copies.iter().map(|copy| Action {
+        action: ActionKind::DeleteCopy,
+        copy: Some(format!("{}:{}", copy.path, copy.line)),
+        rule: Cow::Borrowed("custody_exposed"),
+        reason: format!("a copy outside custody, in a {}", copy.surface),
+        nhi: &["NHI2"],
+    }));
+    Some(SecretPlan {
+        fingerprint: secret.fingerprint.clone(),
+        rule_id: secret.rule_id.clone(),
+        provider: secret.provider.clone(),
+        severity: secret.severity.clone(),
+        notify: secret
+            .owner
+            .clone()
+            .unwrap_or_else(|| "security team".into()),
+        copies: usize::try_from(secret.copies).unwrap_or(usize::MAX),
+        actions,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +337,7 @@ mod tests {
             owner_conflict: None,
             copies: 1,
             surfaces: String::new(),
+            custody_entry: None,
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod backend;
 mod broker;
+mod custody;
 mod dialect;
 mod inventory;
 mod row;
@@ -18,6 +19,7 @@ pub use broker::{
     NewAuditEvent, RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome,
     audit_hash,
 };
+pub use custody::{CustodyEntry, ProxyUsage, SealedVersion};
 pub use inventory::{
     CopyRecord, LocationRow, MergeSummary, OwnerClaim, OwnerSource, Ownership, OwnershipRule,
     ScanRecord, SecretDetail, SecretFilter, SecretRow, SecretStatus, StatusChange,

@@ -151,6 +151,42 @@ const LOCATION_MACHINE_V5: &[&str] = &[
     "ALTER TABLE locations ADD COLUMN remote TEXT",
 ];
 
+/// Custody: upstream secrets the broker holds, sealed (the store never
+/// sees them), with their versions; previous versions live until their
+/// grace period ends. And what each task did through the proxy.
+const CUSTODY_V6: &[&str] = &[
+    "CREATE TABLE custody_entries (
+        name TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        settings TEXT NOT NULL,
+        fingerprint TEXT,
+        created_at BIGINT NOT NULL,
+        rotated_at BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        removed_at BIGINT
+    )",
+    "CREATE TABLE custody_versions (
+        name TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        sealed TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        retires_at BIGINT,
+        PRIMARY KEY (name, version)
+    )",
+    "CREATE INDEX custody_versions_retiring ON custody_versions (retires_at) WHERE retires_at IS NOT NULL",
+    "ALTER TABLE secrets ADD COLUMN custody_entry TEXT",
+    "CREATE TABLE proxy_usage (
+        task_id TEXT NOT NULL,
+        entry TEXT NOT NULL,
+        requests BIGINT NOT NULL,
+        bytes_up BIGINT NOT NULL,
+        bytes_down BIGINT NOT NULL,
+        last_at BIGINT NOT NULL,
+        PRIMARY KEY (task_id, entry)
+    )",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -177,10 +213,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: LOCATION_MACHINE_V5,
         postgres: LOCATION_MACHINE_V5,
     },
+    Migration {
+        version: 6,
+        sqlite: CUSTODY_V6,
+        postgres: CUSTODY_V6,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 5;
+pub const CURRENT_VERSION: i64 = 6;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

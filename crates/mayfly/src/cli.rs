@@ -4,9 +4,11 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd::audit::AuditArgs;
 use crate::cmd::client::{TaskCommand, TokenCommand};
+use crate::cmd::custody::CustodyCommand;
 use crate::cmd::govern::GovernArgs;
 use crate::cmd::identity::IdentityCommand;
 use crate::cmd::inventory::InventoryArgs;
+use crate::cmd::migrate::MigrateArgs;
 use crate::cmd::policy::PolicyCommand;
 use crate::cmd::report::ReportArgs;
 use crate::cmd::rules::RulesCommand;
@@ -14,7 +16,8 @@ use crate::cmd::run::RunArgs;
 use crate::cmd::scan::ScanArgs;
 use crate::cmd::serve::ServeArgs;
 use crate::cmd::{
-    audit, client, govern, identity, inventory, policy, report, rules, run, scan, serve,
+    audit, client, custody, govern, identity, inventory, migrate, policy, report, rules, run, scan,
+    serve,
 };
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
@@ -68,9 +71,22 @@ enum Command {
     ///
     /// Starts a task with the caller's identity, exchanges it for a
     /// credential in $MAYFLY_TOKEN (and the file $MAYFLY_TOKEN_FILE, kept
-    /// fresh while CMD runs), forwards signals, and ends the task when CMD
-    /// exits. Exits with CMD's exit code.
+    /// fresh while CMD runs) and, with --inject, gives CMD brokered use of
+    /// secrets in custody through a local relay; forwards signals, and ends
+    /// the task when CMD exits. Exits with CMD's exit code.
     Run(RunArgs),
+    /// Secrets the broker holds for the injecting proxy (admin): add, list, show, rotate, remove.
+    #[command(subcommand)]
+    Custody(CustodyCommand),
+    /// Move a found secret into custody and remove it from the copies Mayfly can edit.
+    ///
+    /// Reads the value back from a live copy recorded in the inventory,
+    /// takes it into custody (admin), and shows the patch that removes it
+    /// from .env lines, MCP client configurations (their servers then run
+    /// under `mayfly run --inject`) and compose/Kubernetes values. A dry run
+    /// unless --apply. Other copies are listed to delete by hand, and the
+    /// secret must then be rotated (`mayfly govern plan` says so).
+    Migrate(Box<MigrateArgs>),
     /// Print a completion script for a shell: bash, zsh, fish, elvish or powershell.
     ///
     /// bash: `mayfly completions bash > ~/.local/share/bash-completion/completions/mayfly`
@@ -97,6 +113,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(args) => audit::audit(args),
         Command::Identity(command) => identity::identity(command),
         Command::Run(args) => run::run(args),
+        Command::Custody(command) => custody::custody(command),
+        Command::Migrate(args) => migrate::migrate(*args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "mayfly", &mut std::io::stdout().lock());

@@ -17,9 +17,13 @@ mod first_use;
 mod formats;
 #[path = "cli/git.rs"]
 mod git;
+#[path = "cli/inject.rs"]
+mod inject;
 #[path = "cli/inventory.rs"]
 mod inventory;
 #[path = "cli/scan.rs"]
 mod scan;
+#[path = "cli/server.rs"]
+mod server;
 #[path = "cli/suppression.rs"]
 mod suppression;

@@ -47,6 +47,8 @@ pub struct BrokerConfig {
     pub policy: PolicyConfig,
     /// Per-workload quotas.
     pub limits: LimitsConfig,
+    /// The injecting proxy to custody entries' upstreams.
+    pub proxy: ProxyConfig,
     /// Trusted workload identity issuers.
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -157,6 +159,37 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[proxy]`: how the injecting proxy reaches upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// PEM file of more certificate authorities to trust for upstream TLS
+    /// (beside the platform's roots): a private API, a test CA.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Seconds to connect to an upstream.
+    pub connect_timeout_seconds: u64,
+    /// Seconds until an upstream's answer starts (a streamed body may then
+    /// take as long as it takes).
+    pub response_timeout_seconds: u64,
+    /// Largest request body forwarded, in bytes.
+    pub max_body_bytes: u64,
+    /// Seconds a previous version of a rotated secret stays usable
+    /// [default for new entries].
+    pub rotation_grace_seconds: i64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            extra_ca_file: None,
+            connect_timeout_seconds: 10,
+            response_timeout_seconds: 120,
+            max_body_bytes: 32 * 1024 * 1024,
+            rotation_grace_seconds: 3600,
+        }
+    }
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -242,6 +275,16 @@ impl BrokerConfig {
         if t.key_rotation_days <= 0 {
             return Err(ConfigError::Invalid(
                 "tokens: key_rotation_days must be positive".into(),
+            ));
+        }
+        let proxy = &self.proxy;
+        if proxy.connect_timeout_seconds == 0
+            || proxy.response_timeout_seconds == 0
+            || proxy.max_body_bytes == 0
+            || proxy.rotation_grace_seconds < 0
+        {
+            return Err(ConfigError::Invalid(
+                "proxy: timeouts and max_body_bytes must be positive, rotation_grace_seconds not negative".into(),
             ));
         }
         if self.limits.max_live_tasks_per_workload == 0 {

@@ -59,6 +59,12 @@ fn classify(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::Identity(_) | BrokerError::Unauthorized(_) => {
             (StatusCode::UNAUTHORIZED, "invalid_client")
         }
+        BrokerError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+        BrokerError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request"),
+        BrokerError::Upstream(crate::upstream::UpstreamError::Timeout { .. }) => {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_unavailable")
+        }
+        BrokerError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
         BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         BrokerError::TooManyRequests(_) => {
             (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")

@@ -1,9 +1,12 @@
 //! The HTTP API: OAuth endpoints (RFC 8414 metadata, RFC 8693 exchange,
-//! RFC 7662 introspection, RFC 7009 revocation), tasks, and admin. Every
-//! error body is OAuth's `{"error", "error_description"}` ([`error`]);
-//! [`server`] runs it with timeouts and connection limits.
+//! RFC 7662 introspection, RFC 7009 revocation), tasks, admin (with
+//! [`custody`]), and the injecting [`proxy`]. Every error body is OAuth's
+//! `{"error", "error_description"}` ([`error`]); [`server`] runs it with
+//! timeouts and connection limits.
 
+mod custody;
 pub mod error;
+mod proxy;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -14,7 +17,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use axum::{Json, Router, middleware};
 use mayfly_store::{RevokeSelector, TaskFilter};
 use serde::Deserialize;
@@ -60,7 +63,13 @@ pub fn app(broker: Shared) -> Router {
     let body_limit = server.max_body_bytes;
     let header_limit = server.max_header_bytes;
     let request_timeout = Duration::from_secs(server.request_timeout_seconds);
-    Router::new()
+    // The proxy streams bodies of its own size limit for as long as the
+    // upstream answers, and passes the upstream's errors on as they are:
+    // none of the API's body limit, timeout or error rewriting applies.
+    let proxy = Router::new()
+        .route("/proxy/{entry}", any(proxy::forward))
+        .route("/proxy/{entry}/{*path}", any(proxy::forward));
+    let api = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/oauth2/token", post(token))
@@ -74,6 +83,13 @@ pub fn app(broker: Shared) -> Router {
         .route("/v1/admin/revoke", post(admin_revoke))
         .route("/v1/admin/policies", put(admin_policies))
         .route("/v1/admin/policies/reload", post(admin_reload))
+        .route("/v1/admin/custody", get(custody::list).post(custody::add))
+        .route(
+            "/v1/admin/custody/{name}",
+            get(custody::show).delete(custody::remove),
+        )
+        .route("/v1/admin/custody/{name}/rotate", post(custody::rotate))
+        .route("/v1/custody/{name}", get(custody::usage))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -87,7 +103,8 @@ pub fn app(broker: Shared) -> Router {
             request_timeout,
             error::request_timeout,
         ))
-        .layer(middleware::from_fn(error::oauth_errors))
+        .layer(middleware::from_fn(error::oauth_errors));
+    api.merge(proxy)
         .layer(middleware::from_fn_with_state(
             header_limit,
             error::header_limit,

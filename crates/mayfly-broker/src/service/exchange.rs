@@ -49,6 +49,7 @@ impl Broker {
                 proof,
                 "POST",
                 &format!("{}/oauth2/token", self.public_url),
+                None,
                 now,
             )?),
             None => None,

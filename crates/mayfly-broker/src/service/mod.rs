@@ -1,11 +1,15 @@
 //! The broker's operations, independent of HTTP, one file per use case:
 //! [`tasks`] (start, show, end, list), [`exchange`] (RFC 8693),
 //! [`tokens`] (introspection, revocation, sweeping), [`policies`]
-//! (install, reload, re-evaluate) and [`signing`] (Mayfly's keys).
+//! (install, reload, re-evaluate), [`signing`] (Mayfly's keys),
+//! [`custody`] (secrets held for the proxy) and [`proxy`] (each request
+//! through it: token, lease, policy, then the secret).
 //! Every decision goes through [`Broker::decide`].
 
+mod custody;
 mod exchange;
 mod policies;
+mod proxy;
 mod signing;
 mod tasks;
 mod tokens;
@@ -27,11 +31,15 @@ use crate::quota::RateLimiter;
 use crate::reader::{ReadPool, blocking};
 use crate::secrets;
 use crate::task_cache::TaskCache;
+use crate::upstream::Upstream;
 use crate::writer::Writer;
 
 /// Most expired tasks, and most expired credentials, one sweep closes. A
 /// sweep holds the writer, so issuance waits at most for one such batch.
 pub const SWEEP_BATCH: u64 = 1000;
+
+pub use self::custody::ENTRY_CACHE;
+pub use self::proxy::{ProxyCall, UsePermit, UseReport};
 
 /// Where the broker keeps its files and store.
 #[derive(Debug, Clone)]
@@ -71,6 +79,8 @@ pub struct Broker {
     secrets: CallerSecrets,
     tasks: TaskCache,
     exchange_rate: RateLimiter,
+    custody: custody::EntryCache,
+    upstream: Upstream,
 }
 
 impl std::fmt::Debug for Broker {
@@ -108,6 +118,7 @@ impl Broker {
         let master = secrets::master_key(&config, &paths.data_dir)?;
         let secrets = CallerSecrets::new(admin_token, &secrets::resource_server_secrets(&config)?);
         let exchange_rate = config.limits.exchanges_per_second_per_workload;
+        let upstream = Upstream::new(&config.proxy)?;
         let broker = Broker {
             public_url: config.public_url(),
             config,
@@ -123,6 +134,8 @@ impl Broker {
             secrets,
             tasks: TaskCache::default(),
             exchange_rate: RateLimiter::new(exchange_rate),
+            custody: custody::EntryCache::default(),
+            upstream,
         };
         broker.refresh_keys().await?;
         broker.audit_policy_load().await?;

@@ -12,7 +12,7 @@ use crate::b64;
 use crate::error::{BrokerError, internal};
 use crate::identity::Workload;
 use crate::policy::{Action, TaskFacts};
-use crate::protocol::{CredentialView, StartTask, TaskView};
+use crate::protocol::{CredentialView, ProxyUsageView, StartTask, TaskView};
 use crate::task_cache::Forget;
 
 impl Broker {
@@ -37,6 +37,7 @@ impl Broker {
                 workload.id, workload.tenant
             )));
         }
+        self.check_custody_audiences(&request.audiences).await?;
         let policies = self.current_policies();
         let facts = TaskFacts {
             purpose: &request.purpose,
@@ -159,12 +160,24 @@ impl Broker {
         let task = self.stored_task(id).await?;
         Self::may_see(caller, &task)?;
         let owned = id.to_owned();
-        let leases = self
+        let (leases, usage) = self
             .readers
-            .read(move |s| s.broker_task_leases(&owned))
+            .read(move |s| Ok((s.broker_task_leases(&owned)?, s.proxy_usage(&owned)?)))
             .await?;
         let mut view = TaskView::of(&task, now);
         view.credentials = Some(leases.iter().map(|l| CredentialView::of(l, now)).collect());
+        view.proxy_usage = Some(
+            usage
+                .into_iter()
+                .map(|u| ProxyUsageView {
+                    entry: u.entry,
+                    requests: u.requests,
+                    bytes_up: u.bytes_up,
+                    bytes_down: u.bytes_down,
+                    last_at: u.last_at,
+                })
+                .collect(),
+        );
         Ok(view)
     }
 

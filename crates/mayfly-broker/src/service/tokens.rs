@@ -32,7 +32,7 @@ impl Broker {
     /// lease exists and agrees with every claim that matters. A token whose
     /// claims differ from its lease (signed with a key that should not be
     /// trusted, or made up around a real `jti`) is reported and ignored.
-    async fn leased(
+    pub(super) async fn leased(
         &self,
         token: &str,
     ) -> Result<Option<(AccessClaims, LeaseRecord)>, BrokerError> {

@@ -219,7 +219,10 @@ fn every_returned_token_has_a_committed_lease() {
 
 #[test]
 fn sweeps_come_in_bounded_batches() {
-    let h = Harness::start(super::harness::Backend::Sqlite);
+    // Many exchanges in a row from one workload: no rate limit here.
+    let h = Harness::start_with(super::harness::Backend::Sqlite, |c| {
+        c.limits.exchanges_per_second_per_workload = 0;
+    });
     let identity = h.identity("svc:many");
     let task = h.start_task(&identity, "team-a", &[AUD]);
     for _ in 0..1100 {
@@ -265,7 +268,9 @@ fn the_write_ahead_log_stays_small_under_steady_issuance() {
     // checkpoints between commits the SQLite log would hold all of them
     // (about 40 MB here); the writer checkpoints as it goes, so the log
     // restarts and stays a few commits long.
-    let h = Harness::start(super::harness::Backend::Sqlite);
+    let h = Harness::start_with(super::harness::Backend::Sqlite, |c| {
+        c.limits.exchanges_per_second_per_workload = 0;
+    });
     let identity = h.identity("svc:steady");
     let task = h.start_task(&identity, "team-a", &[AUD]);
     for _ in 0..1000 {

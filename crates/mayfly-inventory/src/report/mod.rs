@@ -134,7 +134,7 @@ fn figures(input: &ReportInput<'_>) -> Figures {
             }
             match action.action {
                 ActionKind::RotateOrRevoke => f.rotate_or_revoke += 1,
-                ActionKind::Rotate => f.rotate += 1,
+                ActionKind::Rotate | ActionKind::RotateInCustody => f.rotate += 1,
                 ActionKind::MoveIntoCustody => f.custody += 1,
                 ActionKind::DeleteCopy => f.delete_copies += 1,
             }
@@ -172,6 +172,7 @@ fn action_text(kind: ActionKind) -> &'static str {
         ActionKind::RotateOrRevoke => "rotate or revoke",
         ActionKind::Rotate => "rotate",
         ActionKind::MoveIntoCustody => "move into custody",
+        ActionKind::RotateInCustody => "rotate, then custody rotate",
         ActionKind::DeleteCopy => "delete copy",
     }
 }

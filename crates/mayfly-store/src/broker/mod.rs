@@ -227,6 +227,48 @@ pub enum BrokerWrite {
     },
     /// Record an event with no other write (a denial, a policy load).
     Audit(NewAuditEvent),
+    /// Take a secret into custody (its first version, sealed); refused if
+    /// the name is taken.
+    CustodyAdd {
+        /// The entry.
+        entry: crate::CustodyEntry,
+        /// Version 1, sealed.
+        sealed: String,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// A new version of a secret in custody; refused unless the entry is
+    /// at `version - 1`.
+    CustodyRotate {
+        /// The entry.
+        name: String,
+        /// The new version's number.
+        version: i64,
+        /// It, sealed.
+        sealed: String,
+        /// When.
+        at: Timestamp,
+        /// Seconds the previous version stays usable.
+        grace: i64,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// Remove a secret from custody and destroy its versions.
+    CustodyRemove {
+        /// The entry.
+        name: String,
+        /// When.
+        at: Timestamp,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
+    /// Count one request through the proxy for its task and entry.
+    ProxyUse {
+        /// The usage to add.
+        usage: crate::ProxyUsage,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
     /// Store a new signing key; older keys of its algorithm that still sign
     /// are retired.
     AddSigningKey(SigningKeyRecord),

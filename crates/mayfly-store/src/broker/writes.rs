@@ -206,6 +206,48 @@ fn apply_one(
             chain.append(tx, &audit.with("revoked", revoked))?;
             Ok(WriteOutcome::Done(revoked))
         }
+        BrokerWrite::CustodyAdd {
+            entry,
+            sealed,
+            audit,
+        } => {
+            if !crate::custody::add(tx, entry, sealed)? {
+                return Ok(WriteOutcome::Refused(format!(
+                    "a secret named {} is already in custody",
+                    entry.name
+                )));
+            }
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
+        BrokerWrite::CustodyRotate {
+            name,
+            version,
+            sealed,
+            at,
+            grace,
+            audit,
+        } => {
+            if !crate::custody::rotate(tx, name, *version, sealed, *at, *grace)? {
+                return Ok(WriteOutcome::Refused(format!(
+                    "{name} is not in custody, or was rotated meanwhile"
+                )));
+            }
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
+        BrokerWrite::CustodyRemove { name, at, audit } => {
+            if !crate::custody::remove(tx, name, *at)? {
+                return Ok(WriteOutcome::Refused(format!("{name} is not in custody")));
+            }
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
+        BrokerWrite::ProxyUse { usage, audit } => {
+            crate::custody::count_use(tx, usage)?;
+            chain.append(tx, audit)?;
+            Ok(WriteOutcome::Done(1))
+        }
         BrokerWrite::Audit(event) => {
             chain.append(tx, event)?;
             Ok(WriteOutcome::Done(0))
@@ -308,6 +350,8 @@ impl Store {
                     ),
                 )?;
             }
+            // Previous custody versions whose grace period is over.
+            crate::custody::destroy_retired(tx, now)?;
             chain.save(tx)?;
             Ok((tasks.len() as u64, leases.len() as u64))
         })

@@ -56,7 +56,10 @@ impl Store {
                     Some(mut row) => {
                         summary.known_secrets += 1;
                         let status = SecretStatus::parse(&row.text("status")?)?;
-                        if status == SecretStatus::Open {
+                        // A copy of a secret in custody is found where
+                        // migration could not remove it: the secret stays
+                        // in custody, and the plan asks for its rotation.
+                        if matches!(status, SecretStatus::Open | SecretStatus::InCustody) {
                             tx.execute(
                                 "touch secret",
                                 "UPDATE secrets SET last_seen = $1 WHERE fingerprint = $2",
@@ -171,6 +174,30 @@ impl Store {
             if owner.is_none() {
                 refresh_secret(tx, &fingerprint, rule)?;
             }
+            Ok(fingerprint)
+        })
+    }
+
+    /// Records that a secret moved into custody entry `entry`.
+    pub fn record_custody(
+        &mut self,
+        prefix: &str,
+        entry: &str,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<String, StoreError> {
+        self.transaction(|tx| {
+            let fingerprint = resolve_prefix(tx, prefix)?;
+            tx.execute(
+                "record custody",
+                "UPDATE secrets SET status = $1, reopened = 0, custody_entry = $2 WHERE fingerprint = $3",
+                &[SecretStatus::InCustody.as_str().into(), entry.into(), fingerprint.as_str().into()],
+            )?;
+            tx.execute(
+                "record status",
+                "INSERT INTO status_history (fingerprint, status, note, at) VALUES ($1, $2, $3, $4)",
+                &[fingerprint.as_str().into(), SecretStatus::InCustody.as_str().into(), note.into(), at.into()],
+            )?;
             Ok(fingerprint)
         })
     }

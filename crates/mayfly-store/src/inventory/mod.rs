@@ -21,6 +21,9 @@ pub enum SecretStatus {
     Revoked,
     /// Knowingly kept, with a note.
     AcceptedRisk,
+    /// Held in custody by the broker (`mayfly migrate`); copies that are
+    /// still found outside it mean it was exposed and must be rotated.
+    InCustody,
 }
 
 impl SecretStatus {
@@ -31,6 +34,7 @@ impl SecretStatus {
             SecretStatus::Rotated => "rotated",
             SecretStatus::Revoked => "revoked",
             SecretStatus::AcceptedRisk => "accepted-risk",
+            SecretStatus::InCustody => "in-custody",
         }
     }
 
@@ -40,6 +44,7 @@ impl SecretStatus {
             "rotated" => Ok(SecretStatus::Rotated),
             "revoked" => Ok(SecretStatus::Revoked),
             "accepted-risk" => Ok(SecretStatus::AcceptedRisk),
+            "in-custody" => Ok(SecretStatus::InCustody),
             other => Err(StoreError::Corrupt {
                 what: "secret status",
                 reason: format!("unknown status {other:?}"),
@@ -231,6 +236,8 @@ pub struct SecretRow {
     pub copies: i64,
     /// Distinct surfaces of the live copies, comma-separated.
     pub surfaces: String,
+    /// The custody entry holding it, once migrated.
+    pub custody_entry: Option<String>,
 }
 
 /// A location in a secret's detail.
@@ -293,7 +300,7 @@ fn location_key(copy: &CopyRecord) -> String {
     )
 }
 
-const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces";
+const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces, s.custody_entry";
 
 fn secret_row(row: &mut Row) -> Result<SecretRow, StoreError> {
     let owner_source = match row.opt_text("owner_source")? {
@@ -319,6 +326,7 @@ fn secret_row(row: &mut Row) -> Result<SecretRow, StoreError> {
         owner_conflict: row.opt_text("owner_conflict")?,
         copies: row.int("live_copies")?,
         surfaces: row.text("surfaces")?,
+        custody_entry: row.opt_text("custody_entry")?,
     })
 }
 

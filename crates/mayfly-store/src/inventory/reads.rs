@@ -98,7 +98,8 @@ impl Store {
         Ok(secrets)
     }
 
-    /// Hands `each` every open secret that still has a live copy, most
+    /// Hands `each` every open secret that still has a live copy (and
+    /// every secret in custody that still has one: it was exposed), most
     /// urgent first (by severity, then most copies, then oldest), with its
     /// live copies on `surfaces` (the ones governance forbids) by path and
     /// line; returns how many there were. Only those copies are held in
@@ -144,7 +145,7 @@ impl Store {
             tx.for_each_row(
                 "read open secrets",
                 &format!(
-                    "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status = 'open' AND s.live_copies > 0 \
+                    "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status IN ('open', 'in-custody') AND s.live_copies > 0 \
                      ORDER BY {SEVERITY_RANK}, s.live_copies DESC, s.first_seen, s.fingerprint"
                 ),
                 &[],

@@ -130,6 +130,7 @@ impl<W: std::io::Write> PlanWriter<W> {
                     ActionKind::RotateOrRevoke => "ROTATE OR REVOKE",
                     ActionKind::Rotate => "ROTATE",
                     ActionKind::MoveIntoCustody => "MOVE INTO CUSTODY",
+                    ActionKind::RotateInCustody => "ROTATE, THEN CUSTODY ROTATE",
                     ActionKind::DeleteCopy => "DELETE COPY ",
                 };
                 let _ = write!(

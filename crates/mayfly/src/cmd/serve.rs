@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// Listen on this address instead of the configured one.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// PEM certificates to trust for the proxy's upstream TLS, beside the
+    /// platform's roots (sets `[proxy] extra_ca_file`).
+    #[arg(long, value_name = "FILE", env = "MAYFLY_PROXY_CA_FILE")]
+    pub proxy_ca_file: Option<PathBuf>,
     /// Log format on stderr: text, or json (one object per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -70,6 +74,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     };
     if let Some(listen) = &args.listen {
         config.server.listen = listen.clone();
+    }
+    if let Some(file) = &args.proxy_ca_file {
+        config.proxy.extra_ca_file = Some(file.clone());
     }
     config.check()?;
     let db = args.db.target()?;

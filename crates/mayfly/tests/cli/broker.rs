@@ -3,95 +3,13 @@
 //! `audit`, on SQLite and PostgreSQL.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
 use crate::common::{Workspace, json_of, stdout_of};
-
-/// A `mayfly serve` process, stopped on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(ws: &Workspace, db: Option<&str>) -> Server {
-    serve_on(ws, db, free_port())
-}
-
-fn serve_on(ws: &Workspace, db: Option<&str>, port: u16) -> Server {
-    let mut cmd = StdCommand::cargo_bin("mayfly").unwrap();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("MAYFLY_HOME", ws.dir.path().join("home"))
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("MAYFLY_ADMIN_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(db) = db {
-        cmd.args(["--db", db]);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // Ready when it says where the admin token is.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut said = Vec::new();
-    while Instant::now() < deadline {
-        match lines.next() {
-            Some(Ok(line)) => {
-                let ready = line.contains("admin token in");
-                said.push(line);
-                if ready {
-                    break;
-                }
-            }
-            _ => panic!("mayfly serve stopped: {said:?}"),
-        }
-    }
-    assert!(said.iter().any(|l| l.contains("listening on")), "{said:?}");
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-/// `mayfly` as a client of `server`, with the minted identity.
-fn client(ws: &Workspace, server: &Server) -> assert_cmd::Command {
-    let mut cmd = ws.mayfly();
-    cmd.env("MAYFLY_SERVER", &server.url)
-        .env(
-            "MAYFLY_IDENTITY_TOKEN_FILE",
-            ws.dir.path().join("identity.jwt"),
-        )
-        .env_remove("MAYFLY_IDENTITY_TOKEN")
-        .env_remove("MAYFLY_ADMIN_TOKEN")
-        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
-    cmd
-}
-
-fn mint(ws: &Workspace, sub: &str) {
-    let (code, jwt, err) = stdout_of(ws.mayfly().args(["identity", "mint", "--sub", sub]));
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(jwt.trim().split('.').count(), 3);
-    std::fs::write(ws.dir.path().join("identity.jwt"), jwt.trim()).unwrap();
-}
+use crate::server::{Server, client, free_port, mint, serve, serve_on};
 
 fn the_readme_flow(ws: &Workspace, server: &Server) {
     mint(ws, "local:acme/app");

@@ -1,9 +1,13 @@
 //! Policy as code with Cedar: the schema, loading and validating policy
-//! sets, and the decision on every task start and exchange (default deny).
+//! sets, and the decision on every task start, exchange and proxied use of
+//! a custody entry ([`decide`]; default deny).
 //!
 //! Policies carry an `@id("...")` annotation (otherwise they are named
 //! `file.cedar#N`); a permitting policy may cap the lifetime of what it
 //! allows with `@max_ttl("seconds")`.
+
+mod decide;
+mod request;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,20 +15,19 @@ use std::str::FromStr;
 use std::sync::Mutex;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    Authorizer, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
-use mayfly_store::TaskRecord;
-
+pub use self::request::{Action, PolicyRequest, TaskFacts, UseRequest};
+#[cfg(test)]
 use crate::identity::Workload;
 
 /// Mayfly's Cedar schema (documented in `policies/schema.cedarschema`).
-pub const SCHEMA: &str = include_str!("../policies/schema.cedarschema");
+pub const SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 
 /// The policies used when no directory is configured.
-pub const DEFAULT_POLICIES: &str = include_str!("../policies/default.cedar");
+pub const DEFAULT_POLICIES: &str = include_str!("../../policies/default.cedar");
 
 /// Why policies were refused.
 #[derive(Debug, thiserror::Error)]
@@ -56,76 +59,6 @@ pub enum PolicyError {
     Schema(String),
 }
 
-/// The two actions policy decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Starting a task (decided once per audience it names).
-    StartTask,
-    /// Exchanging an identity for a credential.
-    Exchange,
-}
-
-impl Action {
-    fn as_str(self) -> &'static str {
-        match self {
-            Action::StartTask => "start_task",
-            Action::Exchange => "exchange",
-        }
-    }
-}
-
-/// What policy sees of a task: the one being started, or the stored task
-/// a credential is asked for.
-#[derive(Debug, Clone, Copy)]
-pub struct TaskFacts<'a> {
-    /// Why it runs.
-    pub purpose: &'a str,
-    /// Who answers for it.
-    pub owner: &'a str,
-    /// The tenant it runs for.
-    pub tenant: &'a str,
-    /// All its audiences.
-    pub audiences: &'a [String],
-    /// When it started (now, for a task being started).
-    pub started_at: i64,
-}
-
-impl<'a> TaskFacts<'a> {
-    /// The facts of a stored task.
-    pub fn of(task: &'a TaskRecord) -> TaskFacts<'a> {
-        TaskFacts {
-            purpose: &task.purpose,
-            owner: &task.owner,
-            tenant: &task.tenant,
-            audiences: &task.audiences,
-            started_at: task.started_at,
-        }
-    }
-}
-
-/// The facts of one request.
-#[derive(Debug, Clone)]
-pub struct PolicyRequest<'a> {
-    /// Who asks.
-    pub workload: &'a Workload,
-    /// What for.
-    pub action: Action,
-    /// The task.
-    pub task: TaskFacts<'a>,
-    /// The audience (resource).
-    pub audience: &'a str,
-    /// Scopes asked for.
-    pub scope: &'a [String],
-    /// Requested lifetime, in seconds.
-    pub requested_ttl: i64,
-    /// Now.
-    pub now: i64,
-    /// Whether the credential is DPoP-bound.
-    pub dpop: bool,
-    /// The caller's IP address.
-    pub source_ip: &'a str,
-}
-
 /// What policy decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -141,6 +74,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A denial because the request could not be put to Cedar.
+    fn error(error: String) -> Decision {
+        Decision {
+            allowed: false,
+            policies: Vec::new(),
+            max_ttl: None,
+            errors: vec![error],
+        }
+    }
+
     /// A sentence for the denied caller.
     pub fn reason(&self) -> String {
         if self.allowed {
@@ -176,7 +119,8 @@ pub struct PolicyEngine {
     workload_type: EntityTypeName,
     issuer_type: EntityTypeName,
     resource_type: EntityTypeName,
-    actions: [EntityUid; 2],
+    actions: [EntityUid; 3],
+    custody_type: EntityTypeName,
     /// `ip("...")` of recent callers' addresses: cedar-policy parses the
     /// extension's name each time it builds one, which costs more than the
     /// rest of a decision; callers come from few addresses.
@@ -213,25 +157,11 @@ impl PolicyEngine {
             actions: [
                 action(Action::StartTask.as_str()),
                 action(Action::Exchange.as_str()),
+                action("use"),
             ],
+            custody_type: type_name("Custody")?,
             source_ips: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// The context value of a source address (see `source_ips`).
-    fn source_ip(&self, address: &str) -> RestrictedExpression {
-        let Ok(mut cache) = self.source_ips.lock() else {
-            return RestrictedExpression::new_ip(address);
-        };
-        if let Some(expression) = cache.get(address) {
-            return expression.clone();
-        }
-        if cache.len() >= SOURCE_IP_CACHE {
-            cache.clear();
-        }
-        let expression = RestrictedExpression::new_ip(address);
-        cache.insert(address.to_owned(), expression.clone());
-        expression
     }
 
     /// The embedded default policies.
@@ -318,104 +248,6 @@ impl PolicyEngine {
             ids,
             origin: origin.to_owned(),
             generation: 0,
-        })
-    }
-
-    /// Decides a request. Anything that cannot be expressed to Cedar denies.
-    pub fn decide(&self, policies: &Policies, req: &PolicyRequest<'_>) -> Decision {
-        match self.try_decide(policies, req) {
-            Ok(decision) => decision,
-            Err(error) => Decision {
-                allowed: false,
-                policies: Vec::new(),
-                max_ttl: None,
-                errors: vec![error],
-            },
-        }
-    }
-
-    fn try_decide(&self, policies: &Policies, req: &PolicyRequest<'_>) -> Result<Decision, String> {
-        let principal = EntityUid::from_type_name_and_id(
-            self.workload_type.clone(),
-            EntityId::new(&req.workload.id),
-        );
-        let resource = EntityUid::from_type_name_and_id(
-            self.resource_type.clone(),
-            EntityId::new(req.audience),
-        );
-        let action = match req.action {
-            Action::StartTask => &self.actions[0],
-            Action::Exchange => &self.actions[1],
-        };
-        let text = |s: &str| RestrictedExpression::new_string(s.to_owned());
-        let issuer = EntityUid::from_type_name_and_id(
-            self.issuer_type.clone(),
-            EntityId::new(&req.workload.issuer),
-        );
-        let workload = Entity::new_with_tags(
-            principal.clone(),
-            [
-                ("issuer".to_owned(), text(&req.workload.issuer)),
-                ("kind".to_owned(), text(req.workload.kind)),
-                ("tenant".to_owned(), text(&req.workload.tenant)),
-            ],
-            [issuer.clone()],
-            req.workload.tags.iter().map(|(k, v)| (k.clone(), text(v))),
-        )
-        .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([workload, Entity::with_uid(issuer)], None)
-            .map_err(|e| e.to_string())?;
-        let strings =
-            |items: &[String]| RestrictedExpression::new_set(items.iter().map(|s| text(s)));
-        let context = Context::from_pairs([
-            ("purpose".to_owned(), text(req.task.purpose)),
-            ("owner".to_owned(), text(req.task.owner)),
-            ("tenant".to_owned(), text(req.task.tenant)),
-            ("audience".to_owned(), text(req.audience)),
-            ("audiences".to_owned(), strings(req.task.audiences)),
-            ("scope".to_owned(), strings(req.scope)),
-            (
-                "requested_ttl".to_owned(),
-                RestrictedExpression::new_long(req.requested_ttl),
-            ),
-            ("time".to_owned(), RestrictedExpression::new_long(req.now)),
-            (
-                "hour".to_owned(),
-                RestrictedExpression::new_long(req.now.rem_euclid(86_400) / 3600),
-            ),
-            (
-                "task_age".to_owned(),
-                RestrictedExpression::new_long(req.now - req.task.started_at),
-            ),
-            ("dpop".to_owned(), RestrictedExpression::new_bool(req.dpop)),
-            ("source_ip".to_owned(), self.source_ip(req.source_ip)),
-        ])
-        .map_err(|e| e.to_string())?;
-        let request = Request::new(principal, action.clone(), resource, context, None)
-            .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &policies.set, &entities);
-        let reasons: Vec<&PolicyId> = response.diagnostics().reason().collect();
-        let allowed = response.decision() == CedarDecision::Allow;
-        let max_ttl = if allowed {
-            reasons
-                .iter()
-                .filter_map(|id| policies.max_ttl.get(*id))
-                .min()
-                .copied()
-        } else {
-            None
-        };
-        Ok(Decision {
-            allowed,
-            policies: reasons.iter().map(|id| id.to_string()).collect(),
-            max_ttl,
-            errors: response
-                .diagnostics()
-                .errors()
-                .map(|e| e.to_string())
-                .collect(),
         })
     }
 }

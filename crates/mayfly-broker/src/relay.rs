@@ -1,0 +1,252 @@
+//! The local end of the injecting proxy, run by `mayfly run --inject` for
+//! an unmodified tool. The tool gets a base URL on loopback and a key that
+//! is good only here, only while `mayfly run` lives; each request it makes
+//! is forwarded to the broker's `/proxy/{entry}` with the task's current
+//! access token and a fresh DPoP proof by a key that never leaves this
+//! process. So the tool holds nothing worth copying: not the upstream key
+//! (in custody), not a token (here, refreshed before it expires), not the
+//! key tokens are bound to.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use subtle::ConstantTimeEq as _;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::ProxyConfig;
+use crate::custody::Injection;
+use crate::dpop::ProofKey;
+use crate::error::BrokerError;
+use crate::http::ApiError;
+use crate::upstream::{Upstream, forwardable};
+
+/// An entry the relay serves: its name and where its SDK puts the key.
+#[derive(Debug, Clone)]
+pub struct RelayEntry {
+    /// The custody entry.
+    pub name: String,
+    /// How its secret is injected (so the local key is found where the
+    /// tool's SDK puts a key).
+    pub injection: Injection,
+}
+
+/// The current access token of each entry, replaced as they are refreshed.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSlots(Arc<RwLock<HashMap<String, String>>>);
+
+impl TokenSlots {
+    /// Sets the token of `entry`.
+    pub fn set(&self, entry: &str, token: String) {
+        if let Ok(mut slots) = self.0.write() {
+            slots.insert(entry.to_owned(), token);
+        }
+    }
+
+    fn get(&self, entry: &str) -> Option<String> {
+        self.0.read().ok()?.get(entry).cloned()
+    }
+}
+
+/// A key for CMD to present to the relay: random, good only there, only
+/// while it runs.
+pub fn new_local_key() -> Result<String, BrokerError> {
+    let bytes =
+        crate::b64::random_bytes::<24>().map_err(|e| BrokerError::Internal(e.to_string()))?;
+    Ok(format!("mayfly-relay-{}", crate::b64::encode(&bytes)))
+}
+
+struct RelayState {
+    broker_url: String,
+    entries: HashMap<String, RelayEntry>,
+    local_key: String,
+    proof_key: Arc<ProofKey>,
+    tokens: TokenSlots,
+    client: Upstream,
+    clock: SystemClock,
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct Relay {
+    /// Where it listens (loopback).
+    pub address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    /// Starts a relay on a free loopback port, forwarding to the broker at
+    /// `broker_url`, accepting `local_key` from the tool.
+    pub async fn start(
+        broker_url: &str,
+        entries: Vec<RelayEntry>,
+        local_key: String,
+        proof_key: Arc<ProofKey>,
+        tokens: TokenSlots,
+    ) -> Result<Relay, BrokerError> {
+        let state = Arc::new(RelayState {
+            broker_url: broker_url.trim_end_matches('/').to_owned(),
+            entries: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
+            local_key,
+            proof_key,
+            tokens,
+            client: Upstream::new(&ProxyConfig::default())?,
+            clock: SystemClock,
+        });
+        let app = axum::Router::new()
+            .route("/{entry}", any(relay))
+            .route("/{entry}/{*path}", any(relay))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| {
+                BrokerError::Internal(format!("the relay cannot listen on loopback: {e}"))
+            })?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!("the relay stopped: {e}");
+            }
+        });
+        Ok(Relay { address, task })
+    }
+
+    /// The base URL of an entry on this relay.
+    pub fn url(&self, entry: &str) -> String {
+        format!("http://{}/{entry}", self.address)
+    }
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    ApiError::new(
+        status,
+        "invalid_request",
+        format!("mayfly run relay: {why}"),
+    )
+    .into_response()
+}
+
+/// Whether the tool presented the relay's key, where its SDK puts one.
+fn presents_local_key(request: &Request, entry: &RelayEntry, key: &str) -> bool {
+    let same = |value: &str| bool::from(value.as_bytes().ct_eq(key.as_bytes()));
+    let headers = request.headers();
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some((scheme, token)) = value.split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+        && same(token.trim())
+    {
+        return true;
+    }
+    match &entry.injection {
+        Injection::Header { name, .. } => headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| entry.injection.unwrap_header(v))
+            .is_some_and(same),
+        Injection::Query { name } => request.uri().query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == name.as_str() && same(&v))
+        }),
+    }
+}
+
+async fn relay(
+    State(state): State<Arc<RelayState>>,
+    Path(params): Path<Vec<(String, String)>>,
+    request: Request,
+) -> Response {
+    let Some(entry) = params
+        .iter()
+        .find(|(k, _)| k == "entry")
+        .and_then(|(_, name)| state.entries.get(name))
+    else {
+        let names: Vec<&str> = state.entries.keys().map(String::as_str).collect();
+        return refuse(
+            StatusCode::NOT_FOUND,
+            &format!("this relay serves {}", names.join(", ")),
+        );
+    };
+    if !presents_local_key(&request, entry, &state.local_key) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "present the key mayfly run gave this command (its SDK's key variable)",
+        );
+    }
+    let Some(token) = state.tokens.get(&entry.name) else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "no credential yet; retry");
+    };
+    let (parts, body) = request.into_parts();
+    let below = parts
+        .uri
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(entry.name.as_str()))
+        .unwrap_or_default();
+    let url = format!("{}/proxy/{}{below}", state.broker_url, entry.name);
+    let query = parts
+        .uri
+        .query()
+        .map(|q| match entry.injection.query_name() {
+            Some(name) => form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != name))
+                .finish(),
+            None => q.to_owned(),
+        });
+    let target = match query.filter(|q| !q.is_empty()) {
+        Some(query) => format!("{url}?{query}"),
+        None => url.clone(),
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
+        return refuse(StatusCode::BAD_REQUEST, "the path does not make a URL");
+    };
+    let proof =
+        match state
+            .proof_key
+            .proof(parts.method.as_str(), &url, Some(&token), state.clock.now())
+        {
+            Ok(proof) => proof,
+            Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        };
+    let mut drop = vec!["host", "authorization", "dpop"];
+    if let Some(name) = entry.injection.header_name() {
+        drop.push(name);
+    }
+    let mut headers = forwardable(&parts.headers, &drop);
+    let (Ok(authorization), Ok(proof)) = (
+        HeaderValue::from_str(&format!("DPoP {token}")),
+        HeaderValue::from_str(&proof),
+    ) else {
+        return refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the credential does not fit a header",
+        );
+    };
+    headers.insert(header::AUTHORIZATION, authorization);
+    headers.insert("dpop", proof);
+    let mut upstream = axum::http::Request::new(Body::new(body));
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+    match state.client.send(upstream).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            parts.headers = forwardable(&parts.headers, &[]);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}

@@ -1,0 +1,266 @@
+//! `mayfly run -- CMD`: a command with credentials that live only as long
+//! as it does: a token for an audience (`--audience`), and brokered use of
+//! secrets in custody through a local relay (`--inject`, see [`inject`]).
+
+mod inject;
+mod process;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use mayfly_broker::client::{Client, IdentitySource, TaskRequest};
+
+use self::process::{Signals, exit_code, killed_by, private_temp_dir, wait_forwarding_signals};
+use crate::cmd::client::{IdentityArgs, ServerArgs};
+use crate::common::runtime;
+
+/// `mayfly run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Why the task runs.
+    #[arg(long)]
+    pub purpose: String,
+    /// The person or team answerable for it [default: $USER].
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// The audience of a credential CMD gets in $MAYFLY_TOKEN.
+    #[arg(long, required_unless_present = "inject")]
+    pub audience: Option<String>,
+    /// Secrets in custody CMD may use through a local relay, comma-separated:
+    /// CMD gets its SDK's base-URL and key variables (OPENAI_BASE_URL and
+    /// OPENAI_API_KEY...) pointing at the relay, never the secret.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
+    pub inject: Vec<String>,
+    /// Scopes of the --audience credential, space-separated.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Task lifetime in seconds: credentials stop working then, even if CMD still runs.
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<i64>,
+    /// Environment variable that carries the --audience credential.
+    #[arg(long = "env", value_name = "NAME", default_value = "MAYFLY_TOKEN")]
+    pub env_name: String,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Variables that carry the caller's own identity: CMD never sees them, so
+/// it cannot start tasks of its own that outlive `mayfly run`.
+const IDENTITY_VARIABLES: [&str; 4] = [
+    "MAYFLY_IDENTITY_TOKEN",
+    "MAYFLY_IDENTITY_TOKEN_FILE",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
+/// Replaces the credential file atomically (readers see the old or the
+/// new one, never half of one).
+fn write_token(file: &Path, token: &str) -> anyhow::Result<()> {
+    let tmp = file.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    mayfly_broker::keys::write_private(&tmp, token.as_bytes())?;
+    std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Runs blocking client work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .context("a client call failed")?
+}
+
+/// When to refresh a credential that lives `expires_in` seconds: at two
+/// thirds of its life.
+fn refresh_after(expires_in: i64) -> Duration {
+    Duration::from_secs(u64::try_from(expires_in.max(3) * 2 / 3).unwrap_or(2))
+}
+
+/// `mayfly run`: start a task, run CMD with its credentials, refresh
+/// them, end the task when CMD exits (or is interrupted). Returns CMD's
+/// exit code.
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
+    let mut signals = Signals::install()?;
+    let client = Client::new(&args.server.server);
+    let source = args.identity.source()?;
+    let owner = match &args.owner {
+        Some(owner) => owner.clone(),
+        None => std::env::var("USER").context("--owner is required (no $USER to default to)")?,
+    };
+    let entries = inject::describe(&client, &source, &args.inject).await?;
+    let mut audiences: Vec<String> = args.audience.iter().cloned().collect();
+    audiences.extend(entries.iter().map(|e| e.audience.clone()));
+    let request = TaskRequest {
+        purpose: args.purpose.clone(),
+        owner,
+        ttl_seconds: args.ttl,
+        audiences,
+    };
+    let starting = {
+        let (client, source) = (client.clone(), source.clone());
+        blocking(move || {
+            let identity = source.token(&client)?;
+            Ok(client.start_task(&identity, &request)?)
+        })
+    };
+    tokio::pin!(starting);
+    let (task, interrupted) = tokio::select! {
+        task = &mut starting => (task?, None),
+        // The start may already be on its way: let it finish, then end the
+        // task it made, so an interruption leaves no live task behind.
+        signal = signals.next() => (starting.await?, Some(signal)),
+    };
+    let outcome = match interrupted {
+        Some(signal) => Ok(killed_by(signal)),
+        None => run_in_task(&args, &client, &source, &task.id, entries, &mut signals).await,
+    };
+    // The task ends however CMD ended; with a fresh identity token if the
+    // first one has expired meanwhile.
+    let (id, client, source) = (task.id.clone(), client.clone(), source.clone());
+    let ended = blocking(move || {
+        let identity = source.token(&client)?;
+        Ok(client.end_task(&identity, &id)?)
+    })
+    .await;
+    match ended {
+        Ok(view) => eprintln!(
+            "mayfly run: task {} ended ({} credentials revoked)",
+            task.id,
+            view.revoked.unwrap_or_default()
+        ),
+        Err(e) => eprintln!("mayfly run: could not end task {}: {e:#}", task.id),
+    }
+    outcome
+}
+
+/// One --audience credential for the task.
+async fn exchange(
+    client: &Client,
+    source: &IdentitySource,
+    task_id: &str,
+    audience: &str,
+    scope: Option<&str>,
+) -> anyhow::Result<mayfly_broker::protocol::TokenResponse> {
+    let (client, source) = (client.clone(), source.clone());
+    let (task_id, audience, scope) = (
+        task_id.to_owned(),
+        audience.to_owned(),
+        scope.map(str::to_owned),
+    );
+    blocking(move || {
+        let identity = source.token(&client)?;
+        Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), None)?)
+    })
+    .await
+}
+
+/// Keeps the --audience credential in `token_file` fresh.
+fn refresh_token_file(
+    client: &Client,
+    source: &IdentitySource,
+    task_id: &str,
+    args: &RunArgs,
+    audience: &str,
+    token_file: &Path,
+    first_expires_in: i64,
+) -> tokio::task::JoinHandle<()> {
+    let (client, source, task_id) = (client.clone(), source.clone(), task_id.to_owned());
+    let (audience, scope) = (audience.to_owned(), args.scope.clone());
+    let token_file = token_file.to_owned();
+    let mut expires_in = first_expires_in;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(refresh_after(expires_in)).await;
+            match exchange(&client, &source, &task_id, &audience, scope.as_deref()).await {
+                Ok(response) => {
+                    expires_in = response.expires_in;
+                    if let Err(e) = write_token(&token_file, &response.access_token) {
+                        eprintln!("mayfly run: cannot write the refreshed credential: {e:#}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mayfly run: refresh failed: {e:#}");
+                    expires_in = 6;
+                }
+            }
+        }
+    })
+}
+
+async fn run_in_task(
+    args: &RunArgs,
+    client: &Client,
+    source: &IdentitySource,
+    task_id: &str,
+    entries: Vec<mayfly_broker::custody::CustodyUse>,
+    signals: &mut Signals,
+) -> anyhow::Result<u8> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("give the command after --")?;
+    let mut command = tokio::process::Command::new(program);
+    command.args(rest).env("MAYFLY_TASK_ID", task_id);
+    for name in IDENTITY_VARIABLES {
+        command.env_remove(name);
+    }
+    // A private directory, removed when the command is done.
+    let dir = private_temp_dir()?;
+    let mut background = Vec::new();
+    if let Some(audience) = &args.audience {
+        let first = tokio::select! {
+            first = exchange(client, source, task_id, audience, args.scope.as_deref()) => first?,
+            signal = signals.next() => return Ok(killed_by(signal)),
+        };
+        let token_file = dir.path().join("token");
+        write_token(&token_file, &first.access_token)?;
+        command
+            .env(&args.env_name, &first.access_token)
+            .env("MAYFLY_TOKEN_FILE", &token_file);
+        background.push(refresh_token_file(
+            client,
+            source,
+            task_id,
+            args,
+            audience,
+            &token_file,
+            first.expires_in,
+        ));
+    }
+    // Kept alive while CMD runs: the relay stops when dropped.
+    let _relay = if entries.is_empty() {
+        None
+    } else {
+        let injected = tokio::select! {
+            injected = inject::start(client, source, task_id, entries) => injected?,
+            signal = signals.next() => return Ok(killed_by(signal)),
+        };
+        for (name, value) in &injected.env {
+            command.env(name, value);
+        }
+        background.push(injected.refresher);
+        Some(injected.relay)
+    };
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {program}"))?;
+    let pid = child.id();
+    let status = wait_forwarding_signals(&mut child, pid, signals).await;
+    for task in background {
+        task.abort();
+    }
+    Ok(exit_code(status?))
+}
