@@ -136,6 +136,39 @@ pub struct CustodySettings {
     pub grace_seconds: i64,
 }
 
+/// A secret in custody older than its entry's maximum age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RotationDue {
+    /// The entry.
+    pub name: String,
+    /// Its provider.
+    pub provider: String,
+    /// Who answers for it.
+    pub owner: String,
+    /// The current version.
+    pub version: i64,
+    /// Days since that version was made.
+    pub age_days: i64,
+    /// The entry's maximum age.
+    pub max_age_days: i64,
+}
+
+/// Whether `entry`'s current version is past its maximum age at `now`
+/// (entries without one, or whose settings do not read, are never due).
+pub fn rotation_due(entry: &mayfly_store::CustodyEntry, now: i64) -> Option<RotationDue> {
+    let settings: CustodySettings = serde_json::from_str(&entry.settings).ok()?;
+    let max_age_days = settings.max_age_days?;
+    let age_days = (now - entry.rotated_at) / 86_400;
+    (age_days >= max_age_days).then(|| RotationDue {
+        name: entry.name.clone(),
+        provider: entry.provider.clone(),
+        owner: entry.owner.clone(),
+        version: entry.version,
+        age_days,
+        max_age_days,
+    })
+}
+
 /// The associated data that binds a sealed version to its entry.
 fn associated_data(name: &str, version: i64) -> Vec<u8> {
     format!("mayfly custody\0{name}\0{version}").into_bytes()
@@ -276,6 +309,48 @@ mod tests {
             open(&other, "openai", 2, &sealed).is_err(),
             "another master key"
         );
+    }
+
+    #[test]
+    fn rotation_is_due_past_the_maximum_age() {
+        let settings = CustodySettings {
+            upstreams: vec!["https://api.openai.com".into()],
+            injection: default_injection("openai"),
+            max_age_days: Some(90),
+            grace_seconds: 60,
+        };
+        let entry =
+            |rotated_days_ago: i64, settings: &CustodySettings| mayfly_store::CustodyEntry {
+                name: "openai".into(),
+                provider: "OpenAI".into(),
+                owner: "team-ml".into(),
+                settings: serde_json::to_string(settings).unwrap(),
+                fingerprint: None,
+                created_at: 0,
+                rotated_at: 1_000_000_000 - rotated_days_ago * 86_400,
+                version: 3,
+            };
+        let now = 1_000_000_000;
+        assert_eq!(rotation_due(&entry(89, &settings), now), None);
+        let due = rotation_due(&entry(120, &settings), now).unwrap();
+        assert_eq!((due.age_days, due.max_age_days, due.version), (120, 90, 3));
+        let unlimited = CustodySettings {
+            max_age_days: None,
+            ..settings
+        };
+        assert_eq!(rotation_due(&entry(1000, &unlimited), now), None);
+    }
+
+    #[test]
+    fn tokens_are_unwrapped_from_where_the_sdk_puts_the_key() {
+        let openai = default_injection("openai");
+        assert_eq!(openai.unwrap_header("Bearer tok"), Some("tok"));
+        assert_eq!(openai.unwrap_header("bearer tok"), Some("tok"));
+        assert_eq!(openai.unwrap_header("Basic tok"), None);
+        assert_eq!(openai.header_value("sk-1").as_deref(), Some("Bearer sk-1"));
+        let anthropic = default_injection("anthropic");
+        assert_eq!(anthropic.unwrap_header("tok"), Some("tok"));
+        assert_eq!(anthropic.header_name(), Some("x-api-key"));
     }
 
     #[test]

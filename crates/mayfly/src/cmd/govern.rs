@@ -1,10 +1,12 @@
 //! `mayfly govern plan`: the remediation plan, streamed as it is computed.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use mayfly_broker::custody::{self, RotationDue};
 
 use crate::common::{DbArgs, TextOrJson, now};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
@@ -63,8 +65,15 @@ pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
             }
         },
     )?;
-    let with_actions = out.with_actions;
-    out.finish(considered)?;
+    // Secrets in custody whose current version is past its maximum age
+    // (the broker's entries, when it shares this store).
+    let due: Vec<RotationDue> = store
+        .custody_entries()?
+        .iter()
+        .filter_map(|entry| custody::rotation_due(entry, now))
+        .collect();
+    let with_actions = out.with_actions + due.len();
+    out.finish(considered, &due)?;
     Ok(if with_actions == 0 {
         EXIT_CLEAN
     } else {
@@ -155,18 +164,41 @@ impl<W: std::io::Write> PlanWriter<W> {
     }
 
     /// Ends the document with the totals (known only now) and flushes.
-    fn finish(mut self, considered: usize) -> std::io::Result<()> {
+    fn finish(mut self, considered: usize, due: &[RotationDue]) -> std::io::Result<()> {
         let tail = if self.json {
             let open = if self.with_actions == 0 { "" } else { "\n  " };
+            let due = serde_json::to_string(due).unwrap_or_else(|_| "[]".into());
             format!(
-                "{open}],\n  \"secrets_considered\": {considered},\n  \"secrets_with_actions\": {}\n}}\n",
+                "{open}],\n  \"custody_rotations_due\": {due},\n  \"secrets_considered\": {considered},\n  \"secrets_with_actions\": {}\n}}\n",
                 self.with_actions
             )
         } else {
-            format!(
-                "mayfly: {} of {considered} open secrets need action\n",
-                self.with_actions
-            )
+            let mut text = String::new();
+            for entry in due {
+                let _ = writeln!(
+                    text,
+                    "custody {} ({}, owner {}): ROTATE: version {} is {} days old, at most {} allowed; rotate it at {} and run `mayfly custody rotate {} --stdin`",
+                    entry.name,
+                    entry.provider,
+                    entry.owner,
+                    entry.version,
+                    entry.age_days,
+                    entry.max_age_days,
+                    entry.provider,
+                    entry.name
+                );
+            }
+            let _ = writeln!(
+                text,
+                "mayfly: {} of {considered} open secrets need action{}",
+                self.with_actions,
+                match due.len() {
+                    0 => String::new(),
+                    1 => "; 1 secret in custody is due for rotation".to_owned(),
+                    n => format!("; {n} secrets in custody are due for rotation"),
+                }
+            );
+            text
         };
         self.write(tail.as_bytes());
         match self.failed {
