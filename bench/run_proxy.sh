@@ -56,10 +56,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 UP="$(free_port)"; NG="$(free_port)"; MF="$(free_port)"
 
 # --- the streaming upstream (first-chunk probe), started first: its port goes into both proxies
-coproc PROBE { python3 "$BENCH/proxy/first_chunk.py" "$SAMPLES" \
-    "direct=http://127.0.0.1:<port>/sse" \
-    "nginx=http://127.0.0.1:$NG/sse" \
-    "mayfly=http://127.0.0.1:$MF/proxy/sse|Authorization: Bearer @SSE_TOKEN@"; }
+coproc PROBE { python3 "$BENCH/proxy/first_chunk.py" "$SAMPLES"; }
 PIDS+=("$PROBE_PID")
 read -r SSE <&"${PROBE[0]}"
 log "streaming upstream on 127.0.0.1:$SSE"

@@ -3,12 +3,11 @@ a server-sent-events answer (headers, then one event 50 ms later, then the
 end) and notes when it sends the event; a client that notes when the event
 reaches it through the proxy. Both in this process, on one monotonic clock.
 
-usage: first_chunk.py SAMPLES NAME=URL_PREFIX[|HEADER] ...
-  URL_PREFIX gets "<port>" replaced by the upstream's port and the sample
-  id appended; HEADER is one "Name: value" request header.
-Prints the upstream's port, waits for a line on stdin (the proxies are
-being pointed at it), then prints one JSON object: per name, p50/p99/max
-of the delay in microseconds.
+usage: first_chunk.py SAMPLES
+Prints the upstream's port, then reads one line from stdin: a JSON list of
+[name, url prefix, header or ""] (the sample id is appended to the prefix),
+and prints one JSON object: per name, p50/p99/max of the delay in
+microseconds.
 """
 
 import json
@@ -74,14 +73,10 @@ server = socket.create_server(("127.0.0.1", 0))
 port = server.getsockname()[1]
 threading.Thread(target=upstream, args=(server,), daemon=True).start()
 print(port, flush=True)
-# Wait for the caller to configure the proxies with the port.
-sys.stdin.readline()
 samples = int(sys.argv[1])
+targets = json.loads(sys.stdin.readline())
 out = {}
-for target in sys.argv[2:]:
-    name, spec = target.split("=", 1)
-    prefix, _, header = spec.partition("|")
-    prefix = prefix.replace("<port>", str(port))
+for name, prefix, header in targets:
     delays = [fetch(prefix + "/%s-%d" % (name, i), header, "%s-%d" % (name, i)) for i in range(samples)]
     out[name] = {"samples": samples, "p50_us": round(percentile(delays, 50), 1),
                  "p99_us": round(percentile(delays, 99), 1), "max_us": round(max(delays), 1)}

@@ -81,6 +81,7 @@ pub struct Broker {
     exchange_rate: RateLimiter,
     custody: custody::EntryCache,
     upstream: Upstream,
+    verified: signing::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Broker {
@@ -136,6 +137,7 @@ impl Broker {
             exchange_rate: RateLimiter::new(exchange_rate),
             custody: custody::EntryCache::default(),
             upstream,
+            verified: signing::VerifiedTokens::default(),
         };
         broker.refresh_keys().await?;
         broker.audit_policy_load().await?;

@@ -77,8 +77,41 @@ impl Broker {
         Ok(token::sign(claims, &self.current_keys(), alg)?)
     }
 
-    /// Verifies that a presented token is one Mayfly signed.
-    pub(super) fn verify_access_token(&self, presented: &str) -> Option<AccessClaims> {
-        token::verify(presented, &self.current_keys(), &self.public_url).ok()
+    /// Verifies that a presented token is one Mayfly signed. A token seen
+    /// before is not verified again (a proxied request's token comes back
+    /// with every request): what it says still has to agree with its
+    /// lease, read from the store each time.
+    pub(super) fn verify_access_token(&self, presented: &str) -> Option<Arc<AccessClaims>> {
+        if let Some(claims) = self.verified.get(presented) {
+            return Some(claims);
+        }
+        let claims =
+            Arc::new(token::verify(presented, &self.current_keys(), &self.public_url).ok()?);
+        self.verified.insert(presented, claims.clone());
+        Some(claims)
+    }
+}
+
+/// Most verified tokens remembered; past it, the memory starts again.
+const VERIFIED_TOKENS: usize = 65_536;
+
+/// Access tokens whose signature was verified, with their claims.
+#[derive(Default)]
+pub(super) struct VerifiedTokens(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<AccessClaims>>>,
+);
+
+impl VerifiedTokens {
+    fn get(&self, token: &str) -> Option<Arc<AccessClaims>> {
+        self.0.lock().ok()?.get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, claims: Arc<AccessClaims>) {
+        if let Ok(mut tokens) = self.0.lock() {
+            if tokens.len() >= VERIFIED_TOKENS {
+                tokens.clear();
+            }
+            tokens.insert(token.to_owned(), claims);
+        }
     }
 }

@@ -35,7 +35,7 @@ impl Broker {
     pub(super) async fn leased(
         &self,
         token: &str,
-    ) -> Result<Option<(AccessClaims, LeaseRecord)>, BrokerError> {
+    ) -> Result<Option<(std::sync::Arc<AccessClaims>, LeaseRecord)>, BrokerError> {
         let Some(claims) = self.verify_access_token(token) else {
             return Ok(None);
         };

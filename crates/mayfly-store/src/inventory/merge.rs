@@ -186,20 +186,7 @@ impl Store {
         note: &str,
         at: Timestamp,
     ) -> Result<String, StoreError> {
-        self.transaction(|tx| {
-            let fingerprint = resolve_prefix(tx, prefix)?;
-            tx.execute(
-                "record custody",
-                "UPDATE secrets SET status = $1, reopened = 0, custody_entry = $2 WHERE fingerprint = $3",
-                &[SecretStatus::InCustody.as_str().into(), entry.into(), fingerprint.as_str().into()],
-            )?;
-            tx.execute(
-                "record status",
-                "INSERT INTO status_history (fingerprint, status, note, at) VALUES ($1, $2, $3, $4)",
-                &[fingerprint.as_str().into(), SecretStatus::InCustody.as_str().into(), note.into(), at.into()],
-            )?;
-            Ok(fingerprint)
-        })
+        self.set_status(prefix, SecretStatus::InCustody, Some(entry), note, at)
     }
 
     /// Records a decision about a secret; the history keeps every one.
@@ -210,12 +197,25 @@ impl Store {
         note: &str,
         at: Timestamp,
     ) -> Result<String, StoreError> {
+        self.set_status(prefix, status, None, note, at)
+    }
+
+    /// Sets a secret's status (and, moving into custody, its entry) and
+    /// records the change in its history.
+    fn set_status(
+        &mut self,
+        prefix: &str,
+        status: SecretStatus,
+        custody_entry: Option<&str>,
+        note: &str,
+        at: Timestamp,
+    ) -> Result<String, StoreError> {
         self.transaction(|tx| {
             let fingerprint = resolve_prefix(tx, prefix)?;
             tx.execute(
                 "resolve",
-                "UPDATE secrets SET status = $1, reopened = 0 WHERE fingerprint = $2",
-                &[status.as_str().into(), fingerprint.as_str().into()],
+                "UPDATE secrets SET status = $1, reopened = 0, custody_entry = COALESCE($2, custody_entry) WHERE fingerprint = $3",
+                &[status.as_str().into(), custody_entry.into(), fingerprint.as_str().into()],
             )?;
             tx.execute(
                 "record status",
