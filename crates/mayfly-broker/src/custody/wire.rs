@@ -123,7 +123,7 @@ pub struct CustodyView {
 }
 
 /// `GET /v1/custody/{name}`: what a workload needs to use an entry
-/// through the proxy (no owner, no upstream, no value).
+/// through the proxy (no owner, no value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustodyUse {
     /// The entry.
@@ -135,4 +135,7 @@ pub struct CustodyUse {
     pub injection: Injection,
     /// The audience to start a task for.
     pub audience: String,
+    /// The upstream base URLs (the hosts `mayfly run --intercept`
+    /// intercepts).
+    pub upstreams: Vec<String>,
 }

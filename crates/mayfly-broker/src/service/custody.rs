@@ -304,6 +304,7 @@ impl Broker {
             provider: entry.entry.provider.clone(),
             injection: entry.settings.injection.clone(),
             audience: custody::audience(&entry.entry.name),
+            upstreams: entry.settings.upstreams.clone(),
         })
     }
 

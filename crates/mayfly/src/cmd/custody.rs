@@ -147,6 +147,9 @@ pub enum CustodyCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Print the local CA certificate (PEM) that `mayfly run --intercept` signs hosts with;
+    /// made on first use in Mayfly's data directory.
+    Ca,
     /// Remove an entry and destroy every version of it; the proxy refuses it from then on.
     Remove {
         /// The entry.
@@ -325,6 +328,10 @@ pub fn custody(command: CustodyCommand) -> anyhow::Result<u8> {
                 entry.name, entry.version
             );
             print_entry(&entry)?;
+        }
+        CustodyCommand::Ca => {
+            let ca = mayfly_broker::relay::LocalCa::load_or_create(&crate::common::data_dir()?)?;
+            crate::common::outln!("{}", ca.certificate_pem().trim_end())?;
         }
         CustodyCommand::Remove { name, auth, server } => {
             custody::check_name(&name)?;

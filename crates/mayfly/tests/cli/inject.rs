@@ -372,3 +372,79 @@ fn migrate_moves_a_found_key_into_custody_and_out_of_its_copies() {
     let (_, text, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
     assert!(!text.contains("CUSTODY ROTATE"), "{text}");
 }
+
+/// `--intercept`, for a tool that cannot change its base URL: curl asks
+/// for the API's own address through HTTPS_PROXY; the relay answers TLS
+/// for that host under Mayfly's local CA and adds the key on the way.
+/// Another host is tunnelled untouched.
+#[test]
+fn intercept_serves_tools_that_keep_their_base_url() {
+    let ws = Workspace::new();
+    let certs = ws.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let api = FakeApi::start(&certs);
+    let server = broker_for(&ws, &certs);
+    let upstream = format!("https://localhost:{}", api.port);
+    let (code, _, err) = stdout_of(
+        client(&ws, &server)
+            .args([
+                "custody",
+                "add",
+                "openai",
+                "--provider",
+                "openai",
+                "--owner",
+                "team-ml",
+                "--upstream",
+                &upstream,
+                "--from-env",
+                "REAL_OPENAI_KEY",
+            ])
+            .env("REAL_OPENAI_KEY", OPENAI),
+    );
+    assert_eq!(code, 0, "{err}");
+    let script = format!(
+        r#"curl -sS --fail-with-body {upstream}/v1/chat/completions -H "Authorization: Bearer $OPENAI_API_KEY" -H 'content-type: application/json' -d '{{"model": "gpt-4o-mini", "messages": []}}'; echo; test -z "$OPENAI_BASE_URL" && echo no-base-url; curl -sS -o /dev/null -w '%{{http_code}}' --cacert {ca} https://127.0.0.1:{port}/v1/chat/completions -d '{{}}'"#,
+        ca = certs.join("ca.pem").display(),
+        port = api.port,
+    );
+    let (code, out, err) = stdout_of(client(&ws, &server).args([
+        "run",
+        "--inject",
+        "openai",
+        "--intercept",
+        "--purpose",
+        "curl",
+        "--owner",
+        "team-ml",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(out.contains("Hello from the real key"), "{out}\n{err}");
+    assert!(out.contains("no-base-url"), "{out}");
+    assert!(
+        out.trim_end().ends_with("401"),
+        "the other host is tunnelled, nothing added: {out}"
+    );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0]["real_key"], true);
+    assert_eq!(requests[0]["saw_mayfly_credential"], false);
+    assert_eq!(requests[1]["real_key"], false);
+    // The CA: printed on demand, its key private.
+    let (code, pem, _) = stdout_of(client(&ws, &server).args(["custody", "ca"]));
+    assert_eq!(code, 0);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = ws.dir.path().join("home/intercept-ca-key.pem");
+        assert_eq!(
+            std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}

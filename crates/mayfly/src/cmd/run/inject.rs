@@ -13,7 +13,7 @@ use mayfly_broker::Clock as _;
 use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::custody::{self, CustodyUse};
 use mayfly_broker::dpop::ProofKey;
-use mayfly_broker::relay::{Relay, RelayEntry, TokenSlots};
+use mayfly_broker::relay::{LocalCa, Relay, RelayEntry, TokenSlots};
 
 use super::{blocking, refresh_after};
 
@@ -23,6 +23,8 @@ pub(super) struct Injected {
     pub(super) relay: Relay,
     /// Variables for CMD.
     pub(super) env: Vec<(String, String)>,
+    /// Variables CMD must not inherit.
+    pub(super) env_remove: Vec<&'static str>,
     /// Keeps the tokens fresh.
     pub(super) refresher: tokio::task::JoinHandle<()>,
 }
@@ -89,8 +91,15 @@ async fn exchange_all(
 
 /// The variables CMD gets: per entry, its provider's SDK variables (base
 /// URL on the relay, key good only there); for all, `MAYFLY_PROXY_URL`
-/// (entries below it by name) and `MAYFLY_PROXY_KEY`.
-fn variables(relay: &Relay, entries: &[CustodyUse], local_key: &str) -> Vec<(String, String)> {
+/// (entries below it by name) and `MAYFLY_PROXY_KEY`. Intercepting, the
+/// SDKs keep their own base URLs and get `HTTPS_PROXY` and the CA bundle
+/// instead.
+fn variables(
+    relay: &Relay,
+    entries: &[CustodyUse],
+    local_key: &str,
+    bundle: Option<&std::path::Path>,
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let set = |name: &str, value: String, env: &mut Vec<(String, String)>| {
         if env.iter().any(|(n, _)| n == name) {
@@ -105,12 +114,14 @@ fn variables(relay: &Relay, entries: &[CustodyUse], local_key: &str) -> Vec<(Str
         let Some(preset) = custody::preset(&entry.provider) else {
             continue;
         };
-        for (name, suffix) in preset.base_url_vars {
-            set(
-                name,
-                format!("{}{suffix}", relay.url(&entry.name)),
-                &mut env,
-            );
+        if bundle.is_none() {
+            for (name, suffix) in preset.base_url_vars {
+                set(
+                    name,
+                    format!("{}{suffix}", relay.url(&entry.name)),
+                    &mut env,
+                );
+            }
         }
         for name in preset.key_vars {
             set(name, local_key.to_owned(), &mut env);
@@ -122,20 +133,46 @@ fn variables(relay: &Relay, entries: &[CustodyUse], local_key: &str) -> Vec<(Str
         &mut env,
     );
     set("MAYFLY_PROXY_KEY", local_key.to_owned(), &mut env);
+    if let (Some(bundle), Some(proxy)) = (bundle, relay.intercept_address) {
+        for name in ["HTTPS_PROXY", "https_proxy"] {
+            set(name, format!("http://{proxy}"), &mut env);
+        }
+        for name in [
+            "SSL_CERT_FILE",
+            "NODE_EXTRA_CA_CERTS",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+        ] {
+            set(name, bundle.display().to_string(), &mut env);
+        }
+    }
     env
 }
 
-/// Starts the relay with a first token per entry, and keeps them fresh.
+/// Variables that would let CMD's connections bypass the intercepting
+/// proxy.
+const BYPASS_VARIABLES: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// Starts the relay with a first token per entry, and keeps them fresh;
+/// with `intercept` (CMD's private folder), also the intercepting proxy,
+/// its CA bundle written in that folder.
 pub(super) async fn start(
     client: &Client,
     source: &IdentitySource,
     task_id: &str,
     entries: Vec<CustodyUse>,
+    intercept: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Injected> {
     let key = Arc::new(ProofKey::generate()?);
     let slots = TokenSlots::default();
     let first = exchange_all(client, source, task_id, &entries, &key, &slots).await?;
     let local_key = mayfly_broker::relay::new_local_key()?;
+    let ca = match &intercept {
+        Some(_) => Some(Arc::new(LocalCa::load_or_create(
+            &crate::common::data_dir()?,
+        )?)),
+        None => None,
+    };
     let relay = Relay::start(
         client.base(),
         entries
@@ -143,14 +180,20 @@ pub(super) async fn start(
             .map(|e| RelayEntry {
                 name: e.name.clone(),
                 injection: e.injection.clone(),
+                upstreams: e.upstreams.clone(),
             })
             .collect(),
         local_key.clone(),
         key.clone(),
         slots.clone(),
+        ca.clone(),
     )
     .await?;
-    let env = variables(&relay, &entries, &local_key);
+    let bundle = match (&ca, &intercept) {
+        (Some(ca), Some(dir)) => Some(ca.write_bundle(&dir.join("ca-bundle.pem"))?),
+        _ => None,
+    };
+    let env = variables(&relay, &entries, &local_key, bundle.as_deref());
     let refresher = {
         let (client, source, task_id) = (client.clone(), source.clone(), task_id.to_owned());
         tokio::spawn(async move {
@@ -170,6 +213,11 @@ pub(super) async fn start(
     Ok(Injected {
         relay,
         env,
+        env_remove: if intercept.is_some() {
+            BYPASS_VARIABLES.to_vec()
+        } else {
+            Vec::new()
+        },
         refresher,
     })
 }

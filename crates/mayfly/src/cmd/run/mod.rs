@@ -33,6 +33,13 @@ pub struct RunArgs {
     /// OPENAI_API_KEY...) pointing at the relay, never the secret.
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub inject: Vec<String>,
+    /// For tools that cannot change an API's base URL: CMD gets HTTPS_PROXY,
+    /// and its connections to the injected entries' hosts are intercepted
+    /// under Mayfly's local CA (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS,
+    /// REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE point at a bundle with it); every
+    /// other host is tunnelled untouched.
+    #[arg(long, requires = "inject")]
+    pub intercept: bool,
     /// Scopes of the --audience credential, space-separated.
     #[arg(long)]
     pub scope: Option<String>,
@@ -244,10 +251,14 @@ async fn run_in_task(
     let _relay = if entries.is_empty() {
         None
     } else {
+        let intercept = args.intercept.then(|| dir.path().to_owned());
         let injected = tokio::select! {
-            injected = inject::start(client, source, task_id, entries) => injected?,
+            injected = inject::start(client, source, task_id, entries, intercept) => injected?,
             signal = signals.next() => return Ok(killed_by(signal)),
         };
+        for name in &injected.env_remove {
+            command.env_remove(name);
+        }
         for (name, value) in &injected.env {
             command.env(name, value);
         }

@@ -7,6 +7,9 @@
 //! (in custody), not a token (here, refreshed before it expires), not the
 //! key tokens are bound to.
 
+mod ca;
+mod intercept;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -26,6 +29,8 @@ use crate::error::BrokerError;
 use crate::http::ApiError;
 use crate::upstream::{Upstream, forwardable};
 
+pub use self::ca::{CA_FILE, LocalCa};
+
 /// An entry the relay serves: its name and where its SDK puts the key.
 #[derive(Debug, Clone)]
 pub struct RelayEntry {
@@ -34,6 +39,8 @@ pub struct RelayEntry {
     /// How its secret is injected (so the local key is found where the
     /// tool's SDK puts a key).
     pub injection: Injection,
+    /// Its upstream base URLs (the hosts `--intercept` intercepts).
+    pub upstreams: Vec<String>,
 }
 
 /// The current access token of each entry, replaced as they are refreshed.
@@ -76,25 +83,43 @@ struct RelayState {
 pub struct Relay {
     /// Where it listens (loopback).
     pub address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    /// Where its intercepting HTTPS proxy listens, if it has one.
+    pub intercept_address: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
+}
+
+async fn loopback_listener() -> Result<(tokio::net::TcpListener, SocketAddr), BrokerError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| BrokerError::Internal(format!("the relay cannot listen on loopback: {e}")))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    Ok((listener, address))
 }
 
 impl Relay {
     /// Starts a relay on a free loopback port, forwarding to the broker at
-    /// `broker_url`, accepting `local_key` from the tool.
+    /// `broker_url`, accepting `local_key` from the tool; with `intercept`,
+    /// also an HTTPS proxy that intercepts the entries' upstream hosts
+    /// under that authority.
     pub async fn start(
         broker_url: &str,
         entries: Vec<RelayEntry>,
         local_key: String,
         proof_key: Arc<ProofKey>,
         tokens: TokenSlots,
+        intercept: Option<Arc<LocalCa>>,
     ) -> Result<Relay, BrokerError> {
+        let hosts = Arc::new(intercept::intercepted(&entries));
         let state = Arc::new(RelayState {
             broker_url: broker_url.trim_end_matches('/').to_owned(),
             entries: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
@@ -107,21 +132,33 @@ impl Relay {
         let app = axum::Router::new()
             .route("/{entry}", any(relay))
             .route("/{entry}/{*path}", any(relay))
-            .with_state(state);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .map_err(|e| {
-                BrokerError::Internal(format!("the relay cannot listen on loopback: {e}"))
-            })?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
-        let task = tokio::spawn(async move {
+            .with_state(state.clone());
+        let (listener, address) = loopback_listener().await?;
+        let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("the relay stopped: {e}");
             }
-        });
-        Ok(Relay { address, task })
+        })];
+        let mut intercept_address = None;
+        if let Some(ca) = intercept {
+            let (listener, address) = loopback_listener().await?;
+            intercept_address = Some(address);
+            tasks.push(tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(intercept::serve_connection(
+                        stream,
+                        state.clone(),
+                        ca.clone(),
+                        hosts.clone(),
+                    ));
+                }
+            }));
+        }
+        Ok(Relay {
+            address,
+            intercept_address,
+            tasks,
+        })
     }
 
     /// The base URL of an entry on this relay.
@@ -180,6 +217,24 @@ async fn relay(
             &format!("this relay serves {}", names.join(", ")),
         );
     };
+    let below = request
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(entry.name.as_str()))
+        .unwrap_or_default()
+        .to_owned();
+    forward(&state, entry, &below, request).await
+}
+
+/// Forwards one request of the tool, for `entry`, to the broker's proxy:
+/// `below` is its path below the entry's upstream base.
+async fn forward(
+    state: &RelayState,
+    entry: &RelayEntry,
+    below: &str,
+    request: Request,
+) -> Response {
     if !presents_local_key(&request, entry, &state.local_key) {
         return refuse(
             StatusCode::UNAUTHORIZED,
@@ -190,12 +245,6 @@ async fn relay(
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "no credential yet; retry");
     };
     let (parts, body) = request.into_parts();
-    let below = parts
-        .uri
-        .path()
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(entry.name.as_str()))
-        .unwrap_or_default();
     let url = format!("{}/proxy/{}{below}", state.broker_url, entry.name);
     let query = parts
         .uri
