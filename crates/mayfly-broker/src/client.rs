@@ -274,12 +274,14 @@ impl Client {
         self.post_form("/oauth2/token", None, &fields)
     }
 
-    /// Exchanges an identity token for a credential bound to `key` (DPoP).
+    /// Exchanges an identity token for a credential bound to `key` (DPoP),
+    /// living `requested_ttl` seconds if given (and allowed).
     pub fn exchange_bound(
         &self,
         identity: &str,
         task_id: &str,
         audience: &str,
+        requested_ttl: Option<i64>,
         key: &crate::dpop::ProofKey,
         now: i64,
     ) -> Result<TokenResponse, ClientError> {
@@ -287,13 +289,17 @@ impl Client {
         let proof = key
             .proof("POST", &url, None, now)
             .map_err(|e| ClientError::Identity(e.to_string()))?;
-        let fields = [
+        let ttl = requested_ttl.map(|t| t.to_string());
+        let mut fields = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("subject_token", identity),
             ("subject_token_type", JWT_TOKEN_TYPE),
             ("audience", audience),
             ("task_id", task_id),
         ];
+        if let Some(ttl) = ttl.as_deref() {
+            fields.push(("requested_ttl", ttl));
+        }
         self.post_form_with("/oauth2/token", &[("DPoP", Some(&proof))], &fields)
     }
 

@@ -287,7 +287,7 @@ fn a_bound_token_used_without_its_key_is_revoked_as_copied() {
         let key = ProofKey::generate().unwrap();
         let token = h
             .client()
-            .exchange_bound(&identity, &task.id, audience, &key, h.now())
+            .exchange_bound(&identity, &task.id, audience, None, &key, h.now())
             .unwrap();
         assert_eq!(token.token_type, "DPoP");
         let token = token.access_token;

@@ -448,3 +448,83 @@ fn intercept_serves_tools_that_keep_their_base_url() {
         );
     }
 }
+
+/// A command that runs longer than one access token keeps working (the
+/// relay replaces the token before it expires); once `mayfly run` has
+/// ended, what the command held opens nothing.
+#[test]
+fn a_long_command_outlives_its_tokens_but_not_its_task() {
+    require_sdks();
+    let ws = Workspace::new();
+    let certs = ws.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let api = FakeApi::start(&certs);
+    let server = broker_for(&ws, &certs);
+    let upstream = format!("https://localhost:{}", api.port);
+    let (code, _, err) = stdout_of(
+        client(&ws, &server)
+            .args([
+                "custody",
+                "add",
+                "openai",
+                "--provider",
+                "openai",
+                "--owner",
+                "team-ml",
+                "--upstream",
+                &upstream,
+                "--from-env",
+                "REAL_OPENAI_KEY",
+            ])
+            .env("REAL_OPENAI_KEY", OPENAI),
+    );
+    assert_eq!(code, 0, "{err}");
+    let held = ws.dir.path().join("held.txt");
+    let script = format!(
+        r#"
+import os, time, openai
+open({held:?}, "w").write(os.environ["OPENAI_BASE_URL"] + " " + os.environ["OPENAI_API_KEY"])
+client = openai.OpenAI(max_retries=0)
+ask = lambda: client.chat.completions.create(model="m", messages=[{{"role": "user", "content": "hi"}}]).choices[0].message.content
+first = ask()
+time.sleep(4.5)  # past the first token's 3 s
+print(first, "|", ask())
+"#,
+        held = held.display().to_string()
+    );
+    let (code, out, err) = stdout_of(client(&ws, &server).args([
+        "run",
+        "--inject",
+        "openai",
+        "--token-ttl",
+        "3",
+        "--purpose",
+        "long",
+        "--owner",
+        "team-ml",
+        "--",
+        "python3",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(
+        out.trim(),
+        "Hello from the real key | Hello from the real key"
+    );
+    // The task has ended: the base URL and key the command held lead nowhere.
+    let held = std::fs::read_to_string(held).unwrap();
+    let (base, key) = held.split_once(' ').unwrap();
+    let after = StdCommand::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {key}"))
+        .arg(format!("{base}/models"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout),
+        "000",
+        "the relay is gone"
+    );
+    assert_eq!(api.requests().len(), 2);
+}

@@ -68,6 +68,7 @@ async fn exchange_all(
     source: &IdentitySource,
     task_id: &str,
     entries: &[CustodyUse],
+    token_ttl: Option<i64>,
     key: &Arc<ProofKey>,
     slots: &TokenSlots,
 ) -> anyhow::Result<i64> {
@@ -79,7 +80,7 @@ async fn exchange_all(
         for entry in &entries {
             let now = mayfly_broker::SystemClock.now();
             let response = client
-                .exchange_bound(&identity, &task_id, &entry.audience, &key, now)
+                .exchange_bound(&identity, &task_id, &entry.audience, token_ttl, &key, now)
                 .with_context(|| format!("a credential for {}", entry.name))?;
             shortest = shortest.min(response.expires_in);
             slots.set(&entry.name, response.access_token);
@@ -161,11 +162,12 @@ pub(super) async fn start(
     source: &IdentitySource,
     task_id: &str,
     entries: Vec<CustodyUse>,
+    token_ttl: Option<i64>,
     intercept: Option<std::path::PathBuf>,
 ) -> anyhow::Result<Injected> {
     let key = Arc::new(ProofKey::generate()?);
     let slots = TokenSlots::default();
-    let first = exchange_all(client, source, task_id, &entries, &key, &slots).await?;
+    let first = exchange_all(client, source, task_id, &entries, token_ttl, &key, &slots).await?;
     let local_key = mayfly_broker::relay::new_local_key()?;
     let ca = match &intercept {
         Some(_) => Some(Arc::new(LocalCa::load_or_create(
@@ -200,7 +202,11 @@ pub(super) async fn start(
             let mut expires_in = first;
             loop {
                 tokio::time::sleep(refresh_after(expires_in)).await;
-                match exchange_all(&client, &source, &task_id, &entries, &key, &slots).await {
+                match exchange_all(
+                    &client, &source, &task_id, &entries, token_ttl, &key, &slots,
+                )
+                .await
+                {
                     Ok(shortest) => expires_in = shortest,
                     Err(e) => {
                         eprintln!("mayfly run: refresh failed: {e:#}");

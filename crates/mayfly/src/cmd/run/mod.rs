@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Task lifetime in seconds: credentials stop working then, even if CMD still runs.
     #[arg(long, value_name = "SECONDS")]
     pub ttl: Option<i64>,
+    /// Lifetime of each access token in seconds (within what policy allows);
+    /// each is replaced at two thirds of it while CMD runs [default: the broker's].
+    #[arg(long, value_name = "SECONDS")]
+    pub token_ttl: Option<i64>,
     /// Environment variable that carries the --audience credential.
     #[arg(long = "env", value_name = "NAME", default_value = "MAYFLY_TOKEN")]
     pub env_name: String,
@@ -160,6 +164,7 @@ async fn exchange(
     task_id: &str,
     audience: &str,
     scope: Option<&str>,
+    token_ttl: Option<i64>,
 ) -> anyhow::Result<mayfly_broker::protocol::TokenResponse> {
     let (client, source) = (client.clone(), source.clone());
     let (task_id, audience, scope) = (
@@ -169,7 +174,7 @@ async fn exchange(
     );
     blocking(move || {
         let identity = source.token(&client)?;
-        Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), None)?)
+        Ok(client.exchange(&identity, &task_id, &audience, scope.as_deref(), token_ttl)?)
     })
     .await
 }
@@ -185,13 +190,22 @@ fn refresh_token_file(
     first_expires_in: i64,
 ) -> tokio::task::JoinHandle<()> {
     let (client, source, task_id) = (client.clone(), source.clone(), task_id.to_owned());
-    let (audience, scope) = (audience.to_owned(), args.scope.clone());
+    let (audience, scope, token_ttl) = (audience.to_owned(), args.scope.clone(), args.token_ttl);
     let token_file = token_file.to_owned();
     let mut expires_in = first_expires_in;
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(refresh_after(expires_in)).await;
-            match exchange(&client, &source, &task_id, &audience, scope.as_deref()).await {
+            match exchange(
+                &client,
+                &source,
+                &task_id,
+                &audience,
+                scope.as_deref(),
+                token_ttl,
+            )
+            .await
+            {
                 Ok(response) => {
                     expires_in = response.expires_in;
                     if let Err(e) = write_token(&token_file, &response.access_token) {
@@ -229,7 +243,7 @@ async fn run_in_task(
     let mut background = Vec::new();
     if let Some(audience) = &args.audience {
         let first = tokio::select! {
-            first = exchange(client, source, task_id, audience, args.scope.as_deref()) => first?,
+            first = exchange(client, source, task_id, audience, args.scope.as_deref(), args.token_ttl) => first?,
             signal = signals.next() => return Ok(killed_by(signal)),
         };
         let token_file = dir.path().join("token");
@@ -253,7 +267,7 @@ async fn run_in_task(
     } else {
         let intercept = args.intercept.then(|| dir.path().to_owned());
         let injected = tokio::select! {
-            injected = inject::start(client, source, task_id, entries, intercept) => injected?,
+            injected = inject::start(client, source, task_id, entries, args.token_ttl, intercept) => injected?,
             signal = signals.next() => return Ok(killed_by(signal)),
         };
         for name in &injected.env_remove {
