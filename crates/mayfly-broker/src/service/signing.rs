@@ -93,7 +93,7 @@ impl Broker {
 }
 
 /// Most verified tokens remembered; past it, the memory starts again.
-const VERIFIED_TOKENS: usize = 65_536;
+const VERIFIED_TOKENS: usize = 16_384;
 
 /// Access tokens whose signature was verified, with their claims.
 #[derive(Default)]
