@@ -509,3 +509,53 @@ fn plan_input_streams_open_secrets_with_their_forbidden_copies() {
         assert_eq!(collected[0].1.len(), 3);
     });
 }
+
+#[test]
+fn a_secret_in_custody_stays_there_when_found_again_and_is_planned_while_copies_remain() {
+    on_both(|open| {
+        let mut store = open();
+        let scan = ScanRecord {
+            source: "files:laptop:/repo".into(),
+            at: 100,
+            copies: vec![copy(A, ".env", 1, "env"), copy(A, "notes.md", 2, "code")],
+        };
+        store.save_scan(&scan, strongest_claim).unwrap();
+        store
+            .record_custody(A, "github", "moved into custody as github", 110)
+            .unwrap();
+        let detail = store.secret(A).unwrap();
+        assert_eq!(detail.secret.status, SecretStatus::InCustody);
+        assert_eq!(detail.secret.custody_entry.as_deref(), Some("github"));
+        // The note is still there: found again, it stays in custody (not reopened).
+        let summary = store
+            .save_scan(
+                &ScanRecord {
+                    at: 200,
+                    copies: vec![copy(A, "notes.md", 2, "code")],
+                    ..scan.clone()
+                },
+                strongest_claim,
+            )
+            .unwrap();
+        assert!(summary.reopened.is_empty());
+        let detail = store.secret(A).unwrap();
+        assert_eq!(detail.secret.status, SecretStatus::InCustody);
+        assert_eq!(detail.secret.copies, 1);
+        // It is planned while a copy remains outside custody.
+        let mut planned = Vec::new();
+        store
+            .for_each_open_secret(&["code".into()], &mut |secret, copies| {
+                planned.push((secret.fingerprint, secret.custody_entry, copies.len()));
+            })
+            .unwrap();
+        assert_eq!(planned, vec![(A.to_owned(), Some("github".to_owned()), 1)]);
+        // Resolving it later keeps the entry it went to.
+        store
+            .resolve(A, SecretStatus::Rotated, "rotated at GitHub", 300)
+            .unwrap();
+        let detail = store.secret(A).unwrap();
+        assert_eq!(detail.secret.status, SecretStatus::Rotated);
+        assert_eq!(detail.secret.custody_entry.as_deref(), Some("github"));
+        assert_eq!(detail.history.len(), 2);
+    });
+}
