@@ -68,6 +68,15 @@ fuzz_target!(|data: &[u8]| {
         text,
         "POST",
         "https://mayfly.test/oauth2/token",
+        None,
+        1_800_000_000,
+    );
+    // A proof presented with an access token to the proxy (its `ath` checked).
+    let _ = f.dpop.verify(
+        text,
+        "GET",
+        "https://mayfly.test/proxy/openai/v1/models",
+        Some("an.access.token"),
         1_800_000_000,
     );
     let _ = token::verify(text, &f.ring, "https://mayfly.test");
