@@ -177,14 +177,16 @@ fn refuse(status: StatusCode, why: &str) -> Response {
 }
 
 /// Whether the tool presented the relay's key, where its SDK puts one.
+/// (The key is random and good only here, so any place that carries it
+/// will do.)
 fn presents_local_key(request: &Request, entry: &RelayEntry, key: &str) -> bool {
     let same = |value: &str| bool::from(value.as_bytes().ct_eq(key.as_bytes()));
     let headers = request.headers();
+    // Under any scheme: SDKs say `Bearer`, GitHub's CLI says `token`.
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some((scheme, token)) = value.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
+        && let Some((_, token)) = value.trim().split_once(' ')
         && same(token.trim())
     {
         return true;
@@ -297,5 +299,63 @@ async fn forward(
             Response::from_parts(parts, Body::new(body))
         }
         Err(e) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(provider: &str) -> RelayEntry {
+        RelayEntry {
+            name: provider.into(),
+            injection: crate::custody::default_injection(provider),
+            upstreams: vec![],
+        }
+    }
+
+    fn request(header: &str, value: &str) -> Request {
+        axum::http::Request::builder()
+            .uri("/openai/v1/models")
+            .header(header, value)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_local_key_is_found_where_tools_put_a_key() {
+        let key = "mayfly-relay-k1";
+        let openai = entry("openai");
+        assert!(presents_local_key(
+            &request("authorization", "Bearer mayfly-relay-k1"),
+            &openai,
+            key
+        ));
+        assert!(presents_local_key(
+            &request("authorization", "token mayfly-relay-k1"),
+            &openai,
+            key
+        ));
+        assert!(!presents_local_key(
+            &request("authorization", "Bearer mayfly-relay-k2"),
+            &openai,
+            key
+        ));
+        assert!(!presents_local_key(
+            &request("authorization", "mayfly-relay-k1"),
+            &openai,
+            key
+        ));
+        let anthropic = entry("anthropic");
+        assert!(presents_local_key(
+            &request("x-api-key", "mayfly-relay-k1"),
+            &anthropic,
+            key
+        ));
+        assert!(!presents_local_key(
+            &request("x-api-key", "sk-ant-real"),
+            &anthropic,
+            key
+        ));
     }
 }
