@@ -79,6 +79,9 @@ pub enum BrokerError {
     /// A token could not be signed.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// An upstream credential was not made or released.
+    #[error(transparent)]
+    Mint(#[from] crate::minted::MintError),
     /// Start-up or internal failure, with what failed.
     #[error("{0}")]
     Internal(String),

@@ -19,6 +19,8 @@
 //! - [`custody`] and [`upstream`]: long-lived upstream secrets the broker
 //!   holds, and the client that forwards requests to their APIs with the
 //!   secret added (the injecting proxy, in [`http`]);
+//! - [`minted`]: upstreams that make a credential per task (a PostgreSQL
+//!   role, a GitHub installation token), released when the task's lease ends;
 //! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin, the proxy);
 //! - [`client`] and [`relay`]: the same API from the command line and
 //!   `mayfly run` (the relay is the local end `mayfly run --inject` gives
@@ -37,6 +39,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod local_issuer;
+pub mod minted;
 pub mod policy;
 pub mod protocol;
 pub mod quota;

@@ -257,7 +257,7 @@ pub fn field(name: &str, value: &str, max: usize) -> Result<(), BrokerError> {
 }
 
 /// The RFC 8693 response.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenResponse {
     /// The credential.
     pub access_token: String,
@@ -269,6 +269,138 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// Granted scope.
     pub scope: String,
+    /// For an upstream's audience: the credential the upstream made for
+    /// the task (released when the access token's lease ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credential: Option<UpstreamCredential>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("upstream_credential", &self.upstream_credential)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A credential an upstream made for one task.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UpstreamCredential {
+    /// A PostgreSQL login role.
+    Postgres {
+        /// The server's host.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// The database.
+        database: String,
+        /// The role.
+        user: String,
+        /// Its password.
+        password: String,
+        /// When it stops working (Unix seconds).
+        expires_at: i64,
+    },
+    /// A GitHub App installation token.
+    Github {
+        /// The token.
+        token: String,
+        /// When GitHub stops accepting it (Unix seconds).
+        expires_at: i64,
+        /// The permissions it carries.
+        permissions: std::collections::BTreeMap<String, String>,
+        /// The repositories it reaches (none listed: all of the installation's).
+        repositories: Vec<String>,
+    },
+}
+
+impl UpstreamCredential {
+    /// When it stops working.
+    pub fn expires_at(&self) -> i64 {
+        match self {
+            UpstreamCredential::Postgres { expires_at, .. }
+            | UpstreamCredential::Github { expires_at, .. } => *expires_at,
+        }
+    }
+
+    /// The variables a command gets it in: `DATABASE_URL` and libpq's
+    /// `PG*`, or `GITHUB_TOKEN` and `GH_TOKEN`.
+    pub fn environment(&self) -> Vec<(&'static str, String)> {
+        match self {
+            UpstreamCredential::Postgres {
+                host,
+                port,
+                database,
+                user,
+                password,
+                ..
+            } => {
+                // RFC 3986 unreserved characters stay as they are.
+                const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+                    .remove(b'-')
+                    .remove(b'.')
+                    .remove(b'_')
+                    .remove(b'~');
+                let encode =
+                    |s: &str| percent_encoding::utf8_percent_encode(s, COMPONENT).to_string();
+                vec![
+                    (
+                        "DATABASE_URL",
+                        format!(
+                            "postgresql://{}:{}@{}:{port}/{}",
+                            encode(user),
+                            encode(password),
+                            if host.contains(':') {
+                                format!("[{host}]")
+                            } else {
+                                host.clone()
+                            },
+                            encode(database)
+                        ),
+                    ),
+                    ("PGHOST", host.clone()),
+                    ("PGPORT", port.to_string()),
+                    ("PGUSER", user.clone()),
+                    ("PGPASSWORD", password.clone()),
+                    ("PGDATABASE", database.clone()),
+                ]
+            }
+            UpstreamCredential::Github { token, .. } => {
+                vec![("GITHUB_TOKEN", token.clone()), ("GH_TOKEN", token.clone())]
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamCredential::Postgres {
+                host,
+                port,
+                database,
+                user,
+                expires_at,
+                ..
+            } => write!(
+                f,
+                "Postgres {{ {user}@{host}:{port}/{database}, expires_at: {expires_at}, password: .. }}"
+            ),
+            UpstreamCredential::Github {
+                expires_at,
+                permissions,
+                repositories,
+                ..
+            } => write!(
+                f,
+                "Github {{ expires_at: {expires_at}, permissions: {permissions:?}, repositories: {repositories:?}, token: .. }}"
+            ),
+        }
+    }
 }
 
 /// A credential as shown to people (never the token).

@@ -70,7 +70,17 @@ pub fn sign(claims: &AccessClaims, ring: &KeyRing, alg: Algorithm) -> Result<Str
     let mut header = Header::new(alg);
     header.typ = Some(ACCESS_TOKEN_TYPE.into());
     header.kid = Some(kid.to_owned());
-    let mut token = b64_json(&header)?;
+    sign_jws(&header, claims, key)
+}
+
+/// A JWS in compact serialization of `claims` under `header`, signed by
+/// `key` (whose algorithm the header must name).
+pub fn sign_jws<T: Serialize>(
+    header: &Header,
+    claims: &T,
+    key: &crate::keys::Signer,
+) -> Result<String, TokenError> {
+    let mut token = b64_json(header)?;
     token.push('.');
     token.push_str(&b64_json(claims)?);
     let signature = key.sign(token.as_bytes());

@@ -9,6 +9,7 @@ mod backend;
 mod broker;
 mod custody;
 mod dialect;
+mod grants;
 mod inventory;
 mod row;
 mod schema;
@@ -20,6 +21,7 @@ pub use broker::{
     audit_hash,
 };
 pub use custody::{CustodyEntry, ProxyUsage, SealedVersion};
+pub use grants::UpstreamGrant;
 pub use inventory::{
     CopyRecord, LocationRow, MergeSummary, OwnerClaim, OwnerSource, Ownership, OwnershipRule,
     ScanRecord, SecretDetail, SecretFilter, SecretRow, SecretStatus, StatusChange,

@@ -187,6 +187,24 @@ const CUSTODY_V6: &[&str] = &[
     )",
 ];
 
+/// Credentials an upstream made per task (PostgreSQL roles, GitHub
+/// installation tokens), kept until the broker has released them.
+const UPSTREAM_GRANTS_V7: &[&str] = &[
+    "CREATE TABLE upstream_grants (
+        jti TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        upstream TEXT NOT NULL,
+        handle TEXT NOT NULL,
+        sealed TEXT,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        released_at BIGINT
+    )",
+    "CREATE INDEX upstream_grants_unreleased ON upstream_grants (created_at) WHERE released_at IS NULL",
+    "CREATE INDEX upstream_grants_by_task ON upstream_grants (task_id)",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -218,10 +236,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: CUSTODY_V6,
         postgres: CUSTODY_V6,
     },
+    Migration {
+        version: 7,
+        sqlite: UPSTREAM_GRANTS_V7,
+        postgres: UPSTREAM_GRANTS_V7,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 6;
+pub const CURRENT_VERSION: i64 = 7;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

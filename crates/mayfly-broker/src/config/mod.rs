@@ -4,12 +4,16 @@
 //! environment, never from this file or the command line.
 
 mod issuer;
+mod upstream;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 pub use self::issuer::{Issuer, IssuerConfig, JwksSource, Preset};
+pub use self::upstream::{
+    GithubUpstreamConfig, PostgresUpstreamConfig, ROLE_PLACEHOLDER, UpstreamConfig,
+};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +53,8 @@ pub struct BrokerConfig {
     pub limits: LimitsConfig,
     /// The injecting proxy to custody entries' upstreams.
     pub proxy: ProxyConfig,
+    /// Upstreams that make a credential per task.
+    pub upstream: UpstreamConfig,
     /// Trusted workload identity issuers.
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -317,6 +323,7 @@ impl BrokerConfig {
                 "server: need 0 < max_connections_per_address <= max_connections".into(),
             ));
         }
+        self.upstream.check()?;
         let mut names = std::collections::HashSet::new();
         let mut issuers = std::collections::HashSet::new();
         for issuer in &self.issuers {

@@ -65,6 +65,13 @@ fn classify(e: &BrokerError) -> (StatusCode, &'static str) {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_unavailable")
         }
         BrokerError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+        BrokerError::Mint(crate::minted::MintError::Request { .. }) => {
+            (StatusCode::BAD_REQUEST, "invalid_scope")
+        }
+        BrokerError::Mint(crate::minted::MintError::Upstream { .. }) => {
+            (StatusCode::BAD_GATEWAY, "upstream_unavailable")
+        }
+        BrokerError::Mint(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         BrokerError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
         BrokerError::TooManyRequests(_) => {
             (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")

@@ -86,10 +86,32 @@ async fn refuse(mut stream: tokio::net::TcpStream, why: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
 }
 
-/// Runs the background work of a broker: the sweeper (every 250 ms), key
-/// refresh and rotation (every minute) and, on Unix, policy reload on
-/// SIGHUP. (The writer checkpoints the store itself.)
+/// Runs the background work of a broker: the sweeper and the release of
+/// upstream credentials whose lease ended (every 250 ms), key refresh and
+/// rotation and the reconciliation of upstream roles (every minute) and,
+/// on Unix, policy reload on SIGHUP. (The writer checkpoints the store
+/// itself.)
 pub fn spawn_background(broker: Shared) {
+    let releaser = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut reconcile = tokio::time::interval(Duration::from_secs(60));
+        reconcile.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = releaser.release_grants().await {
+                        tracing::warn!("releasing upstream credentials failed (will retry): {e}");
+                    }
+                }
+                _ = reconcile.tick() => {
+                    if let Err(e) = releaser.reconcile_upstreams().await {
+                        tracing::warn!("reconciling upstream roles failed (will retry): {e}");
+                    }
+                }
+            }
+        }
+    });
     let sweeper = broker.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(250));

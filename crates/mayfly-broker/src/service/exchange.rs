@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Broker, Question, event};
 use crate::b64;
 use crate::error::{BrokerError, internal};
+use crate::minted::Target;
 use crate::policy::{Action, TaskFacts};
 use crate::protocol::{ACCESS_TOKEN_TYPE, ExchangeRequest, TokenResponse};
 use crate::task_cache::Forget;
@@ -80,7 +81,23 @@ impl Broker {
             )));
         }
         let tokens = &self.config.tokens;
-        let requested = request.requested_ttl.unwrap_or(tokens.default_ttl_seconds);
+        // An upstream's credential lives for the task (capped by the
+        // upstream), not for an access token's usual few minutes: a command
+        // gets it once, in its environment.
+        let target = Target::of(audience);
+        let (scopes, default_ttl, max_ttl) = match target {
+            Some(target) => (
+                self.upstream_scopes(target, &request.scopes)?,
+                i64::MAX,
+                self.upstream_max_lifetime(target),
+            ),
+            None => (
+                request.scopes.clone(),
+                tokens.default_ttl_seconds,
+                tokens.max_ttl_seconds,
+            ),
+        };
+        let requested = request.requested_ttl.unwrap_or(default_ttl);
         // A policy change between the decision and the commit refuses the
         // commit: decide again under the new set (a few times at most).
         for _ in 0..STALE_RETRIES {
@@ -92,8 +109,8 @@ impl Broker {
                     workload: &workload,
                     task: TaskFacts::of(&task),
                     audience,
-                    scope: &request.scopes,
-                    requested_ttl: requested,
+                    scope: &scopes,
+                    requested_ttl: requested.min(max_ttl),
                     dpop: jkt.is_some(),
                     source_ip,
                 },
@@ -110,12 +127,22 @@ impl Broker {
                     decision.reason()
                 )));
             }
-            let lifetime = requested
-                .min(tokens.max_ttl_seconds)
+            let mut lifetime = requested
+                .min(max_ttl)
                 .min(task.expires_at - now)
                 .min(decision.max_ttl.unwrap_or(i64::MAX));
-            let scope = request.scopes.join(" ");
+            let scope = scopes.join(" ");
             let jti = b64::time_ordered_id(now).map_err(internal)?;
+            let minted = match target {
+                Some(target) => {
+                    let minted = self
+                        .mint(target, &scopes, &jti, &task, now + lifetime)
+                        .await?;
+                    lifetime = lifetime.min(minted.grant.expires_at - now);
+                    Some(minted)
+                }
+                None => None,
+            };
             let claims = AccessClaims {
                 iss: self.public_url.clone(),
                 sub: workload.id.clone(),
@@ -130,7 +157,15 @@ impl Broker {
                 tenant: task.tenant.clone(),
                 cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
             };
-            let access_token = self.sign(&claims)?;
+            let access_token = match self.sign(&claims) {
+                Ok(token) => token,
+                Err(e) => {
+                    if let Some(minted) = minted {
+                        minted.undo().await;
+                    }
+                    return Err(e);
+                }
+            };
             let lease = LeaseRecord {
                 jti: jti.clone(),
                 task_id: task.id.clone(),
@@ -156,19 +191,55 @@ impl Broker {
             let committed = self
                 .writer
                 .apply_decided(
-                    BrokerWrite::IssueLease { lease, audit },
+                    BrokerWrite::IssueLease {
+                        lease,
+                        grant: minted.as_ref().map(|m| m.grant.clone()),
+                        audit,
+                    },
                     policies.generation,
                 )
                 .await;
+            let committed = match (committed, minted) {
+                (Ok(WriteOutcome::Done(n)), Some(minted)) => {
+                    let credential = minted.credential.clone();
+                    if let Err(e) = minted.commit().await {
+                        // The lease is recorded but the role is not there:
+                        // end the lease, so nothing waits on it.
+                        let _ = self
+                            .writer
+                            .apply_one(BrokerWrite::Revoke {
+                                selector: RevokeSelector::Lease(jti.clone()),
+                                at: now,
+                                reason: "upstream credential not made".into(),
+                                audit: event(
+                                    now,
+                                    "token.revoke",
+                                    json!({"jti": jti, "reason": "upstream credential not made"}),
+                                ),
+                            })
+                            .await;
+                        return Err(e.into());
+                    }
+                    Ok((WriteOutcome::Done(n), Some(credential)))
+                }
+                (committed, minted) => {
+                    let done = matches!(committed, Ok(WriteOutcome::Done(_)));
+                    if let (false, Some(minted)) = (done, minted) {
+                        minted.undo().await;
+                    }
+                    committed.map(|c| (c, None))
+                }
+            };
             return match committed {
-                Ok(WriteOutcome::Done(_)) => Ok(TokenResponse {
+                Ok((WriteOutcome::Done(_), upstream_credential)) => Ok(TokenResponse {
                     access_token,
                     issued_token_type: ACCESS_TOKEN_TYPE.into(),
                     token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
                     expires_in: lifetime,
                     scope,
+                    upstream_credential,
                 }),
-                Ok(WriteOutcome::Refused(_)) => {
+                Ok((WriteOutcome::Refused(_), _)) => {
                     self.tasks
                         .forget(Forget::Revoked(&RevokeSelector::Task(task_id.to_owned())));
                     Err(BrokerError::InvalidGrant(format!(

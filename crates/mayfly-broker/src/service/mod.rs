@@ -2,12 +2,14 @@
 //! [`tasks`] (start, show, end, list), [`exchange`] (RFC 8693),
 //! [`tokens`] (introspection, revocation, sweeping), [`policies`]
 //! (install, reload, re-evaluate), [`signing`] (Mayfly's keys),
-//! [`custody`] (secrets held for the proxy) and [`proxy`] (each request
-//! through it: token, lease, policy, then the secret).
+//! [`custody`] (secrets held for the proxy), [`proxy`] (each request
+//! through it: token, lease, policy, then the secret) and [`minted`]
+//! (credentials upstreams make per task, and their release).
 //! Every decision goes through [`Broker::decide`].
 
 mod custody;
 mod exchange;
+mod minted;
 mod policies;
 mod proxy;
 mod signing;
@@ -26,6 +28,7 @@ use crate::dpop::DpopVerifier;
 use crate::error::BrokerError;
 use crate::identity::{IdentityVerifier, Workload};
 use crate::keys::{KeyRing, MasterKey};
+use crate::minted::Minters;
 use crate::policy::{Action, Decision, Policies, PolicyEngine, PolicyRequest, TaskFacts};
 use crate::quota::RateLimiter;
 use crate::reader::{ReadPool, blocking};
@@ -81,6 +84,7 @@ pub struct Broker {
     exchange_rate: RateLimiter,
     custody: custody::EntryCache,
     upstream: Upstream,
+    minters: Minters,
     verified: signing::VerifiedTokens,
 }
 
@@ -120,6 +124,7 @@ impl Broker {
         let secrets = CallerSecrets::new(admin_token, &secrets::resource_server_secrets(&config)?);
         let exchange_rate = config.limits.exchanges_per_second_per_workload;
         let upstream = Upstream::new(&config.proxy)?;
+        let minters = Minters::new(&config.upstream, &config.public_url(), &upstream)?;
         let broker = Broker {
             public_url: config.public_url(),
             config,
@@ -137,12 +142,15 @@ impl Broker {
             exchange_rate: RateLimiter::new(exchange_rate),
             custody: custody::EntryCache::default(),
             upstream,
+            minters,
             verified: signing::VerifiedTokens::default(),
         };
         broker.refresh_keys().await?;
         broker.audit_policy_load().await?;
         // The policies may have changed while the broker was down.
         broker.reevaluate().await?;
+        // Upstream levels are checked now, not at the first request.
+        broker.check_upstreams().await?;
         Ok(broker)
     }
 

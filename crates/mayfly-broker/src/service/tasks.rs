@@ -38,6 +38,7 @@ impl Broker {
             )));
         }
         self.check_custody_audiences(&request.audiences).await?;
+        self.check_upstream_audiences(&request.audiences)?;
         let policies = self.current_policies();
         let facts = TaskFacts {
             purpose: &request.purpose,

@@ -183,10 +183,13 @@ pub enum BrokerWrite {
         /// Its audit event.
         audit: NewAuditEvent,
     },
-    /// Record an issued credential; refused if its task is no longer live.
+    /// Record an issued credential (and what an upstream made for it);
+    /// refused if its task is no longer live.
     IssueLease {
         /// The lease.
         lease: LeaseRecord,
+        /// The upstream credential made with it, if any.
+        grant: Option<crate::UpstreamGrant>,
         /// Its audit event.
         audit: NewAuditEvent,
     },
@@ -227,6 +230,16 @@ pub enum BrokerWrite {
     },
     /// Record an event with no other write (a denial, a policy load).
     Audit(NewAuditEvent),
+    /// Mark upstream grants released (their role dropped, their token
+    /// revoked at the upstream).
+    ReleaseGrants {
+        /// The grants' lease ids.
+        jtis: Vec<String>,
+        /// When.
+        at: Timestamp,
+        /// Its audit event (the released count is added to `data`).
+        audit: NewAuditEvent,
+    },
     /// Take a secret into custody (its first version, sealed); refused if
     /// the name is taken.
     CustodyAdd {

@@ -76,7 +76,11 @@ fn apply_one(
             chain.append(tx, audit)?;
             Ok(WriteOutcome::Done(1))
         }
-        BrokerWrite::IssueLease { lease, audit } => {
+        BrokerWrite::IssueLease {
+            lease,
+            grant,
+            audit,
+        } => {
             // INVARIANT: a lease is only written while its task is live; the
             // check and the insert are one statement, so a task ended by
             // another replica a moment ago cannot gain a credential.
@@ -108,6 +112,9 @@ fn apply_one(
                     "task {} has ended",
                     lease.task_id
                 )));
+            }
+            if let Some(grant) = grant {
+                crate::grants::add(tx, grant)?;
             }
             chain.append(tx, audit)?;
             Ok(WriteOutcome::Done(1))
@@ -251,6 +258,13 @@ fn apply_one(
         BrokerWrite::Audit(event) => {
             chain.append(tx, event)?;
             Ok(WriteOutcome::Done(0))
+        }
+        BrokerWrite::ReleaseGrants { jtis, at, audit } => {
+            let released = crate::grants::release(tx, jtis, *at)?;
+            if released > 0 {
+                chain.append(tx, &audit.with("released", released))?;
+            }
+            Ok(WriteOutcome::Done(released))
         }
         BrokerWrite::AddSigningKey(key) => {
             tx.execute(

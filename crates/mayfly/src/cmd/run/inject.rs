@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use mayfly_broker::Clock as _;
-use mayfly_broker::client::{Client, IdentitySource};
+use mayfly_broker::client::{Client, ClientError, IdentitySource};
 use mayfly_broker::custody::{self, CustodyUse};
 use mayfly_broker::dpop::ProofKey;
 use mayfly_broker::relay::{LocalCa, Relay, RelayEntry, TokenSlots};
@@ -30,33 +30,34 @@ pub(super) struct Injected {
 }
 
 /// What the broker says about each entry to inject (its audience, and the
-/// provider whose SDK variables CMD gets).
+/// provider whose SDK variables CMD gets); a bare `github` that no custody
+/// entry is named comes back as the GitHub App upstream instead.
 pub(super) async fn describe(
     client: &Client,
     source: &IdentitySource,
     names: &[String],
-) -> anyhow::Result<Vec<CustodyUse>> {
+) -> anyhow::Result<(Vec<CustodyUse>, bool)> {
     if names.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    let mut unique = Vec::new();
     for name in names {
         custody::check_name(name)?;
-        if !unique.contains(name) {
-            unique.push(name.clone());
-        }
     }
-    let (client, source) = (client.clone(), source.clone());
+    let (client, source, names) = (client.clone(), source.clone(), names.to_vec());
     blocking(move || {
         let identity = source.token(&client)?;
-        unique
-            .iter()
-            .map(|name| {
-                client
-                    .custody_use(&identity, name)
-                    .with_context(|| format!("--inject {name}"))
-            })
-            .collect()
+        let mut entries = Vec::new();
+        let mut github_app = false;
+        for name in &names {
+            match client.custody_use(&identity, name) {
+                Ok(entry) => entries.push(entry),
+                Err(ClientError::Refused { status: 404, .. }) if name == "github" => {
+                    github_app = true;
+                }
+                Err(e) => return Err(e).with_context(|| format!("--inject {name}")),
+            }
+        }
+        Ok((entries, github_app))
     })
     .await
 }

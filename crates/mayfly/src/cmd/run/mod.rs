@@ -1,8 +1,11 @@
 //! `mayfly run -- CMD`: a command with credentials that live only as long
-//! as it does: a token for an audience (`--audience`), and brokered use of
-//! secrets in custody through a local relay (`--inject`, see [`inject`]).
+//! as it does: a token for an audience (`--audience`), brokered use of
+//! secrets in custody through a local relay (`--inject NAME`, see
+//! [`inject`]), and credentials upstreams make for the task (`--inject
+//! pg:NAME`, `--inject github`, see [`minted`]).
 
 mod inject;
+mod minted;
 mod process;
 
 use std::path::Path;
@@ -30,9 +33,17 @@ pub struct RunArgs {
     pub audience: Option<String>,
     /// Secrets in custody CMD may use through a local relay, comma-separated:
     /// CMD gets its SDK's base-URL and key variables (OPENAI_BASE_URL and
-    /// OPENAI_API_KEY...) pointing at the relay, never the secret.
+    /// OPENAI_API_KEY...) pointing at the relay, never the secret. And
+    /// credentials made for this task alone: pg:NAME[:LEVEL] (a PostgreSQL
+    /// role in DATABASE_URL and PGHOST, PGUSER, PGPASSWORD...), github[:NAME]
+    /// (a GitHub App token in GITHUB_TOKEN and GH_TOKEN).
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub inject: Vec<String>,
+    /// Repositories and permissions of the --inject github token,
+    /// space-separated: "repo:web contents:read issues:write" [default: all
+    /// the App's installation allows].
+    #[arg(long, value_name = "SCOPES")]
+    pub github_scope: Option<String>,
     /// For tools that cannot change an API's base URL: CMD gets HTTPS_PROXY,
     /// and its connections to the injected entries' hosts are intercepted
     /// under Mayfly's local CA (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS,
@@ -111,9 +122,18 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
         Some(owner) => owner.clone(),
         None => std::env::var("USER").context("--owner is required (no $USER to default to)")?,
     };
-    let entries = inject::describe(&client, &source, &args.inject).await?;
+    let (custody_names, mut upstreams) = minted::split(&args.inject, args.github_scope.as_deref())?;
+    let (entries, github_app) = inject::describe(&client, &source, &custody_names).await?;
+    if github_app {
+        upstreams.push(minted::github(
+            "github",
+            "github",
+            args.github_scope.as_deref(),
+        ));
+    }
     let mut audiences: Vec<String> = args.audience.iter().cloned().collect();
     audiences.extend(entries.iter().map(|e| e.audience.clone()));
+    audiences.extend(upstreams.iter().map(|u| u.audience.clone()));
     let request = TaskRequest {
         purpose: args.purpose.clone(),
         owner,
@@ -136,7 +156,17 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     };
     let outcome = match interrupted {
         Some(signal) => Ok(killed_by(signal)),
-        None => run_in_task(&args, &client, &source, &task.id, entries, &mut signals).await,
+        None => {
+            run_in_task(
+                &args,
+                &client,
+                &source,
+                &task.id,
+                (entries, &upstreams),
+                &mut signals,
+            )
+            .await
+        }
     };
     // The task ends however CMD ended; with a fresh identity token if the
     // first one has expired meanwhile.
@@ -226,7 +256,10 @@ async fn run_in_task(
     client: &Client,
     source: &IdentitySource,
     task_id: &str,
-    entries: Vec<mayfly_broker::custody::CustodyUse>,
+    (entries, upstreams): (
+        Vec<mayfly_broker::custody::CustodyUse>,
+        &[minted::UpstreamInject],
+    ),
     signals: &mut Signals,
 ) -> anyhow::Result<u8> {
     let (program, rest) = args
@@ -260,6 +293,13 @@ async fn run_in_task(
             &token_file,
             first.expires_in,
         ));
+    }
+    let upstream_env = tokio::select! {
+        env = minted::fetch(client, source, task_id, upstreams) => env?,
+        signal = signals.next() => return Ok(killed_by(signal)),
+    };
+    for (name, value) in &upstream_env {
+        command.env(name, value);
     }
     // Kept alive while CMD runs: the relay stops when dropped.
     let _relay = if entries.is_empty() {

@@ -1,0 +1,411 @@
+//! A PostgreSQL login role per task. The role is made in a transaction on
+//! a management connection that stays open until the broker has recorded
+//! the role's lease: a crash in between rolls the role back with the
+//! connection, so no role exists that the store does not know. The
+//! password reaches PostgreSQL only as a SCRAM-SHA-256 verifier (never in
+//! a statement a server log could keep), and `VALID UNTIL` ends the role's
+//! logins at the task's end even if Mayfly is down then.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::{Client, NoTls};
+use zeroize::Zeroizing;
+
+use super::MintError;
+use crate::config::{PostgresUpstreamConfig, ROLE_PLACEHOLDER};
+use crate::protocol::UpstreamCredential;
+
+/// What names Mayfly's roles: the prefix of their names.
+pub const ROLE_PREFIX: &str = "mayfly_";
+
+/// One configured PostgreSQL upstream and its management connections.
+pub struct PostgresMinter {
+    config: PostgresUpstreamConfig,
+    connect: tokio_postgres::Config,
+    host: String,
+    port: u16,
+    database: String,
+    manager: String,
+    marker: String,
+    idle: Mutex<Vec<Client>>,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for PostgresMinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresMinter({})", self.config.name)
+    }
+}
+
+/// A role made in an open transaction: committed once its lease is
+/// recorded, rolled back otherwise (or when dropped, with its connection).
+pub struct PendingRole {
+    client: Option<Client>,
+    role: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Quotes an identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The error of a management statement, with PostgreSQL's own words.
+fn db_error(upstream: &str, doing: &str, e: &tokio_postgres::Error) -> MintError {
+    let reason = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    MintError::Upstream {
+        upstream: upstream.to_owned(),
+        reason: format!("{doing}: {reason}"),
+    }
+}
+
+impl PostgresMinter {
+    /// A minter for `config`; `broker` names this Mayfly in the comment its
+    /// roles carry, so the reconciler never touches another's roles.
+    pub fn new(config: &PostgresUpstreamConfig, broker: &str) -> Result<PostgresMinter, MintError> {
+        let invalid = |reason: String| MintError::Config {
+            upstream: config.name.clone(),
+            reason,
+        };
+        let connect: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| invalid(format!("url: {e}")))?;
+        let host = match (&config.client_host, connect.get_hosts().first()) {
+            (Some(host), _) => host.clone(),
+            (None, Some(tokio_postgres::config::Host::Tcp(host))) => host.clone(),
+            _ => return Err(invalid("set client_host: the url names no TCP host".into())),
+        };
+        let port = config
+            .client_port
+            .or_else(|| connect.get_ports().first().copied())
+            .unwrap_or(5432);
+        let manager = connect.get_user().unwrap_or_default().to_owned();
+        let database = connect.get_dbname().unwrap_or(&manager).to_owned();
+        Ok(PostgresMinter {
+            marker: format!(
+                "mayfly task role; broker {broker}; upstream {}",
+                config.name
+            ),
+            config: config.clone(),
+            connect,
+            host,
+            port,
+            database,
+            manager,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(config.pool_size)),
+        })
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PostgresUpstreamConfig {
+        &self.config
+    }
+
+    /// A management connection: an idle one, or a new one with `password`.
+    async fn client(&self, password: Option<&str>) -> Result<Client, MintError> {
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            match idle {
+                Some(client) if !client.is_closed() => return Ok(client),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let mut connect = self.connect.clone();
+        if let Some(password) = password {
+            connect.password(password);
+        }
+        connect.connect_timeout(std::time::Duration::from_secs(10));
+        let (client, connection) = connect.connect(NoTls).await.map_err(|e| {
+            db_error(
+                &self.config.name,
+                "cannot open the management connection",
+                &e,
+            )
+        })?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    fn give_back(&self, client: Client) {
+        if !client.is_closed()
+            && let Ok(mut idle) = self.idle.lock()
+        {
+            idle.push(client);
+        }
+    }
+
+    /// Whether a new connection would be needed (so the caller fetches
+    /// the management password only then).
+    pub fn needs_password(&self) -> bool {
+        self.idle.lock().map(|idle| idle.is_empty()).unwrap_or(true)
+    }
+
+    /// The statements that make `role` at `level`, valid until `until`,
+    /// with the SCRAM verifier of its password.
+    fn create_statements(&self, role: &str, level: &str, verifier: &str, until: &str) -> String {
+        let quoted = ident(role);
+        let mut sql = format!(
+            "BEGIN; CREATE ROLE {quoted} LOGIN INHERIT PASSWORD {} VALID UNTIL {}; \
+             COMMENT ON ROLE {quoted} IS {}; GRANT {quoted} TO CURRENT_USER; ",
+            literal(verifier),
+            literal(until),
+            literal(&self.marker),
+        );
+        for statement in self.config.levels.get(level).into_iter().flatten() {
+            sql.push_str(&statement.replace(ROLE_PLACEHOLDER, &quoted));
+            sql.push_str("; ");
+        }
+        sql
+    }
+
+    /// Checks the management connection and every level's statements:
+    /// makes a role at each level in a transaction that is rolled back.
+    pub async fn check(&self, password: Option<&str>) -> Result<(), MintError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| MintError::Closed)?;
+        let client = self.client(password).await?;
+        for level in self.config.levels.keys() {
+            let role = format!("{ROLE_PREFIX}check_{}", super::random_id()?);
+            let sql = self.create_statements(
+                &role,
+                level,
+                "SCRAM-SHA-256$4096:AAAA$AAAA:AAAA",
+                "infinity",
+            );
+            let checked = client.simple_query(&sql).await;
+            let _ = client.simple_query("ROLLBACK").await;
+            checked.map_err(|e| MintError::Config {
+                upstream: self.config.name.clone(),
+                reason: format!(
+                    "level {level} does not run as the management user {}: {}; fix the level's statements or the user's privileges (it needs CREATEROLE and the right to grant what the level grants)",
+                    self.manager,
+                    db_error(&self.config.name, "checking", &e)
+                ),
+            })?;
+        }
+        self.give_back(client);
+        Ok(())
+    }
+
+    /// Makes a role at `level` valid until `expires_at`, in a transaction
+    /// left open.
+    pub async fn create(
+        &self,
+        level: &str,
+        expires_at: i64,
+        password: Option<&str>,
+    ) -> Result<(PendingRole, UpstreamCredential), MintError> {
+        let role = format!("{ROLE_PREFIX}{}", super::random_id()?);
+        let secret = Zeroizing::new(crate::b64::encode(
+            &crate::b64::random_bytes::<24>().map_err(|e| MintError::Upstream {
+                upstream: self.config.name.clone(),
+                reason: e.to_string(),
+            })?,
+        ));
+        let verifier = postgres_protocol::password::scram_sha_256(secret.as_bytes());
+        let until = jiff::Timestamp::from_second(expires_at)
+            .map_err(|e| MintError::Upstream {
+                upstream: self.config.name.clone(),
+                reason: format!("task end {expires_at}: {e}"),
+            })?
+            .to_string();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| MintError::Closed)?;
+        let client = self.client(password).await?;
+        let sql = self.create_statements(&role, level, &verifier, &until);
+        if let Err(e) = client.simple_query(&sql).await {
+            let _ = client.simple_query("ROLLBACK").await;
+            self.give_back(client);
+            return Err(db_error(
+                &self.config.name,
+                &format!("cannot make a role at level {level}"),
+                &e,
+            ));
+        }
+        let credential = UpstreamCredential::Postgres {
+            host: self.host.clone(),
+            port: self.port,
+            database: self.database.clone(),
+            user: role.clone(),
+            password: secret.to_string(),
+            expires_at,
+        };
+        Ok((
+            PendingRole {
+                client: Some(client),
+                role,
+                _permit: permit,
+            },
+            credential,
+        ))
+    }
+
+    /// Commits a pending role: it can log in from now on.
+    pub async fn commit(&self, mut pending: PendingRole) -> Result<(), MintError> {
+        let Some(client) = pending.client.take() else {
+            return Err(MintError::Closed);
+        };
+        client.simple_query("COMMIT").await.map_err(|e| {
+            db_error(
+                &self.config.name,
+                &format!("cannot commit role {}", pending.role),
+                &e,
+            )
+        })?;
+        self.give_back(client);
+        Ok(())
+    }
+
+    /// Rolls a pending role back: it never existed.
+    pub async fn roll_back(&self, mut pending: PendingRole) {
+        if let Some(client) = pending.client.take()
+            && client.simple_query("ROLLBACK").await.is_ok()
+        {
+            self.give_back(client);
+        }
+    }
+
+    /// Ends `roles`: their sessions are cut, what they made is given to
+    /// `reassign_to`, their privileges revoked, the roles dropped. Returns
+    /// the roles that are gone (those that no longer existed included);
+    /// one that cannot be dropped does not hold the others back.
+    pub async fn drop_roles(
+        &self,
+        roles: &[String],
+        password: Option<&str>,
+    ) -> Result<Vec<String>, MintError> {
+        let roles: Vec<&str> = roles
+            .iter()
+            .map(String::as_str)
+            .filter(|r| r.starts_with(ROLE_PREFIX))
+            .collect();
+        if roles.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| MintError::Closed)?;
+        let client = self.client(password).await?;
+        let existing: Vec<String> = client
+            .query(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)",
+                &[&roles],
+            )
+            .await
+            .map_err(|e| db_error(&self.config.name, "cannot list roles", &e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut gone: Vec<String> = roles
+            .iter()
+            .filter(|r| !existing.iter().any(|e| e == *r))
+            .map(|r| (*r).to_owned())
+            .collect();
+        let result = match self.drop_batch(&client, &existing).await {
+            Ok(()) => {
+                gone.extend(existing);
+                Ok(gone)
+            }
+            Err(batch_error) if existing.len() > 1 => {
+                let mut failed = None;
+                for role in existing {
+                    match self.drop_batch(&client, std::slice::from_ref(&role)).await {
+                        Ok(()) => gone.push(role),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                match failed {
+                    Some(e) if gone.is_empty() => Err(e),
+                    Some(e) => {
+                        tracing::warn!("{e}");
+                        Ok(gone)
+                    }
+                    None => {
+                        tracing::warn!("{batch_error}");
+                        Ok(gone)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        self.give_back(client);
+        result
+    }
+
+    async fn drop_batch(&self, client: &Client, roles: &[String]) -> Result<(), MintError> {
+        if roles.is_empty() {
+            return Ok(());
+        }
+        let list = roles
+            .iter()
+            .map(|r| ident(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let literals = roles
+            .iter()
+            .map(|r| literal(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let owner = ident(self.config.reassign_to.as_deref().unwrap_or(&self.manager));
+        let sql = format!(
+            "BEGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({literals}); \
+             REASSIGN OWNED BY {list} TO {owner}; DROP OWNED BY {list}; DROP ROLE {list}; COMMIT"
+        );
+        if let Err(e) = client.simple_query(&sql).await {
+            let _ = client.simple_query("ROLLBACK").await;
+            return Err(db_error(
+                &self.config.name,
+                &format!("cannot drop task roles {}", roles.join(", ")),
+                &e,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The roles this broker made on this upstream (by their comment).
+    pub async fn own_roles(&self, password: Option<&str>) -> Result<Vec<String>, MintError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| MintError::Closed)?;
+        let client = self.client(password).await?;
+        let pattern = format!("{}%", ROLE_PREFIX.replace('_', "\\_"));
+        let roles = client
+            .query(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 \
+                 AND shobj_description(oid, 'pg_authid') = $2",
+                &[&pattern, &self.marker],
+            )
+            .await
+            .map_err(|e| db_error(&self.config.name, "cannot list Mayfly's roles", &e))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        self.give_back(client);
+        Ok(roles)
+    }
+}
