@@ -18,6 +18,7 @@ mod broker {
     mod http_layer;
     mod identity;
     mod lifecycle;
+    mod minted_github;
     mod minted_postgres;
     mod policy;
     mod proxy;

@@ -27,3 +27,5 @@ mod scan;
 mod server;
 #[path = "cli/suppression.rs"]
 mod suppression;
+#[path = "cli/upstreams.rs"]
+mod upstreams;

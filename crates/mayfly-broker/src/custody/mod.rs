@@ -104,13 +104,32 @@ pub fn default_injection(provider: &str) -> Injection {
     }
 }
 
+/// Whether a secret is a PEM private key (a GitHub App's `.pem`): kept to
+/// sign with, never sent anywhere, so its line breaks are allowed.
+pub fn is_private_key(secret: &str) -> bool {
+    let text = secret.trim_end();
+    text.starts_with("-----BEGIN ")
+        && text
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with("PRIVATE KEY-----"))
+        && text.ends_with("PRIVATE KEY-----")
+        && !text
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r')
+}
+
 /// Checks a secret's value: 1 to 16 KiB of printable text (a line break
-/// in a header value would let it write headers of its own).
+/// in a header value would let it write headers of its own), or a PEM
+/// private key.
 pub fn check_secret(secret: &str) -> Result<(), BrokerError> {
     if secret.is_empty() || secret.len() > 16 * 1024 {
         return Err(BrokerError::InvalidRequest(
             "the secret must be 1 byte to 16 KiB".into(),
         ));
+    }
+    if is_private_key(secret) {
+        return Ok(());
     }
     if secret.chars().any(char::is_control) {
         return Err(BrokerError::InvalidRequest(

@@ -204,6 +204,12 @@ impl Broker {
         let secret = Zeroizing::new(String::from_utf8(plaintext.to_vec()).map_err(|_| {
             BrokerError::Internal(format!("custody entry {} is not text", entry.entry.name))
         })?);
+        if custody::is_private_key(&secret) {
+            return Err(BrokerError::Forbidden(format!(
+                "custody entry {} holds a private key: the broker signs with it (an [[upstream.github]] App key) and never sends it",
+                entry.entry.name
+            )));
+        }
         Ok(UsePermit {
             entry,
             secret,

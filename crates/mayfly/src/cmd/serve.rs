@@ -17,7 +17,8 @@ use crate::common::{DbArgs, data_dir, runtime};
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file (see mayfly.example.toml) [default: embedded
-    /// defaults: 127.0.0.1:8710, the embedded policies, the local identity issuer].
+    /// defaults: 127.0.0.1:8710, the embedded policies, the local identity
+    /// issuer, which a config without [[issuer]] also keeps].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Listen on this address instead of the configured one.
@@ -64,14 +65,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let data_dir = data_dir()?;
     let mut config = match &args.config {
         Some(path) => BrokerConfig::load(path)?,
-        None => {
-            let local = LocalIssuer::new(&data_dir);
-            local.ensure()?;
-            let mut config = BrokerConfig::default();
-            config.issuers.push(local.issuer_config());
-            config
-        }
+        None => BrokerConfig::default(),
     };
+    // A broker that trusts no issuer could verify nobody: on a workstation
+    // (the embedded defaults, or a config that names no [[issuer]]) it
+    // trusts the local identity issuer.
+    if config.issuers.is_empty() {
+        let local = LocalIssuer::new(&data_dir);
+        local.ensure()?;
+        config.issuers.push(local.issuer_config());
+    }
     if let Some(listen) = &args.listen {
         config.server.listen = listen.clone();
     }
