@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::protocol::{JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
+use crate::protocol::{ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -257,6 +257,31 @@ impl Client {
         scope: Option<&str>,
         requested_ttl: Option<i64>,
     ) -> Result<TokenResponse, ClientError> {
+        self.exchange_for(identity, task_id, audience, scope, requested_ttl, false)
+    }
+
+    /// Exchanges an identity token for an OpenID Connect ID token of a task
+    /// for `audience` (a cloud's workload identity federation), when the
+    /// broker federates.
+    pub fn exchange_id_token(
+        &self,
+        identity: &str,
+        task_id: &str,
+        audience: &str,
+        requested_ttl: Option<i64>,
+    ) -> Result<TokenResponse, ClientError> {
+        self.exchange_for(identity, task_id, audience, None, requested_ttl, true)
+    }
+
+    fn exchange_for(
+        &self,
+        identity: &str,
+        task_id: &str,
+        audience: &str,
+        scope: Option<&str>,
+        requested_ttl: Option<i64>,
+        id_token: bool,
+    ) -> Result<TokenResponse, ClientError> {
         let ttl = requested_ttl.map(|t| t.to_string());
         let mut fields = vec![
             ("grant_type", TOKEN_EXCHANGE),
@@ -270,6 +295,9 @@ impl Client {
         }
         if let Some(ttl) = ttl.as_deref() {
             fields.push(("requested_ttl", ttl));
+        }
+        if id_token {
+            fields.push(("requested_token_type", ID_TOKEN_TYPE));
         }
         self.post_form("/oauth2/token", None, &fields)
     }

@@ -135,6 +135,9 @@ pub struct ValidExchange {
     pub scopes: Vec<String>,
     /// Requested lifetime in seconds, if one was asked for.
     pub requested_ttl: Option<i64>,
+    /// Whether an OpenID Connect ID token is asked for (for workload
+    /// identity federation) instead of an access token.
+    pub id_token: bool,
 }
 
 impl ExchangeRequest {
@@ -170,14 +173,15 @@ impl ExchangeRequest {
                 )));
             }
         }
-        if let Some(kind) = self.requested_token_type.as_deref()
-            && kind != ACCESS_TOKEN_TYPE
-            && kind != JWT_TOKEN_TYPE
-        {
-            return Err(BrokerError::InvalidRequest(format!(
-                "requested_token_type {kind:?} is not issued; Mayfly issues {ACCESS_TOKEN_TYPE}"
-            )));
-        }
+        let id_token = match self.requested_token_type.as_deref() {
+            None | Some(ACCESS_TOKEN_TYPE | JWT_TOKEN_TYPE) => false,
+            Some(ID_TOKEN_TYPE) => true,
+            Some(kind) => {
+                return Err(BrokerError::InvalidRequest(format!(
+                    "requested_token_type {kind:?} is not issued; Mayfly issues {ACCESS_TOKEN_TYPE} and (with [federation]) {ID_TOKEN_TYPE}"
+                )));
+            }
+        };
         let audience = match (self.resource, self.audience) {
             (Some(r), Some(a)) if r != a => {
                 return Err(BrokerError::InvalidTarget(
@@ -217,6 +221,7 @@ impl ExchangeRequest {
             task_id,
             scopes,
             requested_ttl,
+            id_token,
         })
     }
 }

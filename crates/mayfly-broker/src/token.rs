@@ -49,6 +49,44 @@ pub struct AccessClaims {
     pub cnf: Option<Confirmation>,
 }
 
+/// The claims of an OpenID Connect ID token for workload identity
+/// federation: who the workload is (`sub`), for whom (`aud`), and the task
+/// it runs, for the trust conditions of the cloud that takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaims {
+    /// Mayfly's public URL (the issuer clouds are told to trust).
+    pub iss: String,
+    /// The workload.
+    pub sub: String,
+    /// The relying party (`sts.amazonaws.com`, a workload identity pool).
+    pub aud: String,
+    /// Expiry.
+    pub exp: Timestamp,
+    /// Issue time.
+    pub iat: Timestamp,
+    /// Not before (= `iat`).
+    pub nbf: Timestamp,
+    /// Unique id: the lease.
+    pub jti: String,
+    /// The task.
+    pub task: String,
+    /// Who answers for the task.
+    pub owner: String,
+    /// Why it runs.
+    pub purpose: String,
+    /// The tenant.
+    pub tenant: String,
+}
+
+/// Signs an ID token with the ring's current RS256 key.
+pub fn sign_id_token(claims: &IdClaims, ring: &KeyRing) -> Result<String, TokenError> {
+    let (kid, alg, key) = ring.signer(Algorithm::RS256).ok_or(TokenError::NoKey)?;
+    let mut header = Header::new(alg);
+    header.typ = Some("JWT".into());
+    header.kid = Some(kid.to_owned());
+    sign_jws(&header, claims, key)
+}
+
 /// Why a token could not be made or is not Mayfly's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

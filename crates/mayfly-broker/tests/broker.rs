@@ -14,6 +14,7 @@ mod broker {
 
     mod bad_input;
     mod custody;
+    mod federation;
     mod hardening;
     mod http_layer;
     mod identity;

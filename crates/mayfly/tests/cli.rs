@@ -11,6 +11,8 @@
 mod broker;
 #[path = "cli/common.rs"]
 mod common;
+#[path = "cli/federation.rs"]
+mod federation;
 #[path = "cli/first_use.rs"]
 mod first_use;
 #[path = "cli/formats.rs"]

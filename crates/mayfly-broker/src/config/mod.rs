@@ -55,6 +55,8 @@ pub struct BrokerConfig {
     pub proxy: ProxyConfig,
     /// Upstreams that make a credential per task.
     pub upstream: UpstreamConfig,
+    /// Mayfly as an OpenID Connect provider for workload identity federation.
+    pub federation: FederationConfig,
     /// Trusted workload identity issuers.
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -196,6 +198,28 @@ impl Default for ProxyConfig {
     }
 }
 
+/// `[federation]`: ID tokens that clouds and model providers trade for
+/// their own short-lived credentials (AWS `AssumeRoleWithWebIdentity`,
+/// Google Cloud and Azure workload identity federation, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Serve `/.well-known/openid-configuration` and issue RS256 ID tokens
+    /// by token exchange (`requested_token_type` = ID token).
+    pub enabled: bool,
+    /// Longest life of an ID token, in seconds.
+    pub max_ttl_seconds: i64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            enabled: false,
+            max_ttl_seconds: 3600,
+        }
+    }
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -324,6 +348,11 @@ impl BrokerConfig {
             ));
         }
         self.upstream.check()?;
+        if self.federation.max_ttl_seconds <= 0 {
+            return Err(ConfigError::Invalid(
+                "federation: max_ttl_seconds must be positive".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         let mut issuers = std::collections::HashSet::new();
         for issuer in &self.issuers {
@@ -379,10 +408,13 @@ impl BrokerConfig {
     /// Every algorithm access tokens are signed with: one signing key each.
     pub fn signing_algorithms(&self) -> Vec<String> {
         let mut algorithms = vec![self.tokens.algorithm.clone()];
+        // ID tokens are RS256, the one algorithm every federating cloud takes.
+        let federation = self.federation.enabled.then(|| "RS256".to_owned());
         for alg in self
             .resource_servers
             .iter()
             .filter_map(|rs| rs.token_algorithm.as_ref())
+            .chain(federation.as_ref())
         {
             if !algorithms.contains(alg) {
                 algorithms.push(alg.clone());

@@ -71,6 +71,10 @@ pub fn app(broker: Shared) -> Router {
         .route("/proxy/{entry}/{*path}", any(proxy::forward));
     let api = Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
         .route("/.well-known/jwks.json", get(jwks))
         .route("/oauth2/token", post(token))
         .route("/oauth2/introspect", post(introspect))
@@ -126,6 +130,18 @@ pub fn app(broker: Shared) -> Router {
 
 async fn metadata(State(broker): State<Shared>) -> Response {
     Json(broker.metadata()).into_response()
+}
+
+async fn openid_configuration(State(broker): State<Shared>) -> Response {
+    match broker.openid_configuration() {
+        Some(document) => Json(document).into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this broker is no OpenID provider; set [federation] enabled = true",
+        )
+        .into_response(),
+    }
 }
 
 async fn jwks(State(broker): State<Shared>) -> Response {

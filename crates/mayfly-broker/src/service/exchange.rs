@@ -10,7 +10,7 @@ use crate::b64;
 use crate::error::{BrokerError, internal};
 use crate::minted::Target;
 use crate::policy::{Action, TaskFacts};
-use crate::protocol::{ACCESS_TOKEN_TYPE, ExchangeRequest, TokenResponse};
+use crate::protocol::{ACCESS_TOKEN_TYPE, ExchangeRequest, ID_TOKEN_TYPE, TokenResponse};
 use crate::task_cache::Forget;
 use crate::token::{AccessClaims, Confirmation};
 use crate::writer::WriteError;
@@ -85,7 +85,15 @@ impl Broker {
         // upstream), not for an access token's usual few minutes: a command
         // gets it once, in its environment.
         let target = Target::of(audience);
+        if request.id_token {
+            self.check_id_token_audience(audience)?;
+        }
         let (scopes, default_ttl, max_ttl) = match target {
+            None if request.id_token => (
+                request.scopes.clone(),
+                tokens.default_ttl_seconds,
+                self.config.federation.max_ttl_seconds,
+            ),
             Some(target) => (
                 self.upstream_scopes(target, &request.scopes)?,
                 i64::MAX,
@@ -157,7 +165,12 @@ impl Broker {
                 tenant: task.tenant.clone(),
                 cnf: jkt.clone().map(|jkt| Confirmation { jkt }),
             };
-            let access_token = match self.sign(&claims) {
+            let signed = if request.id_token {
+                self.sign_id_token(&claims, &task)
+            } else {
+                self.sign(&claims)
+            };
+            let access_token = match signed {
                 Ok(token) => token,
                 Err(e) => {
                     if let Some(minted) = minted {
@@ -233,8 +246,19 @@ impl Broker {
             return match committed {
                 Ok((WriteOutcome::Done(_), upstream_credential)) => Ok(TokenResponse {
                     access_token,
-                    issued_token_type: ACCESS_TOKEN_TYPE.into(),
-                    token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+                    issued_token_type: if request.id_token {
+                        ID_TOKEN_TYPE
+                    } else {
+                        ACCESS_TOKEN_TYPE
+                    }
+                    .into(),
+                    // RFC 8693 section 2.2.1: an ID token is no access token.
+                    token_type: match (request.id_token, jkt.is_some()) {
+                        (true, _) => "N_A",
+                        (false, true) => "DPoP",
+                        (false, false) => "Bearer",
+                    }
+                    .into(),
                     expires_in: lifetime,
                     scope,
                     upstream_credential,

@@ -9,6 +9,7 @@
 
 mod custody;
 mod exchange;
+mod federation;
 mod minted;
 mod policies;
 mod proxy;

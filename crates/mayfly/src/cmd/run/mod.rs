@@ -1,9 +1,12 @@
 //! `mayfly run -- CMD`: a command with credentials that live only as long
 //! as it does: a token for an audience (`--audience`), brokered use of
 //! secrets in custody through a local relay (`--inject NAME`, see
-//! [`inject`]), and credentials upstreams make for the task (`--inject
-//! pg:NAME`, `--inject github`, see [`minted`]).
+//! [`inject`]), credentials upstreams make for the task (`--inject
+//! pg:NAME`, `--inject github`, see [`minted`]), and a cloud's own
+//! credentials through workload identity federation (`--federate`, see
+//! [`federate`]).
 
+mod federate;
 mod inject;
 mod minted;
 mod process;
@@ -29,7 +32,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub owner: Option<String>,
     /// The audience of a credential CMD gets in $MAYFLY_TOKEN.
-    #[arg(long, required_unless_present = "inject")]
+    #[arg(long, required_unless_present_any = ["inject", "federate"])]
     pub audience: Option<String>,
     /// Secrets in custody CMD may use through a local relay, comma-separated:
     /// CMD gets its SDK's base-URL and key variables (OPENAI_BASE_URL and
@@ -39,6 +42,14 @@ pub struct RunArgs {
     /// (a GitHub App token in GITHUB_TOKEN and GH_TOKEN).
     #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub inject: Vec<String>,
+    /// A cloud's own credentials through workload identity federation, with
+    /// this broker as the OpenID provider ([federation] enabled):
+    /// aws:ROLE_ARN (Mayfly calls STS; AWS_ACCESS_KEY_ID...), aws-sdk:ROLE_ARN
+    /// (AWS_WEB_IDENTITY_TOKEN_FILE, kept fresh), gcp://iam.googleapis.com/...
+    /// (GOOGLE_APPLICATION_CREDENTIALS), azure:TENANT_ID:CLIENT_ID
+    /// (AZURE_FEDERATED_TOKEN_FILE), oidc:AUDIENCE (MAYFLY_ID_TOKEN_FILE).
+    #[arg(long, value_name = "PROFILE")]
+    pub federate: Option<String>,
     /// Repositories and permissions of the --inject github token,
     /// space-separated: "repo:web contents:read issues:write" [default: all
     /// the App's installation allows].
@@ -131,9 +142,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
             args.github_scope.as_deref(),
         ));
     }
+    let federation = args
+        .federate
+        .as_deref()
+        .map(federate::Profile::parse)
+        .transpose()?;
     let mut audiences: Vec<String> = args.audience.iter().cloned().collect();
     audiences.extend(entries.iter().map(|e| e.audience.clone()));
     audiences.extend(upstreams.iter().map(|u| u.audience.clone()));
+    audiences.extend(federation.iter().map(federate::Profile::audience));
     let request = TaskRequest {
         purpose: args.purpose.clone(),
         owner,
@@ -162,7 +179,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
                 &client,
                 &source,
                 &task.id,
-                (entries, &upstreams),
+                (entries, &upstreams, federation.as_ref()),
                 &mut signals,
             )
             .await
@@ -256,9 +273,10 @@ async fn run_in_task(
     client: &Client,
     source: &IdentitySource,
     task_id: &str,
-    (entries, upstreams): (
+    (entries, upstreams, federation): (
         Vec<mayfly_broker::custody::CustodyUse>,
         &[minted::UpstreamInject],
+        Option<&federate::Profile>,
     ),
     signals: &mut Signals,
 ) -> anyhow::Result<u8> {
@@ -300,6 +318,16 @@ async fn run_in_task(
     };
     for (name, value) in &upstream_env {
         command.env(name, value);
+    }
+    if let Some(profile) = federation {
+        let federated = tokio::select! {
+            federated = federate::start(client, source, task_id, profile, dir.path()) => federated?,
+            signal = signals.next() => return Ok(killed_by(signal)),
+        };
+        for (name, value) in &federated.env {
+            command.env(name, value);
+        }
+        background.extend(federated.refresher);
     }
     // Kept alive while CMD runs: the relay stops when dropped.
     let _relay = if entries.is_empty() {
