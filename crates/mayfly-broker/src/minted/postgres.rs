@@ -148,12 +148,6 @@ impl PostgresMinter {
         }
     }
 
-    /// Whether a new connection would be needed (so the caller fetches
-    /// the management password only then).
-    pub fn needs_password(&self) -> bool {
-        self.idle.lock().map(|idle| idle.is_empty()).unwrap_or(true)
-    }
-
     /// The statements that make `role` at `level`, valid until `until`,
     /// with the SCRAM verifier of its password.
     fn create_statements(&self, role: &str, level: &str, verifier: &str, until: &str) -> String {

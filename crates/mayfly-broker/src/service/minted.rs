@@ -139,14 +139,11 @@ impl Broker {
     }
 
     /// The management password of a PostgreSQL upstream, if it has one
-    /// and a new connection needs it.
+    /// (read each time: a rotated password is used by the next connection).
     async fn management_password(
         &self,
         minter: &PostgresMinter,
     ) -> Result<Option<Zeroizing<String>>, BrokerError> {
-        if !minter.needs_password() {
-            return Ok(None);
-        }
         let config = minter.config();
         let invalid = |reason: String| MintError::Config {
             upstream: config.name.clone(),

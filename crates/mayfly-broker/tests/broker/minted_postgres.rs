@@ -369,6 +369,26 @@ when { context.audiences.contains(context.audience) && context.scope.contains("r
     h.client()
         .exchange(&identity, &task.id, AUDIENCE, Some("read"), None)
         .unwrap();
+    assert_eq!(target.task_roles().len(), 1);
+    // A policy change that no longer allows it drops the role.
+    let body = serde_json::to_vec(&serde_json::json!({"policies": {
+        "p.cedar": "permit (principal, action == Action::\"start_task\", resource);"
+    }}))
+    .unwrap();
+    let (status, answer) = h.raw(
+        "PUT",
+        "/v1/admin/policies",
+        &[
+            ("Authorization", &format!("Bearer {ADMIN}")),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        wait_until(Duration::from_secs(5), || target.task_roles().is_empty()).is_some(),
+        "the role outlived the policy that allowed it"
+    );
     // An audience that names no configured upstream is refused at start.
     let err = h
         .client()
