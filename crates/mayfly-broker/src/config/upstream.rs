@@ -235,3 +235,65 @@ impl UpstreamConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::BrokerConfig;
+
+    fn parse(text: &str) -> Result<BrokerConfig, String> {
+        BrokerConfig::parse(text, "t.toml").map_err(|e| e.to_string())
+    }
+
+    const PG: &str =
+        "[[upstream.postgres]]\nname = \"app\"\nurl = \"postgres://mgr@db:5432/app\"\n";
+
+    #[test]
+    fn levels_must_name_the_role_and_the_default_must_exist() {
+        let ok = parse(&format!(
+            "{PG}[upstream.postgres.levels]\nread = [\"GRANT r TO {{{{role}}}}\"]\n"
+        ))
+        .unwrap();
+        let pg = &ok.upstream.postgres[0];
+        assert_eq!(pg.level(None), Ok("read"), "the only level is the default");
+        assert!(
+            pg.level(Some("write"))
+                .unwrap_err()
+                .contains("its levels are read")
+        );
+        let err = parse(&format!(
+            "{PG}[upstream.postgres.levels]\nread = [\"GRANT r TO someone\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("{{role}}"), "{err}");
+        let err = parse(&format!(
+            "{PG}default_level = \"admin\"\n[upstream.postgres.levels]\nread = [\"GRANT r TO {{{{role}}}}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("default_level"), "{err}");
+        let err = parse(PG).unwrap_err();
+        assert!(err.contains("levels"), "{err}");
+    }
+
+    #[test]
+    fn one_password_source_and_unique_names() {
+        let levels = "[upstream.postgres.levels]\nread = [\"GRANT r TO {{role}}\"]\n";
+        let err = parse(&format!(
+            "{PG}password_file = \"/p\"\npassword_env = \"P\"\n{levels}"
+        ))
+        .unwrap_err();
+        assert!(err.contains("at most one"), "{err}");
+        let err = parse(&format!("{PG}{levels}{PG}{levels}")).unwrap_err();
+        assert!(err.contains("used twice"), "{err}");
+        let err = parse(
+            "[[upstream.github]]\napp_id = 1\ninstallation_id = 0\nprivate_key_custody = \"k\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("installation_id"), "{err}");
+        let gh = parse(
+            "[[upstream.github]]\napp_id = 1\ninstallation_id = 2\nprivate_key_custody = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(gh.upstream.github[0].name, "github");
+        assert_eq!(gh.upstream.github[0].api_url, "https://api.github.com");
+    }
+}

@@ -373,6 +373,21 @@ mod tests {
     }
 
     #[test]
+    fn only_pem_private_keys_may_hold_line_breaks() {
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\n";
+        assert!(is_private_key(pem));
+        check_secret(pem).unwrap();
+        for not_a_key in [
+            "sk-abc\nX-Injected: 1",
+            "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----",
+            "-----BEGIN PRIVATE KEY-----\nMII\u{7}\n-----END PRIVATE KEY-----",
+        ] {
+            assert!(!is_private_key(not_a_key), "{not_a_key:?}");
+            assert!(check_secret(not_a_key).is_err(), "{not_a_key:?}");
+        }
+    }
+
+    #[test]
     fn upstreams_names_and_injections_are_checked() {
         assert!(check_upstream("https://api.openai.com").is_ok());
         assert!(check_upstream("http://127.0.0.1:9000/v1").is_ok());
