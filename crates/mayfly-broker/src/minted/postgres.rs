@@ -27,7 +27,7 @@ pub struct PostgresMinter {
     port: u16,
     database: String,
     manager: String,
-    marker: String,
+    marker: Marker,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
 }
@@ -35,6 +35,32 @@ pub struct PostgresMinter {
 impl std::fmt::Debug for PostgresMinter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PostgresMinter({})", self.config.name)
+    }
+}
+
+/// What marks the roles one broker made on one upstream: membership in a
+/// group role of their own (`mayfly_marker_` and a hash of the broker's
+/// URL and the upstream's name), which a comment on it explains. A comment
+/// on each role would serve too, but PostgreSQL serializes comments on
+/// roles: it made role creation ten times slower.
+#[derive(Debug)]
+struct Marker {
+    role: String,
+    comment: String,
+    made: std::sync::atomic::AtomicBool,
+}
+
+impl Marker {
+    fn of(broker: &str, upstream: &str) -> Marker {
+        use sha2::Digest as _;
+        let comment = format!("Mayfly task roles of broker {broker}, upstream {upstream}");
+        let digest = sha2::Sha256::digest(comment.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        Marker {
+            role: format!("{ROLE_PREFIX}marker_{hex}"),
+            comment,
+            made: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 
@@ -92,10 +118,7 @@ impl PostgresMinter {
         let manager = connect.get_user().unwrap_or_default().to_owned();
         let database = connect.get_dbname().unwrap_or(&manager).to_owned();
         Ok(PostgresMinter {
-            marker: format!(
-                "mayfly task role; broker {broker}; upstream {}",
-                config.name
-            ),
+            marker: Marker::of(broker, &config.name),
             config: config.clone(),
             connect,
             host,
@@ -110,6 +133,11 @@ impl PostgresMinter {
     /// Its configuration.
     pub fn config(&self) -> &PostgresUpstreamConfig {
         &self.config
+    }
+
+    /// The group role that marks the roles this broker makes here.
+    pub fn marker_role(&self) -> &str {
+        &self.marker.role
     }
 
     /// A management connection: an idle one, or a new one with `password`.
@@ -154,16 +182,45 @@ impl PostgresMinter {
         let quoted = ident(role);
         let mut sql = format!(
             "BEGIN; CREATE ROLE {quoted} LOGIN INHERIT PASSWORD {} VALID UNTIL {}; \
-             COMMENT ON ROLE {quoted} IS {}; ",
+             GRANT {} TO {quoted}; ",
             literal(verifier),
             literal(until),
-            literal(&self.marker),
+            ident(&self.marker.role),
         );
         for statement in self.config.levels.get(level).into_iter().flatten() {
             sql.push_str(&statement.replace(ROLE_PLACEHOLDER, &quoted));
             sql.push_str("; ");
         }
         sql
+    }
+
+    /// Makes the marker role, once (another replica may have made it).
+    async fn ensure_marker(&self, client: &Client) -> Result<(), MintError> {
+        use std::sync::atomic::Ordering;
+        if self.marker.made.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let role = ident(&self.marker.role);
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE ROLE {role} NOLOGIN"))
+            .await
+            && e.code() != Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT)
+        {
+            return Err(db_error(
+                &self.config.name,
+                &format!("cannot make the marker role {}", self.marker.role),
+                &e,
+            ));
+        }
+        client
+            .batch_execute(&format!(
+                "COMMENT ON ROLE {role} IS {}",
+                literal(&self.marker.comment)
+            ))
+            .await
+            .map_err(|e| db_error(&self.config.name, "cannot comment the marker role", &e))?;
+        self.marker.made.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Checks the management connection and every level's statements:
@@ -175,6 +232,7 @@ impl PostgresMinter {
             .await
             .map_err(|_| MintError::Closed)?;
         let client = self.client(password).await?;
+        self.ensure_marker(&client).await?;
         for level in self.config.levels.keys() {
             let role = format!("{ROLE_PREFIX}check_{}", super::random_id()?);
             let sql = self.create_statements(
@@ -227,6 +285,7 @@ impl PostgresMinter {
             .await
             .map_err(|_| MintError::Closed)?;
         let client = self.client(password).await?;
+        self.ensure_marker(&client).await?;
         let sql = self.create_statements(&role, level, &verifier, &until);
         if let Err(e) = client.simple_query(&sql).await {
             let _ = client.simple_query("ROLLBACK").await;
@@ -385,7 +444,7 @@ impl PostgresMinter {
         Ok(())
     }
 
-    /// The roles this broker made on this upstream (by their comment).
+    /// The roles this broker made on this upstream (by their marker).
     pub async fn own_roles(&self, password: Option<&str>) -> Result<Vec<String>, MintError> {
         let _permit = self
             .permits
@@ -396,9 +455,10 @@ impl PostgresMinter {
         let pattern = format!("{}%", ROLE_PREFIX.replace('_', "\\_"));
         let roles = client
             .query(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 \
-                 AND shobj_description(oid, 'pg_authid') = $2",
-                &[&pattern, &self.marker],
+                "SELECT r.rolname FROM pg_auth_members m \
+                 JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid \
+                 WHERE g.rolname = $2 AND r.rolname LIKE $1",
+                &[&pattern, &self.marker.role],
             )
             .await
             .map_err(|e| db_error(&self.config.name, "cannot list Mayfly's roles", &e))?

@@ -25,6 +25,8 @@ pub const AUDIENCE: &str = "urn:mayfly:postgres:app";
 /// the right to grant those two.
 pub struct Target {
     _db: PgDatabase,
+    /// Brokers that made roles here: their marker roles go with the target.
+    brokers: std::cell::RefCell<Vec<String>>,
     pub name: String,
     pub manager: String,
     pub reader: String,
@@ -68,11 +70,17 @@ impl Target {
         .unwrap();
         Target {
             _db: db,
+            brokers: std::cell::RefCell::default(),
             name,
             manager,
             reader,
             writer,
         }
+    }
+
+    /// A broker at `url` will make roles here.
+    pub fn used_by(&self, url: &str) {
+        self.brokers.borrow_mut().push(url.to_owned());
     }
 
     pub fn config(&self) -> PostgresUpstreamConfig {
@@ -120,6 +128,10 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         let mut pg = admin("postgres");
+        for url in self.brokers.borrow().iter() {
+            let marker = PostgresMinter::new(&self.config(), url).unwrap();
+            let _ = pg.batch_execute(&format!("DROP ROLE IF EXISTS {}", marker.marker_role()));
+        }
         let _ = pg.batch_execute(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -201,6 +213,7 @@ fn a_role_lives_as_long_as_its_task() {
         let target = Target::new();
         let config = target.config();
         let h = Harness::start_with(backend, move |c| c.upstream.postgres.push(config));
+        target.used_by(&h.url);
         let identity = h.identity("svc:report");
         let task = h.start_task(&identity, "team-data", &[AUDIENCE]);
         let response = h.exchange(&identity, &task.id, AUDIENCE);
@@ -290,6 +303,7 @@ fn revocation_and_objects_the_role_made() {
     let h = Harness::start_with(super::harness::Backend::Sqlite, move |c| {
         c.upstream.postgres.push(config)
     });
+    target.used_by(&h.url);
     let identity = h.identity("svc:etl");
     let task = h.start_task(&identity, "team-data", &[AUDIENCE]);
     let response = h
@@ -349,6 +363,7 @@ when { context.audiences.contains(context.audience) && context.scope.contains("r
         c.upstream.postgres.push(config);
         c.policy.dir = Some(dir);
     });
+    target.used_by(&h.url);
     let identity = h.identity("svc:report");
     let task = h.start_task(&identity, "team-data", &[AUDIENCE]);
     let err = h
@@ -428,6 +443,7 @@ fn open_broker(config: mayfly_broker::BrokerConfig) -> Result<Broker, mayfly_bro
 #[test]
 fn bad_levels_and_connections_are_refused_at_start() {
     let target = Target::new();
+    target.used_by("http://127.0.0.1:8710");
     let mut bad = target.config();
     bad.levels.insert(
         "broken".into(),
@@ -489,6 +505,7 @@ fn no_role_survives_without_its_lease() {
     // The broker stops between making a role and recording its lease: the
     // management connection closes with the transaction open.
     let minter = PostgresMinter::new(&config, "http://127.0.0.1:1").unwrap();
+    target.used_by("http://127.0.0.1:1");
     let (pending, credential) = rt
         .block_on(minter.create("read", super::harness::now() + 600, None))
         .unwrap();
@@ -512,6 +529,7 @@ fn no_role_survives_without_its_lease() {
     let h = Harness::start_with(super::harness::Backend::Postgres, move |c| {
         c.upstream.postgres.push(config)
     });
+    target.used_by(&h.url);
     let identity = h.identity("svc:a");
     let task = h.start_task(&identity, "team", &[AUDIENCE]);
     let (live, _) = role_of(
@@ -520,13 +538,6 @@ fn no_role_survives_without_its_lease() {
             .as_ref()
             .unwrap(),
     );
-    let marker: String = admin(&target.name)
-        .query_one(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-            &[&live],
-        )
-        .unwrap()
-        .get(0);
     // A role this broker made and committed, with no grant in its store
     // (a store restored from a backup, say).
     let config = target.config();
@@ -539,7 +550,7 @@ fn no_role_survives_without_its_lease() {
     let foreign = format!("mayfly_foreign_{}", target.name);
     admin(&target.name)
         .batch_execute(&format!(
-            "CREATE ROLE {foreign} LOGIN; COMMENT ON ROLE {foreign} IS '{marker}x'"
+            "CREATE ROLE {foreign} LOGIN; COMMENT ON ROLE {foreign} IS 'Mayfly task roles'"
         ))
         .unwrap();
     let dropped = h.rt.block_on(h.broker.reconcile_upstreams()).unwrap();

@@ -36,6 +36,18 @@ struct Target {
     db: String,
 }
 
+/// The marker roles of the brokers a test ran (their members are gone).
+fn drop_markers(db: &str) {
+    psql(
+        db,
+        "DO $$ DECLARE r text; BEGIN FOR r IN SELECT g.rolname FROM pg_roles g \
+         WHERE g.rolname LIKE 'mayfly\\_marker\\_%' AND NOT EXISTS \
+         (SELECT 1 FROM pg_auth_members m WHERE m.roleid = g.oid) \
+         AND shobj_description(g.oid, 'pg_authid') LIKE '%upstream app-cli' \
+         LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END $$",
+    );
+}
+
 impl Target {
     fn new() -> Target {
         let db = format!("mft_cli_{}", std::process::id());
@@ -80,7 +92,7 @@ fn a_script_gets_a_postgres_role_that_lives_only_while_it_runs() {
         &config,
         format!(
             r#"[[upstream.postgres]]
-name = "app"
+name = "app-cli"
 url = "postgres://{db}_mgr@127.0.0.1:5432/{db}"
 [upstream.postgres.levels]
 read = ["GRANT {db}_read TO {{{{role}}}}"]
@@ -98,7 +110,7 @@ read = ["GRANT {db}_read TO {{{{role}}}}"]
     let (code, out, err) = stdout_of(client(&ws, &server).args([
         "run",
         "--inject",
-        "pg:app",
+        "pg:app-cli",
         "--purpose",
         "nightly report",
         "--owner",
@@ -113,7 +125,7 @@ read = ["GRANT {db}_read TO {{{{role}}}}"]
     assert!(lines[0].starts_with("mayfly_"), "{out}");
     assert_eq!(lines[1], "hello from the table");
     assert_eq!(lines[2], lines[0]);
-    assert!(err.contains("pg:app for this task"), "{err}");
+    assert!(err.contains("pg:app-cli for this task"), "{err}");
     let role = lines[0];
     // The task ended with the script: the role is gone within a second or so.
     let mut left = String::from("?");
@@ -133,7 +145,7 @@ read = ["GRANT {db}_read TO {{{{role}}}}"]
     let (code, _, err) = stdout_of(client(&ws, &server).args([
         "run",
         "--inject",
-        "pg:app:write",
+        "pg:app-cli:write",
         "--purpose",
         "x",
         "--owner",
@@ -146,4 +158,6 @@ read = ["GRANT {db}_read TO {{{{role}}}}"]
         err.contains("no level \"write\"") && err.contains("read"),
         "{err}"
     );
+    drop(server);
+    drop_markers(db);
 }
