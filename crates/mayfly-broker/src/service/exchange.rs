@@ -212,37 +212,7 @@ impl Broker {
                     policies.generation,
                 )
                 .await;
-            let committed = match (committed, minted) {
-                (Ok(WriteOutcome::Done(n)), Some(minted)) => {
-                    let credential = minted.credential.clone();
-                    if let Err(e) = minted.commit().await {
-                        // The lease is recorded but the role is not there:
-                        // end the lease, so nothing waits on it.
-                        let _ = self
-                            .writer
-                            .apply_one(BrokerWrite::Revoke {
-                                selector: RevokeSelector::Lease(jti.clone()),
-                                at: now,
-                                reason: "upstream credential not made".into(),
-                                audit: event(
-                                    now,
-                                    "token.revoke",
-                                    json!({"jti": jti, "reason": "upstream credential not made"}),
-                                ),
-                            })
-                            .await;
-                        return Err(e.into());
-                    }
-                    Ok((WriteOutcome::Done(n), Some(credential)))
-                }
-                (committed, minted) => {
-                    let done = matches!(committed, Ok(WriteOutcome::Done(_)));
-                    if let (false, Some(minted)) = (done, minted) {
-                        minted.undo().await;
-                    }
-                    committed.map(|c| (c, None))
-                }
-            };
+            let committed = self.settle(committed, minted, &jti, now).await?;
             return match committed {
                 Ok((WriteOutcome::Done(_), upstream_credential)) => Ok(TokenResponse {
                     access_token,

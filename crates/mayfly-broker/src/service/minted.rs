@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use mayfly_store::{BrokerWrite, TaskRecord, UpstreamGrant};
+use mayfly_store::{BrokerWrite, RevokeSelector, TaskRecord, UpstreamGrant, WriteOutcome};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -16,6 +16,7 @@ use crate::minted::{
     TokenRequest,
 };
 use crate::protocol::UpstreamCredential;
+use crate::writer::WriteError;
 
 /// Most grants one release pass reads.
 const RELEASE_BATCH: i64 = 1000;
@@ -62,6 +63,45 @@ impl<'b> Minted<'b> {
 }
 
 impl Broker {
+    /// Settles an exchange's upstream credential with its lease's commit:
+    /// made usable if the lease is recorded, undone otherwise. Returns the
+    /// commit's outcome and the credential to return.
+    pub(crate) async fn settle(
+        &self,
+        committed: Result<WriteOutcome, WriteError>,
+        minted: Option<Minted<'_>>,
+        jti: &str,
+        now: i64,
+    ) -> Result<Result<(WriteOutcome, Option<UpstreamCredential>), WriteError>, BrokerError> {
+        let Some(minted) = minted else {
+            return Ok(committed.map(|c| (c, None)));
+        };
+        if !matches!(committed, Ok(WriteOutcome::Done(_))) {
+            minted.undo().await;
+            return Ok(committed.map(|c| (c, None)));
+        }
+        let credential = minted.credential.clone();
+        if let Err(e) = minted.commit().await {
+            // The lease is recorded but the credential is not there: end
+            // the lease, so its release has nothing left to wait for.
+            let _ = self
+                .writer
+                .apply_one(BrokerWrite::Revoke {
+                    selector: RevokeSelector::Lease(jti.to_owned()),
+                    at: now,
+                    reason: "upstream credential not made".into(),
+                    audit: event(
+                        now,
+                        "token.revoke",
+                        json!({"jti": jti, "reason": "upstream credential not made"}),
+                    ),
+                })
+                .await;
+            return Err(e.into());
+        }
+        Ok(committed.map(|c| (c, Some(credential))))
+    }
+
     /// The scopes policy decides on for `target`: an upstream's level is
     /// filled in when the request names none.
     pub(crate) fn upstream_scopes(

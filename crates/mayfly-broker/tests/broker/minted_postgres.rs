@@ -486,7 +486,7 @@ fn bad_levels_and_connections_are_refused_at_start() {
     );
 
     let parse = mayfly_broker::BrokerConfig::parse(
-        "[[upstream.postgres]]\nname = \"app\"\nurl = \"postgres://m:hunter2@db/app\"\n[upstream.postgres.levels]\nread = [\"GRANT r TO {{role}}\"]\n",
+        "[[upstream.postgres]]\nname = \"app\"\nurl = \"postgres://m:hunter2@db/app\"\n[upstream.postgres.levels]\nread = [\"GRANT r TO {{role}}\"]\n", // mayfly:allow (test fixture)
         "t.toml",
     )
     .unwrap_err()
