@@ -26,6 +26,11 @@ impl Drop for FakeSts {
 }
 
 fn fake_sts(dir: &Path, issuer: &str, allowed_sub: &str) -> FakeSts {
+    stand_in(dir, "fake_sts.py", &[issuer, ROLE, allowed_sub])
+}
+
+/// One of the Python stand-ins of `tests/data/federation`, with its log.
+fn stand_in(dir: &Path, script: &str, args: &[&str]) -> FakeSts {
     let ok = StdCommand::new("python3")
         .args(["-c", "import joserfc"])
         .status()
@@ -34,10 +39,14 @@ fn fake_sts(dir: &Path, issuer: &str, allowed_sub: &str) -> FakeSts {
         ok,
         "the joserfc Python package is missing: run scripts/test (it installs it)"
     );
-    let log = dir.join("sts.jsonl");
+    let log = dir.join(format!("{script}.jsonl"));
     let mut child = StdCommand::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/federation/fake_sts.py"))
-        .args([issuer, ROLE, allowed_sub])
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/federation")
+                .join(script),
+        )
+        .args(args)
         .arg(&log)
         .stdout(Stdio::piped())
         .spawn()
@@ -127,6 +136,56 @@ fn a_job_gets_aws_credentials_through_federation() {
         out.contains("<AccessKeyId>ASIAMAYFLYTEST000001</AccessKeyId>"),
         "{out}"
     );
+}
+
+#[test]
+fn the_official_anthropic_sdk_federates_with_no_key() {
+    let ok = StdCommand::new("python3")
+        .args(["-c", "import anthropic"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the anthropic Python package is missing: run scripts/test (it installs it)"
+    );
+    let ws = Workspace::new();
+    let server = federating_broker(&ws);
+    let claude = stand_in(
+        ws.dir.path(),
+        "fake_anthropic.py",
+        &[
+            &server.url,
+            "org-acme",
+            "fdrl_deploy",
+            "svac_agent",
+            "local:acme/deploy",
+        ],
+    );
+    let base = claude.url.trim_end_matches('/').to_owned();
+    let script = "import anthropic\nm = anthropic.Anthropic(max_retries=0).messages.create(model='claude-test', max_tokens=8, messages=[{'role': 'user', 'content': 'hi'}])\nprint(m.content[0].text)";
+    let (code, out, err) = stdout_of(
+        client(&ws, &server)
+            .args([
+                "run",
+                "--federate",
+                "anthropic:org-acme:fdrl_deploy:svac_agent",
+                "--purpose",
+                "agent",
+                "--owner",
+                "team-ml",
+                "--",
+                "python3",
+                "-c",
+                script,
+            ])
+            .env("ANTHROPIC_BASE_URL", &base)
+            // A key in the caller's environment must not reach CMD.
+            .env("ANTHROPIC_API_KEY", "sk-ant-api03-not-for-the-command"), // mayfly:allow (test fixture)
+    );
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(out.trim(), "Hello through federation");
+    let calls = std::fs::read_to_string(&claude.log).unwrap();
+    assert!(calls.contains("\"sub\": \"local:acme/deploy\""), "{calls}");
 }
 
 #[test]

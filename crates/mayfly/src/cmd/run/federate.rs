@@ -4,7 +4,7 @@
 //! for the cloud's audience, then either trades it at the cloud's token
 //! endpoint itself (`aws:ROLE_ARN`: `AssumeRoleWithWebIdentity`) or hands
 //! it to the cloud's SDK in a file the SDK reads and this command keeps
-//! fresh (`aws-sdk:`, `gcp:`, `azure:`, `oidc:`).
+//! fresh (`aws-sdk:`, `gcp:`, `azure:`, `anthropic:`, `oidc:`).
 
 use std::path::{Path, PathBuf};
 
@@ -28,9 +28,21 @@ pub(super) enum Profile {
     Gcp { provider: String },
     /// Azure: `AZURE_FEDERATED_TOKEN_FILE` for an app registration.
     Azure { tenant: String, client: String },
+    /// Anthropic's Claude API: the official SDKs' workload identity
+    /// variables over the token file (the SDK trades it at
+    /// `/v1/oauth/token`, RFC 7523 `jwt-bearer`).
+    Anthropic {
+        organization: String,
+        rule: String,
+        service_account: Option<String>,
+    },
     /// Any relying party: the token file and its audience.
     Oidc { audience: String },
 }
+
+/// The audience of ID tokens for Anthropic (what its federation rule must
+/// accept).
+pub(super) const ANTHROPIC_AUDIENCE: &str = "https://api.anthropic.com";
 
 impl Profile {
     /// Reads `KIND:VALUE`.
@@ -55,11 +67,32 @@ impl Profile {
                 }
                 _ => bail!("--federate azure:TENANT_ID:CLIENT_ID"),
             },
+            "anthropic" => match value.split(':').collect::<Vec<_>>().as_slice() {
+                [organization, rule] | [organization, rule, ""]
+                    if !organization.is_empty() && !rule.is_empty() =>
+                {
+                    Profile::Anthropic {
+                        organization: (*organization).to_owned(),
+                        rule: (*rule).to_owned(),
+                        service_account: None,
+                    }
+                }
+                [organization, rule, account] if !organization.is_empty() && !rule.is_empty() => {
+                    Profile::Anthropic {
+                        organization: (*organization).to_owned(),
+                        rule: (*rule).to_owned(),
+                        service_account: Some((*account).to_owned()),
+                    }
+                }
+                _ => bail!(
+                    "--federate anthropic:ORGANIZATION_ID:FEDERATION_RULE_ID[:SERVICE_ACCOUNT_ID]"
+                ),
+            },
             "oidc" if !value.is_empty() => Profile::Oidc {
                 audience: value.to_owned(),
             },
             _ => bail!(
-                "--federate {text}: use aws:ROLE_ARN, aws-sdk:ROLE_ARN, gcp://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER, azure:TENANT_ID:CLIENT_ID or oidc:AUDIENCE"
+                "--federate {text}: use aws:ROLE_ARN, aws-sdk:ROLE_ARN, gcp://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER, azure:TENANT_ID:CLIENT_ID, anthropic:ORGANIZATION_ID:FEDERATION_RULE_ID[:SERVICE_ACCOUNT_ID] or oidc:AUDIENCE"
             ),
         };
         Ok(profile)
@@ -71,6 +104,7 @@ impl Profile {
             Profile::Aws { .. } | Profile::AwsSdk { .. } => "sts.amazonaws.com".into(),
             Profile::Gcp { provider } => provider.clone(),
             Profile::Azure { .. } => "api://AzureADTokenExchange".into(),
+            Profile::Anthropic { .. } => ANTHROPIC_AUDIENCE.into(),
             Profile::Oidc { audience } => audience.clone(),
         }
     }
@@ -79,6 +113,8 @@ impl Profile {
 /// What CMD gets, and the refresher of the token file.
 pub(super) struct Federated {
     pub(super) env: Vec<(String, String)>,
+    /// Variables CMD must not inherit (a static key its SDK would prefer).
+    pub(super) env_remove: &'static [&'static str],
     pub(super) refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -203,6 +239,7 @@ pub(super) async fn start(
             );
             return Ok(Federated {
                 env: credentials,
+                env_remove: &[],
                 refresher: None,
             });
         }
@@ -225,6 +262,21 @@ pub(super) async fn start(
             ("AZURE_TENANT_ID", tenant.clone()),
             ("AZURE_CLIENT_ID", client.clone()),
         ],
+        Profile::Anthropic {
+            organization,
+            rule,
+            service_account,
+        } => {
+            let mut env = vec![
+                ("ANTHROPIC_IDENTITY_TOKEN_FILE", file),
+                ("ANTHROPIC_ORGANIZATION_ID", organization.clone()),
+                ("ANTHROPIC_FEDERATION_RULE_ID", rule.clone()),
+            ];
+            if let Some(account) = service_account {
+                env.push(("ANTHROPIC_SERVICE_ACCOUNT_ID", account.clone()));
+            }
+            env
+        }
         Profile::Oidc { audience } => vec![
             ("MAYFLY_ID_TOKEN_FILE", file),
             ("MAYFLY_ID_TOKEN_AUDIENCE", audience.clone()),
@@ -251,8 +303,19 @@ pub(super) async fn start(
             }
         })
     };
+    // The SDKs prefer a static key to federation: none may be inherited.
+    let env_remove: &'static [&'static str] = match profile {
+        Profile::Anthropic { .. } => &["ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"],
+        Profile::AwsSdk { .. } => &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ],
+        _ => &[],
+    };
     Ok(Federated {
         env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        env_remove,
         refresher: Some(refresher),
     })
 }
@@ -275,7 +338,17 @@ mod tests {
         );
         let azure = Profile::parse("azure:tenant-1:client-2").unwrap();
         assert_eq!(azure.audience(), "api://AzureADTokenExchange");
-        for bad in ["aws", "aws:role", "gcp:x", "azure:t", "oidc:", "s3:x"] {
+        let claude = Profile::parse("anthropic:org-1:fdrl_2:svac_3").unwrap();
+        assert_eq!(claude.audience(), ANTHROPIC_AUDIENCE);
+        for bad in [
+            "aws",
+            "aws:role",
+            "gcp:x",
+            "azure:t",
+            "oidc:",
+            "s3:x",
+            "anthropic:org",
+        ] {
             assert!(Profile::parse(bad).is_err(), "{bad}");
         }
     }

@@ -47,7 +47,9 @@ pub struct RunArgs {
     /// aws:ROLE_ARN (Mayfly calls STS; AWS_ACCESS_KEY_ID...), aws-sdk:ROLE_ARN
     /// (AWS_WEB_IDENTITY_TOKEN_FILE, kept fresh), gcp://iam.googleapis.com/...
     /// (GOOGLE_APPLICATION_CREDENTIALS), azure:TENANT_ID:CLIENT_ID
-    /// (AZURE_FEDERATED_TOKEN_FILE), oidc:AUDIENCE (MAYFLY_ID_TOKEN_FILE).
+    /// (AZURE_FEDERATED_TOKEN_FILE), anthropic:ORG_ID:RULE_ID[:SERVICE_ACCOUNT_ID]
+    /// (the Anthropic SDKs' ANTHROPIC_IDENTITY_TOKEN_FILE...), oidc:AUDIENCE
+    /// (MAYFLY_ID_TOKEN_FILE).
     #[arg(long, value_name = "PROFILE")]
     pub federate: Option<String>,
     /// Repositories and permissions of the --inject github token,
@@ -324,6 +326,9 @@ async fn run_in_task(
             federated = federate::start(client, source, task_id, profile, dir.path()) => federated?,
             signal = signals.next() => return Ok(killed_by(signal)),
         };
+        for name in federated.env_remove {
+            command.env_remove(name);
+        }
         for (name, value) in &federated.env {
             command.env(name, value);
         }
