@@ -333,11 +333,15 @@ impl Broker {
         }
         for (upstream, grants) in roles {
             let Some(minter) = self.minters.postgres(upstream) else {
-                // The upstream left the config: its roles expire by VALID UNTIL.
+                // The upstream left the config: nothing here can reach it.
+                // Its roles stop logging in at VALID UNTIL; they are marked
+                // released so that this is said once, not at every pass.
                 tracing::warn!(
                     upstream,
-                    "grants of an upstream no longer configured are left to expire"
+                    roles = grants.len(),
+                    "task roles of an upstream no longer configured are left to expire by VALID UNTIL; drop them by hand"
                 );
+                released.extend(grants.iter().map(|g| g.jti.clone()));
                 continue;
             };
             let handles: Vec<String> = grants.iter().map(|g| g.handle.clone()).collect();
@@ -371,6 +375,10 @@ impl Broker {
 
     async fn release_token(&self, grant: &UpstreamGrant) -> Result<(), BrokerError> {
         let Some(minter) = self.minters.github(&grant.upstream) else {
+            tracing::warn!(
+                upstream = grant.upstream,
+                "an installation token of a GitHub App no longer configured is left to expire (an hour at most)"
+            );
             return Ok(());
         };
         let Some(sealed) = &grant.sealed else {
