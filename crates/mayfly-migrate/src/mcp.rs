@@ -137,6 +137,10 @@ pub(crate) fn rewrite_json(text: &str, secret: &str, wrapper: &Wrapper) -> Resul
 
 /// Rewrites Codex's `config.toml` (`[mcp_servers.NAME]`).
 pub(crate) fn rewrite_toml(text: &str, secret: &str, wrapper: &Wrapper) -> Result<Rewrite, String> {
+    // toml_edit 0.23 panics on some malformed documents (found by the
+    // migrate_rewrite fuzz target); the `toml` parser refuses them first.
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("not valid TOML ({e}); edit it by hand"))?;
     let mut document: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e| format!("not valid TOML ({e}); edit it by hand"))?;
@@ -297,5 +301,22 @@ mod tests {
             server["env"]["MAYFLY_SERVER"].as_str(),
             Some("http://127.0.0.1:8710")
         );
+    }
+
+    #[test]
+    fn malformed_toml_that_panicked_toml_edit_is_refused() {
+        // fuzz/artifacts/migrate_rewrite/crash-711afb8e..., with the
+        // fuzz target's secret spliced in.
+        let text =
+            "==6\r\n.=[@@@[@@@f{{.@f{{{\u{0}\u{e}{{".replacen("@@", "sk-proj-FUZZSECRET0123", 2);
+        let wrapper = Wrapper {
+            entry: "openai".into(),
+            program: "mayfly".into(),
+            owner: "team".into(),
+            env: vec![],
+        };
+        let err = rewrite_toml(&text, "sk-proj-FUZZSECRET0123", &wrapper).unwrap_err();
+        assert!(err.contains("not valid TOML"), "{err}");
+        assert!(!err.contains("sk-proj-FUZZSECRET0123"), "{err}");
     }
 }
