@@ -20,6 +20,11 @@ use super::harness::{ADMIN, BACKENDS, Harness, PgDatabase};
 
 pub const AUDIENCE: &str = "urn:mayfly:postgres:app";
 
+/// Mayfly's roles in a target's two groups.
+const TASK_ROLES: &str = "SELECT DISTINCT r.rolname FROM pg_roles r \
+     JOIN pg_auth_members m ON m.member = r.oid JOIN pg_roles g ON g.oid = m.roleid \
+     WHERE g.rolname IN ($1, $2) AND r.rolname LIKE 'mayfly\\_%'";
+
 /// A database with a table, a group role that may read it and one that
 /// may write it, and a management role with no more than CREATEROLE and
 /// the right to grant those two.
@@ -112,12 +117,7 @@ impl Target {
     /// Task roles that exist now: Mayfly's roles in this target's groups.
     pub fn task_roles(&self) -> Vec<String> {
         admin(&self.name)
-            .query(
-                "SELECT DISTINCT r.rolname FROM pg_roles r \
-                 JOIN pg_auth_members m ON m.member = r.oid JOIN pg_roles g ON g.oid = m.roleid \
-                 WHERE g.rolname IN ($1, $2) AND r.rolname LIKE 'mayfly\\_%'",
-                &[&self.reader, &self.writer],
-            )
+            .query(TASK_ROLES, &[&self.reader, &self.writer])
             .unwrap()
             .iter()
             .map(|r| r.get(0))
@@ -127,6 +127,18 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
+        // Roles of tasks a test left live (roles belong to the server, not
+        // to the database dropped below).
+        let live: Vec<String> = postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port=5432 user=postgres dbname={}",
+                self.name
+            ),
+            postgres::NoTls,
+        )
+        .and_then(|mut pg| pg.query(TASK_ROLES, &[&self.reader, &self.writer]))
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
         let mut pg = admin("postgres");
         for url in self.brokers.borrow().iter() {
             let marker = PostgresMinter::new(&self.config(), url).unwrap();
@@ -136,6 +148,9 @@ impl Drop for Target {
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
         ));
+        for role in live {
+            let _ = pg.batch_execute(&format!("DROP ROLE IF EXISTS {role}"));
+        }
         let _ = pg.batch_execute(&format!(
             "DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {}",
             self.manager, self.reader, self.writer

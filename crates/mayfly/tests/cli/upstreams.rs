@@ -73,12 +73,17 @@ impl Target {
 impl Drop for Target {
     fn drop(&mut self) {
         let db = &self.db;
-        let _ = StdCommand::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {db} WITH (FORCE); DROP ROLE IF EXISTS {db}_mgr; DROP ROLE IF EXISTS {db}_read"
-            ))
-            .output();
+        // One statement per call: DROP DATABASE cannot share a transaction.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {db}_mgr"),
+            format!("DROP ROLE IF EXISTS {db}_read"),
+        ] {
+            let _ = StdCommand::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c"])
+                .arg(sql)
+                .output();
+        }
     }
 }
 
