@@ -11,6 +11,16 @@ use serde_json::Value;
 
 use crate::protocol::{ID_TOKEN_TYPE, JWT_TOKEN_TYPE, TOKEN_EXCHANGE, TaskView, TokenResponse};
 
+/// What one token exchange asks for.
+struct ExchangeForm<'a> {
+    identity: &'a str,
+    task_id: &'a str,
+    audience: &'a str,
+    scope: Option<&'a str>,
+    requested_ttl: Option<i64>,
+    token_type: Option<&'a str>,
+}
+
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -282,24 +292,17 @@ impl Client {
         requested_ttl: Option<i64>,
         id_token: bool,
     ) -> Result<TokenResponse, ClientError> {
-        let ttl = requested_ttl.map(|t| t.to_string());
-        let mut fields = vec![
-            ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", identity),
-            ("subject_token_type", JWT_TOKEN_TYPE),
-            ("audience", audience),
-            ("task_id", task_id),
-        ];
-        if let Some(scope) = scope {
-            fields.push(("scope", scope));
-        }
-        if let Some(ttl) = ttl.as_deref() {
-            fields.push(("requested_ttl", ttl));
-        }
-        if id_token {
-            fields.push(("requested_token_type", ID_TOKEN_TYPE));
-        }
-        self.post_form("/oauth2/token", None, &fields)
+        self.post_exchange(
+            &ExchangeForm {
+                identity,
+                task_id,
+                audience,
+                scope,
+                requested_ttl,
+                token_type: id_token.then_some(ID_TOKEN_TYPE),
+            },
+            None,
+        )
     }
 
     /// Exchanges an identity token for a credential bound to `key` (DPoP),
@@ -313,22 +316,50 @@ impl Client {
         key: &crate::dpop::ProofKey,
         now: i64,
     ) -> Result<TokenResponse, ClientError> {
-        let url = self.url("/oauth2/token");
         let proof = key
-            .proof("POST", &url, None, now)
+            .proof("POST", &self.url("/oauth2/token"), None, now)
             .map_err(|e| ClientError::Identity(e.to_string()))?;
-        let ttl = requested_ttl.map(|t| t.to_string());
+        self.post_exchange(
+            &ExchangeForm {
+                identity,
+                task_id,
+                audience,
+                scope: None,
+                requested_ttl,
+                token_type: None,
+            },
+            Some(&proof),
+        )
+    }
+
+    /// Posts an RFC 8693 form to the token endpoint, with a DPoP proof if
+    /// given.
+    fn post_exchange(
+        &self,
+        form: &ExchangeForm<'_>,
+        dpop: Option<&str>,
+    ) -> Result<TokenResponse, ClientError> {
+        let ttl = form.requested_ttl.map(|t| t.to_string());
         let mut fields = vec![
             ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", identity),
+            ("subject_token", form.identity),
             ("subject_token_type", JWT_TOKEN_TYPE),
-            ("audience", audience),
-            ("task_id", task_id),
+            ("audience", form.audience),
+            ("task_id", form.task_id),
         ];
+        if let Some(scope) = form.scope {
+            fields.push(("scope", scope));
+        }
         if let Some(ttl) = ttl.as_deref() {
             fields.push(("requested_ttl", ttl));
         }
-        self.post_form_with("/oauth2/token", &[("DPoP", Some(&proof))], &fields)
+        if let Some(kind) = form.token_type {
+            fields.push(("requested_token_type", kind));
+        }
+        match dpop {
+            Some(proof) => self.post_form_with("/oauth2/token", &[("DPoP", Some(proof))], &fields),
+            None => self.post_form("/oauth2/token", None, &fields),
+        }
     }
 
     /// Admin: takes a secret into custody.

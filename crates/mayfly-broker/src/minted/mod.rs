@@ -15,7 +15,7 @@ use crate::config::UpstreamConfig;
 use crate::upstream::Upstream;
 
 pub use self::github::{GithubMinter, TokenRequest};
-pub use self::postgres::{PendingRole, PostgresMinter, ROLE_PREFIX};
+pub use self::postgres::{Password, PendingRole, PostgresMinter, ROLE_PREFIX};
 
 /// The audience prefix of PostgreSQL upstreams: `urn:mayfly:postgres:app`.
 pub const POSTGRES_AUDIENCE_PREFIX: &str = "urn:mayfly:postgres:";

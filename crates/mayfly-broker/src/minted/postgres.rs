@@ -6,6 +6,7 @@
 //! a statement a server log could keep), and `VALID UNTIL` ends the role's
 //! logins at the task's end even if Mayfly is down then.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,6 +16,10 @@ use zeroize::Zeroizing;
 use super::MintError;
 use crate::config::{PostgresUpstreamConfig, ROLE_PLACEHOLDER};
 use crate::protocol::UpstreamCredential;
+
+/// The management password, when a new connection needs one (`None`: the
+/// URL's user needs none).
+pub type Password = Option<Zeroizing<String>>;
 
 /// What names Mayfly's roles: the prefix of their names.
 pub const ROLE_PREFIX: &str = "mayfly_";
@@ -137,8 +142,8 @@ fn db_error(upstream: &str, doing: &str, e: &tokio_postgres::Error) -> MintError
 }
 
 impl PostgresMinter {
-    /// A minter for `config`; `broker` names this Mayfly in the comment its
-    /// roles carry, so the reconciler never touches another's roles.
+    /// A minter for `config`; `broker` names this Mayfly in its marker
+    /// role, so the reconciler never touches another's roles.
     pub fn new(config: &PostgresUpstreamConfig, broker: &str) -> Result<PostgresMinter, MintError> {
         let invalid = |reason: String| MintError::Config {
             upstream: config.name.clone(),
@@ -182,19 +187,34 @@ impl PostgresMinter {
         &self.marker.role
     }
 
-    /// A management connection: an idle one, or a new one with `password`.
-    async fn client(&self, password: Option<&str>) -> Result<Client, MintError> {
+    /// A permit and a management connection: an idle one, or a new one
+    /// with the password `password` resolves (asked only then: reading a
+    /// file or custody for every role would be work on the hot path).
+    async fn connection<P, F>(
+        &self,
+        password: P,
+    ) -> Result<(OwnedSemaphorePermit, Client), MintError>
+    where
+        P: FnOnce() -> F,
+        F: Future<Output = Result<Password, MintError>>,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| MintError::Closed)?;
         loop {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             match idle {
-                Some(client) if !client.is_closed() => return Ok(client),
+                Some(client) if !client.is_closed() => return Ok((permit, client)),
                 Some(_) => continue,
                 None => break,
             }
         }
         let mut connect = self.connect.clone();
-        if let Some(password) = password {
-            connect.password(password);
+        if let Some(password) = password().await? {
+            connect.password(password.as_bytes());
         }
         connect.connect_timeout(std::time::Duration::from_secs(10));
         let (client, connection) = connect.connect(NoTls).await.map_err(|e| {
@@ -207,7 +227,7 @@ impl PostgresMinter {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(client)
+        Ok((permit, client))
     }
 
     fn give_back(&self, client: Client) {
@@ -267,13 +287,12 @@ impl PostgresMinter {
 
     /// Checks the management connection and every level's statements:
     /// makes a role at each level in a transaction that is rolled back.
-    pub async fn check(&self, password: Option<&str>) -> Result<(), MintError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| MintError::Closed)?;
-        let client = self.client(password).await?;
+    pub async fn check<P, F>(&self, password: P) -> Result<(), MintError>
+    where
+        P: FnOnce() -> F,
+        F: Future<Output = Result<Password, MintError>>,
+    {
+        let (_permit, client) = self.connection(password).await?;
         self.ensure_marker(&client).await?;
         for level in self.config.levels.keys() {
             let role = format!("{ROLE_PREFIX}check_{}", super::random_id()?);
@@ -300,12 +319,16 @@ impl PostgresMinter {
 
     /// Makes a role at `level` valid until `expires_at`, in a transaction
     /// left open.
-    pub async fn create(
+    pub async fn create<P, F>(
         &self,
         level: &str,
         expires_at: i64,
-        password: Option<&str>,
-    ) -> Result<(PendingRole, UpstreamCredential), MintError> {
+        password: P,
+    ) -> Result<(PendingRole, UpstreamCredential), MintError>
+    where
+        P: FnOnce() -> F,
+        F: Future<Output = Result<Password, MintError>>,
+    {
         let role = format!("{ROLE_PREFIX}{}", super::random_id()?);
         let secret = Zeroizing::new(crate::b64::encode(
             &crate::b64::random_bytes::<24>().map_err(|e| MintError::Upstream {
@@ -323,13 +346,7 @@ impl PostgresMinter {
                 reason: format!("task end {expires_at}: {e}"),
             })?
             .to_string();
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| MintError::Closed)?;
-        let client = self.client(password).await?;
+        let (permit, client) = self.connection(password).await?;
         self.ensure_marker(&client).await?;
         let sql = self.create_statements(&role, level, &verifier, &until);
         if let Err(e) = client.simple_query(&sql).await {
@@ -388,11 +405,15 @@ impl PostgresMinter {
     /// `reassign_to`, their privileges revoked, the roles dropped. Returns
     /// the roles that are gone (those that no longer existed included);
     /// one that cannot be dropped does not hold the others back.
-    pub async fn drop_roles(
+    pub async fn drop_roles<P, F>(
         &self,
         roles: &[String],
-        password: Option<&str>,
-    ) -> Result<Vec<String>, MintError> {
+        password: P,
+    ) -> Result<Vec<String>, MintError>
+    where
+        P: FnOnce() -> F,
+        F: Future<Output = Result<Password, MintError>>,
+    {
         let roles: Vec<&str> = roles
             .iter()
             .map(String::as_str)
@@ -401,12 +422,7 @@ impl PostgresMinter {
         if roles.is_empty() {
             return Ok(Vec::new());
         }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| MintError::Closed)?;
-        let client = self.client(password).await?;
+        let (_permit, client) = self.connection(password).await?;
         let existing: Vec<String> = client
             .query(
                 "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)",
@@ -490,13 +506,12 @@ impl PostgresMinter {
     }
 
     /// The roles this broker made on this upstream (by their marker).
-    pub async fn own_roles(&self, password: Option<&str>) -> Result<Vec<String>, MintError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| MintError::Closed)?;
-        let client = self.client(password).await?;
+    pub async fn own_roles<P, F>(&self, password: P) -> Result<Vec<String>, MintError>
+    where
+        P: FnOnce() -> F,
+        F: Future<Output = Result<Password, MintError>>,
+    {
+        let (_permit, client) = self.connection(password).await?;
         let pattern = format!("{}%", ROLE_PREFIX.replace('_', "\\_"));
         let roles = client
             .query(

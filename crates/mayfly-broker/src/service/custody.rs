@@ -16,6 +16,8 @@ use crate::custody::{
     self, AddCustody, CustodySettings, CustodyView, RetiringVersion, SecretValue,
 };
 use crate::error::{BrokerError, internal};
+use crate::keys::MasterKey;
+use zeroize::Zeroizing;
 
 /// How long the proxy trusts an entry it read (a rotation on another
 /// replica is seen within this time; the previous version stays usable
@@ -29,6 +31,18 @@ pub(crate) struct EntryInUse {
     pub(crate) settings: CustodySettings,
     pub(crate) upstream: axum::http::Uri,
     pub(crate) current: SealedVersion,
+}
+
+impl EntryInUse {
+    /// The plaintext of its current version, wiped when dropped.
+    pub(crate) fn open(&self, master: &MasterKey) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
+        custody::open(
+            master,
+            &self.entry.name,
+            self.current.version,
+            &self.current.sealed,
+        )
+    }
 }
 
 /// Entries read recently, by name.

@@ -9,11 +9,10 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{Broker, event};
-use crate::custody;
 use crate::error::BrokerError;
 use crate::minted::{
-    GITHUB_KIND, GithubMinter, MintError, POSTGRES_KIND, PendingRole, PostgresMinter, Target,
-    TokenRequest,
+    GITHUB_KIND, GithubMinter, MintError, POSTGRES_KIND, Password, PendingRole, PostgresMinter,
+    Target, TokenRequest,
 };
 use crate::protocol::UpstreamCredential;
 use crate::writer::WriteError;
@@ -170,20 +169,13 @@ impl Broker {
     /// The plaintext of a custody entry's current version.
     async fn custody_plaintext(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, BrokerError> {
         let entry = self.entry_in_use(name).await?;
-        custody::open(
-            &self.master,
-            &entry.entry.name,
-            entry.current.version,
-            &entry.current.sealed,
-        )
+        entry.open(&self.master)
     }
 
-    /// The management password of a PostgreSQL upstream, if it has one
-    /// (read each time: a rotated password is used by the next connection).
-    async fn management_password(
-        &self,
-        minter: &PostgresMinter,
-    ) -> Result<Option<Zeroizing<String>>, BrokerError> {
+    /// The management password of a PostgreSQL upstream, if it has one;
+    /// read when a connection is opened, so a rotated password is used by
+    /// the next one.
+    async fn management_password(&self, minter: &PostgresMinter) -> Result<Password, MintError> {
         let config = minter.config();
         let invalid = |reason: String| MintError::Config {
             upstream: config.name.clone(),
@@ -199,7 +191,10 @@ impl Broker {
                     .map_err(|_| invalid(format!("password_env {var} is not set")))?,
             )
         } else if let Some(entry) = &config.password_custody {
-            let bytes = self.custody_plaintext(entry).await?;
+            let bytes = self
+                .custody_plaintext(entry)
+                .await
+                .map_err(|e| invalid(format!("password_custody: {e}")))?;
             Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
                 invalid(format!(
                     "the password in custody entry {entry} is not UTF-8"
@@ -217,10 +212,7 @@ impl Broker {
     /// drops roles left from tasks that ended while the broker was down.
     pub(crate) async fn check_upstreams(&self) -> Result<(), BrokerError> {
         for minter in self.minters.all_postgres() {
-            let password = self.management_password(minter).await?;
-            minter
-                .check(password.as_deref().map(|p| p.as_str()))
-                .await?;
+            minter.check(|| self.management_password(minter)).await?;
         }
         self.reconcile_upstreams().await?;
         Ok(())
@@ -254,9 +246,8 @@ impl Broker {
                     return Err(BrokerError::InvalidTarget(format!("no upstream {name}")));
                 };
                 let level = scopes.first().map_or("", String::as_str);
-                let password = self.management_password(minter).await?;
                 let (pending, credential) = minter
-                    .create(level, expires_at, password.as_deref().map(|p| p.as_str()))
+                    .create(level, expires_at, || self.management_password(minter))
                     .await?;
                 let role = match &credential {
                     UpstreamCredential::Postgres { user, .. } => user.clone(),
@@ -345,9 +336,8 @@ impl Broker {
                 continue;
             };
             let handles: Vec<String> = grants.iter().map(|g| g.handle.clone()).collect();
-            let password = self.management_password(minter).await?;
             match minter
-                .drop_roles(&handles, password.as_deref().map(|p| p.as_str()))
+                .drop_roles(&handles, || self.management_password(minter))
                 .await
             {
                 Ok(gone) => released.extend(
@@ -401,12 +391,12 @@ impl Broker {
     pub async fn reconcile_upstreams(&self) -> Result<u64, BrokerError> {
         let mut dropped = 0;
         for minter in self.minters.all_postgres() {
-            let password = self.management_password(minter).await?;
-            let password = password.as_deref().map(|p| p.as_str());
             // INVARIANT: the roles are listed before the grants are read. A
             // role becomes visible only after its grant is committed, so
             // every role listed that has a live grant finds it.
-            let roles = minter.own_roles(password).await?;
+            let roles = minter
+                .own_roles(|| self.management_password(minter))
+                .await?;
             if roles.is_empty() {
                 continue;
             }
@@ -421,7 +411,10 @@ impl Broker {
             if orphans.is_empty() {
                 continue;
             }
-            let count = minter.drop_roles(&orphans, password).await?.len() as u64;
+            let count = minter
+                .drop_roles(&orphans, || self.management_password(minter))
+                .await?
+                .len() as u64;
             dropped += count;
             self.audit(
                 "upstream.reconcile",

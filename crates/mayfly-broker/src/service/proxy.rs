@@ -195,12 +195,7 @@ impl Broker {
                 decision.reason()
             )));
         }
-        let plaintext = custody::open(
-            &self.master,
-            &entry.entry.name,
-            entry.current.version,
-            &entry.current.sealed,
-        )?;
+        let plaintext = entry.open(&self.master)?;
         let secret = Zeroizing::new(String::from_utf8(plaintext.to_vec()).map_err(|_| {
             BrokerError::Internal(format!("custody entry {} is not text", entry.entry.name))
         })?);

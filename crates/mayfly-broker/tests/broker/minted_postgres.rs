@@ -522,7 +522,9 @@ fn no_role_survives_without_its_lease() {
     let minter = PostgresMinter::new(&config, "http://127.0.0.1:1").unwrap();
     target.used_by("http://127.0.0.1:1");
     let (pending, credential) = rt
-        .block_on(minter.create("read", super::harness::now() + 600, None))
+        .block_on(minter.create("read", super::harness::now() + 600, || {
+            std::future::ready(Ok(None))
+        }))
         .unwrap();
     let (role, _) = role_of(&credential);
     drop(pending);
@@ -558,8 +560,10 @@ fn no_role_survives_without_its_lease() {
     let config = target.config();
     let minter = PostgresMinter::new(&config, &h.url).unwrap();
     let (pending, credential) =
-        h.rt.block_on(minter.create("read", super::harness::now() + 600, None))
-            .unwrap();
+        h.rt.block_on(minter.create("read", super::harness::now() + 600, || {
+            std::future::ready(Ok(None))
+        }))
+        .unwrap();
     h.rt.block_on(minter.commit(pending)).unwrap();
     let (stray, _) = role_of(&credential);
     let foreign = format!("mayfly_foreign_{}", target.name);
