@@ -510,15 +510,19 @@ pub enum IdentitySource {
         /// The audience to ask for.
         audience: String,
     },
+    /// A local `mayfly serve`'s socket, which attests this process.
+    Local(PathBuf),
 }
 
 impl IdentitySource {
     /// Picks the source: an explicit file, else `MAYFLY_IDENTITY_TOKEN_FILE`,
     /// else `MAYFLY_IDENTITY_TOKEN`, else the GitHub Actions runner when
-    /// its variables are set.
+    /// its variables are set, else the local server's socket when it
+    /// exists.
     pub fn detect(
         file: Option<PathBuf>,
         github_audience: &str,
+        local_socket: Option<PathBuf>,
     ) -> Result<IdentitySource, ClientError> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         if let Some(file) = file.or_else(|| var("MAYFLY_IDENTITY_TOKEN_FILE").map(PathBuf::from)) {
@@ -537,9 +541,13 @@ impl IdentitySource {
                 audience: github_audience.to_owned(),
             });
         }
+        if let Some(socket) = local_socket.filter(|s| s.exists()) {
+            return Ok(IdentitySource::Local(socket));
+        }
         Err(ClientError::Identity(
             "no identity token: pass --identity-token-file, set MAYFLY_IDENTITY_TOKEN_FILE or MAYFLY_IDENTITY_TOKEN, \
-             or run inside GitHub Actions with `permissions: id-token: write`"
+             run inside GitHub Actions with `permissions: id-token: write`, \
+             or start `mayfly serve` on this machine (it attests local processes)"
                 .into(),
         ))
     }
@@ -579,6 +587,9 @@ impl IdentitySource {
                         )
                     })
             }
+            IdentitySource::Local(socket) => mayfly_attest::client::fetch_identity(socket)
+                .map(|identity| identity.identity_token)
+                .map_err(|e| ClientError::Identity(e.to_string())),
         }
     }
 }

@@ -103,6 +103,44 @@ impl LocalIssuer {
         }
     }
 
+    /// The `[[issuer]]` entries that trust local attestation: identity
+    /// tokens (`local:` workloads) and JWT-SVIDs of its trust domain, with
+    /// the attested facts as policy's workload tags.
+    pub fn attested_issuer_configs(attestor: &mayfly_attest::Attestor) -> [IssuerConfig; 2] {
+        let facts: Vec<String> = mayfly_attest::FACT_CLAIMS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let base = IssuerConfig {
+            name: "local-attested".into(),
+            issuer: Some(mayfly_attest::ATTESTED_ISSUER.into()),
+            preset: Some("local".into()),
+            audiences: vec![mayfly_attest::ATTESTED_AUDIENCE.into()],
+            algorithms: vec!["ES256".into()],
+            jwks_file: Some(attestor.jwks_path()),
+            jwks_uri: None,
+            workload: None,
+            tenant_claim: None,
+            tenant: Some("local".into()),
+            claims: facts,
+            trust_domain: None,
+            leeway_seconds: 30,
+            min_refresh_seconds: 30,
+        };
+        let spiffe = IssuerConfig {
+            name: "local-spiffe".into(),
+            issuer: Some(attestor.spiffe_issuer()),
+            preset: Some("spiffe".into()),
+            audiences: vec![
+                mayfly_attest::ATTESTED_AUDIENCE.into(),
+                attestor.spiffe_issuer(),
+            ],
+            trust_domain: Some(attestor.config().trust_domain.clone()),
+            ..base.clone()
+        };
+        [base, spiffe]
+    }
+
     /// Signs a workload JWT for `subject`, valid for `ttl` seconds, with
     /// extra claims.
     pub fn mint(

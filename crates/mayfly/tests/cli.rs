@@ -23,6 +23,8 @@ mod git;
 mod inject;
 #[path = "cli/inventory.rs"]
 mod inventory;
+#[path = "cli/local.rs"]
+mod local;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/server.rs"]

@@ -74,6 +74,8 @@ pub enum Preset {
     Kubernetes,
     /// SPIFFE JWT-SVIDs.
     Spiffe,
+    /// Mayfly's own local attestation (`mayfly serve`'s unix socket).
+    Local,
 }
 
 impl Preset {
@@ -83,9 +85,10 @@ impl Preset {
             "github-actions" => Preset::GithubActions,
             "kubernetes" => Preset::Kubernetes,
             "spiffe" => Preset::Spiffe,
+            "local" => Preset::Local,
             other => {
                 return Err(ConfigError::Invalid(format!(
-                    "unknown issuer preset {other:?}: use github-actions, kubernetes, spiffe or generic"
+                    "unknown issuer preset {other:?}: use github-actions, kubernetes, spiffe, local or generic"
                 )));
             }
         })
@@ -98,14 +101,18 @@ impl Preset {
             Preset::GithubActions => "github-actions",
             Preset::Kubernetes => "kubernetes",
             Preset::Spiffe => "spiffe",
+            Preset::Local => "local",
         }
     }
 
     /// The preset whose workload ids look like `id`, if any: SPIFFE IDs,
-    /// GitHub Actions' `repo:` ids and Kubernetes service accounts.
+    /// GitHub Actions' `repo:` ids, Kubernetes service accounts and
+    /// locally attested processes (`local:uid:...`).
     pub fn owning_shape(id: &str) -> Option<Preset> {
         if id.starts_with("spiffe://") {
             Some(Preset::Spiffe)
+        } else if id.starts_with("local:uid:") {
+            Some(Preset::Local)
         } else if id.starts_with("repo:") {
             Some(Preset::GithubActions)
         } else if id.starts_with("system:serviceaccount:") {
@@ -118,7 +125,7 @@ impl Preset {
     /// The workload id template when the config gives none.
     pub fn default_workload(self) -> &'static str {
         match self {
-            Preset::Generic | Preset::Spiffe => "{sub}",
+            Preset::Generic | Preset::Spiffe | Preset::Local => "{sub}",
             Preset::GithubActions => "repo:{repository}:ref:{ref}",
             Preset::Kubernetes => {
                 "system:serviceaccount:{kubernetes.io.namespace}:{kubernetes.io.serviceaccount.name}"
@@ -130,6 +137,18 @@ impl Preset {
     pub fn tag_claims(self) -> &'static [&'static str] {
         match self {
             Preset::Generic | Preset::Spiffe => &["sub"],
+            Preset::Local => &[
+                "sub",
+                "uid",
+                "gid",
+                "pid",
+                "exe",
+                "exe_sha256",
+                "cgroup",
+                "container_id",
+                "parent_exe",
+                "ancestor_exes",
+            ],
             Preset::GithubActions => &[
                 "sub",
                 "repository",

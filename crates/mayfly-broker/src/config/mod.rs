@@ -57,6 +57,8 @@ pub struct BrokerConfig {
     pub upstream: UpstreamConfig,
     /// Mayfly as an OpenID Connect provider for workload identity federation.
     pub federation: FederationConfig,
+    /// Local attestation on a unix socket (workstations).
+    pub local: mayfly_attest::AttestConfig,
     /// Trusted workload identity issuers.
     #[serde(rename = "issuer")]
     pub issuers: Vec<IssuerConfig>,
@@ -91,6 +93,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most connections open at once from one client address.
     pub max_connections_per_address: usize,
+}
+
+impl BrokerConfig {
+    /// Whether `mayfly serve` attests local processes: as configured, else
+    /// when no `[[issuer]]` is (a workstation).
+    pub fn local_attestation(&self) -> bool {
+        self.local.enabled.unwrap_or(self.issuers.is_empty())
+    }
 }
 
 impl Default for ServerConfig {
@@ -284,6 +294,9 @@ impl BrokerConfig {
 
     /// Checks ranges and cross-field rules.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.local
+            .check()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let t = &self.tokens;
         if t.default_ttl_seconds <= 0
             || t.max_ttl_seconds <= 0

@@ -34,13 +34,22 @@ pub struct IdentityArgs {
     /// Audience to request from the GitHub Actions token endpoint.
     #[arg(long, value_name = "AUD", default_value = "mayfly")]
     pub identity_audience: String,
+    /// The local server's socket, which attests this process when no token
+    /// is given [default: workload.sock in Mayfly's data directory].
+    #[arg(long, value_name = "PATH", env = "MAYFLY_LOCAL_SOCKET")]
+    pub local_socket: Option<PathBuf>,
 }
 
 impl IdentityArgs {
     pub fn source(&self) -> anyhow::Result<IdentitySource> {
+        let local_socket = match &self.local_socket {
+            Some(socket) => Some(socket.clone()),
+            None => data_dir().ok().map(|dir| dir.join("workload.sock")),
+        };
         Ok(IdentitySource::detect(
             self.identity_token_file.clone(),
             &self.identity_audience,
+            local_socket,
         )?)
     }
 }

@@ -1,13 +1,14 @@
 //! `mayfly identity mint`: workload JWTs from the local issuer, for trying
-//! the broker on one machine.
+//! the broker on one machine; `mayfly identity attest`: what the local
+//! server's socket attests about the calling process.
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use mayfly_broker::local_issuer::LocalIssuer;
 use mayfly_broker::{Clock as _, SystemClock};
 
-use crate::common::data_dir;
 use crate::common::outln;
+use crate::common::{data_dir, print_json};
 
 /// `mayfly identity`.
 #[derive(Debug, Subcommand)]
@@ -24,6 +25,16 @@ pub enum IdentityCommand {
         /// Extra claim NAME=VALUE (repeatable).
         #[arg(long = "claim", value_name = "NAME=VALUE")]
         claims: Vec<String>,
+    },
+    /// Show the identity a local `mayfly serve` attests for this process
+    /// (workload id, SPIFFE ID, the facts policy can test), as JSON.
+    Attest {
+        /// Also print the identity token.
+        #[arg(long)]
+        token: bool,
+        /// The local server's socket [default: workload.sock in Mayfly's data directory].
+        #[arg(long, value_name = "PATH", env = "MAYFLY_LOCAL_SOCKET")]
+        local_socket: Option<std::path::PathBuf>,
     },
 }
 
@@ -43,6 +54,30 @@ pub fn identity(command: IdentityCommand) -> anyhow::Result<u8> {
             }
             let local = LocalIssuer::new(&data_dir()?);
             outln!("{}", local.mint(&sub, ttl, extra, SystemClock.now())?)?;
+            Ok(0)
+        }
+        IdentityCommand::Attest {
+            token,
+            local_socket,
+        } => {
+            let socket = match local_socket {
+                Some(socket) => socket,
+                None => data_dir()?.join("workload.sock"),
+            };
+            let identity = mayfly_attest::client::fetch_identity(&socket)?;
+            let mut shown = serde_json::json!({
+                "workload": identity.workload,
+                "spiffe_id": identity.spiffe_id,
+                "expires_in": identity.expires_in,
+                "facts": identity.facts,
+            });
+            if token && let Some(object) = shown.as_object_mut() {
+                object.insert(
+                    "identity_token".into(),
+                    serde_json::Value::String(identity.identity_token),
+                );
+            }
+            print_json(&shown)?;
             Ok(0)
         }
     }

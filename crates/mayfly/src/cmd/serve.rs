@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use mayfly_attest::Attestor;
 use mayfly_broker::config::BrokerConfig;
 use mayfly_broker::local_issuer::LocalIssuer;
 use mayfly_broker::secrets::{AdminTokenOrigin, admin_token};
@@ -67,6 +68,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         Some(path) => BrokerConfig::load(path)?,
         None => BrokerConfig::default(),
     };
+    let attest = config.local_attestation();
     // A broker that trusts no issuer could verify nobody: on a workstation
     // (the embedded defaults, or a config that names no [[issuer]]) it
     // trusts the local identity issuer.
@@ -82,6 +84,20 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         config.proxy.extra_ca_file = Some(file.clone());
     }
     config.check()?;
+    let attestor = if attest {
+        let attestor = Attestor::open(&data_dir.join("local-attestor"), config.local.clone())?;
+        config
+            .issuers
+            .extend(LocalIssuer::attested_issuer_configs(&attestor));
+        Some(attestor)
+    } else {
+        None
+    };
+    let socket = config
+        .local
+        .socket
+        .clone()
+        .unwrap_or_else(|| data_dir.join("workload.sock"));
     let db = args.db.target()?;
     let (admin, admin_origin) = admin_token(&config, &data_dir)?;
     let paths = BrokerPaths {
@@ -98,6 +114,13 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             .map(|i| i.name.clone())
             .collect::<Vec<_>>()
             .join(", ");
+        let local = match attestor {
+            Some(attestor) => Some((
+                mayfly_attest::bind(&socket, config.local.group.as_deref())?,
+                attestor,
+            )),
+            None => None,
+        };
         let broker = Arc::new(Broker::open(config, &paths, &admin, Arc::new(SystemClock)).await?);
         let issuers = if issuers.is_empty() { "none" } else { &issuers };
         let admin_token = match &admin_origin {
@@ -112,7 +135,31 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             "mayfly serve: listening on {}; admin token in {admin_token}",
             broker.public_url()
         );
-        mayfly_broker::http::serve(broker, listener, shutdown_signal()).await?;
+        // One signal stops both servers.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let local = local.map(|(listener, attestor)| {
+            tracing::info!(
+                socket = %socket.display(),
+                "mayfly serve: attesting local processes on {}",
+                socket.display()
+            );
+            tokio::spawn(mayfly_attest::serve(
+                listener,
+                attestor,
+                until_stopped(stopped.clone()),
+            ))
+        });
+        mayfly_broker::http::serve(broker, listener, until_stopped(stopped)).await?;
+        if let Some(local) = local {
+            local.await??;
+        }
         tracing::info!("mayfly serve: stopped");
         anyhow::Ok(0)
     })

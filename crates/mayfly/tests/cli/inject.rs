@@ -528,3 +528,71 @@ print(first, "|", ask())
     );
     assert_eq!(api.requests().len(), 2);
 }
+
+/// On a workstation with no issuer set up: `mayfly serve`, a key taken
+/// into custody, and `mayfly run --inject` with no identity token given
+/// (the local socket attests it); the official SDK gets its answer and
+/// never the key.
+#[test]
+fn a_workstation_injects_with_no_issuer_and_no_token() {
+    require_sdks();
+    let ws = Workspace::new();
+    let certs = ws.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let api = FakeApi::start(&certs);
+    let ca = certs.join("ca.pem");
+    let server = serve_with(
+        &ws,
+        None,
+        free_port(),
+        &["--proxy-ca-file", ca.to_str().unwrap()],
+    );
+    let upstream = format!("https://localhost:{}", api.port);
+    let bare = || {
+        let mut cmd = ws.mayfly();
+        cmd.env("MAYFLY_SERVER", &server.url)
+            .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+            .env_remove("MAYFLY_IDENTITY_TOKEN")
+            .env_remove("MAYFLY_LOCAL_SOCKET")
+            .env_remove("MAYFLY_ADMIN_TOKEN")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
+        cmd
+    };
+    let (code, _, err) = stdout_of(
+        bare()
+            .args([
+                "custody",
+                "add",
+                "openai",
+                "--provider",
+                "openai",
+                "--owner",
+                "me",
+            ])
+            .args(["--upstream", &upstream, "--from-env", "REAL_OPENAI_KEY"])
+            .env("REAL_OPENAI_KEY", OPENAI),
+    );
+    assert_eq!(code, 0, "{err}");
+    let agent = "import openai, os; \
+        r = openai.OpenAI(max_retries=0).chat.completions.create(model='gpt-4o-mini', messages=[{'role': 'user', 'content': 'hi'}]); \
+        print(r.choices[0].message.content, '|', os.environ['OPENAI_API_KEY'][:13])";
+    let (code, out, err) = stdout_of(bare().args([
+        "run",
+        "--inject",
+        "openai",
+        "--purpose",
+        "agent",
+        "--owner",
+        "me",
+        "--",
+        "python3",
+        "-c",
+        agent,
+    ]));
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert_eq!(out.trim(), "Hello from the real key | mayfly-relay-");
+    assert!(!out.contains(OPENAI) && !err.contains(OPENAI));
+    let requests = api.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["real_key"], true);
+}
