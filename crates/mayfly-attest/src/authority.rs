@@ -208,6 +208,20 @@ impl FrameRewriter {
     }
 }
 
+/// The shim over `data` as a client's bytes after the preface, fed in
+/// pieces of the sizes its first byte picks.
+pub(crate) fn fuzz(data: &[u8]) {
+    let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut rewriter = FrameRewriter::default();
+    let mut buffer = PREFACE.to_vec();
+    for piece in data.chunks(step) {
+        buffer.extend_from_slice(piece);
+        if rewriter.take(&mut buffer).is_err() {
+            return;
+        }
+    }
+}
+
 /// The header block fragment of a HEADERS frame, without its padding and
 /// priority fields.
 fn headers_fragment(payload: &[u8], flags: u8) -> std::io::Result<&[u8]> {

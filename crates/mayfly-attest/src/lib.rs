@@ -29,3 +29,12 @@ pub use attestor::{ATTESTED_AUDIENCE, ATTESTED_ISSUER, Attestor, AttestorError, 
 pub use config::{AttestConfig, ConfigError};
 pub use peer::{AttestError, ExeHashes, Peer, PeerFacts};
 pub use socket::{SocketError, bind, serve};
+
+/// Feeds untrusted bytes to every parser of the local socket (the HTTP/2
+/// frame shim and the Workload API's gRPC messages), for the fuzz target:
+/// whatever the bytes, they must return, never panic.
+#[doc(hidden)]
+pub fn fuzz_local_socket(data: &[u8]) {
+    authority::fuzz(data);
+    workload_api::fuzz(data);
+}

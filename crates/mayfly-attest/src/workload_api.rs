@@ -333,6 +333,13 @@ fn validate_jwt_svid(
     Ok(ok_response(frame(&response), false))
 }
 
+/// Every request message's decoder over `data`.
+pub(crate) fn fuzz(data: &[u8]) {
+    let _ = unframe::<JwtSvidRequest>(data);
+    let _ = unframe::<ValidateJwtSvidRequest>(data);
+    let _ = encode_message(&String::from_utf8_lossy(data));
+}
+
 fn to_struct(map: serde_json::Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
         fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),

@@ -9,6 +9,7 @@
 mod env_file;
 mod mcp;
 mod patch;
+pub mod servers;
 
 use std::path::Path;
 

@@ -8,6 +8,7 @@ use crate::cmd::custody::CustodyCommand;
 use crate::cmd::govern::GovernArgs;
 use crate::cmd::identity::IdentityCommand;
 use crate::cmd::inventory::InventoryArgs;
+use crate::cmd::mcp::McpCommand;
 use crate::cmd::migrate::MigrateArgs;
 use crate::cmd::policy::PolicyCommand;
 use crate::cmd::report::ReportArgs;
@@ -16,8 +17,8 @@ use crate::cmd::run::RunArgs;
 use crate::cmd::scan::ScanArgs;
 use crate::cmd::serve::ServeArgs;
 use crate::cmd::{
-    audit, client, custody, govern, identity, inventory, migrate, policy, report, rules, run, scan,
-    serve,
+    audit, client, custody, govern, identity, inventory, mcp, migrate, policy, report, rules, run,
+    scan, serve,
 };
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
@@ -87,6 +88,10 @@ enum Command {
     /// unless --apply. Other copies are listed to delete by hand, and the
     /// secret must then be rotated (`mayfly govern plan` says so).
     Migrate(Box<MigrateArgs>),
+    /// MCP servers on this machine: list them with the credentials they
+    /// hold, wrap them so the keys live in custody, unwrap them.
+    #[command(subcommand)]
+    Mcp(McpCommand),
     /// Print a completion script for a shell: bash, zsh, fish, elvish or powershell.
     ///
     /// bash: `mayfly completions bash > ~/.local/share/bash-completion/completions/mayfly`
@@ -115,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(args),
         Command::Custody(command) => custody::custody(command),
         Command::Migrate(args) => migrate::migrate(*args),
+        Command::Mcp(command) => mcp::mcp(command),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "mayfly", &mut std::io::stdout().lock());

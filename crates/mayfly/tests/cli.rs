@@ -25,6 +25,8 @@ mod inject;
 mod inventory;
 #[path = "cli/local.rs"]
 mod local;
+#[path = "cli/mcp.rs"]
+mod mcp;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/server.rs"]

@@ -143,7 +143,7 @@ fn plan_copy(location: &LocationRow, host: &str, secret: &str, wrapper: &Wrapper
 /// Writes `text` over `path` atomically (a temporary file beside it,
 /// renamed), keeping its permissions; the old content goes to a backup
 /// beside it (mode 0600: it holds the secret) unless `backup` is false.
-fn write_atomically(
+pub(crate) fn write_atomically(
     path: &Path,
     expected: &str,
     text: &str,

@@ -115,10 +115,16 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<u8> {
             .collect::<Vec<_>>()
             .join(", ");
         let local = match attestor {
-            Some(attestor) => Some((
-                mayfly_attest::bind(&socket, config.local.group.as_deref())?,
-                attestor,
-            )),
+            Some(attestor) => match mayfly_attest::bind(&socket, config.local.group.as_deref()) {
+                Ok(listener) => Some((listener, attestor)),
+                // On by default only: a second broker on this data
+                // directory serves without it; asked for, it is an error.
+                Err(e @ mayfly_attest::SocketError::InUse(_)) if config.local.enabled.is_none() => {
+                    tracing::warn!("mayfly serve: not attesting local processes: {e}");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => None,
         };
         let broker = Arc::new(Broker::open(config, &paths, &admin, Arc::new(SystemClock)).await?);

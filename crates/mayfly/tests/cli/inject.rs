@@ -19,7 +19,7 @@ const ANTHROPIC: &str = "sk-ant-api03-Zq8XgT1mB4vR7nK2pL9wY6sD3fH5jC0aE8uI1oN4tQ
 const SHOW_ENV: &str =
     "import os; print(os.environ['OPENAI_API_KEY'][:13], os.environ['OPENAI_BASE_URL'][:16])";
 
-fn data(name: &str) -> PathBuf {
+pub fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/sdk")
         .join(name)
@@ -27,7 +27,7 @@ fn data(name: &str) -> PathBuf {
 
 /// The SDKs are installed by `scripts/test`; without them this test
 /// cannot say anything, so it fails and says how to get them.
-fn require_sdks() {
+pub fn require_sdks() {
     let ok = StdCommand::new("python3")
         .args(["-c", "import openai, anthropic"])
         .status()
@@ -39,9 +39,9 @@ fn require_sdks() {
 }
 
 /// The fake provider API, killed on drop.
-struct FakeApi {
+pub struct FakeApi {
     child: Child,
-    port: u16,
+    pub port: u16,
     log: PathBuf,
 }
 
@@ -53,7 +53,7 @@ impl Drop for FakeApi {
 }
 
 impl FakeApi {
-    fn start(dir: &Path) -> FakeApi {
+    pub fn start(dir: &Path) -> FakeApi {
         let status = StdCommand::new(data("make-test-ca.sh"))
             .arg(dir)
             .status()
@@ -78,7 +78,7 @@ impl FakeApi {
         }
     }
 
-    fn requests(&self) -> Vec<Value> {
+    pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

@@ -335,12 +335,19 @@ fn unsafe_or_busy_sockets_are_refused_at_start() {
     );
     assert!(!open_dir.join("w.sock").exists());
 
+    // A second broker on the same data directory serves without the
+    // socket when attestation is on by default, and refuses to start when
+    // it was asked for.
     let _first = serve(&ws, None);
-    let (code, _, err) =
-        stdout_of(
-            ws.mayfly()
-                .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())]),
-        );
+    let _second = serve(&ws, None);
+    std::fs::write(&config, "[local]\nenabled = true\n").unwrap();
+    let (code, _, err) = stdout_of(ws.mayfly().args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--config",
+        config.to_str().unwrap(),
+    ]));
     assert_ne!(code, 0);
     assert!(err.contains("already listens"), "{err}");
 }

@@ -25,6 +25,8 @@ pub(super) struct Injected {
     pub(super) env: Vec<(String, String)>,
     /// Variables CMD must not inherit.
     pub(super) env_remove: Vec<&'static str>,
+    /// The key CMD presents to the relay (good only there).
+    pub(super) local_key: String,
     /// Keeps the tokens fresh.
     pub(super) refresher: tokio::task::JoinHandle<()>,
 }
@@ -220,6 +222,7 @@ pub(super) async fn start(
     Ok(Injected {
         relay,
         env,
+        local_key,
         env_remove: if intercept.is_some() {
             BYPASS_VARIABLES.to_vec()
         } else {

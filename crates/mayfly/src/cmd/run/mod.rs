@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// other host is tunnelled untouched.
     #[arg(long, requires = "inject")]
     pub intercept: bool,
+    /// Also put the relay's key in this variable (repeatable), for a tool
+    /// that reads its key from a variable of its own (an MCP server's
+    /// GITHUB_PERSONAL_ACCESS_TOKEN...).
+    #[arg(long = "key-var", value_name = "NAME", requires = "inject")]
+    pub key_vars: Vec<String>,
     /// Scopes of the --audience credential, space-separated.
     #[arg(long)]
     pub scope: Option<String>,
@@ -348,6 +353,9 @@ async fn run_in_task(
         }
         for (name, value) in &injected.env {
             command.env(name, value);
+        }
+        for name in &args.key_vars {
+            command.env(name, &injected.local_key);
         }
         background.push(injected.refresher);
         Some(injected.relay)

@@ -1,0 +1,272 @@
+//! `mayfly mcp list | wrap | unwrap` on a fake home with Claude Desktop,
+//! Cursor and VS Code configurations holding keys: the wrapped servers (a
+//! real MCP server built with the official Python SDK, started by the
+//! official SDK's stdio client exactly as the configuration says) still
+//! work, with the key only in custody; on SQLite and PostgreSQL.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+
+use serde_json::{Value, json};
+
+use crate::common::{GITHUB, OPENAI, Workspace, json_of, stdout_of};
+use crate::inject::{FakeApi, require_sdks};
+use crate::server::{Server, free_port, serve_with};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/mcp")
+        .join(name)
+}
+
+fn require_mcp() {
+    let ok = StdCommand::new("python3")
+        .args(["-c", "import mcp"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the mcp Python package is missing: run scripts/test (it installs it)"
+    );
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The fake home: Claude Desktop and Cursor run the assistant server with
+/// the OpenAI key in env; Claude Desktop also has a remote server with a
+/// token in a header; VS Code's JSONC file holds a key too.
+fn fake_home(home: &Path, api_port: u16, ca: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let server = data("assistant_server.py");
+    let assistant = json!({
+        "command": "python3",
+        "args": [server],
+        "env": {
+            "OPENAI_API_KEY": OPENAI,
+            "OPENAI_BASE_URL": format!("https://localhost:{api_port}/v1"),
+            "SSL_CERT_FILE": ca,
+        }
+    });
+    let claude = home.join(".config/Claude/claude_desktop_config.json");
+    write(
+        &claude,
+        &serde_json::to_string_pretty(&json!({"mcpServers": {
+            "assistant": assistant,
+            "github": {"url": "https://api.githubcopilot.com/mcp/", "headers": {"Authorization": format!("Bearer {GITHUB}")}},
+            "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]}
+        }}))
+        .unwrap(),
+    );
+    let cursor = home.join(".cursor/mcp.json");
+    write(
+        &cursor,
+        &serde_json::to_string_pretty(&json!({"mcpServers": {"assistant": assistant}})).unwrap(),
+    );
+    let vscode = home.join(".config/Code/User/mcp.json");
+    write(
+        &vscode,
+        &format!(
+            "{{\n  // my servers\n  \"servers\": {{\n    \"gh\": {{\"type\": \"stdio\", \"command\": \"gh-mcp\", \"env\": {{\"GITHUB_TOKEN\": \"{GITHUB}\"}},}},\n  }},\n}}\n"
+        ),
+    );
+    (claude, cursor, vscode)
+}
+
+/// The assistant's `ask` tool through the official SDK's stdio client.
+fn ask(config: &Path, home: &Path) -> Value {
+    let output = StdCommand::new("python3")
+        .arg(data("stdio_client.py"))
+        .arg(config)
+        .args(["mcpServers", "assistant", "ask", r#"{"question": "hi"}"#])
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn mcp(ws: &Workspace, server: &Server, command: &str, home: &Path) -> assert_cmd::Command {
+    let mut cmd = ws.mayfly();
+    cmd.env("MAYFLY_SERVER", &server.url)
+        .env_remove("MAYFLY_ADMIN_TOKEN")
+        .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+        .args(["mcp", command, "--home"])
+        .arg(home);
+    cmd
+}
+
+fn wrap_and_unwrap(db: Option<&str>) {
+    require_sdks();
+    require_mcp();
+    let ws = Workspace::new();
+    let certs = ws.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let api = FakeApi::start(&certs);
+    let ca = certs.join("ca.pem");
+    let mut extra = vec!["--proxy-ca-file", ca.to_str().unwrap()];
+    if let Some(db) = db {
+        extra.extend(["--db", db]);
+    }
+    let server = serve_with(&ws, None, free_port(), &extra);
+    let home = ws.dir.path().join("fakehome");
+    let (claude, cursor, vscode) = fake_home(&home, api.port, &ca);
+    let originals: Vec<String> = [&claude, &cursor, &vscode]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+
+    // Before: the server works with the key in its config.
+    let before = ask(&claude, &home);
+    assert_eq!(
+        before["result"],
+        format!("Hello from the real key | {}", &OPENAI[..13])
+    );
+
+    // list: every server, credentials by fingerprint, never the value.
+    let (code, out, err) = stdout_of(mcp(&ws, &server, "list", &home).args(["--json"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(OPENAI) && !out.contains(GITHUB), "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let files = listed.as_array().unwrap();
+    assert_eq!(files.len(), 3, "{listed}");
+    let claude_file = files
+        .iter()
+        .find(|f| f["client"] == "Claude Desktop")
+        .unwrap();
+    let servers = claude_file["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 3);
+    let assistant = servers.iter().find(|s| s["name"] == "assistant").unwrap();
+    assert_eq!(assistant["transport"]["kind"], "stdio");
+    assert_eq!(
+        assistant["credentials"][0]["place"],
+        json!({"in": "env", "name": "OPENAI_API_KEY"})
+    );
+    let github = servers.iter().find(|s| s["name"] == "github").unwrap();
+    assert_eq!(github["transport"]["kind"], "remote");
+    assert_eq!(github["credentials"][0]["place"]["in"], "header");
+    let files_server = servers.iter().find(|s| s["name"] == "files").unwrap();
+    assert!(files_server["credentials"].as_array().unwrap().is_empty());
+    let vscode_file = files.iter().find(|f| f["client"] == "VS Code").unwrap();
+    assert_eq!(
+        vscode_file["servers"][0]["credentials"][0]["provider"], "GitHub",
+        "{vscode_file}"
+    );
+    let (code, text, _) = stdout_of(&mut mcp(&ws, &server, "list", &home));
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("Cursor") && text.contains("env OPENAI_API_KEY") && !text.contains(OPENAI),
+        "{text}"
+    );
+
+    let upstream = format!("openai=https://localhost:{}", api.port);
+    let wrap = |apply: bool| {
+        let mut cmd = mcp(&ws, &server, "wrap", &home);
+        cmd.args(["--owner", "me", "--upstream", &upstream]);
+        if apply {
+            cmd.arg("--apply");
+        }
+        stdout_of(&mut cmd)
+    };
+    // A dry run shows the change, redacted, and writes nothing.
+    let (code, out, err) = wrap(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mayfly run --inject") && !out.contains(OPENAI),
+        "{out}"
+    );
+    assert!(
+        out.contains("remote server") && out.contains("JSONC"),
+        "{out}"
+    );
+    assert!(err.contains("dry run"), "{err}");
+    assert_eq!(std::fs::read_to_string(&claude).unwrap(), originals[0]);
+
+    let (code, out, err) = wrap(true);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(!out.contains(OPENAI) && !err.contains(OPENAI));
+    for (path, original) in [(&claude, &originals[0]), (&cursor, &originals[1])] {
+        let now = std::fs::read_to_string(path).unwrap();
+        assert!(!now.contains(OPENAI), "{now}");
+        let backup = PathBuf::from(format!("{}.mayfly-wrap", path.display()));
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let kept: Value = serde_json::from_str(&std::fs::read_to_string(&backup).unwrap()).unwrap();
+        assert_eq!(&kept["original"], original.as_str());
+    }
+    // The JSONC file and the remote server's header are left as they were.
+    assert_eq!(std::fs::read_to_string(&vscode).unwrap(), originals[2]);
+    assert!(std::fs::read_to_string(&claude).unwrap().contains(GITHUB));
+    // One key in two files is one custody entry.
+    let (code, entries) = json_of(
+        ws.mayfly()
+            .env("MAYFLY_SERVER", &server.url)
+            .env_remove("MAYFLY_ADMIN_TOKEN")
+            .args(["custody", "list", "--json"]),
+    );
+    assert_eq!(code, 0, "{entries}");
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0]["name"].as_str().unwrap().starts_with("openai-"));
+
+    // After: both clients still work, the server never holds the key.
+    for config in [&claude, &cursor] {
+        let after = ask(config, &home);
+        assert_eq!(
+            after["result"], "Hello from the real key | mayfly-relay-",
+            "{after}"
+        );
+        assert_eq!(after["tools"], json!(["ask"]));
+    }
+    let requests = api.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests.iter().all(|r| r["real_key"] == true));
+    // Wrapping again changes nothing.
+    let (code, out, _) = wrap(false);
+    assert_eq!(code, 0);
+    assert!(out.contains("already wrapped"), "{out}");
+
+    // unwrap restores the files exactly.
+    let (code, out, err) = stdout_of(mcp(&ws, &server, "unwrap", &home).args(["--apply"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(OPENAI), "{out}");
+    for (path, original) in [(&claude, &originals[0]), (&cursor, &originals[1])] {
+        assert_eq!(&std::fs::read_to_string(path).unwrap(), original);
+        assert!(!PathBuf::from(format!("{}.mayfly-wrap", path.display())).exists());
+    }
+}
+
+#[test]
+fn wrapped_mcp_servers_keep_working_without_their_keys_on_sqlite() {
+    wrap_and_unwrap(None);
+}
+
+#[test]
+fn wrapped_mcp_servers_keep_working_without_their_keys_on_postgres() {
+    let (url, _db) = crate::inventory::postgres_database();
+    wrap_and_unwrap(Some(&url));
+}
+
+/// A configuration changed after wrap is not overwritten by unwrap.
+#[test]
+fn unwrap_leaves_a_file_edited_since() {
+    let ws = Workspace::new();
+    let server = serve_with(&ws, None, free_port(), &[]);
+    let home = ws.dir.path().join("fakehome");
+    let cursor = home.join(".cursor/mcp.json");
+    write(&cursor, "{\"mcpServers\": {}}\n");
+    write(
+        &PathBuf::from(format!("{}.mayfly-wrap", cursor.display())),
+        &json!({"original": "{}", "wrapped_sha256": "00"}).to_string(),
+    );
+    let (code, out, _) = stdout_of(mcp(&ws, &server, "unwrap", &home).args(["--apply"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("changed since mayfly mcp wrap"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&cursor).unwrap(),
+        "{\"mcpServers\": {}}\n"
+    );
+}
