@@ -253,6 +253,38 @@ impl Client {
         )
     }
 
+    /// Decides calls through the MCP gate, with the gate's access token.
+    pub fn mcp_decide(
+        &self,
+        access_token: &str,
+        calls: &[crate::service::McpCall],
+    ) -> Result<Vec<crate::service::McpDecision>, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            decisions: Vec<crate::service::McpDecision>,
+        }
+        let answer: Answer = self.post_json(
+            "/v1/mcp/decide",
+            access_token,
+            &serde_json::json!({"calls": calls}),
+        )?;
+        Ok(answer.decisions)
+    }
+
+    /// Reports finished calls through the MCP gate (one audit event each).
+    pub fn mcp_record(
+        &self,
+        access_token: &str,
+        records: &[crate::service::McpRecord],
+    ) -> Result<(), ClientError> {
+        let _: Value = self.post_json(
+            "/v1/mcp/record",
+            access_token,
+            &serde_json::json!({"records": records}),
+        )?;
+        Ok(())
+    }
+
     /// Shows a task with its credentials.
     pub fn show_task(&self, bearer: &str, id: &str) -> Result<TaskView, ClientError> {
         self.get(&format!("/v1/tasks/{id}"), bearer)

@@ -6,6 +6,7 @@
 
 mod custody;
 pub mod error;
+mod mcp;
 mod proxy;
 pub mod server;
 
@@ -94,6 +95,8 @@ pub fn app(broker: Shared) -> Router {
         )
         .route("/v1/admin/custody/{name}/rotate", post(custody::rotate))
         .route("/v1/custody/{name}", get(custody::usage))
+        .route("/v1/mcp/decide", post(mcp::decide))
+        .route("/v1/mcp/record", post(mcp::record))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -6,7 +6,10 @@ use cedar_policy::{
     RestrictedExpression,
 };
 
-use super::{Action, Decision, Policies, PolicyEngine, PolicyRequest, SOURCE_IP_CACHE, UseRequest};
+use super::{
+    Action, Decision, McpRequest, Policies, PolicyEngine, PolicyRequest, SOURCE_IP_CACHE,
+    UseRequest,
+};
 use crate::identity::Workload;
 
 fn text(s: &str) -> RestrictedExpression {
@@ -41,6 +44,41 @@ impl PolicyEngine {
     pub fn decide_use(&self, policies: &Policies, req: &UseRequest<'_>) -> Decision {
         self.try_decide_use(policies, req)
             .unwrap_or_else(Decision::error)
+    }
+
+    /// Decides one JSON-RPC call through the MCP gate (action `mcp`).
+    pub fn decide_mcp(&self, policies: &Policies, req: &McpRequest<'_>) -> Decision {
+        self.try_decide_mcp(policies, req)
+            .unwrap_or_else(Decision::error)
+    }
+
+    fn try_decide_mcp(
+        &self,
+        policies: &Policies,
+        req: &McpRequest<'_>,
+    ) -> Result<Decision, String> {
+        let (principal, entities) = self.principal(req.workload)?;
+        let resource =
+            EntityUid::from_type_name_and_id(self.mcp_type.clone(), EntityId::new(req.server));
+        let context = Context::from_pairs([
+            ("method".to_owned(), text(req.method)),
+            ("tool".to_owned(), text(req.tool)),
+            ("target".to_owned(), text(req.target)),
+            ("task".to_owned(), text(req.task_id)),
+            ("purpose".to_owned(), text(req.task.purpose)),
+            ("owner".to_owned(), text(req.task.owner)),
+            ("tenant".to_owned(), text(req.task.tenant)),
+            ("time".to_owned(), RestrictedExpression::new_long(req.now)),
+            (
+                "hour".to_owned(),
+                RestrictedExpression::new_long(req.now.rem_euclid(86_400) / 3600),
+            ),
+            ("source_ip".to_owned(), self.source_ip(req.source_ip)),
+        ])
+        .map_err(|e| e.to_string())?;
+        let request = Request::new(principal, self.actions[3].clone(), resource, context, None)
+            .map_err(|e| e.to_string())?;
+        self.answer(policies, &request, entities)
     }
 
     /// The workload as a Cedar principal, in its issuer, with its tags.

@@ -19,7 +19,7 @@ use cedar_policy::{
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
-pub use self::request::{Action, PolicyRequest, TaskFacts, UseRequest};
+pub use self::request::{Action, McpRequest, PolicyRequest, TaskFacts, UseRequest};
 #[cfg(test)]
 use crate::identity::Workload;
 
@@ -119,8 +119,9 @@ pub struct PolicyEngine {
     workload_type: EntityTypeName,
     issuer_type: EntityTypeName,
     resource_type: EntityTypeName,
-    actions: [EntityUid; 3],
+    actions: [EntityUid; 4],
     custody_type: EntityTypeName,
+    mcp_type: EntityTypeName,
     /// `ip("...")` of recent callers' addresses: cedar-policy parses the
     /// extension's name each time it builds one, which costs more than the
     /// rest of a decision; callers come from few addresses.
@@ -158,8 +159,10 @@ impl PolicyEngine {
                 action(Action::StartTask.as_str()),
                 action(Action::Exchange.as_str()),
                 action("use"),
+                action("mcp"),
             ],
             custody_type: type_name("Custody")?,
+            mcp_type: type_name("McpServer")?,
             source_ips: Mutex::new(HashMap::new()),
         })
     }

@@ -1,6 +1,7 @@
 //! The facts policy decides on: a task start or an exchange
-//! ([`PolicyRequest`]), or one request through the injecting proxy
-//! ([`UseRequest`]).
+//! ([`PolicyRequest`]), one request through the injecting proxy
+//! ([`UseRequest`]), or one JSON-RPC call through the MCP gate
+//! ([`McpRequest`]).
 
 use mayfly_store::TaskRecord;
 
@@ -103,5 +104,29 @@ pub struct UseRequest<'a> {
     /// Whether the credential is DPoP-bound.
     pub dpop: bool,
     /// The caller's IP address.
+    pub source_ip: &'a str,
+}
+
+/// One JSON-RPC call through the MCP gate: may this workload's task make
+/// it on this server now?
+#[derive(Debug, Clone)]
+pub struct McpRequest<'a> {
+    /// Who asks.
+    pub workload: &'a Workload,
+    /// The server (the gate credential's audience).
+    pub server: &'a str,
+    /// The JSON-RPC method.
+    pub method: &'a str,
+    /// The tool (`tools/call`), or "".
+    pub tool: &'a str,
+    /// The resource URI or prompt name, or "".
+    pub target: &'a str,
+    /// The credential's task id.
+    pub task_id: &'a str,
+    /// That task.
+    pub task: TaskFacts<'a>,
+    /// Now.
+    pub now: i64,
+    /// The gate's address.
     pub source_ip: &'a str,
 }

@@ -270,3 +270,176 @@ fn unwrap_leaves_a_file_edited_since() {
         "{\"mcpServers\": {}}\n"
     );
 }
+
+/// Policies for the gate tests: the defaults' task and exchange permits,
+/// every MCP call, except deleting repositories on the github server.
+const GATE_POLICY: &str = r#"
+@id("start") permit (principal, action == Action::"start_task", resource);
+@id("exchange") permit (principal, action == Action::"exchange", resource)
+when { context.audiences.contains(context.audience) };
+@id("mcp-calls") permit (principal, action == Action::"mcp", resource);
+@id("no-repository-deletes")
+forbid (principal, action == Action::"mcp", resource == McpServer::"urn:mayfly:mcp:github")
+when { context.method == "tools/call" && context.tool == "delete_repository" };
+"#;
+
+fn gated_broker(ws: &Workspace, db: Option<&str>) -> Server {
+    let policies = ws.dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("gate.cedar"), GATE_POLICY).unwrap();
+    let config = ws.dir.path().join("mayfly.toml");
+    std::fs::write(
+        &config,
+        format!("[policy]\ndir = {:?}\n", policies.display().to_string()),
+    )
+    .unwrap();
+    let mut extra = vec!["--config".to_owned(), config.display().to_string()];
+    if let Some(db) = db {
+        extra.extend(["--db".to_owned(), db.to_owned()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    serve_with(ws, None, free_port(), &extra)
+}
+
+/// The stdio gate with the official SDK's client and server: denied tools
+/// are not listed and their calls get an error; every call is audited
+/// without its arguments.
+fn gate(db: Option<&str>) {
+    require_mcp();
+    let ws = Workspace::new();
+    let server = gated_broker(&ws, db);
+    let mayfly = assert_cmd::cargo::cargo_bin("mayfly");
+    let entry = json!({
+        "command": mayfly,
+        "args": ["run", "--mcp-gate", "github", "--purpose", "triage", "--owner", "me", "--",
+                 "python3", data("issues_server.py")],
+        "env": {
+            "MAYFLY_SERVER": server.url,
+            "MAYFLY_LOCAL_SOCKET": ws.dir.path().join("home/workload.sock"),
+            "MAYFLY_HOME": ws.dir.path().join("home"),
+        }
+    });
+    let output = StdCommand::new("python3")
+        .arg(data("gate_client.py"))
+        .arg(entry.to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["tools"], json!(["search_issues"]), "{seen}");
+    assert_eq!(
+        seen["search_issues"]["text"], "3 issues match bug",
+        "{seen}"
+    );
+    let denied = seen["delete_repository"]["error"].as_str().unwrap();
+    assert!(
+        denied.contains("Mayfly policy denies tools/call delete_repository")
+            && denied.contains("no-repository-deletes"),
+        "{denied}"
+    );
+    assert_eq!(seen["search_again"]["text"], "3 issues match flaky");
+
+    // One audit event per call: tool and decision, never the arguments.
+    let (code, events) = json_of(
+        ws.mayfly()
+            .args(["audit", "tail", "-n", "50", "--format", "json"])
+            .args(db.map(|d| vec!["--db", d]).unwrap_or_default()),
+    );
+    assert_eq!(code, 0, "{events}");
+    let calls: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mcp.call")
+        .collect();
+    let tool_calls: Vec<(&str, &str)> = calls
+        .iter()
+        .filter(|e| e["data"]["method"] == "tools/call")
+        .map(|e| {
+            (
+                e["data"]["tool"].as_str().unwrap(),
+                e["data"]["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tool_calls,
+        vec![
+            ("search_issues", "allowed"),
+            ("delete_repository", "denied"),
+            ("search_issues", "allowed")
+        ],
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|e| e["data"]["method"] == "tools/list"));
+    let text = events.to_string();
+    assert!(
+        !text.contains("flaky") && !text.contains("\"web\""),
+        "{text}"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|e| e["data"]["server"] == "urn:mayfly:mcp:github")
+    );
+}
+
+#[test]
+fn the_mcp_gate_decides_each_call_on_sqlite() {
+    gate(None);
+}
+
+#[test]
+fn the_mcp_gate_decides_each_call_on_postgres() {
+    let (url, _db) = crate::inventory::postgres_database();
+    gate(Some(&url));
+}
+
+/// A line that is not JSON-RPC gets a parse error, and the gate goes on.
+#[test]
+fn the_mcp_gate_answers_garbage_with_a_parse_error() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let ws = Workspace::new();
+    let server = gated_broker(&ws, None);
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("mayfly"))
+        .args([
+            "run",
+            "--mcp-gate",
+            "github",
+            "--purpose",
+            "p",
+            "--owner",
+            "me",
+            "--",
+        ])
+        .args([
+            "python3",
+            "-c",
+            "import sys\nfor line in sys.stdin: print(line.strip(), flush=True)",
+        ])
+        .env("MAYFLY_SERVER", &server.url)
+        .env("MAYFLY_HOME", ws.dir.path().join("home"))
+        .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    stdin.write_all(b"this is not json\n").unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let error: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(error["error"]["code"], -32700, "{line}");
+    // A notification goes through to the (echoing) server untouched.
+    stdin
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
+        .unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("notifications/initialized"), "{line}");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}

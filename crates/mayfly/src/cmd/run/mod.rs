@@ -7,6 +7,7 @@
 //! [`federate`]).
 
 mod federate;
+mod gate;
 mod inject;
 mod minted;
 mod process;
@@ -32,7 +33,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub owner: Option<String>,
     /// The audience of a credential CMD gets in $MAYFLY_TOKEN.
-    #[arg(long, required_unless_present_any = ["inject", "federate"])]
+    #[arg(long, required_unless_present_any = ["inject", "federate", "mcp_gate"])]
     pub audience: Option<String>,
     /// Secrets in custody CMD may use through a local relay, comma-separated:
     /// CMD gets its SDK's base-URL and key variables (OPENAI_BASE_URL and
@@ -69,6 +70,12 @@ pub struct RunArgs {
     /// GITHUB_PERSONAL_ACCESS_TOKEN...).
     #[arg(long = "key-var", value_name = "NAME", requires = "inject")]
     pub key_vars: Vec<String>,
+    /// CMD is an MCP server on stdio: stand between it and the client, and
+    /// let each JSON-RPC request through only if policy allows it (action
+    /// "mcp", resource McpServer::"urn:mayfly:mcp:NAME"); denied calls get
+    /// a JSON-RPC error, tools/list answers list only the allowed tools.
+    #[arg(long, value_name = "NAME")]
+    pub mcp_gate: Option<String>,
     /// Scopes of the --audience credential, space-separated.
     #[arg(long)]
     pub scope: Option<String>,
@@ -158,6 +165,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<u8> {
     audiences.extend(entries.iter().map(|e| e.audience.clone()));
     audiences.extend(upstreams.iter().map(|u| u.audience.clone()));
     audiences.extend(federation.iter().map(federate::Profile::audience));
+    audiences.extend(args.mcp_gate.as_deref().map(gate::audience));
     let request = TaskRequest {
         purpose: args.purpose.clone(),
         owner,
@@ -360,11 +368,32 @@ async fn run_in_task(
         background.push(injected.refresher);
         Some(injected.relay)
     };
+    let gate = match &args.mcp_gate {
+        Some(name) => {
+            let gate = tokio::select! {
+                gate = gate::Gate::start(client, source, task_id, name, args.token_ttl) => gate?,
+                signal = signals.next() => return Ok(killed_by(signal)),
+            };
+            command
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            Some(gate)
+        }
+        None => None,
+    };
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start {program}"))?;
+    let pumps = match (&gate, child.stdin.take(), child.stdout.take()) {
+        (Some(gate), Some(stdin), Some(stdout)) => Some(gate.attach(stdin, stdout)),
+        _ => None,
+    };
     let pid = child.id();
     let status = wait_forwarding_signals(&mut child, pid, signals).await;
+    if let (Some(gate), Some(pumps)) = (gate, pumps) {
+        // The last answers and their audit records, within a bound.
+        let _ = tokio::time::timeout(Duration::from_secs(5), gate.finish(pumps)).await;
+    }
     for task in background {
         task.abort();
     }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Local attestation plus token exchange, one request at a time (the latency
+# an agent on a workstation sees before its first call): a Python client
+# (bench/local/attest_latency.py, standard library only) asks the unix
+# socket for an identity (kernel facts, executable hash, ES256 token), then
+# exchanges it at the broker (RFC 8693) for a task credential. The same
+# exchange with one cached identity token is measured in the same run, as
+# the baseline, and so is attestation alone. The client's own time (Python,
+# a new unix connection each time) is included: the figures are upper
+# bounds on what the server adds.
+#
+#   bench/run_local_attest.sh                 # N=5000 timed, 500 warm-up
+#   LOCAL_BENCH_N=20000 bench/run_local_attest.sh
+#   MAYFLY_BIN=path/to/mayfly                 # default: target/release/mayfly
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+WORK="$ROOT/bench/work/local"
+N="${LOCAL_BENCH_N:-5000}"
+WARMUP="${LOCAL_BENCH_WARMUP:-500}"
+MAYFLY="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
+log() { printf '[local] %s\n' "$*" >&2; }
+[[ -x "$MAYFLY" ]] || { log "no mayfly binary at $MAYFLY (cargo build --release -p mayfly)"; exit 1; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK/home"
+chmod 700 "$WORK/home"
+# No per-workload exchange limit: the loop exchanges thousands of times a
+# second for one workload.
+cat > "$WORK/mayfly.toml" <<TOML
+[limits]
+exchanges_per_second_per_workload = 0
+TOML
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+MAYFLY_HOME="$WORK/home" MAYFLY_LOG=warn "$MAYFLY" serve --config "$WORK/mayfly.toml" \
+  --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
+for _ in $(seq 100); do
+  [[ -S "$WORK/home/workload.sock" ]] && curl -sf "http://127.0.0.1:$PORT/.well-known/jwks.json" >/dev/null && break
+  sleep 0.1
+done
+log "machine: $(nproc) cores, $(uname -r); mayfly $("$MAYFLY" --version)"
+log "N=$N timed iterations per mode after $WARMUP warm-up, one at a time"
+python3 "$ROOT/bench/local/attest_latency.py" "$WORK/home/workload.sock" "http://127.0.0.1:$PORT" "$N" "$WARMUP" \
+  | tee "$WORK/result.json"
+RSS=$(ps -o rss= -p $SERVER | tr -d ' ')
+log "server RSS after the run: $((RSS / 1024)) MiB"

@@ -1,0 +1,395 @@
+//! `mayfly run --mcp-gate NAME -- CMD`: CMD is an MCP server speaking
+//! JSON-RPC on stdio, and `mayfly run` stands between it and the client
+//! that started `mayfly run`. Each request from the client is decided by
+//! the broker's policy (action `mcp`, resource
+//! `McpServer::"urn:mayfly:mcp:NAME"`) before it reaches CMD: a denied one
+//! gets a JSON-RPC error the client shows, an undecidable one too (fail
+//! closed); a `tools/list` answer lists only the tools policy allows. Each
+//! call is one audit event (method, tool, decision, duration; never its
+//! arguments). Messages are newline-delimited JSON, as MCP's stdio
+//! transport defines them; anything else from the client gets a parse error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mayfly_broker::client::Client;
+use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::process::{ChildStdin, ChildStdout};
+
+use super::{blocking, exchange, refresh_after};
+use mayfly_broker::client::IdentitySource;
+
+/// Methods of the protocol itself, never decided: without them no client
+/// could even start.
+const PROTOCOL_METHODS: [&str; 2] = ["initialize", "ping"];
+/// The JSON-RPC error code of a call policy denies.
+const DENIED: i64 = -32003;
+
+/// The audience of the gate's credential for server `name`.
+pub(super) fn audience(name: &str) -> String {
+    format!("{MCP_AUDIENCE_PREFIX}{name}")
+}
+
+/// A call sent on to the server, waiting for its answer.
+struct Pending {
+    call: McpCall,
+    started: Instant,
+}
+
+/// What the two directions share.
+struct Shared {
+    client: Client,
+    token: Mutex<String>,
+    pending: Mutex<HashMap<String, Pending>>,
+    records: Mutex<Vec<McpRecord>>,
+}
+
+impl Shared {
+    fn token(&self) -> String {
+        self.token.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Asks the broker; any failure denies, with what failed.
+    async fn decide(self: &Arc<Self>, calls: Vec<McpCall>) -> Vec<McpDecision> {
+        let count = calls.len();
+        let shared = self.clone();
+        let answer = blocking(move || Ok(shared.client.mcp_decide(&shared.token(), &calls)?)).await;
+        match answer {
+            Ok(decisions) if decisions.len() == count => decisions,
+            Ok(_) => vec![undecided("the broker answered for another number of calls"); count],
+            Err(e) => vec![undecided(&format!("{e:#}")); count],
+        }
+    }
+
+    fn record(&self, call: McpCall, allowed: bool, failed: bool, duration: Duration) {
+        if let Ok(mut records) = self.records.lock() {
+            records.push(McpRecord {
+                method: call.method,
+                tool: call.tool,
+                target: call.target,
+                allowed,
+                failed,
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+
+    /// Sends the records kept so far to the broker's audit.
+    async fn flush(self: &Arc<Self>) {
+        let records = match self.records.lock() {
+            Ok(mut records) => std::mem::take(&mut *records),
+            Err(_) => return,
+        };
+        if records.is_empty() {
+            return;
+        }
+        let shared = self.clone();
+        if let Err(e) =
+            blocking(move || Ok(shared.client.mcp_record(&shared.token(), &records)?)).await
+        {
+            eprintln!("mayfly run: the MCP gate could not record its calls: {e:#}");
+        }
+    }
+}
+
+fn undecided(why: &str) -> McpDecision {
+    McpDecision {
+        allowed: false,
+        reason: format!("Mayfly could not decide it ({why})"),
+    }
+}
+
+/// The policy facts of a request: its method, and the tool, resource or
+/// prompt it names.
+fn call_of(message: &Value) -> McpCall {
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params = message.get("params");
+    let name = || {
+        params
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (tool, target) = match method {
+        "tools/call" => (name(), String::new()),
+        "prompts/get" => (String::new(), name()),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (
+            String::new(),
+            params
+                .and_then(|p| p.get("uri"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        _ => (String::new(), String::new()),
+    };
+    McpCall {
+        method: method.to_owned(),
+        tool,
+        target,
+    }
+}
+
+/// A request the gate decides: it has an id and a method that is not the
+/// protocol's own.
+fn decided(message: &Value) -> bool {
+    let method = message.get("method").and_then(Value::as_str);
+    message.get("id").is_some()
+        && method
+            .is_some_and(|m| !PROTOCOL_METHODS.contains(&m) && !m.starts_with("notifications/"))
+}
+
+fn id_key(message: &Value) -> String {
+    message.get("id").map(Value::to_string).unwrap_or_default()
+}
+
+fn denial(message: &Value, call: &McpCall, reason: &str) -> Value {
+    let what = if call.tool.is_empty() {
+        call.method.clone()
+    } else {
+        format!("{} {}", call.method, call.tool)
+    };
+    json!({
+        "jsonrpc": "2.0",
+        "id": message.get("id").cloned().unwrap_or(Value::Null),
+        "error": {"code": DENIED, "message": format!("Mayfly policy denies {what}: {reason}")},
+    })
+}
+
+async fn write_line(
+    out: &Arc<tokio::sync::Mutex<impl AsyncWrite + Unpin>>,
+    line: &str,
+) -> std::io::Result<()> {
+    let mut out = out.lock().await;
+    out.write_all(line.as_bytes()).await?;
+    out.write_all(b"\n").await?;
+    out.flush().await
+}
+
+/// The client's messages (this process's stdin) to the server.
+async fn client_to_server(
+    shared: Arc<Shared>,
+    mut server: ChildStdin,
+    stdout: Arc<tokio::sync::Mutex<tokio::io::Stdout>>,
+) -> std::io::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            let error = json!({"jsonrpc": "2.0", "id": null,
+                "error": {"code": -32700, "message": "Parse error: not a JSON-RPC message (Mayfly's MCP gate)"}});
+            write_line(&stdout, &error.to_string()).await?;
+            continue;
+        };
+        // A batch (older MCP versions) goes on whole only if policy allows
+        // every request in it.
+        let requests: Vec<&Value> = match &message {
+            Value::Array(items) => items.iter().filter(|m| decided(m)).collect(),
+            single if decided(single) => vec![single],
+            _ => Vec::new(),
+        };
+        if !requests.is_empty() {
+            let calls: Vec<McpCall> = requests.iter().map(|m| call_of(m)).collect();
+            let decisions = shared.decide(calls.clone()).await;
+            if let Some(denied) = decisions.iter().find(|d| !d.allowed) {
+                let reason = &denied.reason;
+                let answers: Vec<Value> = requests
+                    .iter()
+                    .zip(&calls)
+                    .map(|(m, call)| denial(m, call, reason))
+                    .collect();
+                for (call, decision) in calls.into_iter().zip(&decisions) {
+                    shared.record(call, decision.allowed, false, Duration::ZERO);
+                }
+                let answer = match &message {
+                    Value::Array(_) => Value::Array(answers),
+                    _ => answers.into_iter().next().unwrap_or(Value::Null),
+                };
+                write_line(&stdout, &answer.to_string()).await?;
+                continue;
+            }
+            if let Ok(mut pending) = shared.pending.lock() {
+                for (request, call) in requests.iter().zip(calls) {
+                    pending.insert(
+                        id_key(request),
+                        Pending {
+                            call,
+                            started: Instant::now(),
+                        },
+                    );
+                }
+            }
+        }
+        server.write_all(line.as_bytes()).await?;
+        server.write_all(b"\n").await?;
+        server.flush().await?;
+    }
+    // The client is gone: so is the server's input.
+    drop(server);
+    Ok(())
+}
+
+/// Keeps only the tools policy allows in a `tools/list` answer.
+async fn filter_tools(shared: &Arc<Shared>, mut message: Value) -> Value {
+    let Some(tools) = message
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    else {
+        return message;
+    };
+    let calls: Vec<McpCall> = tools
+        .iter()
+        .map(|tool| McpCall {
+            method: "tools/call".into(),
+            tool: tool
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            target: String::new(),
+        })
+        .collect();
+    let decisions = shared.decide(calls).await;
+    let mut allowed = decisions.iter().map(|d| d.allowed);
+    tools.retain(|_| allowed.next().unwrap_or(false));
+    message
+}
+
+/// The server's messages (CMD's stdout) to the client.
+async fn server_to_client(
+    shared: Arc<Shared>,
+    server: ChildStdout,
+    stdout: Arc<tokio::sync::Mutex<tokio::io::Stdout>>,
+) -> std::io::Result<()> {
+    let mut lines = BufReader::new(server).lines();
+    while let Some(line) = lines.next_line().await? {
+        let answered = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|message| {
+                let is_answer = message.get("method").is_none()
+                    && (message.get("result").is_some() || message.get("error").is_some());
+                let pending = is_answer
+                    .then(|| shared.pending.lock().ok()?.remove(&id_key(&message)))
+                    .flatten()?;
+                Some((message, pending))
+            });
+        let Some((message, pending)) = answered else {
+            write_line(&stdout, &line).await?;
+            continue;
+        };
+        let failed = message.get("error").is_some()
+            || message
+                .get("result")
+                .and_then(|r| r.get("isError"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let out = if pending.call.method == "tools/list" && !failed {
+            filter_tools(&shared, message).await.to_string()
+        } else {
+            line
+        };
+        shared.record(pending.call, true, failed, pending.started.elapsed());
+        write_line(&stdout, &out).await?;
+    }
+    Ok(())
+}
+
+/// The gate of one `mayfly run`.
+pub(super) struct Gate {
+    shared: Arc<Shared>,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Gets the gate's first credential and keeps it fresh.
+    pub(super) async fn start(
+        client: &Client,
+        source: &IdentitySource,
+        task_id: &str,
+        name: &str,
+        token_ttl: Option<i64>,
+    ) -> anyhow::Result<Gate> {
+        let audience = audience(name);
+        let first = exchange(client, source, task_id, &audience, None, token_ttl).await?;
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            token: Mutex::new(first.access_token),
+            pending: Mutex::new(HashMap::new()),
+            records: Mutex::new(Vec::new()),
+        });
+        let refresher = {
+            let (shared, client, source, task_id) = (
+                shared.clone(),
+                client.clone(),
+                source.clone(),
+                task_id.to_owned(),
+            );
+            let mut expires_in = first.expires_in;
+            tokio::spawn(async move {
+                let mut refreshed = Instant::now();
+                loop {
+                    // Records go out every second; the token is replaced at
+                    // two thirds of its life.
+                    let wait = refresh_after(expires_in).min(Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
+                    shared.flush().await;
+                    if refreshed.elapsed() < refresh_after(expires_in) {
+                        continue;
+                    }
+                    match exchange(&client, &source, &task_id, &audience, None, token_ttl).await {
+                        Ok(response) => {
+                            expires_in = response.expires_in;
+                            if let Ok(mut token) = shared.token.lock() {
+                                *token = response.access_token;
+                            }
+                            refreshed = Instant::now();
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "mayfly run: the MCP gate's credential could not be refreshed: {e:#}"
+                            );
+                            expires_in = 6;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(Gate { shared, refresher })
+    }
+
+    /// Stands between the client (this process's stdio) and CMD's pipes
+    /// until CMD's output ends; returns the task that does it.
+    pub(super) fn attach(
+        &self,
+        stdin: ChildStdin,
+        stdout: ChildStdout,
+    ) -> tokio::task::JoinHandle<()> {
+        let out = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));
+        let up = tokio::spawn(client_to_server(self.shared.clone(), stdin, out.clone()));
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server_to_client(shared.clone(), stdout, out).await {
+                eprintln!("mayfly run: the MCP gate stopped: {e}");
+            }
+            up.abort();
+            shared.flush().await;
+        })
+    }
+
+    /// Stops refreshing and sends the last records.
+    pub(super) async fn finish(self, relay: tokio::task::JoinHandle<()>) {
+        let _ = relay.await;
+        self.refresher.abort();
+        self.shared.flush().await;
+    }
+}
