@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
@@ -57,7 +57,11 @@ pub struct Attestor {
     config: AttestConfig,
     workload: Template,
     spiffe_path: Template,
-    encoding: EncodingKey,
+    /// Kept parsed: `jsonwebtoken` would parse the PKCS #8 key again for
+    /// every token.
+    signing: p256::ecdsa::SigningKey,
+    /// The JWS header, encoded once.
+    header: String,
     decoding: DecodingKey,
     kid: String,
     public: Value,
@@ -98,7 +102,6 @@ impl Attestor {
             }
             Err(e) => return Err(error(e.to_string())),
         };
-        let der = key.to_pkcs8_der().map_err(|e| error(e.to_string()))?;
         let point = p256::EncodedPoint::from(key.public_key());
         let (Some(x), Some(y)) = (point.x(), point.y()) else {
             return Err(error("the public key has no affine coordinates".into()));
@@ -114,7 +117,10 @@ impl Attestor {
             workload: Template::parse(&config.workload).map_err(error)?,
             spiffe_path: Template::parse(&config.spiffe_path).map_err(error)?,
             config,
-            encoding: EncodingKey::from_ec_der(der.as_bytes()),
+            signing: p256::ecdsa::SigningKey::from(&key),
+            header: b64(json!({"alg": "ES256", "kid": kid, "typ": "JWT"})
+                .to_string()
+                .as_bytes()),
             decoding,
             kid,
             public,
@@ -191,11 +197,14 @@ impl Attestor {
         claims.insert("iat".into(), json!(now));
         claims.insert("nbf".into(), json!(now));
         claims.insert("exp".into(), json!(now + self.config.token_ttl_seconds));
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| AttestorError::Sign(e.to_string()))
+        let payload =
+            serde_json::to_vec(&claims).map_err(|e| AttestorError::Sign(e.to_string()))?;
+        let mut jws = format!("{}.{}", self.header, b64(&payload));
+        let signature: p256::ecdsa::Signature =
+            p256::ecdsa::signature::Signer::sign(&self.signing, jws.as_bytes());
+        jws.push('.');
+        jws.push_str(&b64(&signature.to_bytes()));
+        Ok(jws)
     }
 
     /// An identity token for Mayfly's task endpoints.

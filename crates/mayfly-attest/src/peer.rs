@@ -139,13 +139,16 @@ pub struct ExeHashes {
     known: Mutex<HashMap<[i64; 6], String>>,
 }
 
+/// `/proc` files are read up to about this size.
+const MAX_PROC_FILE: usize = 64 * 1024;
+
 /// At most this many executables' hashes are remembered.
 const MAX_HASHES: usize = 4096;
 
 impl ExeHashes {
-    fn hash(&self, file: &mut File, pid: i32) -> Result<String, AttestError> {
-        let stat =
-            rustix::fs::fstat(&*file).map_err(|e| proc_error(pid, "executable", e.into()))?;
+    /// The executable's identity in the cache.
+    fn key(file: &File, pid: i32) -> Result<[i64; 6], AttestError> {
+        let stat = rustix::fs::fstat(file).map_err(|e| proc_error(pid, "executable", e.into()))?;
         let key = [
             stat.st_dev as i64,
             stat.st_ino as i64,
@@ -154,6 +157,17 @@ impl ExeHashes {
             stat.st_mtime_nsec as i64,
             stat.st_ctime_nsec as i64 ^ stat.st_ctime,
         ];
+        Ok(key)
+    }
+
+    /// The hash if this version of the file was hashed before.
+    fn cached(&self, file: &File, pid: i32) -> Result<Option<String>, AttestError> {
+        let key = Self::key(file, pid)?;
+        Ok(self.lock().get(&key).cloned())
+    }
+
+    fn hash(&self, file: &mut File, pid: i32) -> Result<String, AttestError> {
+        let key = Self::key(file, pid)?;
         if let Some(known) = self.lock().get(&key) {
             return Ok(known.clone());
         }
@@ -255,12 +269,22 @@ impl ProcDir {
         .map_err(|e| proc_error(self.pid, what, e.into()))
     }
 
+    /// A small `/proc` file, read with plain reads: `read_to_string` would
+    /// also stat and seek it, for a size `/proc` does not report.
     fn read(&self, name: &str, what: &'static str) -> Result<String, AttestError> {
-        let mut text = String::new();
-        self.file(name, what)?
-            .read_to_string(&mut text)
-            .map_err(|e| proc_error(self.pid, what, e))?;
-        Ok(text)
+        let mut file = self.file(name, what)?;
+        let mut text = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .map_err(|e| proc_error(self.pid, what, e))?;
+            if n == 0 || text.len() > MAX_PROC_FILE {
+                break;
+            }
+            text.extend_from_slice(buffer.get(..n).unwrap_or_default());
+        }
+        Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
     fn exe_path(&self) -> Result<String, AttestError> {
@@ -338,10 +362,36 @@ impl Peer {
         hashes: &ExeHashes,
         max_ancestors: usize,
     ) -> Result<PeerFacts, AttestError> {
+        self.read_facts(hashes, max_ancestors, true)?
+            .ok_or(AttestError::Exited { pid: self.pid })
+    }
+
+    /// The facts if the executable's hash is known already: `None` when it
+    /// must be hashed (slow for a large file: do that off the async
+    /// threads, with [`Peer::facts`]).
+    pub fn facts_if_hashed(
+        &self,
+        hashes: &ExeHashes,
+        max_ancestors: usize,
+    ) -> Result<Option<PeerFacts>, AttestError> {
+        self.read_facts(hashes, max_ancestors, false)
+    }
+
+    fn read_facts(
+        &self,
+        hashes: &ExeHashes,
+        max_ancestors: usize,
+        may_hash: bool,
+    ) -> Result<Option<PeerFacts>, AttestError> {
         let dir = ProcDir::open(self.pid)?;
         let stat = dir.stat()?;
         let exe = dir.exe_path()?;
-        let exe_sha256 = hashes.hash(&mut dir.file("exe", "executable")?, self.pid)?;
+        let mut exe_file = dir.file("exe", "executable")?;
+        let exe_sha256 = match hashes.cached(&exe_file, self.pid)? {
+            Some(known) => known,
+            None if may_hash => hashes.hash(&mut exe_file, self.pid)?,
+            None => return Ok(None),
+        };
         let cgroup_text = dir.read("cgroup", "cgroup")?;
         let cgroup = cgroup_text
             .lines()
@@ -358,7 +408,7 @@ impl Peer {
         if stat.start_ticks > self.accepted_at {
             return Err(AttestError::PidReused { pid: self.pid });
         }
-        Ok(PeerFacts {
+        Ok(Some(PeerFacts {
             uid: self.uid,
             gid: self.gid,
             pid: self.pid,
@@ -367,7 +417,7 @@ impl Peer {
             container_id: container_id(&cgroup),
             cgroup,
             ancestors,
-        })
+        }))
     }
 
     /// Whether the process the pidfd names has exited (a pidfd polls

@@ -202,6 +202,12 @@ impl Context {
         self: &Arc<Self>,
         peer: Arc<Peer>,
     ) -> Result<PeerFacts, AttestError> {
+        // A few small /proc files are read here when the executable's hash
+        // is known; hashing a large executable is done off the async threads.
+        let max_ancestors = self.attestor.config().max_ancestors;
+        if let Some(facts) = peer.facts_if_hashed(&self.hashes, max_ancestors)? {
+            return Ok(facts);
+        }
         let context = self.clone();
         let pid = peer.pid;
         tokio::task::spawn_blocking(move || {
