@@ -62,6 +62,12 @@ pub struct Attestor {
     signing: p256::ecdsa::SigningKey,
     /// The JWS header, encoded once.
     header: String,
+    /// Signs identity tokens: Ed25519 signs and verifies several times
+    /// faster than P-256 (JWT-SVIDs need P-256: SPIFFE clients accept no
+    /// EdDSA).
+    identity: ed25519_dalek::SigningKey,
+    identity_header: String,
+    identity_public: Value,
     decoding: DecodingKey,
     kid: String,
     public: Value,
@@ -88,20 +94,38 @@ impl Attestor {
             reason,
         };
         config.check().map_err(|e| error(e.to_string()))?;
-        let key = match std::fs::read(&key_path) {
-            Ok(der) => p256::SecretKey::from_pkcs8_der(&der).map_err(|e| {
-                error(format!(
-                    "not a PKCS #8 P-256 key ({e}); move it away to make a new one"
-                ))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let key = load_or_make(
+            dir,
+            &key_path,
+            |der| p256::SecretKey::from_pkcs8_der(der).map_err(|e| e.to_string()),
+            || {
                 let key = p256::SecretKey::random(&mut rand_core::OsRng);
-                let der = key.to_pkcs8_der().map_err(|e| error(e.to_string()))?;
-                write_private(dir, &key_path, der.as_bytes()).map_err(|e| error(e.to_string()))?;
-                key
-            }
-            Err(e) => return Err(error(e.to_string())),
-        };
+                let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+                Ok((key, der.as_bytes().to_vec()))
+            },
+        )?;
+        let identity = load_or_make(
+            dir,
+            &dir.join("identity-key.der"),
+            |der| {
+                use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+                ed25519_dalek::SigningKey::from_pkcs8_der(der).map_err(|e| e.to_string())
+            },
+            || {
+                use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+                let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+                rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, seed.as_mut())
+                    .map_err(|e| e.to_string())?;
+                let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                let der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+                Ok((key, der.as_bytes().to_vec()))
+            },
+        )?;
+        let okp_x = b64(identity.verifying_key().as_bytes());
+        let identity_kid = b64(&Sha256::digest(
+            format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{okp_x}"}}"#).as_bytes(),
+        ));
+        let identity_public = json!({"kty": "OKP", "crv": "Ed25519", "x": okp_x, "kid": identity_kid, "alg": "EdDSA"});
         let point = p256::EncodedPoint::from(key.public_key());
         let (Some(x), Some(y)) = (point.x(), point.y()) else {
             return Err(error("the public key has no affine coordinates".into()));
@@ -121,6 +145,11 @@ impl Attestor {
             header: b64(json!({"alg": "ES256", "kid": kid, "typ": "JWT"})
                 .to_string()
                 .as_bytes()),
+            identity_header: b64(json!({"alg": "EdDSA", "kid": identity_kid, "typ": "JWT"})
+                .to_string()
+                .as_bytes()),
+            identity,
+            identity_public,
             decoding,
             kid,
             public,
@@ -161,7 +190,14 @@ impl Attestor {
                 json!(if spiffe_bundle { "jwt-svid" } else { "sig" }),
             );
         }
-        json!({"keys": [key]})
+        if spiffe_bundle {
+            return json!({"keys": [key]});
+        }
+        let mut identity = self.identity_public.clone();
+        if let Some(object) = identity.as_object_mut() {
+            object.insert("use".into(), json!("sig"));
+        }
+        json!({"keys": [key, identity]})
     }
 
     /// The workload id of a process with `facts`.
@@ -188,6 +224,7 @@ impl Attestor {
         facts: &PeerFacts,
         mut claims: Map<String, Value>,
         now: i64,
+        svid: bool,
     ) -> Result<String, AttestorError> {
         for name in FACT_CLAIMS {
             if let Some(value) = facts.fact(name) {
@@ -199,11 +236,23 @@ impl Attestor {
         claims.insert("exp".into(), json!(now + self.config.token_ttl_seconds));
         let payload =
             serde_json::to_vec(&claims).map_err(|e| AttestorError::Sign(e.to_string()))?;
-        let mut jws = format!("{}.{}", self.header, b64(&payload));
-        let signature: p256::ecdsa::Signature =
-            p256::ecdsa::signature::Signer::sign(&self.signing, jws.as_bytes());
+        let header = if svid {
+            &self.header
+        } else {
+            &self.identity_header
+        };
+        let mut jws = format!("{header}.{}", b64(&payload));
+        let signature = if svid {
+            let signature: p256::ecdsa::Signature =
+                p256::ecdsa::signature::Signer::sign(&self.signing, jws.as_bytes());
+            signature.to_bytes().to_vec()
+        } else {
+            ed25519_dalek::Signer::sign(&self.identity, jws.as_bytes())
+                .to_bytes()
+                .to_vec()
+        };
         jws.push('.');
-        jws.push_str(&b64(&signature.to_bytes()));
+        jws.push_str(&b64(&signature));
         Ok(jws)
     }
 
@@ -213,7 +262,7 @@ impl Attestor {
         claims.insert("iss".into(), json!(ATTESTED_ISSUER));
         claims.insert("sub".into(), json!(self.workload_id(facts)));
         claims.insert("aud".into(), json!(ATTESTED_AUDIENCE));
-        self.sign(facts, claims, now)
+        self.sign(facts, claims, now, false)
     }
 
     /// A JWT-SVID for `audiences`.
@@ -227,7 +276,7 @@ impl Attestor {
         claims.insert("iss".into(), json!(self.spiffe_issuer()));
         claims.insert("sub".into(), json!(self.spiffe_id(facts)));
         claims.insert("aud".into(), json!(audiences));
-        self.sign(facts, claims, now)
+        self.sign(facts, claims, now, true)
     }
 
     /// Validates a JWT-SVID this attestor signed, for `audience`: its SPIFFE
@@ -276,6 +325,33 @@ impl Attestor {
             return Err(invalid("its sub is not a SPIFFE ID of this trust domain"));
         }
         Ok((sub.to_owned(), claims))
+    }
+}
+
+/// A private key kept in `path` (PKCS #8), made and written (mode 0600)
+/// when absent.
+fn load_or_make<K>(
+    dir: &Path,
+    path: &Path,
+    parse: impl Fn(&[u8]) -> Result<K, String>,
+    make: impl Fn() -> Result<(K, Vec<u8>), String>,
+) -> Result<K, AttestorError> {
+    let error = |reason: String| AttestorError::Key {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read(path) {
+        Ok(der) => parse(&der).map_err(|e| {
+            error(format!(
+                "not a PKCS #8 key of the expected kind ({e}); move it away to make a new one"
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (key, der) = make().map_err(error)?;
+            write_private(dir, path, &der).map_err(|e| error(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(error(e.to_string())),
     }
 }
 

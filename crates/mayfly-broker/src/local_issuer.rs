@@ -116,7 +116,7 @@ impl LocalIssuer {
             issuer: Some(mayfly_attest::ATTESTED_ISSUER.into()),
             preset: Some("local".into()),
             audiences: vec![mayfly_attest::ATTESTED_AUDIENCE.into()],
-            algorithms: vec!["ES256".into()],
+            algorithms: vec!["EdDSA".into()],
             jwks_file: Some(attestor.jwks_path()),
             jwks_uri: None,
             workload: None,
@@ -136,6 +136,7 @@ impl LocalIssuer {
                 attestor.spiffe_issuer(),
             ],
             trust_domain: Some(attestor.config().trust_domain.clone()),
+            algorithms: vec!["ES256".into()],
             ..base.clone()
         };
         [base, spiffe]

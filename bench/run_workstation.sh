@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Local attestation plus token exchange, one request at a time (the latency
+# Two workstation latencies, measured side by side with their baselines:
+#
+# 1. Local attestation plus token exchange, one request at a time (the latency
 # an agent on a workstation sees before its first call): a Python client
 # (bench/local/attest_latency.py, standard library only) asks the unix
 # socket for an identity (kernel facts, executable hash, ES256 token), then
@@ -9,8 +11,14 @@
 # a new unix connection each time) is included: the figures are upper
 # bounds on what the server adds.
 #
-#   bench/run_local_attest.sh                 # N=5000 timed, 500 warm-up
-#   LOCAL_BENCH_N=20000 bench/run_local_attest.sh
+# 2. The MCP stdio gate (bench/local/gate_latency.py): the same JSON-RPC
+# client calls the same MCP server (the official Python SDK) directly and
+# through `mayfly run --mcp-gate`, one tools/call at a time; the difference
+# is what the gate adds (a policy decision at the broker per call, the
+# audit record sent in batches).
+#
+#   bench/run_workstation.sh                 # N=5000 timed, 500 warm-up
+#   LOCAL_BENCH_N=20000 bench/run_workstation.sh
 #   MAYFLY_BIN=path/to/mayfly                 # default: target/release/mayfly
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +26,7 @@ ROOT="$PWD"
 WORK="$ROOT/bench/work/local"
 N="${LOCAL_BENCH_N:-5000}"
 WARMUP="${LOCAL_BENCH_WARMUP:-500}"
+GATE_N="${LOCAL_BENCH_GATE_N:-2000}"
 MAYFLY="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 log() { printf '[local] %s\n' "$*" >&2; }
 [[ -x "$MAYFLY" ]] || { log "no mayfly binary at $MAYFLY (cargo build --release -p mayfly)"; exit 1; }
@@ -44,5 +53,10 @@ log "machine: $(nproc) cores, $(uname -r); mayfly $("$MAYFLY" --version)"
 log "N=$N timed iterations per mode after $WARMUP warm-up, one at a time"
 python3 "$ROOT/bench/local/attest_latency.py" "$WORK/home/workload.sock" "http://127.0.0.1:$PORT" "$N" "$WARMUP" \
   | tee "$WORK/result.json"
+log "MCP gate: N=$GATE_N calls per path after $WARMUP warm-up"
+python3 -c 'import mcp' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check 'mcp>=1.10'
+MAYFLY_SERVER="http://127.0.0.1:$PORT" MAYFLY_HOME="$WORK/home" \
+  python3 "$ROOT/bench/local/gate_latency.py" "$MAYFLY" "$ROOT/crates/mayfly/tests/data/mcp/issues_server.py" "$GATE_N" "$WARMUP" \
+  | tee "$WORK/gate.json"
 RSS=$(ps -o rss= -p $SERVER | tr -d ' ')
 log "server RSS after the run: $((RSS / 1024)) MiB"

@@ -1,0 +1,61 @@
+"""Latency an MCP stdio gate adds: the same JSON-RPC client calls the same
+MCP server (built with the official MCP Python SDK) directly and through
+`mayfly run --mcp-gate`, one call at a time, in the same run.
+
+Usage: gate_latency.py MAYFLY SERVER_SCRIPT N WARMUP
+(MAYFLY_SERVER and the local socket come from the environment.)
+Prints one JSON object: per path, p50/p90/p99/max of a tools/call in ms.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+mayfly, server, n, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+
+def session(command):
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    next_id = [0]
+
+    def request(method, params):
+        next_id[0] += 1
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": next_id[0], "method": method, "params": params}) + "\n")
+        proc.stdin.flush()
+        while True:
+            message = json.loads(proc.stdout.readline())
+            if message.get("id") == next_id[0]:
+                return message
+
+    request("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "bench", "version": "1"}})
+    proc.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+    proc.stdin.flush()
+    return proc, request
+
+
+def measure(command):
+    proc, request = session(command)
+    call = lambda: request("tools/call", {"name": "search_issues", "arguments": {"query": "bug"}})
+    for _ in range(warmup):
+        assert "result" in call()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        answer = call()
+        times.append((time.perf_counter() - start) * 1000)
+        assert "result" in answer, answer
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    times.sort()
+    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 3)
+    return {"n": n, "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": round(times[-1], 3)}
+
+
+direct = ["python3", server]
+gated = [mayfly, "run", "--mcp-gate", "bench", "--purpose", "bench", "--owner", "bench", "--", "python3", server]
+out = {"direct": measure(direct), "gated": measure(gated)}
+out["added_p50_ms"] = round(out["gated"]["p50_ms"] - out["direct"]["p50_ms"], 3)
+out["added_p99_ms"] = round(out["gated"]["p99_ms"] - out["direct"]["p99_ms"], 3)
+print(json.dumps(out))
