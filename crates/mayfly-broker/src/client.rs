@@ -257,6 +257,7 @@ impl Client {
     pub fn mcp_decide(
         &self,
         access_token: &str,
+        server: &str,
         calls: &[crate::service::McpCall],
     ) -> Result<Vec<crate::service::McpDecision>, ClientError> {
         #[derive(serde::Deserialize)]
@@ -266,7 +267,7 @@ impl Client {
         let answer: Answer = self.post_json(
             "/v1/mcp/decide",
             access_token,
-            &serde_json::json!({"calls": calls}),
+            &serde_json::json!({"server": server, "calls": calls}),
         )?;
         Ok(answer.decisions)
     }
@@ -275,12 +276,13 @@ impl Client {
     pub fn mcp_record(
         &self,
         access_token: &str,
+        server: &str,
         records: &[crate::service::McpRecord],
     ) -> Result<(), ClientError> {
         let _: Value = self.post_json(
             "/v1/mcp/record",
             access_token,
-            &serde_json::json!({"records": records}),
+            &serde_json::json!({"server": server, "records": records}),
         )?;
         Ok(())
     }

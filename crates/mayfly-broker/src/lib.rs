@@ -39,6 +39,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod local_issuer;
+pub mod mcp_gate;
 pub mod minted;
 pub mod policy;
 pub mod protocol;

@@ -17,12 +17,14 @@ use crate::service::{McpCall, McpRecord};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecideBody {
+    server: String,
     calls: Vec<McpCall>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RecordBody {
+    server: String,
     records: Vec<McpRecord>,
 }
 
@@ -34,7 +36,12 @@ pub(super) async fn decide(
 ) -> Result<Response, ApiError> {
     let ApiJson(body) = body?;
     let decisions = broker
-        .decide_mcp(authorization(&headers), &body.calls, &peer.ip().to_string())
+        .decide_mcp(
+            authorization(&headers),
+            &body.server,
+            &body.calls,
+            &peer.ip().to_string(),
+        )
         .await?;
     Ok(no_store(Json(json!({"decisions": decisions}))))
 }
@@ -46,7 +53,7 @@ pub(super) async fn record(
 ) -> Result<Response, ApiError> {
     let ApiJson(body) = body?;
     let recorded = broker
-        .record_mcp(authorization(&headers), &body.records)
+        .record_mcp(authorization(&headers), &body.server, &body.records)
         .await?;
     Ok(no_store(Json(json!({"recorded": recorded}))))
 }

@@ -62,10 +62,12 @@ pub struct McpRecord {
 }
 
 impl Broker {
-    /// The live lease, task and workload behind a gate's bearer credential.
+    /// The live lease, task and workload behind a gate's bearer credential
+    /// for `server` (the audience the gate guards).
     async fn mcp_caller(
         &self,
         token: Option<&str>,
+        server: &str,
     ) -> Result<(LeaseRecord, std::sync::Arc<TaskRecord>, Workload), BrokerError> {
         let Some(token) = token.and_then(|t| t.strip_prefix("Bearer ")) else {
             return Err(BrokerError::InvalidToken(format!(
@@ -82,9 +84,9 @@ impl Broker {
                 "the gate's token was revoked or has expired (its task ended?)".into(),
             ));
         }
-        if !lease.audience.starts_with(MCP_AUDIENCE_PREFIX) {
+        if lease.audience != server {
             return Err(BrokerError::InvalidToken(format!(
-                "the token is for audience {}, not an MCP server ({MCP_AUDIENCE_PREFIX}<name>)",
+                "the token is for audience {}, not this MCP server ({server}); get one for {server}",
                 lease.audience
             )));
         }
@@ -107,6 +109,7 @@ impl Broker {
     pub async fn decide_mcp(
         &self,
         token: Option<&str>,
+        server: &str,
         calls: &[McpCall],
         source_ip: &str,
     ) -> Result<Vec<McpDecision>, BrokerError> {
@@ -116,7 +119,7 @@ impl Broker {
                 calls.len()
             )));
         }
-        let (lease, task, workload) = self.mcp_caller(token).await?;
+        let (lease, task, workload) = self.mcp_caller(token, server).await?;
         let policies = self.current_policies();
         let now = self.now();
         Ok(calls
@@ -148,6 +151,7 @@ impl Broker {
     pub async fn record_mcp(
         &self,
         token: Option<&str>,
+        server: &str,
         records: &[McpRecord],
     ) -> Result<usize, BrokerError> {
         if records.len() > MAX_MCP_CALLS {
@@ -156,7 +160,7 @@ impl Broker {
                 records.len()
             )));
         }
-        let (lease, task, workload) = self.mcp_caller(token).await?;
+        let (lease, task, workload) = self.mcp_caller(token, server).await?;
         let now = self.now();
         for record in records {
             let audit = event(

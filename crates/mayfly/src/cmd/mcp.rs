@@ -96,6 +96,33 @@ pub enum McpCommand {
         #[command(flatten)]
         auth: ClientAuthArgs,
     },
+    /// Put a remote (streamable HTTP) MCP server behind a policy gate: each
+    /// JSON-RPC request needs a Mayfly token for the gate's resource and is
+    /// decided by policy (action "mcp") before it is forwarded; serves the
+    /// protected resource metadata (RFC 9728) naming the broker.
+    Gate {
+        /// The MCP server's endpoint URL (`http://127.0.0.1:9000/mcp`).
+        #[arg(long, value_name = "URL")]
+        upstream: String,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8720")]
+        listen: String,
+        /// The resource its tokens must be for (their audience) [default:
+        /// http://ADDR followed by the upstream's path].
+        #[arg(long, value_name = "URI")]
+        resource: Option<String>,
+        /// The broker that decides.
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "MAYFLY_SERVER",
+            default_value = "http://127.0.0.1:8710"
+        )]
+        broker: String,
+        /// PEM certificates to trust for the upstream's TLS, beside the platform's roots.
+        #[arg(long, value_name = "FILE", env = "MAYFLY_PROXY_CA_FILE")]
+        upstream_ca_file: Option<PathBuf>,
+    },
     /// Restore configurations `wrap --apply` rewrote, from the originals it
     /// kept (a dry run unless --apply).
     Unwrap {
@@ -697,5 +724,44 @@ pub fn mcp(command: McpCommand) -> anyhow::Result<u8> {
             broker,
         } => wrap(&select, apply, owner, &upstreams, &auth, &broker),
         McpCommand::Unwrap { select, apply } => unwrap(&select, apply),
+        McpCommand::Gate {
+            upstream,
+            listen,
+            resource,
+            broker,
+            upstream_ca_file,
+        } => gate(&upstream, &listen, resource, &broker, upstream_ca_file),
     }
+}
+
+/// `mayfly mcp gate`.
+fn gate(
+    upstream: &str,
+    listen: &str,
+    resource: Option<String>,
+    broker: &str,
+    upstream_ca_file: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let config = mayfly_broker::mcp_gate::GateConfig::new(upstream, listen, resource, broker)?;
+    let resource = config.resource.clone();
+    let proxy = mayfly_broker::config::ProxyConfig {
+        extra_ca_file: upstream_ca_file,
+        ..mayfly_broker::config::ProxyConfig::default()
+    };
+    crate::common::runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!(
+            "mayfly mcp gate: listening on http://{listen}; resource {resource}; upstream {upstream}; broker {broker}"
+        );
+        mayfly_broker::mcp_gate::serve(
+            config,
+            &proxy,
+            listener,
+            crate::cmd::serve::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(0)
+    })
 }

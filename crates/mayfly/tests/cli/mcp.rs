@@ -273,20 +273,28 @@ fn unwrap_leaves_a_file_edited_since() {
 
 /// Policies for the gate tests: the defaults' task and exchange permits,
 /// every MCP call, except deleting repositories on the github server.
-const GATE_POLICY: &str = r#"
+fn gate_policy(server: &str) -> String {
+    format!(
+        r#"
 @id("start") permit (principal, action == Action::"start_task", resource);
 @id("exchange") permit (principal, action == Action::"exchange", resource)
-when { context.audiences.contains(context.audience) };
+when {{ context.audiences.contains(context.audience) }};
 @id("mcp-calls") permit (principal, action == Action::"mcp", resource);
 @id("no-repository-deletes")
-forbid (principal, action == Action::"mcp", resource == McpServer::"urn:mayfly:mcp:github")
-when { context.method == "tools/call" && context.tool == "delete_repository" };
-"#;
+forbid (principal, action == Action::"mcp", resource == McpServer::"{server}")
+when {{ context.method == "tools/call" && context.tool == "delete_repository" }};
+"#
+    )
+}
 
 fn gated_broker(ws: &Workspace, db: Option<&str>) -> Server {
+    gated_broker_for(ws, db, "urn:mayfly:mcp:github")
+}
+
+fn gated_broker_for(ws: &Workspace, db: Option<&str>, server: &str) -> Server {
     let policies = ws.dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("gate.cedar"), GATE_POLICY).unwrap();
+    std::fs::write(policies.join("gate.cedar"), gate_policy(server)).unwrap();
     let config = ws.dir.path().join("mayfly.toml");
     std::fs::write(
         &config,
@@ -442,4 +450,211 @@ fn the_mcp_gate_answers_garbage_with_a_parse_error() {
     assert!(line.contains("notifications/initialized"), "{line}");
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// A child process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// The HTTP gate in front of a streamable-HTTP server built with the
+/// official SDK, called by the SDK's client with a Mayfly token for the
+/// gate's resource: RFC 9728 metadata, 401 without a token, denied tools
+/// hidden and refused, calls audited.
+fn http_gate(db: Option<&str>) {
+    require_mcp();
+    let ws = Workspace::new();
+    let (upstream_port, gate_port) = (free_port(), free_port());
+    let resource = format!("http://127.0.0.1:{gate_port}/mcp");
+    let server = gated_broker_for(&ws, db, &resource);
+    let _upstream = Killed(
+        StdCommand::new("python3")
+            .arg(data("issues_server.py"))
+            .args(["http", &upstream_port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(upstream_port);
+    let _gate = Killed(
+        StdCommand::new(assert_cmd::cargo::cargo_bin("mayfly"))
+            .args(["mcp", "gate", "--upstream"])
+            .arg(format!("http://127.0.0.1:{upstream_port}/mcp"))
+            .args(["--listen", &format!("127.0.0.1:{gate_port}")])
+            .env("MAYFLY_SERVER", &server.url)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(gate_port);
+
+    // RFC 9728: the resource and its authorization server.
+    let metadata: Value = ureq_get(&format!(
+        "http://127.0.0.1:{gate_port}/.well-known/oauth-protected-resource"
+    ));
+    assert_eq!(metadata["resource"], resource);
+    assert_eq!(metadata["authorization_servers"], json!([server.url]));
+
+    // A token for the gate's resource, from the local socket's identity.
+    let bare = || {
+        let mut cmd = ws.mayfly();
+        cmd.env("MAYFLY_SERVER", &server.url)
+            .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+            .env_remove("MAYFLY_IDENTITY_TOKEN");
+        cmd
+    };
+    let (code, task, err) = stdout_of(bare().args([
+        "task",
+        "start",
+        "--purpose",
+        "triage",
+        "--owner",
+        "me",
+        "--audience",
+        &resource,
+        "--raw",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, token, err) = stdout_of(bare().args([
+        "token",
+        "exchange",
+        "--task",
+        task.trim(),
+        "--audience",
+        &resource,
+        "--raw",
+    ]));
+    assert_eq!(code, 0, "{err}");
+
+    let output = StdCommand::new("python3")
+        .arg(data("http_client.py"))
+        .arg(&resource)
+        .arg(token.trim())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["tools"], json!(["search_issues"]), "{seen}");
+    assert_eq!(
+        seen["search_issues"]["text"], "3 issues match bug",
+        "{seen}"
+    );
+    let denied = seen["delete_repository"]["error"].as_str().unwrap();
+    assert!(
+        denied.contains("Mayfly policy denies tools/call delete_repository"),
+        "{denied}"
+    );
+
+    // No token, or a token for another audience: 401 with the challenge.
+    let answer = raw_post(gate_port, None);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("resource_metadata=\""), "{answer}");
+    let (code, other, _) = stdout_of(bare().args([
+        "task",
+        "start",
+        "--purpose",
+        "x",
+        "--owner",
+        "me",
+        "--audience",
+        "urn:other",
+        "--raw",
+    ]));
+    assert_eq!(code, 0);
+    let (_, other_token, _) = stdout_of(bare().args([
+        "token",
+        "exchange",
+        "--task",
+        other.trim(),
+        "--audience",
+        "urn:other",
+        "--raw",
+    ]));
+    let answer = raw_post(gate_port, Some(other_token.trim()));
+    assert!(
+        answer.starts_with("HTTP/1.1 401") && answer.contains("invalid_token"),
+        "{answer}"
+    );
+
+    // The calls are audited (records go out off the request path).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, events) = json_of(
+        ws.mayfly()
+            .args(["audit", "tail", "-n", "50", "--format", "json"])
+            .args(db.map(|d| vec!["--db", d]).unwrap_or_default()),
+    );
+    assert_eq!(code, 0);
+    let decisions: Vec<(String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mcp.call" && e["data"]["method"] == "tools/call")
+        .map(|e| {
+            (
+                e["data"]["tool"].as_str().unwrap().to_owned(),
+                e["data"]["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        decisions.contains(&("delete_repository".into(), "denied".into())),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.contains(&("search_issues".into(), "allowed".into())),
+        "{decisions:?}"
+    );
+}
+
+fn ureq_get(url: &str) -> Value {
+    let output = StdCommand::new("curl").args(["-sf", url]).output().unwrap();
+    assert!(output.status.success(), "GET {url}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A tools/list POST with or without a token; the raw HTTP answer head.
+fn raw_post(port: u16, token: Option<&str>) -> String {
+    use std::io::{Read as _, Write as _};
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_http_mcp_gate_decides_each_call_on_sqlite() {
+    http_gate(None);
+}
+
+#[test]
+fn the_http_mcp_gate_decides_each_call_on_postgres() {
+    let (url, _db) = crate::inventory::postgres_database();
+    http_gate(Some(&url));
 }

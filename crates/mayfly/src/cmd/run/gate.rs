@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mayfly_broker::client::Client;
+use mayfly_broker::mcp_gate::{
+    call_of, decided_requests, denials, id_key, listed_tools, retain_tools,
+};
 use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
@@ -21,12 +24,6 @@ use tokio::process::{ChildStdin, ChildStdout};
 
 use super::{blocking, exchange, refresh_after};
 use mayfly_broker::client::IdentitySource;
-
-/// Methods of the protocol itself, never decided: without them no client
-/// could even start.
-const PROTOCOL_METHODS: [&str; 2] = ["initialize", "ping"];
-/// The JSON-RPC error code of a call policy denies.
-const DENIED: i64 = -32003;
 
 /// The audience of the gate's credential for server `name`.
 pub(super) fn audience(name: &str) -> String {
@@ -42,6 +39,8 @@ struct Pending {
 /// What the two directions share.
 struct Shared {
     client: Client,
+    /// The gate's audience (`urn:mayfly:mcp:NAME`).
+    server: String,
     token: Mutex<String>,
     pending: Mutex<HashMap<String, Pending>>,
     records: Mutex<Vec<McpRecord>>,
@@ -56,7 +55,12 @@ impl Shared {
     async fn decide(self: &Arc<Self>, calls: Vec<McpCall>) -> Vec<McpDecision> {
         let count = calls.len();
         let shared = self.clone();
-        let answer = blocking(move || Ok(shared.client.mcp_decide(&shared.token(), &calls)?)).await;
+        let answer = blocking(move || {
+            Ok(shared
+                .client
+                .mcp_decide(&shared.token(), &shared.server, &calls)?)
+        })
+        .await;
         match answer {
             Ok(decisions) if decisions.len() == count => decisions,
             Ok(_) => vec![undecided("the broker answered for another number of calls"); count],
@@ -87,8 +91,12 @@ impl Shared {
             return;
         }
         let shared = self.clone();
-        if let Err(e) =
-            blocking(move || Ok(shared.client.mcp_record(&shared.token(), &records)?)).await
+        if let Err(e) = blocking(move || {
+            Ok(shared
+                .client
+                .mcp_record(&shared.token(), &shared.server, &records)?)
+        })
+        .await
         {
             eprintln!("mayfly run: the MCP gate could not record its calls: {e:#}");
         }
@@ -100,67 +108,6 @@ fn undecided(why: &str) -> McpDecision {
         allowed: false,
         reason: format!("Mayfly could not decide it ({why})"),
     }
-}
-
-/// The policy facts of a request: its method, and the tool, resource or
-/// prompt it names.
-fn call_of(message: &Value) -> McpCall {
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let params = message.get("params");
-    let name = || {
-        params
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (tool, target) = match method {
-        "tools/call" => (name(), String::new()),
-        "prompts/get" => (String::new(), name()),
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (
-            String::new(),
-            params
-                .and_then(|p| p.get("uri"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        _ => (String::new(), String::new()),
-    };
-    McpCall {
-        method: method.to_owned(),
-        tool,
-        target,
-    }
-}
-
-/// A request the gate decides: it has an id and a method that is not the
-/// protocol's own.
-fn decided(message: &Value) -> bool {
-    let method = message.get("method").and_then(Value::as_str);
-    message.get("id").is_some()
-        && method
-            .is_some_and(|m| !PROTOCOL_METHODS.contains(&m) && !m.starts_with("notifications/"))
-}
-
-fn id_key(message: &Value) -> String {
-    message.get("id").map(Value::to_string).unwrap_or_default()
-}
-
-fn denial(message: &Value, call: &McpCall, reason: &str) -> Value {
-    let what = if call.tool.is_empty() {
-        call.method.clone()
-    } else {
-        format!("{} {}", call.method, call.tool)
-    };
-    json!({
-        "jsonrpc": "2.0",
-        "id": message.get("id").cloned().unwrap_or(Value::Null),
-        "error": {"code": DENIED, "message": format!("Mayfly policy denies {what}: {reason}")},
-    })
 }
 
 async fn write_line(
@@ -192,28 +139,15 @@ async fn client_to_server(
         };
         // A batch (older MCP versions) goes on whole only if policy allows
         // every request in it.
-        let requests: Vec<&Value> = match &message {
-            Value::Array(items) => items.iter().filter(|m| decided(m)).collect(),
-            single if decided(single) => vec![single],
-            _ => Vec::new(),
-        };
+        let requests = decided_requests(&message);
         if !requests.is_empty() {
             let calls: Vec<McpCall> = requests.iter().map(|m| call_of(m)).collect();
             let decisions = shared.decide(calls.clone()).await;
             if let Some(denied) = decisions.iter().find(|d| !d.allowed) {
-                let reason = &denied.reason;
-                let answers: Vec<Value> = requests
-                    .iter()
-                    .zip(&calls)
-                    .map(|(m, call)| denial(m, call, reason))
-                    .collect();
+                let answer = denials(&message, &requests, &calls, &denied.reason);
                 for (call, decision) in calls.into_iter().zip(&decisions) {
                     shared.record(call, decision.allowed, false, Duration::ZERO);
                 }
-                let answer = match &message {
-                    Value::Array(_) => Value::Array(answers),
-                    _ => answers.into_iter().next().unwrap_or(Value::Null),
-                };
                 write_line(&stdout, &answer.to_string()).await?;
                 continue;
             }
@@ -240,28 +174,8 @@ async fn client_to_server(
 
 /// Keeps only the tools policy allows in a `tools/list` answer.
 async fn filter_tools(shared: &Arc<Shared>, mut message: Value) -> Value {
-    let Some(tools) = message
-        .get_mut("result")
-        .and_then(|r| r.get_mut("tools"))
-        .and_then(Value::as_array_mut)
-    else {
-        return message;
-    };
-    let calls: Vec<McpCall> = tools
-        .iter()
-        .map(|tool| McpCall {
-            method: "tools/call".into(),
-            tool: tool
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            target: String::new(),
-        })
-        .collect();
-    let decisions = shared.decide(calls).await;
-    let mut allowed = decisions.iter().map(|d| d.allowed);
-    tools.retain(|_| allowed.next().unwrap_or(false));
+    let decisions = shared.decide(listed_tools(&message)).await;
+    retain_tools(&mut message, &decisions);
     message
 }
 
@@ -323,6 +237,7 @@ impl Gate {
         let first = exchange(client, source, task_id, &audience, None, token_ttl).await?;
         let shared = Arc::new(Shared {
             client: client.clone(),
+            server: audience.clone(),
             token: Mutex::new(first.access_token),
             pending: Mutex::new(HashMap::new()),
             records: Mutex::new(Vec::new()),

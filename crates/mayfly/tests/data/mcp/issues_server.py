@@ -1,5 +1,6 @@
 """An MCP server built with the official MCP Python SDK: two tools of a
-code host, one harmless and one destructive. Speaks MCP on stdio."""
+code host, one harmless and one destructive. Speaks MCP on stdio, or on
+streamable HTTP at http://127.0.0.1:PORT/mcp with `http PORT`."""
 
 try:  # mcp 2.x
     from mcp.server.mcpserver import MCPServer as Server
@@ -22,4 +23,9 @@ def delete_repository(name: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run()
+    import sys
+
+    if sys.argv[1:2] == ["http"]:
+        app.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        app.run()

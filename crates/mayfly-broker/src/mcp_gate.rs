@@ -1,0 +1,515 @@
+//! The MCP gate: JSON-RPC messages between an MCP client and server, each
+//! request decided by the broker's policy (action `mcp`) before it reaches
+//! the server. The helpers here are shared by the stdio gate (`mayfly run
+//! --mcp-gate`) and the HTTP gate ([`serve`], `mayfly mcp gate`) for
+//! remote streamable-HTTP servers, which also serves the protected resource
+//! metadata (RFC 9728) naming the broker as authorization server and
+//! requires a Mayfly token whose audience is the gate's resource.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+
+use crate::client::{Client, ClientError};
+use crate::service::{McpCall, McpDecision, McpRecord};
+use crate::upstream::{Upstream, forwardable};
+
+/// Methods of the protocol itself, never decided: without them no client
+/// could even start.
+const PROTOCOL_METHODS: [&str; 2] = ["initialize", "ping"];
+/// The JSON-RPC error code of a call policy denies.
+pub const DENIED: i64 = -32003;
+/// Largest request body the HTTP gate reads.
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest `tools/list` answer the HTTP gate reads to filter.
+const MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
+
+/// The policy facts of a request: its method, and the tool, resource or
+/// prompt it names.
+pub fn call_of(message: &Value) -> McpCall {
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params = message.get("params");
+    let field = |name: &str| {
+        params
+            .and_then(|p| p.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (tool, target) = match method {
+        "tools/call" => (field("name"), String::new()),
+        "prompts/get" => (String::new(), field("name")),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            (String::new(), field("uri"))
+        }
+        _ => (String::new(), String::new()),
+    };
+    McpCall {
+        method: method.to_owned(),
+        tool,
+        target,
+    }
+}
+
+/// Whether the gate decides `message`: a request (it has an id) whose
+/// method is not the protocol's own.
+pub fn is_decided(message: &Value) -> bool {
+    let method = message.get("method").and_then(Value::as_str);
+    message.get("id").is_some()
+        && method
+            .is_some_and(|m| !PROTOCOL_METHODS.contains(&m) && !m.starts_with("notifications/"))
+}
+
+/// The requests of a message or batch that the gate decides.
+pub fn decided_requests(message: &Value) -> Vec<&Value> {
+    match message {
+        Value::Array(items) => items.iter().filter(|m| is_decided(m)).collect(),
+        single if is_decided(single) => vec![single],
+        _ => Vec::new(),
+    }
+}
+
+/// A key for a message's id (`1` and `"1"` differ).
+pub fn id_key(message: &Value) -> String {
+    message.get("id").map(Value::to_string).unwrap_or_default()
+}
+
+/// The JSON-RPC error that answers a denied request.
+pub fn denial(message: &Value, call: &McpCall, reason: &str) -> Value {
+    let what = if call.tool.is_empty() {
+        call.method.clone()
+    } else {
+        format!("{} {}", call.method, call.tool)
+    };
+    json!({
+        "jsonrpc": "2.0",
+        "id": message.get("id").cloned().unwrap_or(Value::Null),
+        "error": {"code": DENIED, "message": format!("Mayfly policy denies {what}: {reason}")},
+    })
+}
+
+/// The answers to a message (or batch) policy denied, one per request.
+pub fn denials(message: &Value, requests: &[&Value], calls: &[McpCall], reason: &str) -> Value {
+    let answers: Vec<Value> = requests
+        .iter()
+        .zip(calls)
+        .map(|(m, call)| denial(m, call, reason))
+        .collect();
+    match message {
+        Value::Array(_) => Value::Array(answers),
+        _ => answers.into_iter().next().unwrap_or(Value::Null),
+    }
+}
+
+/// Each tool of a `tools/list` answer as the call policy decides for it.
+pub fn listed_tools(answer: &Value) -> Vec<McpCall> {
+    answer
+        .get("result")
+        .and_then(|r| r.get("tools"))
+        .and_then(Value::as_array)
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|tool| McpCall {
+                    method: "tools/call".into(),
+                    tool: tool
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    target: String::new(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Keeps the tools of a `tools/list` answer whose decision allows them
+/// (a tool without a decision is dropped).
+pub fn retain_tools(answer: &mut Value, decisions: &[McpDecision]) {
+    if let Some(tools) = answer
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    {
+        let mut allowed = decisions.iter().map(|d| d.allowed);
+        tools.retain(|_| allowed.next().unwrap_or(false));
+    }
+}
+
+/// How the HTTP gate runs.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// The upstream MCP server's origin (`http://127.0.0.1:9000`); the
+    /// gate forwards each request's path and query to it.
+    pub upstream: Uri,
+    /// The gate's public base URL (`http://127.0.0.1:8720`).
+    pub public_url: String,
+    /// The resource its tokens must be for (their audience): the gate's
+    /// MCP endpoint URL by default.
+    pub resource: String,
+    /// The broker that decides.
+    pub broker: String,
+}
+
+impl GateConfig {
+    /// The gate for the MCP endpoint `upstream` (a URL), listening on
+    /// `listen`; its resource is `http://LISTEN` and the upstream's path
+    /// unless given.
+    pub fn new(
+        upstream: &str,
+        listen: &str,
+        resource: Option<String>,
+        broker: &str,
+    ) -> Result<GateConfig, GateError> {
+        let uri: Uri = upstream
+            .parse()
+            .map_err(|_| GateError(format!("--upstream {upstream:?} is not a URL")))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(GateError(format!(
+                "--upstream {upstream:?} needs a scheme and a host (http://HOST:PORT/PATH)"
+            )));
+        };
+        let origin: Uri = format!("{scheme}://{authority}")
+            .parse()
+            .map_err(|_| GateError(format!("--upstream {upstream:?} has no usable origin")))?;
+        Ok(GateConfig {
+            upstream: origin,
+            public_url: format!("http://{listen}"),
+            resource: resource.unwrap_or_else(|| format!("http://{listen}{}", uri.path())),
+            broker: broker.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+struct Gate {
+    config: GateConfig,
+    client: Client,
+    upstream: Upstream,
+}
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("the MCP gate: {0}")]
+pub struct GateError(String);
+
+/// Serves the HTTP gate on `listener` until `shutdown` completes.
+pub async fn serve(
+    config: GateConfig,
+    proxy: &crate::config::ProxyConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), GateError> {
+    let upstream = Upstream::new(proxy).map_err(|e| GateError(e.to_string()))?;
+    let gate = Arc::new(Gate {
+        client: Client::new(&config.broker),
+        config,
+        upstream,
+    });
+    let app = Router::new()
+        .route("/.well-known/oauth-protected-resource", get(metadata))
+        .route(
+            "/.well-known/oauth-protected-resource/{*rest}",
+            get(metadata),
+        )
+        .fallback(gated)
+        .with_state(gate);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| GateError(e.to_string()))
+}
+
+/// RFC 9728 protected resource metadata.
+async fn metadata(State(gate): State<Arc<Gate>>) -> Response {
+    Json(json!({
+        "resource": gate.config.resource,
+        "authorization_servers": [gate.config.broker],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "MCP server behind Mayfly's gate",
+    }))
+    .into_response()
+}
+
+fn unauthorized(gate: &Gate, error: Option<&str>, description: &str) -> Response {
+    let mut challenge = format!(
+        "Bearer resource_metadata=\"{}/.well-known/oauth-protected-resource\"",
+        gate.config.public_url.trim_end_matches('/')
+    );
+    if let Some(error) = error {
+        challenge.push_str(&format!(", error=\"{error}\""));
+    }
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Json(
+            json!({"error": error.unwrap_or("invalid_request"), "error_description": description}),
+        ),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn jsonrpc_response(status: StatusCode, body: &Value) -> Response {
+    (status, Json(body.clone())).into_response()
+}
+
+impl Gate {
+    /// The broker's decisions, or why there are none.
+    async fn decide(
+        &self,
+        token: &str,
+        calls: Vec<McpCall>,
+    ) -> Result<Vec<McpDecision>, ClientError> {
+        let (client, token, server) = (
+            self.client.clone(),
+            token.to_owned(),
+            self.config.resource.clone(),
+        );
+        tokio::task::spawn_blocking(move || client.mcp_decide(&token, &server, &calls))
+            .await
+            .unwrap_or_else(|e| Err(ClientError::Identity(e.to_string())))
+    }
+
+    /// Sends records to the audit, off the request's path.
+    fn record(&self, token: &str, records: Vec<McpRecord>) {
+        let (client, token, server) = (
+            self.client.clone(),
+            token.to_owned(),
+            self.config.resource.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = client.mcp_record(&token, &server, &records) {
+                tracing::warn!("the MCP gate could not record calls: {e}");
+            }
+        });
+    }
+}
+
+/// Every request to the MCP endpoint.
+async fn gated(State(gate): State<Arc<Gate>>, request: Request) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return unauthorized(
+            &gate,
+            None,
+            "send a Mayfly access token for this MCP server as Bearer",
+        );
+    };
+    let (parts, body) = request.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return jsonrpc_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": "the request is larger than 4 MiB"}}),
+            );
+        }
+    };
+    let message: Option<Value> = if parts.method == Method::POST {
+        match serde_json::from_slice(&body) {
+            Ok(message) => Some(message),
+            Err(_) => {
+                return jsonrpc_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error: not a JSON-RPC message (Mayfly's MCP gate)"}}),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let requests: Vec<&Value> = message.as_ref().map(decided_requests).unwrap_or_default();
+    let calls: Vec<McpCall> = requests.iter().map(|m| call_of(m)).collect();
+    // Zero calls still checks the token: GET streams and DELETE too.
+    let decisions = match gate.decide(&token, calls.clone()).await {
+        Ok(decisions) if decisions.len() == calls.len() => decisions,
+        Ok(_) => {
+            return unauthorized(
+                &gate,
+                Some("invalid_token"),
+                "the broker answered for another number of calls",
+            );
+        }
+        Err(ClientError::Refused {
+            status: 401,
+            description,
+            ..
+        }) => {
+            return unauthorized(&gate, Some("invalid_token"), &description);
+        }
+        Err(e) => {
+            let reason = format!("Mayfly could not decide it ({e})");
+            return match &message {
+                Some(message) if !requests.is_empty() => jsonrpc_response(
+                    StatusCode::OK,
+                    &denials(message, &requests, &calls, &reason),
+                ),
+                _ => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+            };
+        }
+    };
+    if let (Some(message), Some(denied)) = (&message, decisions.iter().find(|d| !d.allowed)) {
+        let records = calls
+            .iter()
+            .zip(&decisions)
+            .map(|(call, d)| record(call, d.allowed, false, 0))
+            .collect();
+        gate.record(&token, records);
+        return jsonrpc_response(
+            StatusCode::OK,
+            &denials(message, &requests, &calls, &denied.reason),
+        );
+    }
+    let listing = requests
+        .iter()
+        .zip(&calls)
+        .find(|(_, call)| call.method == "tools/list")
+        .map(|(m, _)| id_key(m));
+    let started = Instant::now();
+    let answer = match forward(&gate, &parts, body).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let answer = match listing {
+        Some(id) if answer.status().is_success() => {
+            filter_listing(&gate, &token, answer, &id).await
+        }
+        _ => answer,
+    };
+    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let failed = !answer.status().is_success();
+    gate.record(
+        &token,
+        calls
+            .iter()
+            .map(|call| record(call, true, failed, elapsed))
+            .collect(),
+    );
+    answer
+}
+
+fn record(call: &McpCall, allowed: bool, failed: bool, duration_ms: u64) -> McpRecord {
+    McpRecord {
+        method: call.method.clone(),
+        tool: call.tool.clone(),
+        target: call.target.clone(),
+        allowed,
+        failed,
+        duration_ms,
+    }
+}
+
+/// Sends the request on to the upstream server (without the client's
+/// token) and streams its answer back.
+async fn forward(
+    gate: &Gate,
+    parts: &axum::http::request::Parts,
+    body: Bytes,
+) -> Result<Response, Response> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri = format!(
+        "{}{path}",
+        gate.config.upstream.to_string().trim_end_matches('/')
+    );
+    let mut request = axum::http::Request::builder()
+        .method(parts.method.clone())
+        .uri(&uri)
+        .body(Body::from(body))
+        .map_err(|e| (StatusCode::BAD_GATEWAY, e.to_string()).into_response())?;
+    *request.headers_mut() =
+        forwardable(&parts.headers, &["authorization", "host", "content-length"]);
+    let answer = gate.upstream.send(request).await.map_err(|e| {
+        (
+            StatusCode::BAD_GATEWAY,
+            format!("the MCP server did not answer: {e}"),
+        )
+            .into_response()
+    })?;
+    let (mut answer_parts, body) = answer.into_parts();
+    answer_parts.headers = forwardable(&answer_parts.headers, &[]);
+    Ok(Response::from_parts(answer_parts, Body::new(body)))
+}
+
+/// Reads a `tools/list` answer whole (JSON, or an SSE stream that ends with
+/// it) and keeps only the tools policy allows.
+async fn filter_listing(gate: &Gate, token: &str, answer: Response, id: &str) -> Response {
+    let (mut parts, body) = answer.into_parts();
+    let Ok(collected) = http_body_util::Limited::new(body, MAX_LIST_BYTES)
+        .collect()
+        .await
+    else {
+        return (
+            StatusCode::BAD_GATEWAY,
+            "the MCP server's tools/list answer is too large",
+        )
+            .into_response();
+    };
+    let bytes = collected.to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let filtered = if sse {
+        let mut out = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let data = line.strip_prefix("data:").map(str::trim);
+            match data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
+                Some(mut message) if id_key(&message) == id => {
+                    filter_answer(gate, token, &mut message).await;
+                    out.push_str("data: ");
+                    out.push_str(&message.to_string());
+                    out.push_str(if line.ends_with("\r\n") { "\r\n" } else { "\n" });
+                }
+                _ => out.push_str(line),
+            }
+        }
+        out
+    } else {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(mut message) => {
+                filter_answer(gate, token, &mut message).await;
+                message.to_string()
+            }
+            Err(_) => text.into_owned(),
+        }
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(filtered))
+}
+
+async fn filter_answer(gate: &Gate, token: &str, answer: &mut Value) {
+    let calls = listed_tools(answer);
+    let decisions = gate.decide(token, calls).await.unwrap_or_default();
+    retain_tools(answer, &decisions);
+}
