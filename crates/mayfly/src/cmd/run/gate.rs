@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mayfly_broker::client::Client;
+use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::mcp_gate::{
     call_of, decided_requests, denials, id_key, listed_tools, retain_tools,
 };
@@ -23,7 +23,6 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader}
 use tokio::process::{ChildStdin, ChildStdout};
 
 use super::{blocking, exchange, refresh_after};
-use mayfly_broker::client::IdentitySource;
 
 /// The audience of the gate's credential for server `name`.
 pub(super) fn audience(name: &str) -> String {
