@@ -1,0 +1,50 @@
+//! MCP client configurations as `mayfly mcp` reads and wraps them (JSON,
+//! JSONC, Codex TOML): reading never panics, and a wrap of every server
+//! that holds the spliced-in secret in its env removes it.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use mayfly_migrate::servers::{Place, ServerWrap, WrapWith, read_servers, wrap_servers};
+
+const SECRET: &str = "ghp_FUZZSECRET0123456789abcdefABCDEF0123";
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let text = text.replacen("@@", SECRET, 2);
+    let with = WrapWith {
+        program: "mayfly".into(),
+        owner: "team".into(),
+        env: vec![],
+    };
+    for name in ["mcp.json", "config.toml"] {
+        let Ok(servers) = read_servers(Path::new(name), &text) else {
+            continue;
+        };
+        let wraps: Vec<ServerWrap> = servers
+            .iter()
+            .filter(|s| !s.wrapped)
+            .filter_map(|s| {
+                let keys: Vec<String> = s
+                    .slots
+                    .iter()
+                    .filter(|slot| slot.value.contains(SECRET))
+                    .filter_map(|slot| match &slot.place {
+                        Place::Env(key) => Some(key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                (!keys.is_empty()).then(|| ServerWrap {
+                    server: s.name.clone(),
+                    env_keys: keys,
+                    entries: vec!["github-fuzz".into()],
+                })
+            })
+            .collect();
+        // Rewriting may refuse (JSONC, odd shapes); it must not panic.
+        let _ = wrap_servers(Path::new(name), &text, &wraps, &with);
+    }
+});
