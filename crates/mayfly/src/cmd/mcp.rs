@@ -582,7 +582,7 @@ fn wrap(
             .with_context(|| format!("cannot write the backup {}", backup.display()))?;
         write_atomically(&file.path, &file.text, text, false)?;
         eprintln!(
-            "{}: wrapped (original kept in {})",
+            "{}: wrapped (the original, keys included, kept in {} for `mayfly mcp unwrap`; delete it once the wrapped servers work)",
             file.path.display(),
             backup.display()
         );
