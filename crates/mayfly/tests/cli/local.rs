@@ -351,3 +351,69 @@ fn unsafe_or_busy_sockets_are_refused_at_start() {
     assert_ne!(code, 0);
     assert!(err.contains("already listens"), "{err}");
 }
+
+/// With `[local] group`, members of that group may connect too: the socket
+/// is mode 0660 and owned by the group, named by name or by gid.
+#[test]
+fn a_group_socket_is_shared_with_that_group_only() {
+    use std::os::unix::fs::MetadataExt as _;
+    let ws = Workspace::new();
+    let dir = ws.dir.path().join("run");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("w.sock");
+    // A group in /etc/group by name (Debian's `daemon`, gid 1), else by gid.
+    let named = std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid: u32 = f.nth(1)?.parse().ok()?;
+            (name == "daemon").then(|| (name.to_owned(), gid))
+        });
+    let (group, gid) = named.unwrap_or_else(|| {
+        let gid = std::fs::metadata(ws.dir.path()).unwrap().gid();
+        (gid.to_string(), gid)
+    });
+    let config = ws.dir.path().join("mayfly.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\nsocket = {:?}\ngroup = {group:?}\n",
+            socket.display().to_string()
+        ),
+    )
+    .unwrap();
+    let _server = serve_with(
+        &ws,
+        None,
+        free_port(),
+        &["--config", config.to_str().unwrap()],
+    );
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+
+    // An unknown group is refused at start, with the setting named.
+    std::fs::write(
+        &config,
+        format!(
+            "[local]\nsocket = {:?}\ngroup = \"no-such-group-here\"\n",
+            dir.join("x.sock").display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = stdout_of(ws.mayfly().args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("[local] group") && err.contains("no-such-group-here"),
+        "{err}"
+    );
+}
