@@ -18,7 +18,6 @@ use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError};
 use crate::service::{McpCall, McpDecision, McpRecord};
 use crate::upstream::{Upstream, forwardable};
 
@@ -148,6 +147,110 @@ pub fn retain_tools(answer: &mut Value, decisions: &[McpDecision]) {
     }
 }
 
+/// Why the broker gave no decisions.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The gate's token is not good for this server (401).
+    #[error("{0}")]
+    InvalidToken(String),
+    /// Anything else: the broker unreachable, refusing, or answering
+    /// something else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The gates' client to the broker: decisions and audit records over one
+/// pooled async HTTP client (no blocking thread per call).
+#[derive(Clone)]
+pub struct Decider {
+    http: Arc<Upstream>,
+    broker: String,
+    server: String,
+}
+
+impl Decider {
+    /// A client of `broker` for the gate that guards `server`.
+    pub fn new(broker: &str, server: &str) -> Result<Decider, GateError> {
+        let http = Upstream::new(&crate::config::ProxyConfig::default())
+            .map_err(|e| GateError(e.to_string()))?;
+        Ok(Decider {
+            http: Arc::new(http),
+            broker: broker.trim_end_matches('/').to_owned(),
+            server: server.to_owned(),
+        })
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Result<Value, DecideError> {
+        let failed = |e: &dyn std::fmt::Display| DecideError::Failed(e.to_string());
+        let request = axum::http::Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", self.broker))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .map_err(|e| failed(&e))?;
+        let answer = self.http.send(request).await.map_err(|e| failed(&e))?;
+        let status = answer.status();
+        let bytes = http_body_util::Limited::new(answer.into_body(), 4 * 1024 * 1024)
+            .collect()
+            .await
+            .map_err(|e| failed(&e))?
+            .to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(json);
+        }
+        let description = json
+            .get("error_description")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given")
+            .to_owned();
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(DecideError::InvalidToken(description));
+        }
+        Err(DecideError::Failed(format!(
+            "the broker refused ({status}): {description}"
+        )))
+    }
+
+    /// The decisions on `calls`, one each, in order.
+    pub async fn decide(
+        &self,
+        token: &str,
+        calls: &[McpCall],
+    ) -> Result<Vec<McpDecision>, DecideError> {
+        let answer = self
+            .post(
+                "/v1/mcp/decide",
+                token,
+                json!({"server": self.server, "calls": calls}),
+            )
+            .await?;
+        let decisions: Vec<McpDecision> = answer
+            .get("decisions")
+            .cloned()
+            .and_then(|d| serde_json::from_value(d).ok())
+            .ok_or_else(|| DecideError::Failed("the broker's answer has no decisions".into()))?;
+        if decisions.len() != calls.len() {
+            return Err(DecideError::Failed(
+                "the broker answered for another number of calls".into(),
+            ));
+        }
+        Ok(decisions)
+    }
+
+    /// One audit event per record.
+    pub async fn record(&self, token: &str, records: &[McpRecord]) -> Result<(), DecideError> {
+        self.post(
+            "/v1/mcp/record",
+            token,
+            json!({"server": self.server, "records": records}),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
 /// How the HTTP gate runs.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
@@ -195,7 +298,7 @@ impl GateConfig {
 
 struct Gate {
     config: GateConfig,
-    client: Client,
+    decider: Decider,
     upstream: Upstream,
 }
 
@@ -213,7 +316,7 @@ pub async fn serve(
 ) -> Result<(), GateError> {
     let upstream = Upstream::new(proxy).map_err(|e| GateError(e.to_string()))?;
     let gate = Arc::new(Gate {
-        client: Client::new(&config.broker),
+        decider: Decider::new(&config.broker, &config.resource)?,
         config,
         upstream,
     });
@@ -270,31 +373,11 @@ fn jsonrpc_response(status: StatusCode, body: &Value) -> Response {
 }
 
 impl Gate {
-    /// The broker's decisions, or why there are none.
-    async fn decide(
-        &self,
-        token: &str,
-        calls: Vec<McpCall>,
-    ) -> Result<Vec<McpDecision>, ClientError> {
-        let (client, token, server) = (
-            self.client.clone(),
-            token.to_owned(),
-            self.config.resource.clone(),
-        );
-        tokio::task::spawn_blocking(move || client.mcp_decide(&token, &server, &calls))
-            .await
-            .unwrap_or_else(|e| Err(ClientError::Identity(e.to_string())))
-    }
-
     /// Sends records to the audit, off the request's path.
     fn record(&self, token: &str, records: Vec<McpRecord>) {
-        let (client, token, server) = (
-            self.client.clone(),
-            token.to_owned(),
-            self.config.resource.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = client.mcp_record(&token, &server, &records) {
+        let (decider, token) = (self.decider.clone(), token.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = decider.record(&token, &records).await {
                 tracing::warn!("the MCP gate could not record calls: {e}");
             }
         });
@@ -346,23 +429,12 @@ async fn gated(State(gate): State<Arc<Gate>>, request: Request) -> Response {
     let requests: Vec<&Value> = message.as_ref().map(decided_requests).unwrap_or_default();
     let calls: Vec<McpCall> = requests.iter().map(|m| call_of(m)).collect();
     // Zero calls still checks the token: GET streams and DELETE too.
-    let decisions = match gate.decide(&token, calls.clone()).await {
-        Ok(decisions) if decisions.len() == calls.len() => decisions,
-        Ok(_) => {
-            return unauthorized(
-                &gate,
-                Some("invalid_token"),
-                "the broker answered for another number of calls",
-            );
-        }
-        Err(ClientError::Refused {
-            status: 401,
-            description,
-            ..
-        }) => {
+    let decisions = match gate.decider.decide(&token, &calls).await {
+        Ok(decisions) => decisions,
+        Err(DecideError::InvalidToken(description)) => {
             return unauthorized(&gate, Some("invalid_token"), &description);
         }
-        Err(e) => {
+        Err(DecideError::Failed(e)) => {
             let reason = format!("Mayfly could not decide it ({e})");
             return match &message {
                 Some(message) if !requests.is_empty() => jsonrpc_response(
@@ -510,6 +582,6 @@ async fn filter_listing(gate: &Gate, token: &str, answer: Response, id: &str) ->
 
 async fn filter_answer(gate: &Gate, token: &str, answer: &mut Value) {
     let calls = listed_tools(answer);
-    let decisions = gate.decide(token, calls).await.unwrap_or_default();
+    let decisions = gate.decider.decide(token, &calls).await.unwrap_or_default();
     retain_tools(answer, &decisions);
 }

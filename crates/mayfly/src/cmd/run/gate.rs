@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::mcp_gate::{
-    call_of, decided_requests, denials, id_key, listed_tools, retain_tools,
+    Decider, call_of, decided_requests, denials, id_key, listed_tools, retain_tools,
 };
 use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
 
-use super::{blocking, exchange, refresh_after};
+use super::{exchange, refresh_after};
 
 /// The audience of the gate's credential for server `name`.
 pub(super) fn audience(name: &str) -> String {
@@ -37,9 +37,7 @@ struct Pending {
 
 /// What the two directions share.
 struct Shared {
-    client: Client,
-    /// The gate's audience (`urn:mayfly:mcp:NAME`).
-    server: String,
+    decider: Decider,
     token: Mutex<String>,
     pending: Mutex<HashMap<String, Pending>>,
     records: Mutex<Vec<McpRecord>>,
@@ -52,18 +50,9 @@ impl Shared {
 
     /// Asks the broker; any failure denies, with what failed.
     async fn decide(self: &Arc<Self>, calls: Vec<McpCall>) -> Vec<McpDecision> {
-        let count = calls.len();
-        let shared = self.clone();
-        let answer = blocking(move || {
-            Ok(shared
-                .client
-                .mcp_decide(&shared.token(), &shared.server, &calls)?)
-        })
-        .await;
-        match answer {
-            Ok(decisions) if decisions.len() == count => decisions,
-            Ok(_) => vec![undecided("the broker answered for another number of calls"); count],
-            Err(e) => vec![undecided(&format!("{e:#}")); count],
+        match self.decider.decide(&self.token(), &calls).await {
+            Ok(decisions) => decisions,
+            Err(e) => vec![undecided(&e.to_string()); calls.len()],
         }
     }
 
@@ -89,15 +78,8 @@ impl Shared {
         if records.is_empty() {
             return;
         }
-        let shared = self.clone();
-        if let Err(e) = blocking(move || {
-            Ok(shared
-                .client
-                .mcp_record(&shared.token(), &shared.server, &records)?)
-        })
-        .await
-        {
-            eprintln!("mayfly run: the MCP gate could not record its calls: {e:#}");
+        if let Err(e) = self.decider.record(&self.token(), &records).await {
+            eprintln!("mayfly run: the MCP gate could not record its calls: {e}");
         }
     }
 }
@@ -235,8 +217,7 @@ impl Gate {
         let audience = audience(name);
         let first = exchange(client, source, task_id, &audience, None, token_ttl).await?;
         let shared = Arc::new(Shared {
-            client: client.clone(),
-            server: audience.clone(),
+            decider: Decider::new(client.base(), &audience)?,
             token: Mutex::new(first.access_token),
             pending: Mutex::new(HashMap::new()),
             records: Mutex::new(Vec::new()),
