@@ -37,6 +37,136 @@ fn strings(value: Option<&Value>) -> Option<Vec<String>> {
     }
 }
 
+/// What wrapping changes in one server entry, for `mayfly migrate` and
+/// `mayfly mcp wrap` alike.
+pub(crate) struct EntryWrap<'a> {
+    /// The `env` variables whose values moved into custody.
+    pub keys: &'a [String],
+    /// Variables added to reach the broker (never secrets).
+    pub env: &'a [(String, String)],
+    /// The program that runs `run --inject`.
+    pub program: &'a str,
+}
+
+/// Wraps one JSON server entry: `scope` holds its command (under
+/// `command_key`), `args` and `env`; `args_for` makes the new arguments
+/// from the old command and arguments.
+pub(crate) fn wrap_json_entry(
+    name: &str,
+    scope: &mut Map<String, Value>,
+    command_key: &str,
+    wrap: &EntryWrap<'_>,
+    args_for: impl FnOnce(&str, &[String]) -> Vec<String>,
+) -> Result<(), String> {
+    let command = scope
+        .get(command_key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| no_command(name))?;
+    let args = strings(scope.get("args")).ok_or_else(|| not_strings(name))?;
+    if let Some(Value::Object(env)) = scope.get_mut("env") {
+        for key in wrap.keys {
+            env.shift_remove(key);
+        }
+        for (key, value) in wrap.env {
+            env.insert(key.clone(), Value::String(value.clone()));
+        }
+        if env.is_empty() {
+            scope.shift_remove("env");
+        }
+    }
+    scope.insert(command_key.into(), Value::String(wrap.program.to_owned()));
+    let args = args_for(&command, &args)
+        .into_iter()
+        .map(Value::String)
+        .collect();
+    scope.insert("args".into(), Value::Array(args));
+    Ok(())
+}
+
+/// Wraps one TOML server entry (Codex's `[mcp_servers.NAME]`), as
+/// [`wrap_json_entry`] does.
+pub(crate) fn wrap_toml_entry(
+    name: &str,
+    server: &mut dyn toml_edit::TableLike,
+    wrap: &EntryWrap<'_>,
+    args_for: impl FnOnce(&str, &[String]) -> Vec<String>,
+) -> Result<(), String> {
+    let command = server
+        .get("command")
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| no_command(name))?;
+    let args: Vec<String> = match server.get("args") {
+        None => Vec::new(),
+        Some(item) => item
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
+            .ok_or_else(|| not_strings(name))?,
+    };
+    if let Some(env) = server.get_mut("env").and_then(|e| e.as_table_like_mut()) {
+        for key in wrap.keys {
+            env.remove(key);
+        }
+        for (key, value) in wrap.env {
+            env.insert(key, toml_edit::value(value.as_str()));
+        }
+    }
+    server.insert("command", toml_edit::value(wrap.program));
+    let wrapped: toml_edit::Array = args_for(&command, &args).into_iter().collect();
+    server.insert("args", toml_edit::value(wrapped));
+    Ok(())
+}
+
+fn no_command(name: &str) -> String {
+    format!(
+        "MCP server {name} takes its key in env but has no command to wrap (a remote server?); edit it by hand"
+    )
+}
+
+fn not_strings(name: &str) -> String {
+    format!("MCP server {name}: args is not a list of strings")
+}
+
+/// A TOML document to edit. `toml_edit` 0.23 panics on some malformed
+/// documents (found by the migrate_rewrite fuzz target), so the `toml`
+/// parser sees it first. The error says where and what, never the line's
+/// text (it may hold the key).
+pub(crate) fn toml_document(text: &str) -> Result<toml_edit::DocumentMut, String> {
+    text.parse::<toml::Table>()
+        .map_err(|e| toml_error(text, e.message(), e.span()))?;
+    text.parse::<toml_edit::DocumentMut>()
+        .map_err(|e| toml_error(text, e.message(), e.span()))
+}
+
+/// A TOML parse error by line and message, without the parser's excerpt
+/// of the offending line.
+pub(crate) fn toml_error(
+    text: &str,
+    message: &str,
+    span: Option<std::ops::Range<usize>>,
+) -> String {
+    let line = span
+        .and_then(|s| text.get(..s.start))
+        .map(|before| before.matches('\n').count() + 1);
+    match line {
+        Some(line) => format!("not valid TOML (line {line}: {message})"),
+        None => format!("not valid TOML ({message})"),
+    }
+}
+
+/// The `env` keys of a JSON server entry whose values hold the secret.
+fn keys_holding(env: Option<&Value>, secret: &str) -> Vec<String> {
+    env.and_then(Value::as_object)
+        .map(|env| {
+            env.iter()
+                .filter(|(_, v)| v.as_str().is_some_and(|v| v.contains(secret)))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Rewrites one JSON server entry if its `env` holds the secret.
 fn rewrite_json_server(
     name: &str,
@@ -45,47 +175,18 @@ fn rewrite_json_server(
     wrapper: &Wrapper,
     changes: &mut Vec<String>,
 ) -> Result<(), String> {
-    let Some(Value::Object(env)) = server.get_mut("env") else {
-        return Ok(());
-    };
-    let keys: Vec<String> = env
-        .iter()
-        .filter(|(_, v)| v.as_str().is_some_and(|v| v.contains(secret)))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let keys = keys_holding(server.get("env"), secret);
     if keys.is_empty() {
         return Ok(());
     }
-    for key in &keys {
-        env.shift_remove(key);
-    }
-    for (name, value) in &wrapper.env {
-        env.insert(name.clone(), Value::String(value.clone()));
-    }
-    if env.is_empty() {
-        server.shift_remove("env");
-    }
-    let Some(command) = server
-        .get("command")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
-        return Err(format!(
-            "MCP server {name} takes the secret in env but has no command to wrap (a remote server?); edit it by hand"
-        ));
+    let wrap = EntryWrap {
+        keys: &keys,
+        env: &wrapper.env,
+        program: &wrapper.program,
     };
-    let args = strings(server.get("args"))
-        .ok_or_else(|| format!("MCP server {name}: args is not a list of strings"))?;
-    server.insert("command".into(), Value::String(wrapper.program.clone()));
-    server.insert(
-        "args".into(),
-        Value::Array(
-            wrapped_args(wrapper, name, &command, &args)
-                .into_iter()
-                .map(Value::String)
-                .collect(),
-        ),
-    );
+    wrap_json_entry(name, server, "command", &wrap, |command, args| {
+        wrapped_args(wrapper, name, command, args)
+    })?;
     changes.push(format!(
         "MCP server {name}: {} removed from env, command wrapped in mayfly run --inject {}",
         keys.join(", "),
@@ -137,13 +238,7 @@ pub(crate) fn rewrite_json(text: &str, secret: &str, wrapper: &Wrapper) -> Resul
 
 /// Rewrites Codex's `config.toml` (`[mcp_servers.NAME]`).
 pub(crate) fn rewrite_toml(text: &str, secret: &str, wrapper: &Wrapper) -> Result<Rewrite, String> {
-    // toml_edit 0.23 panics on some malformed documents (found by the
-    // migrate_rewrite fuzz target); the `toml` parser refuses them first.
-    text.parse::<toml::Table>()
-        .map_err(|e| format!("not valid TOML ({e}); edit it by hand"))?;
-    let mut document: toml_edit::DocumentMut = text
-        .parse()
-        .map_err(|e| format!("not valid TOML ({e}); edit it by hand"))?;
+    let mut document = toml_document(text).map_err(|e| format!("{e}; edit it by hand"))?;
     let mut changes = Vec::new();
     let Some(servers) = document
         .get_mut("mcp_servers")
@@ -166,29 +261,14 @@ pub(crate) fn rewrite_toml(text: &str, secret: &str, wrapper: &Wrapper) -> Resul
         if keys.is_empty() {
             continue;
         }
-        for key in &keys {
-            env.remove(key);
-        }
-        for (key, value) in &wrapper.env {
-            env.insert(key, toml_edit::value(value.as_str()));
-        }
-        let command = server
-            .get("command")
-            .and_then(|c| c.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| format!("MCP server {name} has no command to wrap; edit it by hand"))?;
-        let args: Vec<String> = match server.get("args") {
-            None => Vec::new(),
-            Some(item) => item
-                .as_array()
-                .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
-                .ok_or_else(|| format!("MCP server {name}: args is not a list of strings"))?,
+        let wrap = EntryWrap {
+            keys: &keys,
+            env: &wrapper.env,
+            program: &wrapper.program,
         };
-        server.insert("command", toml_edit::value(wrapper.program.as_str()));
-        let wrapped: toml_edit::Array = wrapped_args(wrapper, &name, &command, &args)
-            .into_iter()
-            .collect();
-        server.insert("args", toml_edit::value(wrapped));
+        wrap_toml_entry(&name, server, &wrap, |command, args| {
+            wrapped_args(wrapper, &name, command, args)
+        })?;
         changes.push(format!(
             "MCP server {name}: {} removed from env, command wrapped in mayfly run --inject {}",
             keys.join(", "),
@@ -318,5 +398,16 @@ mod tests {
         let err = rewrite_toml(&text, "sk-proj-FUZZSECRET0123", &wrapper).unwrap_err();
         assert!(err.contains("not valid TOML"), "{err}");
         assert!(!err.contains("sk-proj-FUZZSECRET0123"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_name_the_line_but_never_show_it() {
+        let text = "[mcp_servers.gh]\ncommand = \"x\"\n[mcp_servers.gh.env]\nGITHUB_TOKEN = ghp_UNQUOTEDSECRET0123\n";
+        let err = toml_document(text).unwrap_err();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(!err.contains("ghp_UNQUOTEDSECRET0123"), "{err}");
+        let err =
+            crate::servers::read_servers(std::path::Path::new("config.toml"), text).unwrap_err();
+        assert!(!err.contains("ghp_UNQUOTEDSECRET0123"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::mcp::{self, EntryWrap, toml_document, toml_error, wrap_toml_entry};
 use super::{FileKind, Rewrite};
 
 /// How a server is reached.
@@ -113,7 +114,9 @@ pub fn read_servers(path: &Path, text: &str) -> Result<Vec<McpServer>, String> {
             Ok(servers)
         }
         Some(FileKind::Toml) => {
-            let table: toml::Table = text.parse().map_err(|e| format!("not valid TOML ({e})"))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| toml_error(text, e.message(), e.span()))?;
             let Some(toml::Value::Table(servers)) = table.get("mcp_servers") else {
                 return Ok(Vec::new());
             };
@@ -378,7 +381,7 @@ fn wrap_json(
                     else {
                         continue;
                     };
-                    wrap_json_entry(wrap, entry, with, changes)?;
+                    wrap_server_entry(wrap, entry, with, changes)?;
                 }
             }
             _ => wrap_json(child, wraps, with, changes)?,
@@ -387,7 +390,8 @@ fn wrap_json(
     Ok(())
 }
 
-fn wrap_json_entry(
+/// Wraps one JSON server entry that holds every key of `wrap`.
+fn wrap_server_entry(
     wrap: &ServerWrap,
     entry: &mut Map<String, Value>,
     with: &WrapWith,
@@ -412,38 +416,14 @@ fn wrap_json_entry(
         return Ok(());
     }
     let command_key = if zed { "path" } else { "command" };
-    let command = scope
-        .get(command_key)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("MCP server {name} has no command to wrap"))?;
-    let args: Vec<String> = match scope.get("args") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<_>>()
-            .ok_or_else(|| format!("MCP server {name}: args is not a list of strings"))?,
-        Some(_) => return Err(format!("MCP server {name}: args is not a list")),
+    let entry_wrap = EntryWrap {
+        keys: &wrap.env_keys,
+        env: &with.env,
+        program: &with.program,
     };
-    if let Some(Value::Object(env)) = scope.get_mut("env") {
-        for key in &wrap.env_keys {
-            env.shift_remove(key);
-        }
-        for (key, value) in &with.env {
-            env.insert(key.clone(), Value::String(value.clone()));
-        }
-    }
-    scope.insert(command_key.into(), Value::String(with.program.clone()));
-    scope.insert(
-        "args".into(),
-        Value::Array(
-            wrapped_args(wrap, with, &command, &args)
-                .into_iter()
-                .map(Value::String)
-                .collect(),
-        ),
-    );
+    mcp::wrap_json_entry(name, scope, command_key, &entry_wrap, |command, args| {
+        wrapped_args(wrap, with, command, args)
+    })?;
     changes.push(format!(
         "MCP server {name}: {} moved to custody ({}), command wrapped in mayfly run --inject",
         wrap.env_keys.join(", "),
@@ -458,12 +438,7 @@ fn wrap_toml(
     with: &WrapWith,
     changes: &mut Vec<String>,
 ) -> Result<String, String> {
-    // toml_edit 0.23 panics on some malformed documents; `toml` refuses
-    // them first.
-    text.parse::<toml::Table>()
-        .map_err(|e| format!("not valid TOML ({e})"))?;
-    let mut document: toml_edit::DocumentMut =
-        text.parse().map_err(|e| format!("not valid TOML ({e})"))?;
+    let mut document = toml_document(text)?;
     let Some(servers) = document
         .get_mut("mcp_servers")
         .and_then(|s| s.as_table_like_mut())
@@ -483,29 +458,14 @@ fn wrap_toml(
         if !wrap.env_keys.iter().all(|k| env.contains_key(k)) {
             continue;
         }
-        for key in &wrap.env_keys {
-            env.remove(key);
-        }
-        for (key, value) in &with.env {
-            env.insert(key, toml_edit::value(value.as_str()));
-        }
-        let command = server
-            .get("command")
-            .and_then(|c| c.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| format!("MCP server {name} has no command to wrap"))?;
-        let args: Vec<String> = match server.get("args") {
-            None => Vec::new(),
-            Some(item) => item
-                .as_array()
-                .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect())
-                .ok_or_else(|| format!("MCP server {name}: args is not a list of strings"))?,
+        let entry_wrap = EntryWrap {
+            keys: &wrap.env_keys,
+            env: &with.env,
+            program: &with.program,
         };
-        server.insert("command", toml_edit::value(with.program.as_str()));
-        let wrapped: toml_edit::Array = wrapped_args(wrap, with, &command, &args)
-            .into_iter()
-            .collect();
-        server.insert("args", toml_edit::value(wrapped));
+        wrap_toml_entry(&name, server, &entry_wrap, |command, args| {
+            wrapped_args(wrap, with, command, args)
+        })?;
         changes.push(format!(
             "MCP server {name}: {} moved to custody ({}), command wrapped in mayfly run --inject",
             wrap.env_keys.join(", "),
