@@ -136,19 +136,9 @@ impl Preset {
     /// Claims passed to policy as workload tags.
     pub fn tag_claims(self) -> &'static [&'static str] {
         match self {
-            Preset::Generic | Preset::Spiffe => &["sub"],
-            Preset::Local => &[
-                "sub",
-                "uid",
-                "gid",
-                "pid",
-                "exe",
-                "exe_sha256",
-                "cgroup",
-                "container_id",
-                "parent_exe",
-                "ancestor_exes",
-            ],
+            // Local attestation's issuers name their fact claims
+            // (`mayfly_attest::FACT_CLAIMS`) in their config.
+            Preset::Generic | Preset::Spiffe | Preset::Local => &["sub"],
             Preset::GithubActions => &[
                 "sub",
                 "repository",

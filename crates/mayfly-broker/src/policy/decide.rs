@@ -8,7 +8,7 @@ use cedar_policy::{
 
 use super::{
     Action, Decision, McpRequest, Policies, PolicyEngine, PolicyRequest, SOURCE_IP_CACHE,
-    UseRequest,
+    TaskFacts, UseRequest,
 };
 use crate::identity::Workload;
 
@@ -60,25 +60,47 @@ impl PolicyEngine {
         let (principal, entities) = self.principal(req.workload)?;
         let resource =
             EntityUid::from_type_name_and_id(self.mcp_type.clone(), EntityId::new(req.server));
-        let context = Context::from_pairs([
-            ("method".to_owned(), text(req.method)),
-            ("tool".to_owned(), text(req.tool)),
-            ("target".to_owned(), text(req.target)),
-            ("task".to_owned(), text(req.task_id)),
-            ("purpose".to_owned(), text(req.task.purpose)),
-            ("owner".to_owned(), text(req.task.owner)),
-            ("tenant".to_owned(), text(req.task.tenant)),
-            ("time".to_owned(), RestrictedExpression::new_long(req.now)),
-            (
-                "hour".to_owned(),
-                RestrictedExpression::new_long(req.now.rem_euclid(86_400) / 3600),
-            ),
-            ("source_ip".to_owned(), self.source_ip(req.source_ip)),
-        ])
+        let context = Context::from_pairs(
+            [
+                ("method".to_owned(), text(req.method)),
+                ("tool".to_owned(), text(req.tool)),
+                ("target".to_owned(), text(req.target)),
+            ]
+            .into_iter()
+            .chain(self.credential_context(
+                req.task_id,
+                &req.task,
+                req.now,
+                req.source_ip,
+            )),
+        )
         .map_err(|e| e.to_string())?;
         let request = Request::new(principal, self.actions[3].clone(), resource, context, None)
             .map_err(|e| e.to_string())?;
         self.answer(policies, &request, entities)
+    }
+
+    /// What the context of a request made with a task's credential always
+    /// holds (actions `use` and `mcp`): the task, the time, the caller.
+    fn credential_context(
+        &self,
+        task_id: &str,
+        task: &TaskFacts<'_>,
+        now: i64,
+        source_ip: &str,
+    ) -> [(String, RestrictedExpression); 7] {
+        [
+            ("task".to_owned(), text(task_id)),
+            ("purpose".to_owned(), text(task.purpose)),
+            ("owner".to_owned(), text(task.owner)),
+            ("tenant".to_owned(), text(task.tenant)),
+            ("time".to_owned(), RestrictedExpression::new_long(now)),
+            (
+                "hour".to_owned(),
+                RestrictedExpression::new_long(now.rem_euclid(86_400) / 3600),
+            ),
+            ("source_ip".to_owned(), self.source_ip(source_ip)),
+        ]
     }
 
     /// The workload as a Cedar principal, in its issuer, with its tags.
@@ -167,22 +189,21 @@ impl PolicyEngine {
             )
             .map_err(|e| e.to_string())?,
         );
-        let context = Context::from_pairs([
-            ("method".to_owned(), text(req.method)),
-            ("path".to_owned(), text(req.path)),
-            ("upstream".to_owned(), text(req.upstream)),
-            ("task".to_owned(), text(req.task_id)),
-            ("purpose".to_owned(), text(req.task.purpose)),
-            ("owner".to_owned(), text(req.task.owner)),
-            ("tenant".to_owned(), text(req.task.tenant)),
-            ("time".to_owned(), RestrictedExpression::new_long(req.now)),
-            (
-                "hour".to_owned(),
-                RestrictedExpression::new_long(req.now.rem_euclid(86_400) / 3600),
-            ),
-            ("dpop".to_owned(), RestrictedExpression::new_bool(req.dpop)),
-            ("source_ip".to_owned(), self.source_ip(req.source_ip)),
-        ])
+        let context = Context::from_pairs(
+            [
+                ("method".to_owned(), text(req.method)),
+                ("path".to_owned(), text(req.path)),
+                ("upstream".to_owned(), text(req.upstream)),
+                ("dpop".to_owned(), RestrictedExpression::new_bool(req.dpop)),
+            ]
+            .into_iter()
+            .chain(self.credential_context(
+                req.task_id,
+                &req.task,
+                req.now,
+                req.source_ip,
+            )),
+        )
         .map_err(|e| e.to_string())?;
         let request = Request::new(principal, self.actions[2].clone(), resource, context, None)
             .map_err(|e| e.to_string())?;
