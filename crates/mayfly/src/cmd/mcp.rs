@@ -424,11 +424,17 @@ fn backup_path(path: &Path) -> PathBuf {
 
 /// A patch with every secret redacted.
 fn redacted_patch(path: &Path, old: &str, new: &str, secrets: &[&str]) -> String {
-    let mut shown = old.to_owned();
-    for secret in secrets {
-        shown = shown.replace(secret, &mayfly_migrate::redact(secret));
-    }
-    mayfly_migrate::patch(&path.display().to_string(), &shown, new, "")
+    let redacted = |text: &str| {
+        secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret, &mayfly_migrate::redact(secret))
+        })
+    };
+    mayfly_migrate::patch(
+        &path.display().to_string(),
+        &redacted(old),
+        &redacted(new),
+        "",
+    )
 }
 
 /// `mayfly mcp wrap`.
@@ -675,9 +681,7 @@ fn unwrap(select: &Selection, apply: bool) -> anyhow::Result<u8> {
         )?;
         outln!(
             "{}",
-            redacted_patch(&file.path, &file.text, original, &[])
-                .replace_with_redactions(&secrets)
-                .trim_end()
+            redacted_patch(&file.path, &file.text, original, &secrets).trim_end()
         )?;
         if apply {
             write_atomically(&file.path, &file.text, original, false)?;
@@ -696,19 +700,6 @@ fn unwrap(select: &Selection, apply: bool) -> anyhow::Result<u8> {
         eprintln!("\ndry run: nothing written; run again with --apply");
     }
     Ok(0)
-}
-
-/// Redaction of secrets in text shown to people.
-trait Redact {
-    fn replace_with_redactions(&self, secrets: &[&str]) -> String;
-}
-
-impl Redact for String {
-    fn replace_with_redactions(&self, secrets: &[&str]) -> String {
-        secrets.iter().fold(self.clone(), |text, s| {
-            text.replace(s, &mayfly_migrate::redact(s))
-        })
-    }
 }
 
 /// `mayfly mcp ...`.

@@ -10,7 +10,7 @@ use std::process::{Child, Command as StdCommand, Stdio};
 use serde_json::Value;
 
 use crate::common::{OPENAI, Workspace, json_of, stdout_of};
-use crate::server::{Server, client, free_port, mint, serve_with};
+use crate::server::{Server, attested_client, client, free_port, mint, serve_with};
 
 const ANTHROPIC: &str = "sk-ant-api03-Zq8XgT1mB4vR7nK2pL9wY6sD3fH5jC0aE8uI1oN4tQ7rV2xM9bG6kW3yP5zJ8hF1cL4nT7qR0vX3mB6sK9dA2g-5QwErTAA"; // mayfly:allow (test fixture)
 
@@ -548,16 +548,7 @@ fn a_workstation_injects_with_no_issuer_and_no_token() {
         &["--proxy-ca-file", ca.to_str().unwrap()],
     );
     let upstream = format!("https://localhost:{}", api.port);
-    let bare = || {
-        let mut cmd = ws.mayfly();
-        cmd.env("MAYFLY_SERVER", &server.url)
-            .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
-            .env_remove("MAYFLY_IDENTITY_TOKEN")
-            .env_remove("MAYFLY_LOCAL_SOCKET")
-            .env_remove("MAYFLY_ADMIN_TOKEN")
-            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
-        cmd
-    };
+    let bare = || attested_client(&ws, &server);
     let (code, _, err) = stdout_of(
         bare()
             .args([

@@ -12,22 +12,10 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{Workspace, json_of, stdout_of};
-use crate::server::{Server, free_port, serve, serve_with};
+use crate::server::{attested_client, free_port, serve, serve_with};
 
 fn socket(ws: &Workspace) -> PathBuf {
     ws.dir.path().join("home").join("workload.sock")
-}
-
-/// `mayfly` as a client with no identity token: only the socket.
-fn bare_client(ws: &Workspace, server: &Server) -> assert_cmd::Command {
-    let mut cmd = ws.mayfly();
-    cmd.env("MAYFLY_SERVER", &server.url)
-        .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
-        .env_remove("MAYFLY_IDENTITY_TOKEN")
-        .env_remove("MAYFLY_LOCAL_SOCKET")
-        .env_remove("MAYFLY_ADMIN_TOKEN")
-        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
-    cmd
 }
 
 fn mayfly_binary() -> PathBuf {
@@ -68,7 +56,7 @@ fn workstation(db: Option<&str>) {
     assert_eq!(mode, 0o600, "the socket is private");
 
     // What the kernel says about `mayfly identity attest` itself.
-    let (code, attested) = json_of(bare_client(&ws, &server).args(["identity", "attest"]));
+    let (code, attested) = json_of(attested_client(&ws, &server).args(["identity", "attest"]));
     assert_eq!(code, 0, "{attested}");
     let exe = mayfly_binary();
     let exe = exe.canonicalize().unwrap();
@@ -87,7 +75,7 @@ fn workstation(db: Option<&str>) {
     assert!(attested.get("identity_token").is_none());
 
     // A task and a credential with no issuer set up and no token given.
-    let (code, task) = json_of(bare_client(&ws, &server).args([
+    let (code, task) = json_of(attested_client(&ws, &server).args([
         "task",
         "start",
         "--purpose",
@@ -100,7 +88,7 @@ fn workstation(db: Option<&str>) {
     assert_eq!(code, 0, "{task}");
     assert_eq!(task["workload"], attested["workload"], "{task}");
     let id = task["id"].as_str().unwrap();
-    let (code, token, err) = stdout_of(bare_client(&ws, &server).args([
+    let (code, token, err) = stdout_of(attested_client(&ws, &server).args([
         "token",
         "exchange",
         "--task",
@@ -113,7 +101,7 @@ fn workstation(db: Option<&str>) {
     assert_eq!(token.trim().split('.').count(), 3);
 
     // `mayfly run` the same way: CMD gets a credential, the task ends.
-    let (code, out, err) = stdout_of(bare_client(&ws, &server).args([
+    let (code, out, err) = stdout_of(attested_client(&ws, &server).args([
         "run",
         "--audience",
         "urn:demo",
@@ -193,7 +181,7 @@ fn workstation(db: Option<&str>) {
         "{seen}"
     );
     let (code, task) = json_of(
-        bare_client(&ws, &server)
+        attested_client(&ws, &server)
             .args([
                 "task",
                 "start",
@@ -219,7 +207,7 @@ fn workstation(db: Option<&str>) {
         let mut answer = Vec::new();
         let _ = raw.read_to_end(&mut answer);
     }
-    let (code, again) = json_of(bare_client(&ws, &server).args(["identity", "attest"]));
+    let (code, again) = json_of(attested_client(&ws, &server).args(["identity", "attest"]));
     assert_eq!(code, 0, "{again}");
 }
 
@@ -275,7 +263,7 @@ when {{ principal.hasTag("exe_sha256") && principal.getTag("exe_sha256") == "{ha
         "--audience",
         "urn:demo",
     ];
-    let (code, task) = json_of(bare_client(&ws, &server).args(start));
+    let (code, task) = json_of(attested_client(&ws, &server).args(start));
     assert_eq!(code, 0, "{task}");
 
     let svid_file = ws.dir.path().join("svid.jwt");
@@ -291,7 +279,7 @@ when {{ principal.hasTag("exe_sha256") && principal.getTag("exe_sha256") == "{ha
         .unwrap();
     assert!(status.success());
     let (code, _, err) = stdout_of(
-        bare_client(&ws, &server)
+        attested_client(&ws, &server)
             .args(start)
             .arg("--identity-token-file")
             .arg(&svid_file),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::common::{GITHUB, OPENAI, Workspace, json_of, stdout_of};
 use crate::inject::{FakeApi, require_sdks};
-use crate::server::{Server, free_port, serve_with};
+use crate::server::{Server, attested_client, free_port, serve_with};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,12 +90,8 @@ fn ask(config: &Path, home: &Path) -> Value {
 }
 
 fn mcp(ws: &Workspace, server: &Server, command: &str, home: &Path) -> assert_cmd::Command {
-    let mut cmd = ws.mayfly();
-    cmd.env("MAYFLY_SERVER", &server.url)
-        .env_remove("MAYFLY_ADMIN_TOKEN")
-        .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
-        .args(["mcp", command, "--home"])
-        .arg(home);
+    let mut cmd = attested_client(ws, server);
+    cmd.args(["mcp", command, "--home"]).arg(home);
     cmd
 }
 
@@ -512,13 +508,7 @@ fn http_gate(db: Option<&str>) {
     assert_eq!(metadata["authorization_servers"], json!([server.url]));
 
     // A token for the gate's resource, from the local socket's identity.
-    let bare = || {
-        let mut cmd = ws.mayfly();
-        cmd.env("MAYFLY_SERVER", &server.url)
-            .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
-            .env_remove("MAYFLY_IDENTITY_TOKEN");
-        cmd
-    };
+    let bare = || attested_client(&ws, &server);
     let (code, task, err) = stdout_of(bare().args([
         "task",
         "start",

@@ -91,6 +91,19 @@ pub fn client(ws: &Workspace, server: &Server) -> assert_cmd::Command {
     cmd
 }
 
+/// `mayfly` as a client of `server` given no identity token: the local
+/// socket of the workspace's `mayfly serve` attests it.
+pub fn attested_client(ws: &Workspace, server: &Server) -> assert_cmd::Command {
+    let mut cmd = ws.mayfly();
+    cmd.env("MAYFLY_SERVER", &server.url)
+        .env_remove("MAYFLY_IDENTITY_TOKEN_FILE")
+        .env_remove("MAYFLY_IDENTITY_TOKEN")
+        .env_remove("MAYFLY_LOCAL_SOCKET")
+        .env_remove("MAYFLY_ADMIN_TOKEN")
+        .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL");
+    cmd
+}
+
 pub fn mint(ws: &Workspace, sub: &str) {
     let (code, jwt, err) = stdout_of(ws.mayfly().args(["identity", "mint", "--sub", sub]));
     assert_eq!(code, 0, "{err}");
