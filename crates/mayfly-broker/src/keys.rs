@@ -70,6 +70,19 @@ impl MasterKey {
             .map_err(|_| KeyError::Master(format!("it is {} bytes; it must be 32", bytes.len())))
     }
 
+    /// Reads the key file; `None` when it does not exist (nothing is
+    /// created: for commands that only read what the broker sealed).
+    pub fn load(path: &Path) -> Result<Option<MasterKey>, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => MasterKey::from_base64(&text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(KeyError::Master(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     /// Reads the key file, creating it (mode 0600, 32 random bytes in
     /// base64) when it does not exist.
     pub fn load_or_create(path: &Path) -> Result<MasterKey, KeyError> {

@@ -36,6 +36,33 @@ pub struct Commit {
     pub date: String,
 }
 
+/// How a copy was recognised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoundBy {
+    /// A rule matched it there.
+    #[default]
+    Rule,
+    /// It is the value of a secret found elsewhere in the scan (or held in
+    /// custody), standing where no rule matches: a sentence, a log line, a
+    /// cell, an encoded view.
+    Copy,
+}
+
+impl FoundBy {
+    /// The name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FoundBy::Rule => "rule",
+            FoundBy::Copy => "copy",
+        }
+    }
+
+    fn is_rule(&self) -> bool {
+        *self == FoundBy::Rule
+    }
+}
+
 /// Where one copy of a secret is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Location {
@@ -70,6 +97,9 @@ pub struct Location {
     /// read history and these).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub uncommitted: bool,
+    /// How the copy was recognised (`rule` unless the copies pass found it).
+    #[serde(skip_serializing_if = "FoundBy::is_rule")]
+    pub found_by: FoundBy,
 }
 
 impl Location {
@@ -99,6 +129,12 @@ pub struct Finding {
     pub secret: Option<String>,
     /// Where it is.
     pub location: Location,
+    /// The custody entry that holds this secret's value, when it does: a
+    /// copy outside custody is a custody key exposed.
+    pub custody: Option<String>,
+    /// The plaintext, kept in memory for the copies pass only (confident
+    /// rules), then dropped.
+    pub(crate) value: Option<crate::copies::SecretBytes>,
 }
 
 /// Redacts a secret for display: the first line of a PEM block, or a
@@ -135,6 +171,10 @@ pub struct SecretGroup<'a> {
     /// Plaintext, only when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<&'a str>,
+    /// The custody entry holding this value: every copy listed is a
+    /// custody key exposed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custody: Option<&'a str>,
     /// The distinct surfaces its copies live on.
     pub surfaces: Vec<Surface>,
     /// Every copy, sorted by path and line.
@@ -154,7 +194,11 @@ pub fn group(findings: &[Finding]) -> Vec<SecretGroup<'_>> {
         .into_iter()
         .filter_map(|(fingerprint, mut copies)| {
             copies.sort_by(|a, b| a.location.cmp(&b.location));
-            let first = copies.first()?;
+            // The group is named by a rule that matched, not by the copies pass.
+            let first = copies
+                .iter()
+                .find(|f| f.location.found_by == FoundBy::Rule)
+                .or(copies.first())?;
             let mut locations: Vec<&Location> = copies.iter().map(|f| &f.location).collect();
             locations.dedup();
             let mut surfaces: Vec<Surface> = locations.iter().map(|l| l.surface).collect();
@@ -165,6 +209,7 @@ pub fn group(findings: &[Finding]) -> Vec<SecretGroup<'_>> {
                 rule: &first.rule,
                 preview: &first.preview,
                 secret: first.secret.as_deref(),
+                custody: copies.iter().find_map(|f| f.custody.as_deref()),
                 surfaces,
                 locations,
             })

@@ -6,7 +6,8 @@
 //! once and then each candidate rule's pattern, on the raw bytes and on the
 //! views the [`decode`] module derives; [`validate`] drops placeholders and
 //! malformed matches; [`fingerprint`] identifies each secret without storing
-//! it, so copies group into one secret; [`suppress`] applies baselines,
+//! it, so copies group into one secret; [`copies`] finds every other
+//! occurrence of a found (or custody) value; [`suppress`] applies baselines,
 //! ignore files and inline allows; [`output`] writes text, JSON, SARIF and
 //! CSV. The crate has no database and no network.
 //!
@@ -24,6 +25,7 @@
 
 #[cfg(feature = "archive")]
 mod archive;
+pub mod copies;
 pub mod decode;
 pub mod diff;
 pub mod finding;

@@ -10,7 +10,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::decode::{self, Decoder};
 use crate::rule::{Rule, RuleSet};
-use crate::validate::{ValidatorKind, is_marked_placeholder, is_placeholder, shannon_entropy};
+use crate::validate::{
+    ValidatorKind, is_marked_placeholder, is_placeholder, shannon_entropy, undecorated,
+};
 
 /// How far either side of a keyword a one-line rule looks, at most.
 const LINE_WINDOW: usize = 4096;
@@ -107,6 +109,7 @@ pub struct Scratch {
     twice_map: Vec<u32>,
     base64: Vec<u8>,
     view: Vec<u8>,
+    pub(crate) copies: Vec<crate::copies::CopyHit>,
 }
 
 /// Runs a rule set over blobs.
@@ -473,27 +476,30 @@ fn denied_by_context(rule: &Rule, haystack: &[u8], start: usize, end: usize) -> 
         .any(|word| memchr::memmem::find(&line, word).is_some())
 }
 
-/// Removes line breaks (raw or escaped), the indentation after them and
-/// stray escapes.
+/// The content of a key block, whatever holds its lines: line breaks (raw
+/// or escaped) and stray escapes removed, and each line stripped of the
+/// decoration around it (indentation, comment markers `#` `//` `>` `*`,
+/// the quotes, commas and `+` of a string list or concatenation), so a
+/// block pasted into a notebook's JSON, a comment or a source string
+/// fingerprints as the same secret as the file it came from.
 fn normalize_lines(secret: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(secret.len());
+    let mut line: Vec<u8> = Vec::new();
     let mut i = 0;
-    let mut after_break = false;
     while let Some(&b) = secret.get(i) {
         let escaped_break = b == b'\\' && matches!(secret.get(i + 1), Some(b'n' | b'r'));
         if b == b'\n' || b == b'\r' || escaped_break {
+            out.extend_from_slice(undecorated(&line));
+            line.clear();
             i += if escaped_break { 2 } else { 1 };
-            after_break = true;
             continue;
         }
-        if b == b'\\' || (after_break && (b == b' ' || b == b'\t')) {
-            i += 1;
-            continue;
+        if b != b'\\' {
+            line.push(b);
         }
-        after_break = false;
-        out.push(b);
         i += 1;
     }
+    out.extend_from_slice(undecorated(&line));
     out
 }
 
@@ -536,6 +542,11 @@ fn accept(rule: &Rule, secret: &[u8]) -> bool {
         return false;
     }
     let placeholder = match rule.spec.validator {
+        // A key block is judged by its content, not by the quote markers
+        // (`> `) or comment stars around its lines.
+        Some(v) if v.decodes_structure() && rule.spec.multiline => {
+            is_marked_placeholder(&normalize_lines(secret))
+        }
         Some(v) if v.decodes_structure() => is_marked_placeholder(secret),
         _ => is_placeholder(secret),
     };

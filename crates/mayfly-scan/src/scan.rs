@@ -2,13 +2,16 @@
 //! to findings (fingerprints, redaction, inline and per-path suppression).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::finding::{Cell, Finding, Location, redact};
-use crate::fingerprint::FingerprintKey;
+use crate::copies::{CopyHit, CopySearch, SecretBytes};
+use crate::decode::Decoder;
+use crate::finding::{Cell, Finding, FoundBy, Location, redact};
+use crate::fingerprint::{Fingerprint, FingerprintKey};
 use crate::matcher::{Matcher, MatcherError, Scratch};
-use crate::rule::RuleSet;
+use crate::rule::{RuleInfo, RuleSet};
 use crate::suppress::{INLINE_ALLOW, PathRules, Suppressed};
 use crate::surface::{Surface, classify};
 
@@ -204,6 +207,8 @@ pub struct Scanner {
     pub(crate) matcher: Matcher,
     key: FingerprintKey,
     pub(crate) options: ScanOptions,
+    /// Set for the copies pass: blobs are searched for these values only.
+    copies: Option<CopySearch>,
 }
 
 impl Scanner {
@@ -217,7 +222,17 @@ impl Scanner {
             matcher: Matcher::new(rules, options.explain)?,
             key,
             options,
+            copies: None,
         })
+    }
+
+    /// Turns this scanner into the copies pass (or back, with `None`):
+    /// reading the same inputs again then yields every occurrence of the
+    /// searched values, found by [`FoundBy::Copy`]; merge them into the
+    /// first read's findings with [`CopySearch::merge`].
+    /// Returns the search that was set.
+    pub fn set_copy_search(&mut self, search: Option<CopySearch>) -> Option<CopySearch> {
+        std::mem::replace(&mut self.copies, search)
     }
 
     /// The rules in use.
@@ -269,38 +284,25 @@ impl Scanner {
         out: &mut Vec<Finding>,
         stats: &mut ScanStats,
     ) {
+        if let Some(search) = &self.copies {
+            return self.scan_copies(search, blob, origin, line_base, limit, scratch, out, stats);
+        }
         let matches = self.matcher.find(blob, scratch);
         if matches.is_empty() {
             return;
         }
         let rules = self.matcher.rules().rules();
-        // Matches come sorted by anchor: count lines incrementally.
-        let (mut counted_to, mut line) = (0usize, line_base + 1);
+        let mut lines = Lines::new(blob, line_base);
         for m in matches.into_iter().filter(|m| m.span.start < limit) {
             let Some(rule) = rules.get(m.rule) else {
                 continue;
             };
-            if !self.options.path_rules.is_empty()
-                && !self
-                    .options
-                    .path_rules
-                    .enabled(&rule.spec.id, origin.path, true)
-            {
-                stats.suppressed.path_rule += 1;
+            if !self.enabled_at(&rule.spec.id, origin, stats) {
                 continue;
             }
-            let before = blob.get(counted_to..m.span.start).unwrap_or_default();
-            line += memchr::memchr_iter(b'\n', before).count() as u64;
-            counted_to = m.span.start;
-            let line_start = memchr::memrchr(b'\n', blob.get(..m.span.start).unwrap_or_default())
-                .map_or(0, |i| i + 1);
-            let line_end = memchr::memchr(b'\n', blob.get(m.span.start..).unwrap_or_default())
-                .map_or(blob.len(), |i| m.span.start + i);
-            let text = blob.get(line_start..line_end).unwrap_or_default();
-            if memchr::memmem::find(text, INLINE_ALLOW.as_bytes()).is_some() {
-                stats.suppressed.inline += 1;
+            let Some((line, column)) = lines.place(m.span.start, stats) else {
                 continue;
-            }
+            };
             if let Some(reason) = m.refused {
                 if stats.near_misses.len() < MAX_NEAR_MISSES {
                     stats.near_misses.push(NearMiss {
@@ -314,29 +316,141 @@ impl Scanner {
                 }
                 continue;
             }
-            out.push(Finding {
-                rule: rule.info.clone(),
-                fingerprint: self.key.fingerprint(&m.secret),
-                preview: redact(&m.secret),
-                secret: self
-                    .options
-                    .reveal_secrets
-                    .then(|| String::from_utf8_lossy(&m.secret).into_owned()),
-                location: Location {
-                    path: origin.path.to_owned(),
-                    line,
-                    column: (m.span.start - line_start + 1) as u64,
-                    surface: origin.surface,
-                    decoder: m.decoder,
-                    cell: origin.cell.clone(),
-                    commit: None,
-                    blob: None,
-                    present_at_head: None,
-                    uncommitted: false,
-                    tool: None,
-                },
-            });
+            let mut finding = self.finding(
+                &rule.info,
+                self.key.fingerprint(&m.secret),
+                &m.secret,
+                origin,
+                (line, column),
+                m.decoder,
+            );
+            if crate::copies::worth_searching(rule.spec.generic, rule.spec.multiline, &m.secret) {
+                finding.value = Some(SecretBytes::new(m.secret));
+            }
+            out.push(finding);
         }
+    }
+
+    /// False (and counted) when a path rule disables `rule_id` at `origin`.
+    fn enabled_at(&self, rule_id: &str, origin: &Origin<'_>, stats: &mut ScanStats) -> bool {
+        if self.options.path_rules.is_empty()
+            || self.options.path_rules.enabled(rule_id, origin.path, true)
+        {
+            return true;
+        }
+        stats.suppressed.path_rule += 1;
+        false
+    }
+
+    fn finding(
+        &self,
+        rule: &Arc<RuleInfo>,
+        fingerprint: Fingerprint,
+        secret: &[u8],
+        origin: &Origin<'_>,
+        (line, column): (u64, u64),
+        decoder: Option<Decoder>,
+    ) -> Finding {
+        Finding {
+            rule: rule.clone(),
+            fingerprint,
+            preview: redact(secret),
+            secret: self
+                .options
+                .reveal_secrets
+                .then(|| String::from_utf8_lossy(secret).into_owned()),
+            location: Location {
+                path: origin.path.to_owned(),
+                line,
+                column,
+                surface: origin.surface,
+                decoder,
+                cell: origin.cell.clone(),
+                commit: None,
+                blob: None,
+                present_at_head: None,
+                uncommitted: false,
+                tool: None,
+                found_by: FoundBy::Rule,
+            },
+            custody: None,
+            value: None,
+        }
+    }
+
+    /// The copies pass over one blob: every occurrence of a searched value
+    /// whose start lies before `limit`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the same flat signature as scan_blob"
+    )]
+    fn scan_copies(
+        &self,
+        search: &CopySearch,
+        blob: &[u8],
+        origin: &Origin<'_>,
+        line_base: u64,
+        limit: usize,
+        scratch: &mut Scratch,
+        out: &mut Vec<Finding>,
+        stats: &mut ScanStats,
+    ) {
+        let mut hits: Vec<CopyHit> = std::mem::take(&mut scratch.copies);
+        hits.clear();
+        search.find(blob, &mut hits);
+        let mut lines = Lines::new(blob, line_base);
+        for hit in hits.iter().filter(|h| h.start < limit) {
+            let Some((rule, fingerprint, value)) = search.known(hit) else {
+                continue;
+            };
+            if !self.enabled_at(&rule.id, origin, stats) {
+                continue;
+            }
+            let Some(place) = lines.place(hit.start, stats) else {
+                continue;
+            };
+            let mut finding = self.finding(rule, fingerprint, value, origin, place, hit.decoder);
+            finding.location.found_by = FoundBy::Copy;
+            out.push(finding);
+        }
+        scratch.copies = hits;
+    }
+}
+
+/// Lines and columns of a blob's matches, counted incrementally (matches
+/// come sorted by anchor).
+struct Lines<'b> {
+    blob: &'b [u8],
+    counted_to: usize,
+    line: u64,
+}
+
+impl<'b> Lines<'b> {
+    fn new(blob: &'b [u8], line_base: u64) -> Self {
+        Lines {
+            blob,
+            counted_to: 0,
+            line: line_base + 1,
+        }
+    }
+
+    /// The 1-based line and column of `start`, or `None` (counted) when
+    /// its line carries an inline allow.
+    fn place(&mut self, start: usize, stats: &mut ScanStats) -> Option<(u64, u64)> {
+        let blob = self.blob;
+        let before = blob.get(self.counted_to..start).unwrap_or_default();
+        self.line += memchr::memchr_iter(b'\n', before).count() as u64;
+        self.counted_to = self.counted_to.max(start);
+        let line_start =
+            memchr::memrchr(b'\n', blob.get(..start).unwrap_or_default()).map_or(0, |i| i + 1);
+        let line_end = memchr::memchr(b'\n', blob.get(start..).unwrap_or_default())
+            .map_or(blob.len(), |i| start + i);
+        let text = blob.get(line_start..line_end).unwrap_or_default();
+        if memchr::memmem::find(text, INLINE_ALLOW.as_bytes()).is_some() {
+            stats.suppressed.inline += 1;
+            return None;
+        }
+        Some((self.line, (start - line_start + 1) as u64))
     }
 }
 

@@ -139,6 +139,36 @@ fn jwt_ok(secret: &[u8]) -> bool {
     header.get("alg").is_some_and(serde_json::Value::is_string) && !tutorial
 }
 
+/// One line of a key block without what surrounds it in its container.
+pub(crate) fn undecorated(mut line: &[u8]) -> &[u8] {
+    loop {
+        line = line.trim_ascii();
+        let before = line.len();
+        if let Some(rest) = line.strip_prefix(b"//")
+            && rest.first().is_none_or(u8::is_ascii_whitespace)
+        {
+            line = rest;
+        } else if let [b'#' | b'>' | b'*' | b'"' | b'\'', rest @ ..] = line {
+            line = rest;
+        }
+        match line {
+            [rest @ .., b',' | b';'] => line = rest,
+            [rest @ .., b'"' | b'\''] => line = rest,
+            [rest @ .., q, b'+'] if q.is_ascii_whitespace() || *q == b'"' || *q == b'\'' => {
+                line = rest;
+                line = line.trim_ascii_end();
+                if let [rest @ .., b'"' | b'\''] = line {
+                    line = rest;
+                }
+            }
+            _ => {}
+        }
+        if line.len() == before {
+            return line;
+        }
+    }
+}
+
 fn pem_ok(secret: &[u8]) -> bool {
     // The body is what lies between the BEGIN and END lines, less the
     // headers (`Proc-Type: ...`) and the OpenPGP checksum line (`=abcd`);
@@ -152,18 +182,19 @@ fn pem_ok(secret: &[u8]) -> bool {
         .and_then(|rest| rest.split("-----").next())
         .unwrap_or_default();
     let encrypted_headers = text.contains("ENCRYPTED");
-    let body: String = text
+    let body: Vec<u8> = text
         .lines()
-        .map(str::trim)
-        .filter(|line| !line.contains("-----") && !line.contains(':'))
-        .filter(|line| !(line.starts_with('=') && line.len() <= 6))
+        .map(|line| undecorated(line.replace('\\', "").as_bytes()).to_vec())
+        .filter(|line| memchr::memmem::find(line, b"-----").is_none() && !line.contains(&b':'))
+        .filter(|line| !(line.first() == Some(&b'=') && line.len() <= 6))
+        .flatten()
         .collect();
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
         base64::engine::GeneralPurposeConfig::new()
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    let Ok(key) = engine.decode(body.as_bytes()) else {
+    let Ok(key) = engine.decode(&body) else {
         return false;
     };
     if key.len() < 48 {

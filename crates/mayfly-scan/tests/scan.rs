@@ -11,6 +11,8 @@
 mod archives;
 #[path = "cases/common.rs"]
 mod common;
+#[path = "cases/copies.rs"]
+mod copies;
 #[path = "cases/decoders.rs"]
 mod decoders;
 #[path = "cases/git.rs"]

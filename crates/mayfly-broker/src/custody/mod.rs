@@ -218,6 +218,40 @@ pub fn open(
     )?))
 }
 
+/// A value held in custody, opened for a scan to search for its copies.
+#[derive(Debug)]
+pub struct HeldValue {
+    /// The entry's name.
+    pub name: String,
+    /// The issuing service.
+    pub provider: String,
+    /// The plaintext (wiped when dropped).
+    pub value: Zeroizing<Vec<u8>>,
+}
+
+/// Every usable version (current, and previous ones in their grace period)
+/// of every entry in custody at `now`, opened with `master`.
+pub fn held_values(
+    store: &mut mayfly_store::Store,
+    master: &MasterKey,
+    now: i64,
+) -> Result<Vec<HeldValue>, BrokerError> {
+    let mut held = Vec::new();
+    for entry in store.custody_entries()? {
+        let Some((entry, versions)) = store.custody_entry(&entry.name, now)? else {
+            continue;
+        };
+        for version in versions {
+            held.push(HeldValue {
+                name: entry.name.clone(),
+                provider: entry.provider.clone(),
+                value: open(master, &entry.name, version.version, &version.sealed)?,
+            });
+        }
+    }
+    Ok(held)
+}
+
 /// Checks an entry name: letters, digits, `-`, `_` and `.`, 1 to 64.
 pub fn check_name(name: &str) -> Result<(), BrokerError> {
     let ok = !name.is_empty()

@@ -22,7 +22,7 @@ fn field(value: &str) -> String {
 pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Result<()> {
     let reveal = groups.iter().any(|g| g.secret.is_some());
     let mut header = String::from(
-        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,commit,author,date,present_at_head,tool,copies,preview",
+        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,commit,author,date,present_at_head,tool,copies,preview,found_by,custody",
     );
     if reveal {
         header.push_str(",secret");
@@ -69,6 +69,8 @@ pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Resu
                 location.tool.clone().unwrap_or_default(),
                 group.locations.len().to_string(),
                 group.preview.to_owned(),
+                location.found_by.as_str().to_owned(),
+                group.custody.unwrap_or_default().to_owned(),
             ];
             if reveal {
                 row.push(group.secret.unwrap_or_default().to_owned());

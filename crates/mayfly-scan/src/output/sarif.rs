@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::RunInfo;
-use crate::finding::{Location, SecretGroup};
+use crate::finding::{FoundBy, Location, SecretGroup};
 use crate::rule::{RuleInfo, Severity};
 
 fn level(severity: Severity) -> &'static str {
@@ -144,6 +144,12 @@ pub(super) fn write(
             }
             if let Some(decoder) = location.decoder {
                 properties.insert("decoder".into(), json!(decoder.as_str()));
+            }
+            if location.found_by != FoundBy::Rule {
+                properties.insert("foundBy".into(), json!(location.found_by.as_str()));
+            }
+            if let Some(custody) = group.custody {
+                properties.insert("custodyEntry".into(), json!(custody));
             }
             if let Some(secret) = group.secret {
                 properties.insert("secret".into(), json!(secret));

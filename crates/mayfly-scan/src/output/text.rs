@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{RunInfo, counts};
-use crate::finding::SecretGroup;
+use crate::finding::{FoundBy, SecretGroup};
 use crate::scan::ScanReport;
 
 fn size(bytes: u64) -> String {
@@ -94,6 +94,12 @@ pub(super) fn write(
             group.fingerprint.short(),
             plural(group.locations.len() as u64, "copy", "copies")
         )?;
+        if let Some(entry) = group.custody {
+            writeln!(
+                out,
+                "  CUSTODY KEY EXPOSED: this value is held in custody as {entry}; rotate it (mayfly custody rotate {entry}) and delete these copies"
+            )?;
+        }
         if let Some(secret) = group.secret {
             writeln!(out, "  secret: {secret}")?;
         }
@@ -108,6 +114,9 @@ pub(super) fn write(
                 .decoder
                 .map(|d| format!(" ({} encoded)", d.as_str()))
                 .unwrap_or_default();
+            if location.found_by == FoundBy::Copy {
+                notes.push_str(" (copy: the value, where no rule matches)");
+            }
             if let Some(tool) = &location.tool {
                 notes.push_str(&format!(" [{tool}]"));
             }

@@ -144,16 +144,57 @@ fn keys_made_by_ssh_keygen_openssl_and_gpg_are_found_wherever_they_are_pasted() 
                 .join("\n")
         );
         let literal = format!("KEY = \"{}\"\nconnect(KEY)\n", pem.replace('\n', "\\n"));
+        let lines: Vec<&str> = pem.lines().collect();
+        let joined = |each: &dyn Fn(&str) -> String, sep: &str| {
+            lines.iter().map(|l| each(l)).collect::<Vec<_>>().join(sep)
+        };
+        // A notebook cell's source: one JSON string per line.
+        let notebook = format!(
+            "{{\"cells\": [{{\"cell_type\": \"code\", \"source\": [\n    \"import paramiko\\n\",\n{}\n   ]}}]}}\n",
+            joined(&|l| format!("    \"{l}\\n\""), ",\n")
+        );
+        let commented = format!(
+            "def connect():\n    pass\n\n{}\n\nconnect()\n",
+            joined(&|l| format!("# {l}"), "\n")
+        );
+        let quoted = format!(
+            "Here is the deploy key:\n\n{}\n",
+            joined(&|l| format!("> {l}"), "\n")
+        );
+        let concatenated = format!(
+            "const key =\n{};\n",
+            joined(&|l| format!("  \"{l}\\n\""), " +\n")
+        );
+        let filler: String = (0..300)
+            .map(|i| format!("fn step_{i}(x: u32) -> u32 {{ x.wrapping_mul({i}) }}\n"))
+            .collect();
+        let inside = format!("{filler}const KEY: &str = r\"{pem}\";\n{filler}");
+        let mut fingerprints = Vec::new();
         for (shape, text) in [
             ("file", format!("{pem}\n")),
             ("yaml", yaml),
             ("string literal", literal),
+            ("notebook source", notebook),
+            ("commented block", commented),
+            ("markdown quote", quoted),
+            ("concatenated string", concatenated),
+            ("larger file", inside),
         ] {
             let findings = scanner.scan_bytes("key.txt", text.as_bytes());
             let found = ids(&findings);
             assert!(
                 found.contains(rule),
                 "{what} as a {shape}: expected {rule}, found {found:?}\n{text}"
+            );
+            assert_eq!(findings.len(), 1, "{what} as a {shape}: {found:?}");
+            fingerprints.push((shape, findings[0].fingerprint));
+        }
+        // Wherever it is pasted, it is the same secret.
+        let (_, first) = fingerprints[0];
+        for (shape, fingerprint) in &fingerprints {
+            assert_eq!(
+                *fingerprint, first,
+                "{what} as a {shape} fingerprints differently"
             );
         }
     }

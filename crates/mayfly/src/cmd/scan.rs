@@ -9,6 +9,9 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use mayfly_broker::custody;
+use mayfly_broker::keys::MasterKey;
+use mayfly_scan::copies::{CopySearch, CustodySecret, SecretBytes};
 use mayfly_scan::fingerprint::FingerprintKey;
 use mayfly_scan::git::GitSelection;
 use mayfly_scan::output::{self, Format, RunInfo};
@@ -99,6 +102,11 @@ pub struct ScanArgs {
     /// (GitHub, npm) whose checksum is wrong (typos, truncations, fakes).
     #[arg(long, short = 'v')]
     pub verbose: bool,
+
+    /// Skip the copies pass: report a secret only where a rule matches,
+    /// not every other place its value (or a custody value) stands.
+    #[arg(long)]
+    pub no_copies: bool,
 
     /// Scan the git history of each PATH (every blob reachable from every
     /// branch, tag and stash, once) and its uncommitted files (untracked,
@@ -224,6 +232,11 @@ pub struct ScanPlan {
     pub save: Option<(DbArgs, String)>,
     /// Whether a progress bar may be shown.
     pub progress: bool,
+    /// Whether to run the copies pass.
+    pub copies: bool,
+    /// The store whose custody values the copies pass searches for:
+    /// `--db`, or the default store when it exists.
+    pub custody_db: Option<DbArgs>,
     /// The configuration files read.
     pub configs: Vec<PathBuf>,
 }
@@ -396,7 +409,10 @@ impl ScanPlan {
         let ignore = load_ignore_list(&configs, &args)?;
         let scanner = Scanner::new(rules, key, options(&configs, &args)?)?;
         let configs = configs.iter().filter_map(|c| c.path.clone()).collect();
+        let custody_db = custody_store(&args.db);
         Ok(ScanPlan {
+            copies: !args.no_copies,
+            custody_db,
             mode: mode(&args)?,
             scanner,
             baseline,
@@ -413,9 +429,11 @@ impl ScanPlan {
         })
     }
 
-    /// Reads what the mode says, with a progress bar when one fits.
-    fn read(&self) -> anyhow::Result<ScanReport> {
-        let bar = Bar::stderr(!self.progress);
+    /// Reads what the mode says, with a progress bar when one fits. The
+    /// copies pass (`again`) reads the same inputs, bar standard input
+    /// (read once), without a bar or notes.
+    fn read(&self, again: bool) -> anyhow::Result<ScanReport> {
+        let bar = Bar::stderr(!self.progress || again);
         let progress: &dyn Progress = match &bar {
             Some(bar) => bar,
             None => &NoProgress,
@@ -451,6 +469,16 @@ impl ScanPlan {
                     }
                 }
             }
+            ScanMode::Files(paths) if again => {
+                let files: Vec<PathBuf> = paths
+                    .iter()
+                    .filter(|p| *p != Path::new("-"))
+                    .cloned()
+                    .collect();
+                if !files.is_empty() {
+                    report = scanner.scan_paths(&files, progress);
+                }
+            }
             ScanMode::Files(paths) => {
                 report = scanner.scan_paths(paths, progress);
                 for path in paths.iter().filter(|p| p.join(".git").exists()) {
@@ -468,10 +496,32 @@ impl ScanPlan {
         Ok(report)
     }
 
+    /// The copies pass: every other place the value of a secret found by
+    /// a confident rule, or of a secret in custody, stands.
+    fn find_copies(&mut self, report: &mut ScanReport) -> anyhow::Result<()> {
+        let held = match &self.custody_db {
+            Some(db) if self.copies => custody_values(db, &mut report.findings),
+            _ => Vec::new(),
+        };
+        if !self.copies {
+            return Ok(());
+        }
+        let Some(search) = CopySearch::new(&mut report.findings, held, self.scanner.key())? else {
+            return Ok(());
+        };
+        self.scanner.set_copy_search(Some(search));
+        let copies = self.read(true);
+        if let Some(search) = self.scanner.set_copy_search(None) {
+            search.merge(&mut report.findings, copies?.findings);
+        }
+        Ok(())
+    }
+
     /// Runs the scan; returns the exit code.
-    pub fn run(self) -> anyhow::Result<u8> {
+    pub fn run(mut self) -> anyhow::Result<u8> {
         let started = Instant::now();
-        let mut report = self.read()?;
+        let mut report = self.read(false)?;
+        self.find_copies(&mut report)?;
         let elapsed = started.elapsed();
         suppress::apply(
             &mut report.findings,
@@ -555,6 +605,96 @@ fn write_report(
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write the report"),
     }
+}
+
+/// The store holding custody, if one is here: `--db`, or the default
+/// store when its file exists (a scan never creates one).
+fn custody_store(db: &DbArgs) -> Option<DbArgs> {
+    if db.db.is_some() {
+        return Some(DbArgs { db: db.db.clone() });
+    }
+    let path = crate::common::data_dir().ok()?.join("mayfly.db");
+    path.is_file().then(|| DbArgs {
+        db: Some(path.to_string_lossy().into_owned()),
+    })
+}
+
+/// The values held in custody, for the copies pass; findings of a secret
+/// migrated into custody are labelled with their entry even where the
+/// values cannot be opened. What cannot be read is said, not fatal: the
+/// scan still reports everything else.
+fn custody_values(
+    db: &DbArgs,
+    findings: &mut [mayfly_scan::finding::Finding],
+) -> Vec<CustodySecret> {
+    let note = |what: &str| eprintln!("mayfly: note: custody values not searched: {what}");
+    let mut store = match db.open() {
+        Ok(store) => store,
+        Err(e) => {
+            note(&format!("{e:#}"));
+            return Vec::new();
+        }
+    };
+    let entries = match store.custody_entries() {
+        Ok(entries) => entries,
+        Err(e) => {
+            note(&e.to_string());
+            return Vec::new();
+        }
+    };
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    for finding in findings.iter_mut() {
+        let hex = finding.fingerprint.to_hex();
+        if let Some(entry) = entries
+            .iter()
+            .find(|e| e.fingerprint.as_deref() == Some(hex.as_str()))
+        {
+            finding.custody = Some(entry.name.clone());
+        }
+    }
+    let master = match master_key() {
+        Ok(Some(master)) => master,
+        Ok(None) => {
+            note(&format!(
+                "{} in custody, but the master key is not readable here (set MAYFLY_MASTER_KEY, or scan on the broker's host)",
+                crate::cmd::inventory::plural(entries.len(), "secret", "secrets")
+            ));
+            return Vec::new();
+        }
+        Err(e) => {
+            note(&format!("{e:#}"));
+            return Vec::new();
+        }
+    };
+    match custody::held_values(&mut store, &master, crate::common::now()) {
+        Ok(held) => held
+            .into_iter()
+            .map(|h| CustodySecret {
+                name: h.name,
+                provider: h.provider,
+                value: SecretBytes::new(h.value.to_vec()),
+            })
+            .collect(),
+        Err(e) => {
+            note(&e.to_string());
+            Vec::new()
+        }
+    }
+}
+
+/// The broker's master key, when this machine holds it: `MAYFLY_MASTER_KEY`,
+/// else `broker-master.key` in the data directory.
+fn master_key() -> anyhow::Result<Option<MasterKey>> {
+    if let Ok(text) = std::env::var("MAYFLY_MASTER_KEY")
+        && !text.trim().is_empty()
+    {
+        return Ok(Some(MasterKey::from_base64(&text)?));
+    }
+    Ok(MasterKey::load(
+        &crate::common::data_dir()?.join("broker-master.key"),
+    )?)
 }
 
 /// `mayfly scan`.

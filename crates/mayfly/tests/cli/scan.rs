@@ -210,3 +210,136 @@ fn mayflys_own_repository_scans_clean_with_its_config() {
     assert!(out.contains("no secrets found"), "{out}");
     assert!(out.contains("by path rules"), "{out}");
 }
+
+/// A value with no recognisable format, as a partner's API key looks.
+const ACME: &str = "q7Vd2LmZx9TfR4wKp8sYb3Nc"; // mayfly:allow (test fixture)
+
+fn add_custody(
+    ws: &Workspace,
+    server: &crate::server::Server,
+    name: &str,
+    provider: &str,
+    value: &str,
+) {
+    let (code, _, err) = stdout_of(
+        crate::server::client(ws, server)
+            .args([
+                "custody",
+                "add",
+                name,
+                "--provider",
+                provider,
+                "--owner",
+                "team-billing",
+            ])
+            .args(["--upstream", "https://api.acme.test", "--stdin"])
+            .write_stdin(format!("{value}\n")),
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Copies of found secrets and of custody values, on one store backend.
+fn copies_and_custody(db: Option<&str>) {
+    let ws = Workspace::new();
+    let scan = |extra: &[&str]| {
+        let mut cmd = ws.mayfly();
+        cmd.args(["scan", "."]).args(extra);
+        if let Some(db) = db {
+            cmd.args(["--db", db]);
+        }
+        stdout_of(&mut cmd)
+    };
+    ws.write("app/.env", &format!("OPENAI_API_KEY={OPENAI}\n"));
+    ws.write(
+        "logs/run.log",
+        &format!("retrying with key{OPENAI}, attempt 2\n"),
+    );
+    ws.write(
+        "notes/handoff.md",
+        &format!("use this for staging: {ACME}\n"),
+    );
+
+    // Before anything is in custody: the log's copy is found as a copy,
+    // the partner key (no rule) is not found at all, and no store is made.
+    let (code, out, err) = scan(&["--format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["summary"]["secrets"], 1, "{out}");
+    let locations = json["secrets"][0]["locations"].as_array().unwrap();
+    assert_eq!(locations.len(), 2, "{out}");
+    let log = locations
+        .iter()
+        .find(|l| l["path"] == "logs/run.log")
+        .unwrap();
+    assert_eq!(log["found_by"], "copy");
+    assert_eq!(log["column"], 18);
+    if db.is_none() {
+        assert!(
+            !ws.dir.path().join("home/mayfly.db").exists(),
+            "a scan made a store"
+        );
+    }
+
+    let server = crate::server::serve(&ws, db);
+    add_custody(&ws, &server, "openai", "openai", OPENAI);
+    add_custody(&ws, &server, "acme-billing", "acme", ACME);
+    drop(server);
+
+    let (code, out, err) = scan(&["--format", "json"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.contains(OPENAI) && !out.contains(ACME) && !err.contains(ACME));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secrets = json["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 2, "{out}");
+    let openai = secrets.iter().find(|s| s["custody"] == "openai").unwrap();
+    assert_eq!(openai["rule"]["id"], "openai-project-key");
+    assert_eq!(openai["locations"].as_array().unwrap().len(), 2);
+    let acme = secrets
+        .iter()
+        .find(|s| s["custody"] == "acme-billing")
+        .unwrap();
+    assert_eq!(acme["rule"]["id"], "custody-key-exposed");
+    assert_eq!(acme["rule"]["provider"], "acme");
+    assert_eq!(acme["locations"][0]["path"], "notes/handoff.md");
+    assert_eq!(acme["locations"][0]["found_by"], "copy");
+
+    let (_, text, _) = scan(&[]);
+    assert!(
+        text.contains("CUSTODY KEY EXPOSED: this value is held in custody as acme-billing")
+            && text.contains("(copy: the value, where no rule matches)"),
+        "{text}"
+    );
+    let (_, csv, _) = scan(&["--format", "csv"]);
+    assert!(
+        csv.lines().any(|l| l.ends_with(",copy,acme-billing")),
+        "{csv}"
+    );
+
+    // --no-copies reports only what rules match.
+    let (_, out, _) = scan(&["--format", "json", "--no-copies"]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["summary"]["copies"], 1, "{out}");
+
+    // Without the master key the values cannot be searched: said, not fatal.
+    let key = ws.dir.path().join("home/broker-master.key");
+    std::fs::rename(&key, ws.dir.path().join("moved.key")).unwrap();
+    let (code, out, err) = scan(&["--format", "json"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("custody values not searched: 2 secrets in custody, but the master key is not readable here"),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["summary"]["secrets"], 1, "{out}");
+}
+
+#[test]
+fn copies_and_custody_keys_exposed_on_sqlite() {
+    copies_and_custody(None);
+}
+
+#[test]
+fn copies_and_custody_keys_exposed_on_postgres() {
+    let (url, _drop) = crate::inventory::postgres_database();
+    copies_and_custody(Some(&url));
+}
