@@ -108,6 +108,8 @@ fn custody_rule(provider: &str) -> Arc<RuleInfo> {
         description: "A value Mayfly holds in custody appears outside it: the key was pasted again after it was migrated, so the proxy no longer is the only holder. Rotate it (`mayfly custody rotate`) and delete this copy.".to_owned(),
         severity: Severity::Critical,
         nhi: vec![Nhi::NHI2, Nhi::NHI9],
+        confident: false,
+        verify: None,
     })
 }
 
@@ -174,23 +176,25 @@ const URL_RESERVED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
 
 impl CopySearch {
     /// The search for the values of `findings` found by confident rules
-    /// (values are taken out of the findings, which keep only their
-    /// fingerprints) and for the values in `custody`; `None` when there is
-    /// nothing to search for.
+    /// and for the values in `custody`; `None` when there is nothing to
+    /// search for.
     pub fn new(
-        findings: &mut [Finding],
+        findings: &[Finding],
         custody: Vec<CustodySecret>,
         key: &FingerprintKey,
     ) -> Result<Option<CopySearch>, CopySearchError> {
         let mut by_fingerprint: BTreeMap<Fingerprint, Known> = BTreeMap::new();
-        for finding in findings.iter_mut() {
-            let Some(value) = finding.value.take() else {
+        for finding in findings {
+            let Some(value) = finding.value.as_ref() else {
                 continue;
             };
+            if !finding.rule.confident || value.expose().len() < MIN_COPY_LEN {
+                continue;
+            }
             by_fingerprint
                 .entry(finding.fingerprint)
                 .or_insert_with(|| Known {
-                    value,
+                    value: value.clone(),
                     fingerprint: finding.fingerprint,
                     rule: finding.rule.clone(),
                     custody: None,
@@ -311,13 +315,6 @@ impl CopySearch {
         }
         findings.sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
     }
-}
-
-/// True when the copies pass searches for a value a rule found elsewhere:
-/// a specific (not keyword-anchored) rule, one line, long enough not to
-/// match unrelated text.
-pub(crate) fn worth_searching(generic: bool, multiline: bool, value: &[u8]) -> bool {
-    !generic && !multiline && value.len() >= MIN_COPY_LEN
 }
 
 #[cfg(test)]

@@ -132,9 +132,60 @@ pub struct Finding {
     /// The custody entry that holds this secret's value, when it does: a
     /// copy outside custody is a custody key exposed.
     pub custody: Option<String>,
-    /// The plaintext, kept in memory for the copies pass only (confident
-    /// rules), then dropped.
+    /// What the provider said of this secret (`--validate`).
+    pub validation: Option<Validation>,
+    /// The plaintext, kept in memory for the copies pass (confident rules)
+    /// and validation (rules with a verifier); never serialised.
     pub(crate) value: Option<crate::copies::SecretBytes>,
+}
+
+impl Finding {
+    /// The plaintext kept in memory for the copies pass and validation,
+    /// if this finding's rule needs it.
+    pub fn value(&self) -> Option<&crate::copies::SecretBytes> {
+        self.value.as_ref()
+    }
+}
+
+/// Whether a secret still works, as its provider answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Liveness {
+    /// The provider accepted it: anyone holding a copy can use it.
+    Live,
+    /// The answer did not settle it (rate limited, timed out, an error,
+    /// an answer the verifier does not know).
+    Unknown,
+    /// The provider refused it: revoked, expired or never valid.
+    Dead,
+}
+
+impl Liveness {
+    /// The name used in every output format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Live => "live",
+            Liveness::Unknown => "unknown",
+            Liveness::Dead => "dead",
+        }
+    }
+}
+
+/// The verdict of one validation. Only the verdict is kept, never the
+/// provider's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    /// Live, dead or unknown.
+    pub status: Liveness,
+    /// The verifier that asked (`github-user`).
+    pub verifier: String,
+    /// The provider's host that was asked.
+    pub host: String,
+    /// When, RFC 3339 UTC.
+    pub checked_at: String,
+    /// Why the verdict is unknown (or what the status was), when it helps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Redacts a secret for display: the first line of a PEM block, or a
@@ -175,6 +226,9 @@ pub struct SecretGroup<'a> {
     /// custody key exposed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub custody: Option<&'a str>,
+    /// What the provider said (`--validate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<&'a Validation>,
     /// The distinct surfaces its copies live on.
     pub surfaces: Vec<Surface>,
     /// Every copy, sorted by path and line.
@@ -210,18 +264,23 @@ pub fn group(findings: &[Finding]) -> Vec<SecretGroup<'_>> {
                 preview: &first.preview,
                 secret: first.secret.as_deref(),
                 custody: copies.iter().find_map(|f| f.custody.as_deref()),
+                validation: copies.iter().find_map(|f| f.validation.as_ref()),
                 surfaces,
                 locations,
             })
         })
         .collect();
+    // Live secrets first: they are the ones to act on now.
+    let live = |g: &SecretGroup<'_>| g.validation.map(|v| v.status) != Some(Liveness::Live);
     groups.sort_by(|a, b| {
-        b.locations
-            .len()
-            .cmp(&a.locations.len())
-            .then(b.rule.severity.cmp(&a.rule.severity))
-            .then(a.rule.id.cmp(&b.rule.id))
-            .then(a.locations.first().cmp(&b.locations.first()))
+        live(a).cmp(&live(b)).then(
+            b.locations
+                .len()
+                .cmp(&a.locations.len())
+                .then(b.rule.severity.cmp(&a.rule.severity))
+                .then(a.rule.id.cmp(&b.rule.id))
+                .then(a.locations.first().cmp(&b.locations.first())),
+        )
     });
     groups
 }

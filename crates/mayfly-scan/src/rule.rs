@@ -161,6 +161,10 @@ pub struct RuleSpec {
     /// The pattern spans lines (PEM blocks).
     #[serde(default)]
     pub multiline: bool,
+    /// The verifier (`mayfly scan --validate`) that asks the provider
+    /// whether a found secret is live, by id (`github-user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
     /// Texts that must yield a finding of this rule.
     #[serde(default)]
     pub examples: Vec<String>,
@@ -184,6 +188,13 @@ pub struct RuleInfo {
     pub severity: Severity,
     /// OWASP NHI Top 10 items.
     pub nhi: Vec<Nhi>,
+    /// A specific, one-line rule: the copies pass searches for the values
+    /// it finds.
+    #[serde(skip)]
+    pub confident: bool,
+    /// The verifier that checks whether its secrets are live.
+    #[serde(skip)]
+    pub verify: Option<String>,
 }
 
 /// A compiled rule.
@@ -227,6 +238,16 @@ impl Rule {
                 "keyword {short:?} must be at least 3 ASCII characters, or the prefilter fires everywhere"
             )));
         }
+        if let Some(verify) = &spec.verify
+            && (verify.is_empty()
+                || !verify
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        {
+            return Err(invalid(format!(
+                "verify {verify:?} must name a verifier by its kebab-case id (`mayfly rules verifiers` lists them)"
+            )));
+        }
         if spec.nhi.is_empty() {
             return Err(invalid(
                 "map the rule to at least one OWASP NHI item (`nhi`)".into(),
@@ -252,6 +273,8 @@ impl Rule {
             description: spec.description.clone(),
             severity: spec.severity,
             nhi: spec.nhi.clone(),
+            confident: !spec.generic && !spec.multiline,
+            verify: spec.verify.clone(),
         });
         let deny_context = spec
             .deny_context

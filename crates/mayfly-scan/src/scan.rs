@@ -324,7 +324,8 @@ impl Scanner {
                 (line, column),
                 m.decoder,
             );
-            if crate::copies::worth_searching(rule.spec.generic, rule.spec.multiline, &m.secret) {
+            // Kept in memory for the copies pass and for validation only.
+            if rule.info.confident || rule.info.verify.is_some() {
                 finding.value = Some(SecretBytes::new(m.secret));
             }
             out.push(finding);
@@ -374,6 +375,7 @@ impl Scanner {
                 found_by: FoundBy::Rule,
             },
             custody: None,
+            validation: None,
             value: None,
         }
     }

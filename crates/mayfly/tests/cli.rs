@@ -35,3 +35,5 @@ mod server;
 mod suppression;
 #[path = "cli/upstreams.rs"]
 mod upstreams;
+#[path = "cli/validation.rs"]
+mod validation;

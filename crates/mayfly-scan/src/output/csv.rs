@@ -22,7 +22,7 @@ fn field(value: &str) -> String {
 pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Result<()> {
     let reveal = groups.iter().any(|g| g.secret.is_some());
     let mut header = String::from(
-        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,commit,author,date,present_at_head,tool,copies,preview,found_by,custody",
+        "fingerprint,rule,provider,severity,path,line,column,surface,decoder,cell_table,cell_column,cell_row,commit,author,date,present_at_head,tool,copies,preview,found_by,custody,validation,validated_at",
     );
     if reveal {
         header.push_str(",secret");
@@ -71,6 +71,14 @@ pub(super) fn write(groups: &[SecretGroup<'_>], out: &mut dyn Write) -> io::Resu
                 group.preview.to_owned(),
                 location.found_by.as_str().to_owned(),
                 group.custody.unwrap_or_default().to_owned(),
+                group
+                    .validation
+                    .map(|v| v.status.as_str().to_owned())
+                    .unwrap_or_default(),
+                group
+                    .validation
+                    .map(|v| v.checked_at.clone())
+                    .unwrap_or_default(),
             ];
             if reveal {
                 row.push(group.secret.unwrap_or_default().to_owned());

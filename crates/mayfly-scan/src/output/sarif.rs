@@ -148,6 +148,12 @@ pub(super) fn write(
             if location.found_by != FoundBy::Rule {
                 properties.insert("foundBy".into(), json!(location.found_by.as_str()));
             }
+            if let Some(v) = group.validation {
+                properties.insert(
+                    "validation".into(),
+                    json!({ "status": v.status.as_str(), "verifier": v.verifier, "host": v.host, "checkedAt": v.checked_at, "reason": v.reason }),
+                );
+            }
             if let Some(custody) = group.custody {
                 properties.insert("custodyEntry".into(), json!(custody));
             }

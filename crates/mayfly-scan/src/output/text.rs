@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::{RunInfo, counts};
-use crate::finding::{FoundBy, SecretGroup};
+use crate::finding::{FoundBy, Liveness, SecretGroup};
 use crate::scan::ScanReport;
 
 fn size(bytes: u64) -> String {
@@ -94,6 +94,19 @@ pub(super) fn write(
             group.fingerprint.short(),
             plural(group.locations.len() as u64, "copy", "copies")
         )?;
+        if let Some(v) = group.validation {
+            let reason = v
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            let verdict = match v.status {
+                Liveness::Live => format!("LIVE: {} accepted it", v.host),
+                Liveness::Dead => format!("dead: {} refused it", v.host),
+                Liveness::Unknown => format!("validation unknown{reason}"),
+            };
+            writeln!(out, "  {verdict} ({}, {})", v.verifier, v.checked_at)?;
+        }
         if let Some(entry) = group.custody {
             writeln!(
                 out,

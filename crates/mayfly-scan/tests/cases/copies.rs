@@ -14,7 +14,7 @@ use crate::common::{GITHUB, OPENAI, key, scanner};
 /// Both passes over `root`, as `mayfly scan` runs them.
 fn scan_with_copies(scanner: &mut Scanner, root: &Path, custody: Vec<CustodySecret>) -> ScanReport {
     let mut report = scanner.scan_paths(&[root.to_path_buf()], &NoProgress);
-    let search = CopySearch::new(&mut report.findings, custody, &key()).unwrap();
+    let search = CopySearch::new(&report.findings, custody, &key()).unwrap();
     if let Some(search) = search {
         scanner.set_copy_search(Some(search));
         let again = scanner.scan_paths(&[root.to_path_buf()], &NoProgress);

@@ -11,7 +11,10 @@ use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use mayfly_broker::custody;
 use mayfly_broker::keys::MasterKey;
+use mayfly_providers::validate::{Endpoints, ValidateOptions, Validator};
+use mayfly_providers::verifier::Verifiers;
 use mayfly_scan::copies::{CopySearch, CustodySecret, SecretBytes};
+use mayfly_scan::finding::{Finding, Liveness};
 use mayfly_scan::fingerprint::FingerprintKey;
 use mayfly_scan::git::GitSelection;
 use mayfly_scan::output::{self, Format, RunInfo};
@@ -108,6 +111,53 @@ pub struct ScanArgs {
     #[arg(long)]
     pub no_copies: bool,
 
+    /// Ask each distinct secret's provider whether it is live (read-only
+    /// identity endpoints; the hosts are named before anything is sent).
+    #[arg(long, help_heading = "Validation")]
+    pub validate: bool,
+
+    /// Report only secrets their provider accepted.
+    #[arg(long, help_heading = "Validation", requires = "validate")]
+    pub only_live: bool,
+
+    /// Send a provider's validation requests to another base URL
+    /// (ORIGIN=URL, repeatable): a proxy, or a local test server.
+    #[arg(
+        long,
+        value_name = "ORIGIN=URL",
+        help_heading = "Validation",
+        env = "MAYFLY_VALIDATE_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub validate_endpoint: Vec<String>,
+
+    /// Requests per second to one provider host.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20.0,
+        help_heading = "Validation"
+    )]
+    pub validate_rate: f64,
+
+    /// Requests in flight at once to one provider host.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4,
+        help_heading = "Validation"
+    )]
+    pub validate_per_host: usize,
+
+    /// Seconds allowed for one validation request.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        help_heading = "Validation"
+    )]
+    pub validate_timeout: f64,
+
     /// Scan the git history of each PATH (every blob reachable from every
     /// branch, tag and stash, once) and its uncommitted files (untracked,
     /// ignored, modified or staged; marked "uncommitted"). Files committed
@@ -116,7 +166,7 @@ pub struct ScanArgs {
     pub git: bool,
 
     /// Scan only what is staged for the next commit (pre-commit hook).
-    #[arg(long, help_heading = "Git", conflicts_with_all = ["git", "range"])]
+    #[arg(long, help_heading = "Git", conflicts_with_all = ["git", "range", "validate"])]
     pub staged: bool,
 
     /// Scan only the commits of a revision range, e.g. origin/main..HEAD (implies --git).
@@ -234,6 +284,9 @@ pub struct ScanPlan {
     pub progress: bool,
     /// Whether to run the copies pass.
     pub copies: bool,
+    /// Asks providers whether found secrets are live (`--validate`), and
+    /// whether to report only those.
+    pub validator: Option<(Validator, bool)>,
     /// The store whose custody values the copies pass searches for:
     /// `--db`, or the default store when it exists.
     pub custody_db: Option<DbArgs>,
@@ -410,7 +463,13 @@ impl ScanPlan {
         let scanner = Scanner::new(rules, key, options(&configs, &args)?)?;
         let configs = configs.iter().filter_map(|c| c.path.clone()).collect();
         let custody_db = custody_store(&args.db);
+        let validator = if args.validate {
+            Some((validator(&args, scanner.rules())?, args.only_live))
+        } else {
+            None
+        };
         Ok(ScanPlan {
+            validator,
             copies: !args.no_copies,
             custody_db,
             mode: mode(&args)?,
@@ -506,7 +565,7 @@ impl ScanPlan {
         if !self.copies {
             return Ok(());
         }
-        let Some(search) = CopySearch::new(&mut report.findings, held, self.scanner.key())? else {
+        let Some(search) = CopySearch::new(&report.findings, held, self.scanner.key())? else {
             return Ok(());
         };
         self.scanner.set_copy_search(Some(search));
@@ -529,6 +588,16 @@ impl ScanPlan {
             &self.ignore,
             &mut report.stats.suppressed,
         );
+        if let Some((validator, only_live)) = &self.validator {
+            validate(validator, &mut report.findings)?;
+            if *only_live {
+                report.findings.retain(|f| {
+                    f.validation
+                        .as_ref()
+                        .is_some_and(|v| v.status == Liveness::Live)
+                });
+            }
+        }
         if let Some((db, host)) = &self.save {
             inventory::save(&report, self.mode.kind(), host, &self.mode.roots(), db)?;
         }
@@ -605,6 +674,60 @@ fn write_report(
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write the report"),
     }
+}
+
+/// The validator `--validate` asks for, its settings checked.
+fn validator(args: &ScanArgs, rules: &RuleSet) -> anyhow::Result<Validator> {
+    let verifiers = Verifiers::builtin()?;
+    verifiers.check_rules(rules)?;
+    let mut endpoints = Endpoints::default();
+    for endpoint in &args.validate_endpoint {
+        endpoints.add(endpoint)?;
+    }
+    if !(args.validate_rate.is_finite() && args.validate_rate > 0.0) {
+        bail!("--validate-rate must be a positive number of requests per second");
+    }
+    if !(args.validate_timeout.is_finite() && args.validate_timeout > 0.0) {
+        bail!("--validate-timeout must be a positive number of seconds");
+    }
+    Ok(Validator::new(
+        verifiers,
+        ValidateOptions {
+            per_host: args.validate_per_host.max(1),
+            rate: args.validate_rate,
+            timeout: std::time::Duration::from_secs_f64(args.validate_timeout),
+            endpoints,
+            ..ValidateOptions::default()
+        },
+    ))
+}
+
+/// Validates the secrets of `findings`, saying first which hosts it
+/// contacts, then what they said.
+fn validate(validator: &Validator, findings: &mut [Finding]) -> anyhow::Result<()> {
+    let hosts = validator.hosts(findings);
+    if hosts.is_empty() {
+        eprintln!("mayfly: --validate: no secret found has a verifier; nothing was sent");
+        return Ok(());
+    }
+    let secrets: usize = hosts.values().sum();
+    let named: Vec<String> = hosts
+        .iter()
+        .map(|(host, n)| format!("{host} ({n})"))
+        .collect();
+    eprintln!(
+        "mayfly: --validate asks {} about {}: {}",
+        inventory::plural(hosts.len(), "host", "hosts"),
+        inventory::plural(secrets, "secret", "secrets"),
+        named.join(", ")
+    );
+    let checked_at = mayfly_scan::time::rfc3339(crate::common::now());
+    let summary = validator.validate(findings, &checked_at);
+    eprintln!(
+        "mayfly: validation: {} live, {} dead, {} unknown ({} requests)",
+        summary.live, summary.dead, summary.unknown, summary.requests
+    );
+    Ok(())
 }
 
 /// The store holding custody, if one is here: `--db`, or the default

@@ -1,0 +1,474 @@
+//! Validation: each distinct secret found, asked once of its provider,
+//! with bounded concurrency, a rate limit and a concurrency limit per host,
+//! timeouts and retries. Only the verdict is kept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use mayfly_scan::finding::{Finding, Liveness, Validation};
+use mayfly_scan::fingerprint::Fingerprint;
+use zeroize::Zeroizing;
+
+use crate::verifier::{Method, PreparedRequest, Verifier, Verifiers, origin_of};
+
+/// How validation runs.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    /// Requests in flight at once, all hosts together.
+    pub workers: usize,
+    /// Requests in flight at once to one host.
+    pub per_host: usize,
+    /// Requests per second to one host.
+    pub rate: f64,
+    /// Time allowed for one request (connect, send, answer).
+    pub timeout: Duration,
+    /// Further tries after a rate limit, a server error or a failed request.
+    pub retries: u32,
+    /// Longest wait a `Retry-After` is honoured for; longer ones give up.
+    pub max_retry_after: Duration,
+    /// Where to send each provider's requests instead (`https://api.github.com`
+    /// to `http://127.0.0.1:8080/github`): local test servers, proxies.
+    pub endpoints: Endpoints,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions {
+            workers: 32,
+            per_host: 4,
+            rate: 20.0,
+            timeout: Duration::from_secs(10),
+            retries: 2,
+            max_retry_after: Duration::from_secs(5),
+            endpoints: Endpoints::default(),
+        }
+    }
+}
+
+/// Base URL overrides, by the origin they replace.
+#[derive(Debug, Clone, Default)]
+pub struct Endpoints {
+    by_origin: BTreeMap<String, String>,
+}
+
+/// An override that is not `https://origin=URL`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bad endpoint override {given:?}: {reason} (expected ORIGIN=URL, e.g. https://api.github.com=http://127.0.0.1:8080/github)"
+)]
+pub struct EndpointError {
+    /// What was given.
+    pub given: String,
+    /// What is wrong.
+    pub reason: &'static str,
+}
+
+impl Endpoints {
+    /// Adds `ORIGIN=URL`.
+    pub fn add(&mut self, text: &str) -> Result<(), EndpointError> {
+        let err = |reason| EndpointError {
+            given: text.to_owned(),
+            reason,
+        };
+        let (from, to) = text.split_once('=').ok_or_else(|| err("no ="))?;
+        let (origin, _) = origin_of(from.trim()).ok_or_else(|| err("the origin is not a URL"))?;
+        if origin_of(to.trim()).is_none() {
+            return Err(err("the replacement is not an http(s) URL"));
+        }
+        self.by_origin.insert(origin, to.trim().to_owned());
+        Ok(())
+    }
+
+    fn for_origin(&self, origin: &str) -> Option<&str> {
+        self.by_origin.get(origin).map(String::as_str)
+    }
+}
+
+/// One secret to ask about.
+struct Job<'v> {
+    fingerprint: Fingerprint,
+    verifier: &'v Verifier,
+    secret: Zeroizing<String>,
+    attempt: u32,
+    not_before: Option<Instant>,
+}
+
+/// The state of one host.
+#[derive(Default)]
+struct Host {
+    in_flight: usize,
+    next_at: Option<Instant>,
+}
+
+struct Queue<'v> {
+    pending: BTreeMap<String, VecDeque<Job<'v>>>,
+    hosts: HashMap<String, Host>,
+    remaining: usize,
+}
+
+/// Hands out jobs so that no host gets more than its share.
+struct Scheduler<'v> {
+    queue: Mutex<Queue<'v>>,
+    wake: Condvar,
+    per_host: usize,
+    interval: Duration,
+}
+
+/// What a job's request came to.
+enum Outcome {
+    Done(Liveness, Option<String>),
+    /// Try again, after at least this long; `host_wide` pauses the host.
+    Retry {
+        after: Duration,
+        host_wide: bool,
+        reason: String,
+    },
+}
+
+impl<'v> Scheduler<'v> {
+    fn next(&self) -> Option<Job<'v>> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if queue.remaining == 0 {
+                return None;
+            }
+            let now = Instant::now();
+            let mut soonest: Option<Instant> = None;
+            let mut chosen = None;
+            for (host, jobs) in &queue.pending {
+                let Some(job) = jobs.front() else { continue };
+                let state = queue.hosts.get(host);
+                if state.is_some_and(|s| s.in_flight >= self.per_host) {
+                    continue;
+                }
+                let ready_at = [state.and_then(|s| s.next_at), job.not_before]
+                    .into_iter()
+                    .flatten()
+                    .max();
+                match ready_at {
+                    Some(at) if at > now => {
+                        soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                    }
+                    _ => {
+                        chosen = Some(host.clone());
+                        break;
+                    }
+                }
+            }
+            if let Some(host) = chosen
+                && let Some(job) = queue.pending.get_mut(&host).and_then(VecDeque::pop_front)
+            {
+                let state = queue.hosts.entry(host).or_default();
+                state.in_flight += 1;
+                state.next_at = Some(now + self.interval);
+                return Some(job);
+            }
+            let wait = soonest.map_or(Duration::from_millis(100), |at| at - now);
+            queue = self
+                .wake
+                .wait_timeout(queue, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn finish(&self, mut job: Job<'v>, outcome: &Outcome, retries: u32) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let host = job.verifier.host.clone();
+        let state = queue.hosts.entry(host.clone()).or_default();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        let requeued = match outcome {
+            Outcome::Retry {
+                after, host_wide, ..
+            } if job.attempt < retries => {
+                let at = Instant::now() + *after;
+                if *host_wide {
+                    state.next_at = Some(state.next_at.map_or(at, |n| n.max(at)));
+                }
+                job.attempt += 1;
+                job.not_before = Some(at);
+                queue.pending.entry(host).or_default().push_back(job);
+                true
+            }
+            _ => {
+                queue.remaining = queue.remaining.saturating_sub(1);
+                false
+            }
+        };
+        self.wake.notify_all();
+        requeued
+    }
+}
+
+/// Asks providers about found secrets.
+#[derive(Debug)]
+pub struct Validator {
+    verifiers: Verifiers,
+    options: ValidateOptions,
+    agent: ureq::Agent,
+}
+
+/// What a validation run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationSummary {
+    /// Distinct secrets asked about.
+    pub secrets: usize,
+    /// Of them, live.
+    pub live: usize,
+    /// Of them, dead.
+    pub dead: usize,
+    /// Of them, unsettled.
+    pub unknown: usize,
+    /// Requests sent, retries included.
+    pub requests: usize,
+}
+
+impl Validator {
+    /// A validator over `verifiers`.
+    pub fn new(verifiers: Verifiers, options: ValidateOptions) -> Validator {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(options.timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!(
+                "mayfly/",
+                env!("CARGO_PKG_VERSION"),
+                " (secret validation)"
+            ))
+            .build()
+            .into();
+        Validator {
+            verifiers,
+            options,
+            agent,
+        }
+    }
+
+    /// The first finding of each distinct secret that has a verifier, with
+    /// that verifier.
+    fn targets<'f>(&self, findings: &'f [Finding]) -> Vec<(&'f Finding, &Verifier)> {
+        let mut seen = BTreeSet::new();
+        findings
+            .iter()
+            .filter_map(|f| {
+                let verifier = self.verifiers.get(f.rule.verify.as_deref()?)?;
+                f.value()?;
+                seen.insert(f.fingerprint).then_some((f, verifier))
+            })
+            .collect()
+    }
+
+    /// The hosts a validation of `findings` would contact, and how many
+    /// secrets each: said before anything is sent.
+    pub fn hosts(&self, findings: &[Finding]) -> BTreeMap<String, usize> {
+        let mut hosts = BTreeMap::new();
+        for (_, verifier) in self.targets(findings) {
+            *hosts.entry(verifier.host.clone()).or_insert(0) += 1;
+        }
+        hosts
+    }
+
+    /// Asks about every distinct secret of `findings` that has a verifier,
+    /// once, and records the verdict (checked at `checked_at`, RFC 3339)
+    /// on each of its copies.
+    pub fn validate(&self, findings: &mut [Finding], checked_at: &str) -> ValidationSummary {
+        let targets = self.targets(findings);
+        let mut pending: BTreeMap<String, VecDeque<Job<'_>>> = BTreeMap::new();
+        let count = targets.len();
+        for (finding, verifier) in targets {
+            let Some(value) = finding.value() else {
+                continue;
+            };
+            pending
+                .entry(verifier.host.clone())
+                .or_default()
+                .push_back(Job {
+                    fingerprint: finding.fingerprint,
+                    verifier,
+                    secret: Zeroizing::new(String::from_utf8_lossy(value.expose()).into_owned()),
+                    attempt: 0,
+                    not_before: None,
+                });
+        }
+        let scheduler = Scheduler {
+            queue: Mutex::new(Queue {
+                pending,
+                hosts: HashMap::new(),
+                remaining: count,
+            }),
+            wake: Condvar::new(),
+            per_host: self.options.per_host.max(1),
+            interval: Duration::from_secs_f64(1.0 / self.options.rate.max(0.001)),
+        };
+        let results: Mutex<HashMap<Fingerprint, Validation>> = Mutex::new(HashMap::new());
+        let requests = Mutex::new(0usize);
+        std::thread::scope(|scope| {
+            for _ in 0..self.options.workers.clamp(1, count.max(1)) {
+                scope.spawn(|| {
+                    while let Some(job) = scheduler.next() {
+                        let outcome = self.ask(&job);
+                        *requests.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                        let (fingerprint, verifier) = (job.fingerprint, job.verifier);
+                        if scheduler.finish(job, &outcome, self.options.retries) {
+                            continue;
+                        }
+                        let (status, reason) = match outcome {
+                            Outcome::Done(status, reason) => (status, reason),
+                            Outcome::Retry { reason, .. } => (Liveness::Unknown, Some(reason)),
+                        };
+                        let validation = Validation {
+                            status,
+                            verifier: verifier.spec.id.clone(),
+                            host: verifier.host.clone(),
+                            checked_at: checked_at.to_owned(),
+                            reason,
+                        };
+                        results
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(fingerprint, validation);
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut summary = ValidationSummary {
+            secrets: results.len(),
+            requests: requests.into_inner().unwrap_or_else(|p| p.into_inner()),
+            ..ValidationSummary::default()
+        };
+        for validation in results.values() {
+            match validation.status {
+                Liveness::Live => summary.live += 1,
+                Liveness::Dead => summary.dead += 1,
+                Liveness::Unknown => summary.unknown += 1,
+            }
+        }
+        for finding in findings.iter_mut() {
+            if let Some(validation) = results.get(&finding.fingerprint) {
+                finding.validation = Some(validation.clone());
+            }
+        }
+        summary
+    }
+
+    /// Sends one request and reads the verdict. Never keeps the body, and
+    /// never says anything of the request (its URL may hold the secret).
+    fn ask(&self, job: &Job<'_>) -> Outcome {
+        let verifier = job.verifier;
+        let base = self.options.endpoints.for_origin(&verifier.origin);
+        let request = verifier.prepare(&job.secret, base);
+        let result = send(&self.agent, &request);
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                return Outcome::Retry {
+                    after: backoff(job.attempt),
+                    host_wide: false,
+                    reason: transport_reason(&error).to_owned(),
+                };
+            }
+        };
+        let status = response.status().as_u16();
+        if status == 429 {
+            let after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(backoff(job.attempt), Duration::from_secs);
+            if after > self.options.max_retry_after {
+                return Outcome::Done(
+                    Liveness::Unknown,
+                    Some(format!("rate limited (retry after {} s)", after.as_secs())),
+                );
+            }
+            return Outcome::Retry {
+                after,
+                host_wide: true,
+                reason: "rate limited (429)".to_owned(),
+            };
+        }
+        if (500..600).contains(&status) {
+            return Outcome::Retry {
+                after: backoff(job.attempt),
+                host_wide: false,
+                reason: format!("server error ({status})"),
+            };
+        }
+        let spec = &verifier.spec;
+        if spec.dead.contains(&status) {
+            return Outcome::Done(Liveness::Dead, Some(format!("status {status}")));
+        }
+        if !spec.live.contains(&status) {
+            return Outcome::Done(
+                Liveness::Unknown,
+                Some(format!("unexpected status {status}")),
+            );
+        }
+        let Some(pointer) = &spec.live_when else {
+            return Outcome::Done(Liveness::Live, None);
+        };
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        match serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.pointer(pointer).and_then(serde_json::Value::as_bool))
+        {
+            Some(true) => Outcome::Done(Liveness::Live, None),
+            Some(false) => Outcome::Done(Liveness::Dead, Some(format!("{pointer} is false"))),
+            None => Outcome::Done(
+                Liveness::Unknown,
+                Some(format!("an answer without {pointer}")),
+            ),
+        }
+    }
+}
+
+fn send(
+    agent: &ureq::Agent,
+    request: &PreparedRequest,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    match request.method {
+        Method::Get => {
+            let mut builder = agent.get(&request.url);
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            builder.call()
+        }
+        Method::Post => {
+            let mut builder = agent.post(&request.url);
+            for (name, value) in &request.headers {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+            match &request.body {
+                Some(body) => builder.send(body.as_str()),
+                None => builder.send_empty(),
+            }
+        }
+    }
+}
+
+/// 250 ms, 500 ms, 1 s...
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(6)))
+}
+
+/// What went wrong, in words that cannot hold the request (its URL may
+/// carry the secret).
+fn transport_reason(error: &ureq::Error) -> &'static str {
+    match error {
+        ureq::Error::Timeout(_) => "timed out",
+        ureq::Error::HostNotFound => "host not found",
+        ureq::Error::ConnectionFailed => "connection failed",
+        ureq::Error::Io(_) => "connection failed",
+        ureq::Error::Tls(_) => "TLS failed",
+        _ => "request failed",
+    }
+}

@@ -1,0 +1,333 @@
+//! `mayfly scan --validate` against local stand-ins of the providers'
+//! documented identity endpoints: every built-in verifier, live and dead
+//! keys, rate limits, slow and broken answers, and the per-host limits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command as StdCommand, Stdio};
+
+use mayfly_providers::verifier::Verifiers;
+use mayfly_scan::rule::RuleSet;
+
+use crate::common::{Workspace, stdout_of};
+
+const MARKER: &str = "provider-body-marker-7f3a";
+
+/// The fake providers' server, stopped on drop.
+pub struct FakeProviders {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for FakeProviders {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FakeProviders {
+    pub fn start(config: &Path) -> FakeProviders {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers/fake_providers.py");
+        let mut child = StdCommand::new("python3")
+            .arg(script)
+            .arg(config)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is needed for this test");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .expect("the fake providers print their port");
+        FakeProviders { child, port }
+    }
+
+    /// `--validate-endpoint` values sending every verifier's origin here.
+    pub fn endpoints(&self) -> String {
+        let verifiers = Verifiers::builtin().unwrap();
+        let mut origins: Vec<(String, String)> = verifiers
+            .iter()
+            .map(|v| (v.origin.clone(), v.host.clone()))
+            .collect();
+        origins.dedup();
+        origins
+            .iter()
+            .map(|(origin, host)| format!("{origin}=http://127.0.0.1:{}/{host}", self.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// A random OpenAI project key in the documented format.
+fn openai_key(n: usize) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (n as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut part = |len: usize| -> String {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                alphabet[(state % alphabet.len() as u64) as usize] as char
+            })
+            .collect()
+    };
+    format!("sk-proj-{}T3BlbkFJ{}", part(40), part(40)) // mayfly:allow (test fixture)
+}
+
+#[test]
+fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
+    let ws = Workspace::new();
+    // The first example of every rule with a verifier, one file each.
+    let rules = RuleSet::builtin().unwrap();
+    let mut planted = Vec::new();
+    for rule in rules.rules().iter().filter(|r| r.spec.verify.is_some()) {
+        let example = rule.spec.examples.first().unwrap();
+        ws.write(
+            &format!("plants/{}.txt", rule.spec.id),
+            &format!("{example}\n"),
+        );
+        planted.push(rule.spec.id.clone());
+    }
+    // Many keys of one provider, to load one host; one of them copied twice.
+    let openai: Vec<String> = (0..12).map(openai_key).collect();
+    for (i, key) in openai.iter().enumerate() {
+        ws.write(&format!("many/{i}.env"), &format!("OPENAI_API_KEY={key}\n"));
+    }
+    ws.write("many/copy.py", &format!("key = '{}'\n", openai[0]));
+
+    // What was found, with its value, to tell the fake which keys are live.
+    let (code, out, err) = stdout_of(ws.mayfly().args([
+        "scan",
+        ".",
+        "--format",
+        "json",
+        "--show-secrets",
+        "--no-copies",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut by_rule: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for secret in json["secrets"].as_array().unwrap() {
+        let path = secret["locations"][0]["path"].as_str().unwrap();
+        if !path.starts_with("plants/") {
+            continue;
+        }
+        by_rule
+            .entry(secret["rule"]["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(secret["secret"].as_str().unwrap().to_owned());
+    }
+    let value = |rule: &str| by_rule[rule][0].clone();
+    for rule in &planted {
+        assert!(by_rule.contains_key(rule), "{rule}'s example was not found");
+    }
+    // Failure paths, each on one provider; every other key alternates
+    // between live and dead.
+    let special: HashMap<&str, &str> = [
+        ("gitlab-pat", "rate_limited"),
+        ("mistral-api-key", "slow"),
+        ("npm-access-token", "server_error"),
+        ("slack-bot-token", "garbage"),
+        ("notion-integration-token", "flaky"),
+    ]
+    .into_iter()
+    .collect();
+    let mut lists: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut expected: HashMap<String, &str> = HashMap::new();
+    for (i, rule) in planted.iter().enumerate() {
+        let secret = value(rule);
+        let (list, verdict) = match special.get(rule.as_str()) {
+            Some(&"flaky") => ("flaky", "live"),
+            Some(&other) => (other, "unknown"),
+            None if i % 2 == 0 => ("live", "live"),
+            None => ("dead", "dead"),
+        };
+        lists.entry(list).or_default().push(secret.clone());
+        expected.insert(secret, verdict);
+    }
+    for (i, key) in openai.iter().enumerate() {
+        let verdict = if i % 3 == 0 { "dead" } else { "live" };
+        if verdict == "live" {
+            lists.entry("live").or_default().push(key.clone());
+        }
+        expected.insert(key.clone(), verdict);
+    }
+    let log = ws.dir.path().join("requests.jsonl");
+    let config = ws.dir.path().join("fake.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "log": log, "slow_seconds": 3,
+            "live": lists["live"], "rate_limited": lists["rate_limited"], "slow": lists["slow"],
+            "server_error": lists["server_error"], "garbage": lists["garbage"], "flaky": lists["flaky"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let fake = FakeProviders::start(&config);
+
+    let (code, out, err) = stdout_of(
+        ws.mayfly()
+            .args([
+                "scan",
+                ".",
+                "--format",
+                "json",
+                "--show-secrets",
+                "--validate",
+            ])
+            .args([
+                "--validate-per-host",
+                "2",
+                "--validate-rate",
+                "50",
+                "--validate-timeout",
+                "1",
+            ])
+            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        !out.contains(MARKER) && !err.contains(MARKER),
+        "a provider's answer leaked"
+    );
+    assert!(
+        err.contains("--validate asks ")
+            && err.contains("api.github.com (")
+            && err.contains("api.openai.com ("),
+        "{err}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut seen = 0;
+    for secret in json["secrets"].as_array().unwrap() {
+        let value = secret["secret"].as_str().unwrap();
+        let Some(verdict) = expected.get(value) else {
+            continue;
+        };
+        seen += 1;
+        let validation = &secret["validation"];
+        let rule = secret["rule"]["id"].as_str().unwrap();
+        assert_eq!(validation["status"], *verdict, "{rule}: {validation}");
+        assert!(validation["checked_at"].as_str().unwrap().ends_with('Z'));
+        let reason = validation["reason"].as_str().unwrap_or_default();
+        match special.get(rule) {
+            Some(&"rate_limited") => assert!(reason.contains("rate limited"), "{reason}"),
+            Some(&"slow") => assert_eq!(reason, "timed out"),
+            Some(&"server_error") => assert_eq!(reason, "server error (503)"),
+            Some(&"garbage") => assert_eq!(reason, "an answer without /ok"),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, expected.len(), "{out}");
+    // Live secrets come first.
+    let statuses: Vec<&str> = json["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["validation"]["status"].as_str().unwrap_or("none"))
+        .collect();
+    let first_other = statuses.iter().position(|s| *s != "live").unwrap();
+    assert!(
+        statuses[first_other..].iter().all(|s| *s != "live"),
+        "{statuses:?}"
+    );
+
+    // The fake saw each secret once (a copy is not asked again; retries
+    // only where the answer asked for one), and never more than two
+    // requests at once to one host.
+    let requests: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut asked: HashMap<String, usize> = HashMap::new();
+    for r in &requests {
+        if let Some(c) = r["credential"].as_str() {
+            *asked.entry(c.to_owned()).or_default() += 1;
+        }
+    }
+    for (secret, n) in &asked {
+        let retried = lists["rate_limited"].contains(secret)
+            || lists["server_error"].contains(secret)
+            || lists["slow"].contains(secret)
+            || lists["flaky"].contains(secret);
+        if retried {
+            assert!(*n >= 2 && *n <= 3, "{n} requests for a retried secret");
+        } else {
+            assert_eq!(*n, 1, "a secret was asked {n} times");
+        }
+    }
+    assert_eq!(asked.get(&openai[0]), Some(&1));
+    let mut by_host: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in &requests {
+        by_host
+            .entry(r["host"].as_str().unwrap())
+            .or_default()
+            .push((r["start"].as_f64().unwrap(), r["end"].as_f64().unwrap()));
+    }
+    for (host, spans) in &by_host {
+        for (start, _) in spans {
+            let open = spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count();
+            assert!(open <= 2, "{open} requests at once to {host}");
+        }
+    }
+    let mut starts: Vec<f64> = by_host["api.openai.com"].iter().map(|(s, _)| *s).collect();
+    starts.sort_by(f64::total_cmp);
+    let span = starts.last().unwrap() - starts.first().unwrap();
+    assert!(
+        span >= 11.0 / 50.0 * 0.9,
+        "12 requests at 50/s took only {span} s"
+    );
+
+    // --only-live keeps only what the providers accepted.
+    let (_, out, _) = stdout_of(
+        ws.mayfly()
+            .args(["scan", ".", "--format", "json", "--validate", "--only-live"])
+            .args(["--validate-timeout", "1"])
+            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secrets = json["secrets"].as_array().unwrap();
+    assert!(!secrets.is_empty());
+    assert!(
+        secrets.iter().all(|s| s["validation"]["status"] == "live"),
+        "{out}"
+    );
+}
+
+#[test]
+fn validation_is_opt_in_and_never_runs_on_staged_changes() {
+    let ws = Workspace::new();
+    let (code, _, err) = stdout_of(ws.mayfly().args(["scan", "--staged", "--validate"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--validate") && err.contains("--staged"),
+        "{err}"
+    );
+    let (code, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--only-live"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--validate"), "{err}");
+    let (code, _, err) = stdout_of(ws.mayfly().args([
+        "scan",
+        ".",
+        "--validate",
+        "--validate-endpoint",
+        "api.github.com",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad endpoint override"), "{err}");
+    ws.write("clean.txt", "nothing\n");
+    let (code, _, err) = stdout_of(ws.mayfly().args(["scan", ".", "--validate"]));
+    assert_eq!(code, 0);
+    assert!(err.contains("nothing was sent"), "{err}");
+}
