@@ -150,6 +150,12 @@ pub struct SecretPlan {
     pub notify: String,
     /// Live copies.
     pub copies: usize,
+    /// Its provider accepted it when last asked (`scan --validate`) and a
+    /// copy is on a forbidden surface: act before anything else.
+    pub urgent: bool,
+    /// What its provider last said, and when (`live 2026-12-07`), if asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<String>,
     /// The actions, secret-level first.
     pub actions: Vec<Action>,
 }
@@ -274,7 +280,18 @@ pub fn plan_secret(
             .clone()
             .unwrap_or_else(|| "security team (ownership unclear)".to_owned()),
         copies: usize::try_from(secret.copies).unwrap_or(0),
+        urgent: exposed && secret.validation.as_deref() == Some("live"),
+        validation: validation_note(secret),
         actions,
+    })
+}
+
+/// `live 2026-12-07`: the last verdict and its day.
+fn validation_note(secret: &SecretRow) -> Option<String> {
+    let status = secret.validation.as_deref()?;
+    Some(match secret.validated_at {
+        Some(at) => format!("{status} {}", mayfly_scan::time::date(at)),
+        None => status.to_owned(),
     })
 }
 
@@ -313,6 +330,8 @@ fn plan_in_custody(secret: &SecretRow, copies: &[LocationRow], entry: &str) -> O
             .clone()
             .unwrap_or_else(|| "security team".into()),
         copies: usize::try_from(secret.copies).unwrap_or(usize::MAX),
+        urgent: !copies.is_empty() && secret.validation.as_deref() == Some("live"),
+        validation: validation_note(secret),
         actions,
     })
 }
@@ -338,6 +357,8 @@ mod tests {
             copies: 1,
             surfaces: String::new(),
             custody_entry: None,
+            validation: None,
+            validated_at: None,
         }
     }
 

@@ -270,9 +270,10 @@ impl Validator {
     }
 
     /// Asks about every distinct secret of `findings` that has a verifier,
-    /// once, and records the verdict (checked at `checked_at`, RFC 3339)
-    /// on each of its copies.
-    pub fn validate(&self, findings: &mut [Finding], checked_at: &str) -> ValidationSummary {
+    /// once, and records the verdict (checked at `now`, seconds since the
+    /// epoch) on each of its copies.
+    pub fn validate(&self, findings: &mut [Finding], now: i64) -> ValidationSummary {
+        let checked_at = mayfly_scan::time::rfc3339(now);
         let targets = self.targets(findings);
         let mut pending: BTreeMap<String, VecDeque<Job<'_>>> = BTreeMap::new();
         let count = targets.len();
@@ -321,7 +322,8 @@ impl Validator {
                             status,
                             verifier: verifier.spec.id.clone(),
                             host: verifier.host.clone(),
-                            checked_at: checked_at.to_owned(),
+                            checked_at: checked_at.clone(),
+                            at: now,
                             reason,
                         };
                         results

@@ -183,6 +183,9 @@ pub struct Validation {
     pub host: String,
     /// When, RFC 3339 UTC.
     pub checked_at: String,
+    /// When, seconds since the epoch.
+    #[serde(skip)]
+    pub at: i64,
     /// Why the verdict is unknown (or what the status was), when it helps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

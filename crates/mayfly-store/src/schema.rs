@@ -205,6 +205,13 @@ const UPSTREAM_GRANTS_V7: &[&str] = &[
     "CREATE INDEX upstream_grants_by_task ON upstream_grants (task_id)",
 ];
 
+/// What providers said of each secret (`scan --validate`): the verdict and
+/// when, never their answers.
+const VALIDATION_V8: &[&str] = &[
+    "ALTER TABLE secrets ADD COLUMN validation TEXT",
+    "ALTER TABLE secrets ADD COLUMN validated_at BIGINT",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -241,10 +248,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: UPSTREAM_GRANTS_V7,
         postgres: UPSTREAM_GRANTS_V7,
     },
+    Migration {
+        version: 8,
+        sqlite: VALIDATION_V8,
+        postgres: VALIDATION_V8,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 7;
+pub const CURRENT_VERSION: i64 = 8;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

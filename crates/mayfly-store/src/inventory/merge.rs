@@ -178,6 +178,30 @@ impl Store {
         })
     }
 
+    /// Records what providers said of secrets (`scan --validate`): for each
+    /// fingerprint, the verdict and when; secrets not in the inventory are
+    /// left out. Returns how many were recorded.
+    pub fn record_validations(
+        &mut self,
+        verdicts: &[(String, String, Timestamp)],
+    ) -> Result<usize, StoreError> {
+        self.transaction(|tx| {
+            let mut recorded = 0;
+            for (fingerprint, status, at) in verdicts {
+                recorded += tx.execute(
+                    "record validation",
+                    "UPDATE secrets SET validation = $1, validated_at = $2 WHERE fingerprint = $3",
+                    &[
+                        status.as_str().into(),
+                        (*at).into(),
+                        fingerprint.as_str().into(),
+                    ],
+                )?;
+            }
+            Ok(recorded as usize)
+        })
+    }
+
     /// Records that a secret moved into custody entry `entry`.
     pub fn record_custody(
         &mut self,

@@ -238,6 +238,10 @@ pub struct SecretRow {
     pub surfaces: String,
     /// The custody entry holding it, once migrated.
     pub custody_entry: Option<String>,
+    /// What its provider last said (`live`, `dead`, `unknown`), if asked.
+    pub validation: Option<String>,
+    /// When it was asked.
+    pub validated_at: Option<Timestamp>,
 }
 
 /// A location in a secret's detail.
@@ -300,7 +304,7 @@ fn location_key(copy: &CopyRecord) -> String {
     )
 }
 
-const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces, s.custody_entry";
+const SECRET_COLUMNS: &str = "s.fingerprint, s.rule_id, s.provider, s.severity, s.first_seen, s.last_seen, s.status, s.reopened, s.owner, s.owner_source, s.owner_conflict, s.live_copies, s.surfaces, s.custody_entry, s.validation, s.validated_at";
 
 fn secret_row(row: &mut Row) -> Result<SecretRow, StoreError> {
     let owner_source = match row.opt_text("owner_source")? {
@@ -327,6 +331,8 @@ fn secret_row(row: &mut Row) -> Result<SecretRow, StoreError> {
         copies: row.int("live_copies")?,
         surfaces: row.text("surfaces")?,
         custody_entry: row.opt_text("custody_entry")?,
+        validation: row.opt_text("validation")?,
+        validated_at: row.opt_int("validated_at")?,
     })
 }
 

@@ -100,7 +100,8 @@ impl Store {
 
     /// Hands `each` every open secret that still has a live copy (and
     /// every secret in custody that still has one: it was exposed), most
-    /// urgent first (by severity, then most copies, then oldest), with its
+    /// urgent first (live at its provider, then by severity, then most
+    /// copies, then oldest), with its
     /// live copies on `surfaces` (the ones governance forbids) by path and
     /// line; returns how many there were. Only those copies are held in
     /// memory, never the whole inventory: a plan over a million locations
@@ -146,7 +147,7 @@ impl Store {
                 "read open secrets",
                 &format!(
                     "SELECT {SECRET_COLUMNS} FROM secrets s WHERE s.status IN ('open', 'in-custody') AND s.live_copies > 0 \
-                     ORDER BY {SEVERITY_RANK}, s.live_copies DESC, s.first_seen, s.fingerprint"
+                     ORDER BY CASE WHEN s.validation = 'live' THEN 0 ELSE 1 END, {SEVERITY_RANK}, s.live_copies DESC, s.first_seen, s.fingerprint"
                 ),
                 &[],
                 &mut |row| {

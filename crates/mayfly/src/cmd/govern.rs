@@ -134,6 +134,15 @@ impl<W: std::io::Write> PlanWriter<W> {
                 plan.copies,
                 plan.notify
             );
+            if plan.urgent {
+                let _ = writeln!(
+                    text,
+                    "  URGENT: its provider accepted it ({}) and a copy is on a forbidden surface: revoke or rotate it first",
+                    plan.validation.as_deref().unwrap_or("live")
+                );
+            } else if let Some(validation) = &plan.validation {
+                let _ = writeln!(text, "  validation: {validation}");
+            }
             for action in &plan.actions {
                 let what = match action.action {
                     ActionKind::RotateOrRevoke => "ROTATE OR REVOKE",

@@ -600,6 +600,9 @@ impl ScanPlan {
         }
         if let Some((db, host)) = &self.save {
             inventory::save(&report, self.mode.kind(), host, &self.mode.roots(), db)?;
+            if self.validator.is_some() {
+                record_validations(&report.findings, db)?;
+            }
         }
         if let Some(path) = &self.write_baseline {
             let baseline = Baseline::from_findings(&report.findings, self.scanner.key());
@@ -721,12 +724,28 @@ fn validate(validator: &Validator, findings: &mut [Finding]) -> anyhow::Result<(
         inventory::plural(secrets, "secret", "secrets"),
         named.join(", ")
     );
-    let checked_at = mayfly_scan::time::rfc3339(crate::common::now());
-    let summary = validator.validate(findings, &checked_at);
+    let summary = validator.validate(findings, crate::common::now());
     eprintln!(
         "mayfly: validation: {} live, {} dead, {} unknown ({} requests)",
         summary.live, summary.dead, summary.unknown, summary.requests
     );
+    Ok(())
+}
+
+/// Keeps each validated secret's verdict, and when, in the inventory.
+fn record_validations(findings: &[Finding], db: &DbArgs) -> anyhow::Result<()> {
+    let mut verdicts: Vec<(String, String, i64)> = findings
+        .iter()
+        .filter_map(|f| {
+            let v = f.validation.as_ref()?;
+            Some((f.fingerprint.to_hex(), v.status.as_str().to_owned(), v.at))
+        })
+        .collect();
+    verdicts.sort();
+    verdicts.dedup_by(|a, b| a.0 == b.0);
+    if !verdicts.is_empty() {
+        db.open()?.record_validations(&verdicts)?;
+    }
     Ok(())
 }
 

@@ -331,3 +331,59 @@ fn validation_is_opt_in_and_never_runs_on_staged_changes() {
     assert_eq!(code, 0);
     assert!(err.contains("nothing was sent"), "{err}");
 }
+
+/// Verdicts kept in the inventory, and the plan that puts a live key on a
+/// forbidden surface first, on one store backend.
+fn verdicts_in_the_inventory(db: &str) {
+    let ws = Workspace::new();
+    let (live, dead) = (openai_key(101), openai_key(102));
+    ws.write(
+        ".claude/projects/app/session.jsonl",
+        &format!("{{\"type\":\"user\",\"message\":{{\"content\":\"OPENAI_API_KEY={dead}\"}}}}\n{{\"type\":\"user\",\"message\":{{\"content\":\"OPENAI_API_KEY={live}\"}}}}\n"),
+    );
+    let log = ws.dir.path().join("requests.jsonl");
+    let config = ws.dir.path().join("fake.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({ "log": log, "live": [live] }).to_string(),
+    )
+    .unwrap();
+    let fake = FakeProviders::start(&config);
+    let (code, _, err) = stdout_of(
+        ws.mayfly()
+            .args(["scan", ".", "--validate", "--save", "--db", db])
+            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1 live, 1 dead, 0 unknown"), "{err}");
+    let (code, out, err) = stdout_of(
+        ws.mayfly()
+            .args(["govern", "plan", "--format", "json", "--db", db]),
+    );
+    assert_eq!(code, 1, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let plan = plan["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 2, "{out}");
+    assert_eq!(plan[0]["urgent"], true, "the live key comes first: {out}");
+    assert!(plan[0]["validation"].as_str().unwrap().starts_with("live "));
+    assert_eq!(plan[1]["urgent"], false);
+    assert!(plan[1]["validation"].as_str().unwrap().starts_with("dead "));
+    let (_, text, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
+    assert!(
+        text.contains("URGENT: its provider accepted it (live "),
+        "{text}"
+    );
+}
+
+#[test]
+fn verdicts_in_the_inventory_on_sqlite() {
+    let ws = Workspace::new();
+    let db = ws.dir.path().join("inventory.db");
+    verdicts_in_the_inventory(db.to_str().unwrap());
+}
+
+#[test]
+fn verdicts_in_the_inventory_on_postgres() {
+    let (url, _drop) = crate::inventory::postgres_database();
+    verdicts_in_the_inventory(&url);
+}
