@@ -4,7 +4,9 @@
 //! `verifiers.toml`): for each provider, a read-only identity endpoint and
 //! what its answers mean. [`validate`] asks each distinct secret of a scan
 //! once, with bounded concurrency and per-host limits, and records only
-//! the verdict (live, dead or unknown) on its findings.
+//! the verdict (live, dead or unknown) on its findings. [`aws`] signs AWS
+//! requests and keeps canary-token keys from ever being called.
 
+pub mod aws;
 pub mod validate;
 pub mod verifier;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use mayfly_scan::finding::{Finding, Liveness, Validation};
+use mayfly_scan::finding::{Cell, Finding, Liveness, Validation};
 use mayfly_scan::fingerprint::Fingerprint;
 use zeroize::Zeroizing;
 
@@ -90,6 +90,8 @@ struct Job<'v> {
     fingerprint: Fingerprint,
     verifier: &'v Verifier,
     secret: Zeroizing<String>,
+    /// The signing key found beside it, for signed verifiers.
+    partner: Option<Zeroizing<String>>,
     attempt: u32,
     not_before: Option<Instant>,
 }
@@ -259,6 +261,43 @@ impl Validator {
             .collect()
     }
 
+    /// What a signed verifier's request is signed with: the value of a
+    /// `secret_rule` finding in the same file (and git blob), nearest by
+    /// line.
+    fn partner(findings: &[Finding], of: &Finding, rule: &str) -> Option<Zeroizing<String>> {
+        fn place(f: &Finding) -> (&String, &Option<Cell>, &Option<String>) {
+            (&f.location.path, &f.location.cell, &f.location.blob)
+        }
+        findings
+            .iter()
+            .filter(|f| f.rule.id == rule && place(f) == place(of))
+            .min_by_key(|f| f.location.line.abs_diff(of.location.line))
+            .and_then(|f| f.value())
+            .map(|v| Zeroizing::new(String::from_utf8_lossy(v.expose()).into_owned()))
+    }
+
+    /// A verdict reached without asking: a signed verifier with nothing to
+    /// sign with, or a canary token.
+    fn settled_without_asking(job: &Job<'_>) -> Option<(Liveness, String)> {
+        let sign = job.verifier.spec.sign.as_ref()?;
+        if crate::aws::is_canary(&job.secret) {
+            let account = crate::aws::account_id(&job.secret).unwrap_or_default();
+            return Some((
+                Liveness::Unknown,
+                format!(
+                    "a canary token (AWS account {account:012}): never called, using it would raise its alarm"
+                ),
+            ));
+        }
+        if job.partner.is_none() {
+            return Some((
+                Liveness::Unknown,
+                format!("no {} beside it to sign with", sign.secret_rule),
+            ));
+        }
+        None
+    }
+
     /// The hosts a validation of `findings` would contact, and how many
     /// secrets each: said before anything is sent.
     pub fn hosts(&self, findings: &[Finding]) -> BTreeMap<String, usize> {
@@ -277,21 +316,43 @@ impl Validator {
         let targets = self.targets(findings);
         let mut pending: BTreeMap<String, VecDeque<Job<'_>>> = BTreeMap::new();
         let count = targets.len();
+        let mut settled: HashMap<Fingerprint, Validation> = HashMap::new();
         for (finding, verifier) in targets {
             let Some(value) = finding.value() else {
                 continue;
             };
+            let job = Job {
+                fingerprint: finding.fingerprint,
+                verifier,
+                secret: Zeroizing::new(String::from_utf8_lossy(value.expose()).into_owned()),
+                partner: verifier
+                    .spec
+                    .sign
+                    .as_ref()
+                    .and_then(|sign| Self::partner(&*findings, finding, &sign.secret_rule)),
+                attempt: 0,
+                not_before: None,
+            };
+            if let Some((status, reason)) = Self::settled_without_asking(&job) {
+                settled.insert(
+                    job.fingerprint,
+                    Validation {
+                        status,
+                        verifier: verifier.spec.id.clone(),
+                        host: verifier.host.clone(),
+                        checked_at: checked_at.clone(),
+                        at: now,
+                        reason: Some(reason),
+                    },
+                );
+                continue;
+            }
             pending
                 .entry(verifier.host.clone())
                 .or_default()
-                .push_back(Job {
-                    fingerprint: finding.fingerprint,
-                    verifier,
-                    secret: Zeroizing::new(String::from_utf8_lossy(value.expose()).into_owned()),
-                    attempt: 0,
-                    not_before: None,
-                });
+                .push_back(job);
         }
+        let count = count - settled.len();
         let scheduler = Scheduler {
             queue: Mutex::new(Queue {
                 pending,
@@ -308,7 +369,7 @@ impl Validator {
             for _ in 0..self.options.workers.clamp(1, count.max(1)) {
                 scope.spawn(|| {
                     while let Some(job) = scheduler.next() {
-                        let outcome = self.ask(&job);
+                        let outcome = self.ask(&job, now);
                         *requests.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                         let (fingerprint, verifier) = (job.fingerprint, job.verifier);
                         if scheduler.finish(job, &outcome, self.options.retries) {
@@ -334,7 +395,8 @@ impl Validator {
                 });
             }
         });
-        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        results.extend(settled);
         let mut summary = ValidationSummary {
             secrets: results.len(),
             requests: requests.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -357,10 +419,39 @@ impl Validator {
 
     /// Sends one request and reads the verdict. Never keeps the body, and
     /// never says anything of the request (its URL may hold the secret).
-    fn ask(&self, job: &Job<'_>) -> Outcome {
+    fn ask(&self, job: &Job<'_>, now: i64) -> Outcome {
         let verifier = job.verifier;
         let base = self.options.endpoints.for_origin(&verifier.origin);
-        let request = verifier.prepare(&job.secret, base);
+        let mut request = verifier.prepare(&job.secret, base);
+        if let (Some(sign), Some(partner)) = (&verifier.spec.sign, &job.partner) {
+            let amz_date = crate::aws::amz_date(&mayfly_scan::time::rfc3339(now));
+            let content_type = request
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let input = crate::aws::SigningInput {
+                method: match request.method {
+                    Method::Get => "GET",
+                    Method::Post => "POST",
+                },
+                host: &verifier.host,
+                path: verifier.path(),
+                content_type: &content_type,
+                body: request.body.as_deref().unwrap_or_default(),
+                region: &sign.region,
+                service: &sign.service,
+                amz_date: &amz_date,
+            };
+            let authorization = crate::aws::authorization(&input, &job.secret, partner);
+            request
+                .headers
+                .push(("X-Amz-Date".to_owned(), amz_date.clone()));
+            request
+                .headers
+                .push(("Authorization".to_owned(), authorization));
+        }
         let result = send(&self.agent, &request);
         let mut response = match result {
             Ok(response) => response,

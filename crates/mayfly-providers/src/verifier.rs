@@ -33,8 +33,26 @@ pub struct VerifierSpec {
     /// A JSON pointer to a boolean a live answer must hold as true.
     #[serde(default)]
     pub live_when: Option<String>,
+    /// A request signed with the secret and its partner (AWS keys: the
+    /// access key id found, the secret access key beside it).
+    #[serde(default)]
+    pub sign: Option<SigningSpec>,
     /// The provider's documentation of the endpoint.
     pub docs: String,
+}
+
+/// How a signed request is signed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningSpec {
+    /// `aws-sigv4`.
+    pub scheme: String,
+    /// The AWS region signed for.
+    pub region: String,
+    /// The AWS service signed for.
+    pub service: String,
+    /// The rule whose finding, in the same file, holds the signing key.
+    pub secret_rule: String,
 }
 
 /// The HTTP methods a verifier may use.
@@ -181,7 +199,13 @@ impl Verifier {
             }
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
-        let uses_secret = url.contains("{secret}")
+        if let Some(sign) = &spec.sign
+            && sign.scheme != "aws-sigv4"
+        {
+            return Err(invalid("sign.scheme must be aws-sigv4"));
+        }
+        let uses_secret = spec.sign.is_some()
+            || url.contains("{secret}")
             || headers
                 .iter()
                 .any(|(_, v)| v.contains("{secret}") || v.contains("{basic:"));
@@ -209,6 +233,13 @@ impl Verifier {
             headers,
             spec,
         })
+    }
+
+    /// The path of the URL (`/`), as a signature covers it.
+    pub fn path(&self) -> &str {
+        let rest = self.url.get(self.origin.len()..).unwrap_or_default();
+        let path = rest.split(['?', '#']).next().unwrap_or_default();
+        if path.is_empty() { "/" } else { path }
     }
 
     /// The request for `secret`, sent to `base` instead of the verifier's

@@ -87,7 +87,12 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
     // The first example of every rule with a verifier, one file each.
     let rules = RuleSet::builtin().unwrap();
     let mut planted = Vec::new();
-    for rule in rules.rules().iter().filter(|r| r.spec.verify.is_some()) {
+    // AWS keys are signed with a pair: their own test below.
+    for rule in rules
+        .rules()
+        .iter()
+        .filter(|r| r.spec.verify.as_deref().is_some_and(|v| v != "aws-sts"))
+    {
         let example = rule.spec.examples.first().unwrap();
         ws.write(
             &format!("plants/{}.txt", rule.spec.id),
@@ -386,4 +391,118 @@ fn verdicts_in_the_inventory_on_sqlite() {
 fn verdicts_in_the_inventory_on_postgres() {
     let (url, _drop) = crate::inventory::postgres_database();
     verdicts_in_the_inventory(&url);
+}
+
+/// An AWS access key id of `account`, as AWS encodes it.
+fn aws_key_id(account: u64, salt: u64) -> String {
+    let z = (account << 7) | (salt & 0x7f);
+    let mut bytes = z.to_be_bytes()[2..8].to_vec();
+    bytes.extend_from_slice(&(salt as u32 ^ 0x5a5a_1234).to_be_bytes());
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let bits = bytes
+        .iter()
+        .fold(0u128, |acc, b| (acc << 8) | u128::from(*b));
+    let body: String = (0..16)
+        .rev()
+        .map(|i| alphabet[((bits >> (i * 5)) & 31) as usize] as char)
+        .collect();
+    format!("AKIA{body}")
+}
+
+fn aws_secret(n: u64) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    let mut state = 0x2545_f491_4f6c_dd1d_u64.wrapping_mul(n + 1);
+    (0..40)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            alphabet[(state % 64) as usize] as char
+        })
+        .collect()
+}
+
+#[test]
+fn aws_keys_are_checked_with_a_signed_sts_call_and_canaries_are_never_called() {
+    let ws = Workspace::new();
+    let live = (aws_key_id(123_456_789_012, 11), aws_secret(1));
+    let dead = (aws_key_id(210_987_654_321, 22), aws_secret(2));
+    let wrong = (aws_key_id(123_456_789_012, 33), aws_secret(3));
+    let canary = (aws_key_id(171_436_882_533, 44), aws_secret(4));
+    let pair = |(id, secret): &(String, String)| {
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n")
+    };
+    ws.write("live/credentials", &pair(&live));
+    ws.write("dead/credentials", &pair(&dead));
+    ws.write(
+        "wrong/credentials",
+        &pair(&(wrong.0.clone(), aws_secret(9))),
+    );
+    ws.write("canary/credentials", &pair(&canary));
+    let lone = aws_key_id(123_456_789_012, 55);
+    ws.write("lone.md", &format!("the key id was {lone}\n"));
+    let log = ws.dir.path().join("requests.jsonl");
+    let config = ws.dir.path().join("fake.json");
+    let keys = serde_json::json!({ live.0.clone(): live.1, wrong.0.clone(): wrong.1, canary.0.clone(): canary.1 });
+    std::fs::write(
+        &config,
+        serde_json::json!({ "log": log, "aws": keys }).to_string(),
+    )
+    .unwrap();
+    let fake = FakeProviders::start(&config);
+    let (code, out, err) = stdout_of(
+        ws.mayfly()
+            .args([
+                "scan",
+                ".",
+                "--format",
+                "json",
+                "--show-secrets",
+                "--validate",
+            ])
+            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!out.contains(MARKER), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let verdict = |id: &str| {
+        let secret = json["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["secret"] == id)
+            .unwrap_or_else(|| panic!("{id} not found: {out}"));
+        (
+            secret["validation"]["status"].as_str().unwrap().to_owned(),
+            secret["validation"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    assert_eq!(verdict(&live.0).0, "live");
+    assert_eq!(verdict(&dead.0), ("dead".into(), "status 403".into()));
+    assert_eq!(
+        verdict(&wrong.0).0,
+        "dead",
+        "a signature made with another secret"
+    );
+    let (status, reason) = verdict(&canary.0);
+    assert_eq!(status, "unknown");
+    assert!(
+        reason.contains("canary token (AWS account 171436882533)"),
+        "{reason}"
+    );
+    let (status, reason) = verdict(&lone);
+    assert_eq!(status, "unknown");
+    assert!(
+        reason.contains("no aws-secret-access-key beside it"),
+        "{reason}"
+    );
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !requests.contains(&canary.0),
+        "the canary was called: {requests}"
+    );
+    assert_eq!(requests.lines().count(), 3, "{requests}");
 }

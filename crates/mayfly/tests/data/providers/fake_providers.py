@@ -17,6 +17,8 @@ Usage: fake_providers.py CONFIG.json   (prints the port on stdout)
 """
 
 import base64
+import hashlib
+import hmac
 import json
 import sys
 import threading
@@ -123,6 +125,36 @@ ROUTES = {
 }
 
 
+def sigv4_check(handler, host, path, body, keys):
+    """AWS Signature Version 4, as STS checks it: (key id, verdict) where
+    verdict is None for a good signature, else the AWS error code."""
+    auth = handler.headers.get("Authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return None, "MissingAuthenticationToken"
+    fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(","))
+    key_id, date, region, service, _ = fields["Credential"].split("/")
+    signed = fields["SignedHeaders"].split(";")
+    amz_date = handler.headers.get("X-Amz-Date", "")
+    if key_id not in keys:
+        return key_id, "InvalidClientTokenId"
+    values = {"host": host}
+    for name in signed:
+        if name != "host":
+            values[name] = handler.headers.get(name, "")
+    canonical = "\n".join([
+        handler.command, path, "",
+        "".join(f"{n}:{values[n].strip()}\n" for n in signed),
+        ";".join(signed), hashlib.sha256(body).hexdigest(),
+    ])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    k = ("AWS4" + keys[key_id]).encode()
+    for part in (date, region, service, "aws4_request"):
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    return key_id, None if hmac.compare_digest(expected, fields["Signature"]) else "SignatureDoesNotMatch"
+
+
 class Fake:
     def __init__(self, config):
         self.config = config
@@ -162,12 +194,20 @@ class Handler(BaseHTTPRequestHandler):
         host = segments[1] if len(segments) > 1 else ""
         path = unquote("/" + (segments[2] if len(segments) > 2 else ""))
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         route = fake.route(host, method, path)
         credential = None
         status = 404
-        if route is None:
+        if host == "sts.amazonaws.com" and method == "POST" and path == "/":
+            credential, error = sigv4_check(self, host, path, body, fake.config.get("aws", {}))
+            if error is None and b"Action=GetCallerIdentity" in body:
+                status = 200
+                xml = f"<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/{MARKER}</Arn></GetCallerIdentityResult></GetCallerIdentityResponse>"
+                self.answer(200, xml.encode())
+            else:
+                status = 403
+                self.answer(403, f"<ErrorResponse><Error><Code>{error}</Code><Message>{MARKER}</Message></Error></ErrorResponse>".encode())
+        elif route is None:
             self.answer(404, {"error": "no such endpoint", "marker": MARKER})
         else:
             reader, live_body, dead_status, dead_body, required, live_status = route
