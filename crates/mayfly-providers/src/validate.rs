@@ -10,7 +10,8 @@ use mayfly_scan::finding::{Cell, Finding, Liveness, Validation};
 use mayfly_scan::fingerprint::Fingerprint;
 use zeroize::Zeroizing;
 
-use crate::verifier::{Method, PreparedRequest, Verifier, Verifiers, origin_of};
+use crate::http::{Endpoints, backoff, send, transport_reason};
+use crate::verifier::{Verifier, Verifiers};
 
 /// How validation runs.
 #[derive(Debug, Clone)]
@@ -43,45 +44,6 @@ impl Default for ValidateOptions {
             max_retry_after: Duration::from_secs(5),
             endpoints: Endpoints::default(),
         }
-    }
-}
-
-/// Base URL overrides, by the origin they replace.
-#[derive(Debug, Clone, Default)]
-pub struct Endpoints {
-    by_origin: BTreeMap<String, String>,
-}
-
-/// An override that is not `https://origin=URL`.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "bad endpoint override {given:?}: {reason} (expected ORIGIN=URL, e.g. https://api.github.com=http://127.0.0.1:8080/github)"
-)]
-pub struct EndpointError {
-    /// What was given.
-    pub given: String,
-    /// What is wrong.
-    pub reason: &'static str,
-}
-
-impl Endpoints {
-    /// Adds `ORIGIN=URL`.
-    pub fn add(&mut self, text: &str) -> Result<(), EndpointError> {
-        let err = |reason| EndpointError {
-            given: text.to_owned(),
-            reason,
-        };
-        let (from, to) = text.split_once('=').ok_or_else(|| err("no ="))?;
-        let (origin, _) = origin_of(from.trim()).ok_or_else(|| err("the origin is not a URL"))?;
-        if origin_of(to.trim()).is_none() {
-            return Err(err("the replacement is not an http(s) URL"));
-        }
-        self.by_origin.insert(origin, to.trim().to_owned());
-        Ok(())
-    }
-
-    fn for_origin(&self, origin: &str) -> Option<&str> {
-        self.by_origin.get(origin).map(String::as_str)
     }
 }
 
@@ -229,17 +191,7 @@ pub struct ValidationSummary {
 impl Validator {
     /// A validator over `verifiers`.
     pub fn new(verifiers: Verifiers, options: ValidateOptions) -> Validator {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(options.timeout))
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(concat!(
-                "mayfly/",
-                env!("CARGO_PKG_VERSION"),
-                " (secret validation)"
-            ))
-            .build()
-            .into();
+        let agent = crate::http::agent(options.timeout, "secret validation");
         Validator {
             verifiers,
             options,
@@ -432,10 +384,7 @@ impl Validator {
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
             let input = crate::aws::SigningInput {
-                method: match request.method {
-                    Method::Get => "GET",
-                    Method::Post => "POST",
-                },
+                method: request.method.as_str(),
                 host: &verifier.host,
                 path: verifier.path(),
                 content_type: &content_type,
@@ -520,48 +469,5 @@ impl Validator {
                 Some(format!("an answer without {pointer}")),
             ),
         }
-    }
-}
-
-fn send(
-    agent: &ureq::Agent,
-    request: &PreparedRequest,
-) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
-    match request.method {
-        Method::Get => {
-            let mut builder = agent.get(&request.url);
-            for (name, value) in &request.headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            builder.call()
-        }
-        Method::Post => {
-            let mut builder = agent.post(&request.url);
-            for (name, value) in &request.headers {
-                builder = builder.header(name.as_str(), value.as_str());
-            }
-            match &request.body {
-                Some(body) => builder.send(body.as_str()),
-                None => builder.send_empty(),
-            }
-        }
-    }
-}
-
-/// 250 ms, 500 ms, 1 s...
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(6)))
-}
-
-/// What went wrong, in words that cannot hold the request (its URL may
-/// carry the secret).
-fn transport_reason(error: &ureq::Error) -> &'static str {
-    match error {
-        ureq::Error::Timeout(_) => "timed out",
-        ureq::Error::HostNotFound => "host not found",
-        ureq::Error::ConnectionFailed => "connection failed",
-        ureq::Error::Io(_) => "connection failed",
-        ureq::Error::Tls(_) => "TLS failed",
-        _ => "request failed",
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// The built-in verifiers, embedded in the binary.
@@ -62,16 +61,20 @@ pub enum Method {
     Get,
     /// POST.
     Post,
+    /// DELETE (revokers only: a verifier never changes anything).
+    Delete,
 }
 
-/// What a secret placed in a URL has encoded: everything but the
-/// unreserved characters of RFC 3986, and `:` (Telegram's `bot123:ABC`).
-const IN_URL: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b':');
+impl Method {
+    /// `GET`, `POST` or `DELETE`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+        }
+    }
+}
 
 /// A checked verifier.
 #[derive(Debug, Clone)]
@@ -182,7 +185,7 @@ impl Verifier {
         };
         if !url.starts_with("https://") {
             return Err(invalid(
-                "a verifier sends a secret: its URL must be https (tests point it elsewhere with --validate-endpoint)",
+                "a verifier sends a secret: its URL must be https (tests point it elsewhere with --provider-endpoint)",
             ));
         }
         if url_origin.contains("{secret}") {
@@ -245,8 +248,8 @@ impl Verifier {
     /// The request for `secret`, sent to `base` instead of the verifier's
     /// own origin when an override is given.
     pub fn prepare(&self, secret: &str, base: Option<&str>) -> PreparedRequest {
-        let encoded = percent_encoding::utf8_percent_encode(secret, IN_URL).to_string();
-        let mut url = self.url.replace("{secret}", &encoded);
+        let none = BTreeMap::new();
+        let mut url = crate::http::fill(&self.url, secret, &none, true);
         if let Some(base) = base
             && let Some(rest) = url.strip_prefix(&self.origin)
         {
@@ -255,7 +258,7 @@ impl Verifier {
         let headers = self
             .headers
             .iter()
-            .map(|(name, value)| (name.clone(), render_header(value, secret)))
+            .map(|(name, value)| (name.clone(), crate::http::fill(value, secret, &none, false)))
             .collect();
         PreparedRequest {
             method: self.method,
@@ -264,20 +267,6 @@ impl Verifier {
             body: self.spec.body.clone(),
         }
     }
-}
-
-/// A header value with `{secret}` and `{basic:USER}` filled in.
-fn render_header(template: &str, secret: &str) -> String {
-    let mut out = template.replace("{secret}", secret);
-    while let Some(start) = out.find("{basic:") {
-        let Some(len) = out.get(start..).and_then(|rest| rest.find('}')) else {
-            break;
-        };
-        let user = out.get(start + 7..start + len).unwrap_or_default();
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-        out.replace_range(start..=start + len, &encoded);
-    }
-    out
 }
 
 /// The verifiers by id.

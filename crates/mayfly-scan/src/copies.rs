@@ -110,6 +110,7 @@ fn custody_rule(provider: &str) -> Arc<RuleInfo> {
         nhi: vec![Nhi::NHI2, Nhi::NHI9],
         confident: false,
         verify: None,
+        revoke: None,
     })
 }
 

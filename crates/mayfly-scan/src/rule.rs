@@ -165,6 +165,10 @@ pub struct RuleSpec {
     /// whether a found secret is live, by id (`github-user`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<String>,
+    /// The revoker (`mayfly revoke`) that ends a leaked secret at its
+    /// provider, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke: Option<String>,
     /// Texts that must yield a finding of this rule.
     #[serde(default)]
     pub examples: Vec<String>,
@@ -195,6 +199,9 @@ pub struct RuleInfo {
     /// The verifier that checks whether its secrets are live.
     #[serde(skip)]
     pub verify: Option<String>,
+    /// The revoker that ends its secrets at the provider.
+    #[serde(skip)]
+    pub revoke: Option<String>,
 }
 
 /// A compiled rule.
@@ -275,6 +282,7 @@ impl Rule {
             nhi: spec.nhi.clone(),
             confident: !spec.generic && !spec.multiline,
             verify: spec.verify.clone(),
+            revoke: spec.revoke.clone(),
         });
         let deny_context = spec
             .deny_context

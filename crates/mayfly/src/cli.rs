@@ -12,13 +12,14 @@ use crate::cmd::mcp::McpCommand;
 use crate::cmd::migrate::MigrateArgs;
 use crate::cmd::policy::PolicyCommand;
 use crate::cmd::report::ReportArgs;
+use crate::cmd::revoke::RevokeArgs;
 use crate::cmd::rules::RulesCommand;
 use crate::cmd::run::RunArgs;
 use crate::cmd::scan::ScanArgs;
 use crate::cmd::serve::ServeArgs;
 use crate::cmd::{
-    audit, client, custody, govern, identity, inventory, mcp, migrate, policy, report, rules, run,
-    scan, serve,
+    audit, client, custody, govern, identity, inventory, mcp, migrate, policy, report, revoke,
+    rules, run, scan, serve,
 };
 
 /// Mayfly ends the life of copied credentials: it finds every copy of an
@@ -88,6 +89,15 @@ enum Command {
     /// unless --apply. Other copies are listed to delete by hand, and the
     /// secret must then be rotated (`mayfly govern plan` says so).
     Migrate(Box<MigrateArgs>),
+    /// Revoke a leaked secret at its provider, through the provider's API.
+    ///
+    /// Reads the value back from a live copy recorded in the inventory
+    /// (its fingerprint checked), shows the requests and asks (or --yes),
+    /// then records who revoked it and when. Providers without a
+    /// revocation API get their manual steps.
+    ///
+    /// Exit codes: 0 revoked (or already inactive), 1 not revoked, 2 error.
+    Revoke(RevokeArgs),
     /// MCP servers on this machine: list them with the credentials they
     /// hold, wrap them so the keys live in custody, unwrap them.
     #[command(subcommand)]
@@ -110,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rules(command) => rules::run(command),
         Command::Inventory(args) => inventory::run(args),
         Command::Govern(args) => govern::govern(args),
+        Command::Revoke(args) => revoke::revoke(args),
         Command::Report(args) => report::report(args),
         Command::Serve(args) => serve::serve(args),
         Command::Task(command) => client::task(command),

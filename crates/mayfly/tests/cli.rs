@@ -27,6 +27,8 @@ mod inventory;
 mod local;
 #[path = "cli/mcp.rs"]
 mod mcp;
+#[path = "cli/revocation.rs"]
+mod revocation;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/server.rs"]

@@ -1,4 +1,5 @@
-//! `mayfly govern plan`: the remediation plan, streamed as it is computed.
+//! `mayfly govern plan`: the remediation plan, streamed as it is computed;
+//! `mayfly govern apply`: its revocations, carried out.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -8,7 +9,8 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use mayfly_broker::custody::{self, RotationDue};
 
-use crate::common::{DbArgs, TextOrJson, now};
+use crate::cmd::revoke::{Done, Revocation, RevokeWith, confirm};
+use crate::common::{DbArgs, TextOrJson, now, outln};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
 /// `mayfly govern`.
@@ -34,6 +36,18 @@ pub enum GovernCommand {
         #[arg(long, short = 'f', value_enum, default_value_t = TextOrJson::Text)]
         format: TextOrJson,
     },
+    /// Carry out the plan's revocations: each secret whose plan says
+    /// "rotate or revoke" is revoked at its provider (shown first, then
+    /// confirmed, or with --yes); providers without an API get their steps.
+    ///
+    /// Exit codes: 0 every one revoked (or nothing to do), 1 some left, 2 error.
+    Apply {
+        /// Governance rules (TOML) [default: .mayfly/governance.toml if present, else the embedded defaults].
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        #[command(flatten)]
+        with: RevokeWith,
+    },
 }
 
 /// The governance file looked up when `--rules` is not given.
@@ -42,7 +56,10 @@ const DEFAULT_GOVERNANCE: &str = ".mayfly/governance.toml";
 /// `mayfly govern plan`. The plan is written as the store streams the
 /// inventory, one secret at a time, so its size never sits in memory.
 pub fn govern(args: GovernArgs) -> anyhow::Result<u8> {
-    let GovernCommand::Plan { rules, format } = args.command;
+    let (rules, format) = match args.command {
+        GovernCommand::Plan { rules, format } => (rules, format),
+        GovernCommand::Apply { rules, with } => return apply(rules, &with, &args.db),
+    };
     let json = format == TextOrJson::Json;
     let governance = load_governance(rules)?;
     let mut store = args.db.open()?;
@@ -223,6 +240,60 @@ impl<W: std::io::Write> PlanWriter<W> {
             self.failed = Some(e);
         }
     }
+}
+
+/// `mayfly govern apply`: the plan's revocations, shown, confirmed, done.
+fn apply(rules: Option<PathBuf>, with: &RevokeWith, db: &DbArgs) -> anyhow::Result<u8> {
+    use mayfly_inventory::govern::ActionKind;
+    let governance = load_governance(rules)?;
+    let revocation = Revocation::new(with)?;
+    let mut store = db.open()?;
+    let now = now();
+    let mut due: Vec<(String, String, String, bool)> = Vec::new();
+    store.for_each_open_secret(
+        &governance.forbidden_surface_names(),
+        &mut |secret, copies| {
+            if let Some(plan) =
+                mayfly_inventory::govern::plan_secret(&governance, &secret, copies, now)
+                && plan
+                    .actions
+                    .iter()
+                    .any(|a| a.action == ActionKind::RotateOrRevoke)
+            {
+                due.push((plan.fingerprint, plan.rule_id, plan.provider, plan.urgent));
+            }
+        },
+    )?;
+    if due.is_empty() {
+        outln!("mayfly: the plan has no secret to revoke")?;
+        return Ok(EXIT_CLEAN);
+    }
+    outln!(
+        "the plan revokes {} (ownership unclear):",
+        crate::cmd::inventory::plural(due.len(), "secret", "secrets")
+    )?;
+    for (fingerprint, rule_id, provider, urgent) in &due {
+        let short = fingerprint.get(..12).unwrap_or(fingerprint);
+        let how = match revocation.revoker_of(rule_id) {
+            Some(revoker) => revoker.describe().join(", then "),
+            None => "by hand (no revocation API)".to_owned(),
+        };
+        let urgent = if *urgent { "URGENT " } else { "" };
+        outln!("  {urgent}{short} {rule_id} ({provider}): {how}")?;
+    }
+    if !confirm("Revoke them?", with.yes)? {
+        outln!("nothing done")?;
+        return Ok(EXIT_FINDINGS);
+    }
+    let mut left = 0;
+    for (fingerprint, ..) in &due {
+        let detail = store.secret(fingerprint)?;
+        if revocation.run(&mut store, &detail)? == Done::Left {
+            left += 1;
+        }
+    }
+    outln!("mayfly: {} revoked, {left} left", due.len() - left)?;
+    Ok(if left == 0 { EXIT_CLEAN } else { EXIT_FINDINGS })
 }
 
 pub fn load_governance(

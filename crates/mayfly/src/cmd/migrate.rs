@@ -16,7 +16,7 @@ use mayfly_migrate::{NotEditable, Rewrite, Wrapper};
 use mayfly_scan::fingerprint::FingerprintKey;
 use mayfly_scan::rule::RuleSet;
 use mayfly_scan::scan::{ScanOptions, Scanner};
-use mayfly_store::{LocationRow, SecretStatus};
+use mayfly_store::{LocationRow, SecretDetail, SecretStatus};
 
 use crate::cmd::client::{ClientAuthArgs, ServerArgs};
 use crate::cmd::inventory::hostname;
@@ -63,6 +63,33 @@ pub struct MigrateArgs {
 struct Copy {
     location: LocationRow,
     outcome: Result<(String, Rewrite), NotEditable>,
+}
+
+/// The secret's value, read back from a live copy on this machine (a file
+/// in a working tree, not history) whose fingerprint matches; `None` when
+/// no such copy still holds it.
+pub(crate) fn read_live_value(
+    detail: &SecretDetail,
+    fingerprint_key: Option<&Path>,
+) -> anyhow::Result<Option<SecretValue>> {
+    let host = hostname();
+    let key = match fingerprint_key {
+        Some(path) => FingerprintKey::from_file(path)?,
+        None => FingerprintKey::load_or_create(&FingerprintKey::default_path()?)?,
+    };
+    let options = ScanOptions {
+        reveal_secrets: true,
+        ..ScanOptions::default()
+    };
+    let scanner = Scanner::new(RuleSet::builtin()?, key, options)?;
+    let readable: Vec<&LocationRow> = detail
+        .locations
+        .iter()
+        .filter(|l| {
+            l.gone_at.is_none() && l.commit_id.is_none() && (l.host.is_empty() || l.host == host)
+        })
+        .collect();
+    Ok(read_value(&scanner, &detail.secret.fingerprint, &readable))
 }
 
 /// Reads the secret's value back from a live copy on this machine.
@@ -258,21 +285,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
         .iter()
         .filter(|l| l.gone_at.is_none())
         .collect();
-    let key = match &args.fingerprint_key {
-        Some(path) => FingerprintKey::from_file(path)?,
-        None => FingerprintKey::load_or_create(&FingerprintKey::default_path()?)?,
-    };
-    let options = ScanOptions {
-        reveal_secrets: true,
-        ..ScanOptions::default()
-    };
-    let scanner = Scanner::new(RuleSet::builtin()?, key, options)?;
-    let readable: Vec<&LocationRow> = live
-        .iter()
-        .copied()
-        .filter(|l| l.commit_id.is_none() && (l.host.is_empty() || l.host == host))
-        .collect();
-    let Some(secret) = read_value(&scanner, &fingerprint, &readable) else {
+    let Some(secret) = read_live_value(&detail, args.fingerprint_key.as_deref())? else {
         bail!(
             "no live copy of {} on this machine still holds it (moved, edited, or only in history); \
              rescan with `mayfly scan PATH --save`, or add it by hand: mayfly custody add {} --provider ... --stdin",

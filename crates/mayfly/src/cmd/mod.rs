@@ -2,7 +2,8 @@
 //! `cli` only parses and dispatches. Modules here use `common`, `config`
 //! and `progress`, and `scan` uses `inventory` (for `--save`), `report`
 //! uses `govern`, `run`, `custody`, `migrate` and `mcp` use `client` (and
-//! `migrate` uses `inventory`, `mcp` uses `migrate`): never the other way round.
+//! `migrate` uses `inventory`, `mcp` uses `migrate`, `revoke` uses `migrate`
+//! and `govern` uses `revoke`): never the other way round.
 
 pub mod audit;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod mcp;
 pub mod migrate;
 pub mod policy;
 pub mod report;
+pub mod revoke;
 pub mod rules;
 pub mod run;
 pub mod scan;

@@ -11,7 +11,8 @@ use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use mayfly_broker::custody;
 use mayfly_broker::keys::MasterKey;
-use mayfly_providers::validate::{Endpoints, ValidateOptions, Validator};
+use mayfly_providers::http::Endpoints;
+use mayfly_providers::validate::{ValidateOptions, Validator};
 use mayfly_providers::verifier::Verifiers;
 use mayfly_scan::copies::{CopySearch, CustodySecret, SecretBytes};
 use mayfly_scan::finding::{Finding, Liveness};
@@ -126,10 +127,10 @@ pub struct ScanArgs {
         long,
         value_name = "ORIGIN=URL",
         help_heading = "Validation",
-        env = "MAYFLY_VALIDATE_ENDPOINTS",
+        env = "MAYFLY_PROVIDER_ENDPOINTS",
         value_delimiter = ','
     )]
-    pub validate_endpoint: Vec<String>,
+    pub provider_endpoint: Vec<String>,
 
     /// Requests per second to one provider host.
     #[arg(
@@ -684,7 +685,7 @@ fn validator(args: &ScanArgs, rules: &RuleSet) -> anyhow::Result<Validator> {
     let verifiers = Verifiers::builtin()?;
     verifiers.check_rules(rules)?;
     let mut endpoints = Endpoints::default();
-    for endpoint in &args.validate_endpoint {
+    for endpoint in &args.provider_endpoint {
         endpoints.add(endpoint)?;
     }
     if !(args.validate_rate.is_finite() && args.validate_rate > 0.0) {

@@ -48,13 +48,20 @@ impl FakeProviders {
         FakeProviders { child, port }
     }
 
-    /// `--validate-endpoint` values sending every verifier's origin here.
+    /// `--provider-endpoint` values sending every verifier's origin here.
     pub fn endpoints(&self) -> String {
         let verifiers = Verifiers::builtin().unwrap();
         let mut origins: Vec<(String, String)> = verifiers
             .iter()
             .map(|v| (v.origin.clone(), v.host.clone()))
+            .chain(
+                mayfly_providers::revoke::Revokers::builtin()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.origins()),
+            )
             .collect();
+        origins.sort();
         origins.dedup();
         origins
             .iter()
@@ -196,7 +203,7 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
                 "--validate-timeout",
                 "1",
             ])
-            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+            .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
     assert_eq!(code, 1, "{err}");
     assert!(
@@ -299,7 +306,7 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
         ws.mayfly()
             .args(["scan", ".", "--format", "json", "--validate", "--only-live"])
             .args(["--validate-timeout", "1"])
-            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+            .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let secrets = json["secrets"].as_array().unwrap();
@@ -326,7 +333,7 @@ fn validation_is_opt_in_and_never_runs_on_staged_changes() {
         "scan",
         ".",
         "--validate",
-        "--validate-endpoint",
+        "--provider-endpoint",
         "api.github.com",
     ]));
     assert_eq!(code, 2, "{err}");
@@ -357,7 +364,7 @@ fn verdicts_in_the_inventory(db: &str) {
     let (code, _, err) = stdout_of(
         ws.mayfly()
             .args(["scan", ".", "--validate", "--save", "--db", db])
-            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+            .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("1 live, 1 dead, 0 unknown"), "{err}");
@@ -460,7 +467,7 @@ fn aws_keys_are_checked_with_a_signed_sts_call_and_canaries_are_never_called() {
                 "--show-secrets",
                 "--validate",
             ])
-            .env("MAYFLY_VALIDATE_ENDPOINTS", fake.endpoints()),
+            .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
     assert_eq!(code, 1, "{err}");
     assert!(!out.contains(MARKER), "{out}");

@@ -3,7 +3,7 @@ documents them, for `mayfly scan --validate` tests.
 
 One HTTP server on 127.0.0.1 answers for every provider: the first path
 segment names the provider's host (`/api.github.com/user`), so a test points
-each origin at it with `--validate-endpoint https://api.github.com=http://127.0.0.1:PORT/api.github.com`.
+each origin at it with `--provider-endpoint https://api.github.com=http://127.0.0.1:PORT/api.github.com`.
 
 Each endpoint reads the credential where that provider expects it (header
 and scheme, basic auth, query parameter, path) and answers as documented:
@@ -155,12 +155,72 @@ def sigv4_check(handler, host, path, body, keys):
     return key_id, None if hmac.compare_digest(expected, fields["Signature"]) else "SignatureDoesNotMatch"
 
 
+def token_id(credential):
+    return hashlib.sha256(credential.encode()).hexdigest()[:32]
+
+
+def revoke_route(fake, handler, host, method, path, query, body):
+    """The documented revocation endpoints: (credential, status, body), or
+    None when the request is not one of them. A revoked credential stops
+    being live for every endpoint."""
+    auth = handler.headers.get("Authorization", "")
+    bearer_token = auth[7:] if auth.startswith("Bearer ") else None
+    form = parse_qs(body.decode(errors="replace"))
+
+    def revoke(credential, ok_status, ok_body, dead_status, dead_body, check=True):
+        if credential is not None and credential in fake.config.get("deny_revoke", []):
+            return credential, 403, {"error": "insufficient scope", "marker": MARKER}
+        if credential is not None and check and fake.is_live(credential):
+            fake.revoked.add(credential)
+            return credential, ok_status, ok_body
+        return credential, dead_status, dead_body
+
+    if (host, method, path) == ("api.github.com", "POST", "/credentials/revoke"):
+        strings = json.loads(body or b"{}").get("credential_strings", [])
+        for c in strings:
+            if fake.is_live(c):
+                fake.revoked.add(c)
+        return (strings[0] if strings else None), 202, {}
+    if (host, method, path) == ("gitlab.com", "DELETE", "/api/v4/personal_access_tokens/self"):
+        return revoke(handler.headers.get("PRIVATE-TOKEN"), 204, b"", 401, {"message": "401 Unauthorized"})
+    if (host, method, path) == ("gitlab.com", "DELETE", "/api/v4/runners"):
+        return revoke(query.get("token", [None])[0], 204, b"", 403, {"message": "403 Forbidden"})
+    if (host, method, path) == ("slack.com", "POST", "/api/auth.revoke"):
+        return revoke(bearer_token, 200, {"ok": True, "revoked": True}, 200, {"ok": False, "error": "invalid_auth"})
+    if (host, method, path) == ("api.doppler.com", "POST", "/v3/auth/revoke"):
+        given = json.loads(body or b"{}").get("token")
+        return revoke(given, 200, {"success": True}, 401, {"success": False}, check=given == bearer_token)
+    if (host, method, path) == ("api.vercel.com", "DELETE", "/v3/user/tokens/current"):
+        return revoke(bearer_token, 200, {"tokenId": "t"}, 403, {"error": {"code": "forbidden", "invalidToken": True}})
+    if (host, method, path) == ("cloud.digitalocean.com", "POST", "/v1/oauth/revoke"):
+        given = form.get("token", [None])[0]
+        return revoke(given, 200, {}, 401, {"id": "unauthorized"}, check=given == bearer_token)
+    if host == "api.sendgrid.com" and method == "DELETE" and path.startswith("/v3/api_keys/"):
+        key_id = path.rsplit("/", 1)[1]
+        ok = bearer_token is not None and bearer_token.split(".")[1:2] == [key_id]
+        return revoke(bearer_token, 204, b"", 401, {"errors": [{"message": "authorization required"}]}, check=ok)
+    if host == "api.cloudflare.com" and method == "DELETE" and path.startswith("/client/v4/user/tokens/"):
+        ok = bearer_token is not None and path.rsplit("/", 1)[1] == token_id(bearer_token)
+        return revoke(bearer_token, 200, {"success": True, "result": {"id": token_id(bearer_token or "")}}, 404, {"success": False}, check=ok)
+    if host == "registry.npmjs.org" and method == "DELETE" and path.startswith("/-/npm/v1/tokens/token/"):
+        ok = bearer_token is not None and path.rsplit("/", 1)[1] == hashlib.sha512(bearer_token.encode()).hexdigest()
+        return revoke(bearer_token, 204, b"", 401, {"error": "Unauthorized"}, check=ok)
+    if (host, method, path) == ("api.linear.app", "POST", "/oauth/revoke"):
+        return revoke(bearer_token, 200, {}, 400, {"error": "invalid_token"})
+    return None
+
+
 class Fake:
     def __init__(self, config):
         self.config = config
         self.lock = threading.Lock()
         self.flaky_seen = set()
         self.log = open(config["log"], "a", buffering=1)
+        self.revoked = set()
+
+    def is_live(self, credential):
+        return credential is not None and credential not in self.revoked and (
+            credential in self.config.get("live", []) or credential in self.config.get("flaky", []))
 
     def route(self, host, method, path):
         if host == "api.telegram.org":
@@ -198,7 +258,16 @@ class Handler(BaseHTTPRequestHandler):
         route = fake.route(host, method, path)
         credential = None
         status = 404
-        if host == "sts.amazonaws.com" and method == "POST" and path == "/":
+        revocation = revoke_route(fake, self, host, method, path, parse_qs(parts.query), body)
+        if revocation is not None and revocation[0] in fake.config.get("rate_limited", []):
+            credential, status = revocation[0], 429
+            self.answer(429, {"error": "rate limited", "marker": MARKER}, {"Retry-After": "0"})
+        elif revocation is not None:
+            credential, status, answer = revocation
+            if isinstance(answer, dict):
+                answer = dict(answer, marker=MARKER)
+            self.answer(status, answer)
+        elif host == "sts.amazonaws.com" and method == "POST" and path == "/":
             credential, error = sigv4_check(self, host, path, body, fake.config.get("aws", {}))
             if error is None and b"Action=GetCallerIdentity" in body:
                 status = 200
@@ -235,9 +304,11 @@ class Handler(BaseHTTPRequestHandler):
                     fake.flaky_seen.add(credential)
                 status = 429
                 self.answer(429, {"error": "slow down", "marker": MARKER}, {"Retry-After": "0"})
-            elif credential is not None and (credential in cfg.get("live", []) or credential in cfg.get("flaky", [])):
+            elif fake.is_live(credential):
                 status = live_status
                 body = dict(live_body, marker=MARKER) if isinstance(live_body, dict) else live_body
+                if host == "api.cloudflare.com":
+                    body = dict(body, result={"id": token_id(credential), "status": "active"})
                 self.answer(live_status, body)
             else:
                 status = dead_status
@@ -252,6 +323,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.guarded("POST")
+
+    def do_DELETE(self):
+        self.guarded("DELETE")
 
     def guarded(self, method):
         try:
