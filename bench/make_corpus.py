@@ -332,6 +332,10 @@ def make_secrets(rng: Drbg) -> dict[str, Secret]:
     add("datadog", "Datadog API key", rng.clean_tok(HEX, 32, HEX))
     add("crates-io", "crates.io API token", "cio" + rng.clean_tok(ALNUM, 32))
     add("db-password", "Database password", rng.clean_tok(ALNUM + "!#%^*-_+", 22))
+    # Appended last, so the values above stay what they were for a seed.
+    add("mistral", "Mistral API key", rng.clean_tok(ALNUM, 32))
+    add("cohere", "Cohere API key", rng.clean_tok(ALNUM, 40))
+    add("notebook-rsa-key", "RSA private key (in notebook JSON lines)", pem("RSA PRIVATE KEY", rsa_der(rng)))
     return s
 
 
@@ -860,6 +864,62 @@ password = {v('pypi')}
         p.true(rel, sid, "chat-export")
     p.decoy(rel, "<TOKEN> placeholder", "<TOKEN>", "chat-export", needle="Bearer <TOKEN>")
     p.decoy(rel, "redacted GitHub token", "ghp_****************************", "chat-export")
+
+    # ---- prose: keys in sentences, as people paste them -----------------
+    rel = "home/.claude/projects/-home-dev-ml-eval/7d2e91c4-3b5a-4f08-a1e6-52c9d0b8f317.jsonl"
+    events = [
+        {"type": "user", "message": {"role": "user", "content":
+            f"here is the MISTRAL_API_KEY I used: {v('mistral')} - can you rerun the eval with it?"}},
+        {"type": "assistant", "message": {"role": "assistant", "content": [
+            {"type": "text", "text": "Sure. Which Cohere key should the reranker use?"}]}},
+        {"type": "user", "message": {"role": "user", "content":
+            f"the Cohere key for the eval is {v('cohere')} (expires Friday)"}},
+        {"type": "user", "message": {"role": "user", "content":
+            f"and for SMS use this for staging: {v('twilio-api-key')}"}},
+        {"type": "user", "message": {"role": "user", "content":
+            f"my datadog api key is {v('datadog')} if you need metrics"}},
+    ]
+    p.write(rel, "".join(json.dumps(e) + "\n" for e in events))
+    for sid, variant in (("mistral", "sentence (words before a colon)"), ("cohere", "sentence (is)"),
+                         ("twilio-api-key", "sentence without the provider's name"),
+                         ("datadog", "sentence (api key is)")):
+        p.true(rel, sid, "prompt-log", variant)
+    p.decoy(rel, "prose without a key", "Which Cohere key should the reranker use?", "prompt-log")
+
+    rel = "home/Downloads/chatgpt-export/conversations.json"
+    conversation = [{"title": "Deploy checklist", "mapping": {
+        "m1": {"message": {"author": {"role": "user"}, "content": {"content_type": "text", "parts": [
+            f"The Mistral key is {v('mistral')}. Also the deploy token is {v('vault')}, keep it safe."]}}},
+        "m2": {"message": {"author": {"role": "assistant"}, "content": {"content_type": "text", "parts": [
+            "Do not paste keys here. Use MISTRAL_API_KEY=your-mistral-api-key in your .env instead."]}}},
+    }}]
+    p.write(rel, json.dumps(conversation, indent=2) + "\n")
+    p.true(rel, "mistral", "chat-export", "sentence (key is)")
+    p.true(rel, "vault", "chat-export", "sentence (token is)")
+    p.decoy(rel, "documentation example", "your-mistral-api-key", "chat-export")
+
+    rel = "workspace/notebooks/sms_alerts.ipynb"
+    key_lines = [line + "\n" for line in v("notebook-rsa-key").split("\n")]
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": 1, "metadata": {}, "outputs": [], "source": [
+                "import os\n",
+                f"os.environ[\"TWILIO_API_KEY\"] = \"{v('twilio-api-key')}\"\n",
+                f"os.environ[\"MISTRAL_API_KEY\"] = \"{v('mistral')}\"\n",
+            ]},
+            {"cell_type": "code", "execution_count": 2, "metadata": {}, "outputs": [], "source": [
+                "DEPLOY_KEY = \"\"\"\n", *key_lines, "\"\"\"\n",
+            ]},
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    p.write(rel, json.dumps(nb, indent=1) + "\n")
+    p.true(rel, "twilio-api-key", "notebook", "escaped quotes in notebook JSON")
+    p.true(rel, "mistral", "notebook", "escaped quotes in notebook JSON")
+    p.true(rel, "notebook-rsa-key", "notebook", "PEM lines as notebook JSON strings",
+           needle="-----BEGIN RSA PRIVATE KEY-----")
 
     # ---- shell history --------------------------------------------------
     rel = "home/.bash_history"

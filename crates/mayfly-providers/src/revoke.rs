@@ -119,7 +119,9 @@ pub enum RevokerError {
         reason: String,
     },
     /// A rule names a revoker that does not exist.
-    #[error("rule {rule} names revoker {revoker:?}, which does not exist")]
+    #[error(
+        "rule {rule} names revoker {revoker:?}, which does not exist; `mayfly rules providers` lists them"
+    )]
     UnknownRevoker {
         /// The rule.
         rule: String,

@@ -135,7 +135,7 @@ pub enum VerifierError {
     },
     /// A rule names a verifier that does not exist.
     #[error(
-        "rule {rule} names verifier {verifier:?}, which does not exist; `mayfly rules verifiers` lists them"
+        "rule {rule} names verifier {verifier:?}, which does not exist; `mayfly rules providers` lists them"
     )]
     UnknownVerifier {
         /// The rule.

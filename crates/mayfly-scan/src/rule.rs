@@ -252,7 +252,7 @@ impl Rule {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
         {
             return Err(invalid(format!(
-                "verify {verify:?} must name a verifier by its kebab-case id (`mayfly rules verifiers` lists them)"
+                "verify {verify:?} must name a verifier by its kebab-case id (`mayfly rules providers` lists them)"
             )));
         }
         if spec.nhi.is_empty() {

@@ -20,6 +20,9 @@ pub enum RulesCommand {
         #[arg(long = "rules", value_name = "FILE")]
         rule_files: Vec<PathBuf>,
     },
+    /// List how providers are asked: the verifiers of `scan --validate` and
+    /// the revokers of `mayfly revoke`, each with its request and rules.
+    Providers,
     /// Check rules against their own examples and negative examples.
     Check {
         /// Rule files to check (default: the built-in rules).
@@ -32,7 +35,47 @@ pub fn run(command: RulesCommand) -> anyhow::Result<u8> {
     match command {
         RulesCommand::List { rule_files } => list_rules(&rule_files),
         RulesCommand::Check { files } => check_rules(&files),
+        RulesCommand::Providers => list_providers(),
     }
+}
+
+/// `mayfly rules providers`.
+fn list_providers() -> anyhow::Result<u8> {
+    let rules = RuleSet::builtin()?;
+    let verifiers = mayfly_providers::verifier::Verifiers::builtin()?;
+    let revokers = mayfly_providers::revoke::Revokers::builtin()?;
+    let users = |pick: &dyn Fn(&mayfly_scan::rule::Rule) -> Option<&str>, id: &str| -> String {
+        rules
+            .rules()
+            .iter()
+            .filter(|r| pick(r) == Some(id))
+            .map(|r| r.spec.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    outln!("verifiers (mayfly scan --validate): read-only identity endpoints")?;
+    for v in verifiers.iter() {
+        outln!(
+            "  {:<28} {:<14} {}\n  {:<28} rules: {}",
+            v.spec.id,
+            v.spec.provider,
+            v.spec.request,
+            "",
+            users(&|r| r.spec.verify.as_deref(), &v.spec.id)
+        )?;
+    }
+    outln!("revokers (mayfly revoke, mayfly govern apply)")?;
+    for r in revokers.iter() {
+        outln!(
+            "  {:<28} {:<14} {}\n  {:<28} rules: {}",
+            r.spec.id,
+            r.spec.provider,
+            r.describe().join(", then "),
+            "",
+            users(&|rule| rule.spec.revoke.as_deref(), &r.spec.id)
+        )?;
+    }
+    Ok(EXIT_CLEAN)
 }
 
 /// `mayfly rules list`.
