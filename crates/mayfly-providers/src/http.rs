@@ -92,6 +92,45 @@ pub(crate) fn send(
     }
 }
 
+/// `Name: value` headers, checked: what is wrong with them otherwise.
+pub(crate) fn parse_headers(headers: &[String]) -> Result<Vec<(String, String)>, &'static str> {
+    let mut parsed = Vec::with_capacity(headers.len());
+    for header in headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err("each header is \"Name: value\"");
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err("a header name is letters, digits and -");
+        }
+        parsed.push((name.to_owned(), value.trim().to_owned()));
+    }
+    Ok(parsed)
+}
+
+/// The seconds a 429 answer asks to wait (`Retry-After`), if it says.
+pub(crate) fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<u64> {
+    response
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The body of an answer as text, at most 256 KiB (what JSON pointers are
+/// read from; never kept).
+pub(crate) fn read_body(response: &mut ureq::http::Response<ureq::Body>) -> String {
+    response
+        .body_mut()
+        .with_config()
+        .limit(256 * 1024)
+        .read_to_string()
+        .unwrap_or_default()
+}
+
 /// 250 ms, 500 ms, 1 s...
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64.saturating_mul(1 << attempt.min(6)))

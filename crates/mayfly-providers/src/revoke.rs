@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Endpoints, backoff, send, transport_reason};
+use crate::http::{
+    Endpoints, backoff, parse_headers, read_body, retry_after, send, transport_reason,
+};
 use crate::verifier::{Method, PreparedRequest, origin_of};
 
 /// The built-in revokers and manual steps, embedded in the binary.
@@ -171,13 +173,7 @@ impl Revoker {
             if step.ok.is_empty() {
                 return Err(invalid("each step lists the statuses that mean it worked"));
             }
-            let mut headers = Vec::new();
-            for header in &step.headers {
-                let Some((name, value)) = header.split_once(':') else {
-                    return Err(invalid("each header is \"Name: value\""));
-                };
-                headers.push((name.trim().to_owned(), value.trim().to_owned()));
-            }
+            let headers = parse_headers(&step.headers).map_err(invalid)?;
             steps.push(Step {
                 spec: step.clone(),
                 method,
@@ -311,11 +307,7 @@ fn send_with_retries(
         };
         let status = response.status().as_u16();
         if status == 429 {
-            let after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-                .unwrap_or(0);
+            let after = retry_after(&response).unwrap_or(0);
             if after > 5 {
                 return Err(format!("rate limited (retry after {after} s)"));
             }
@@ -327,13 +319,7 @@ fn send_with_retries(
             reason = format!("server error ({status})");
             continue;
         }
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
-        return Ok((status, text));
+        return Ok((status, read_body(&mut response)));
     }
     Err(reason)
 }

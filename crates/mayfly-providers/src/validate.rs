@@ -10,7 +10,7 @@ use mayfly_scan::finding::{Cell, Finding, Liveness, Validation};
 use mayfly_scan::fingerprint::Fingerprint;
 use zeroize::Zeroizing;
 
-use crate::http::{Endpoints, backoff, send, transport_reason};
+use crate::http::{Endpoints, backoff, read_body, retry_after, send, transport_reason};
 use crate::verifier::{Verifier, Verifiers};
 
 /// How validation runs.
@@ -414,12 +414,7 @@ impl Validator {
         };
         let status = response.status().as_u16();
         if status == 429 {
-            let after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map_or(backoff(job.attempt), Duration::from_secs);
+            let after = retry_after(&response).map_or(backoff(job.attempt), Duration::from_secs);
             if after > self.options.max_retry_after {
                 return Outcome::Done(
                     Liveness::Unknown,
@@ -452,13 +447,7 @@ impl Validator {
         let Some(pointer) = &spec.live_when else {
             return Outcome::Done(Liveness::Live, None);
         };
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(256 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
-        match serde_json::from_str::<serde_json::Value>(&text)
+        match serde_json::from_str::<serde_json::Value>(&read_body(&mut response))
             .ok()
             .and_then(|v| v.pointer(pointer).and_then(serde_json::Value::as_bool))
         {
@@ -469,5 +458,107 @@ impl Validator {
                 Some(format!("an answer without {pointer}")),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mayfly_scan::fingerprint::FingerprintKey;
+
+    use super::*;
+
+    #[test]
+    fn the_scheduler_spaces_requests_to_one_host_and_caps_those_in_flight() {
+        let verifiers = Verifiers::builtin().unwrap();
+        let github = verifiers.get("github-user").unwrap();
+        let key = FingerprintKey::from_bytes(b"a key for the scheduler's unit test").unwrap();
+        let jobs: VecDeque<Job<'_>> = (0..6)
+            .map(|i| Job {
+                fingerprint: key.fingerprint(format!("secret-{i}").as_bytes()),
+                verifier: github,
+                secret: Zeroizing::new(format!("secret-{i}")),
+                partner: None,
+                attempt: 0,
+                not_before: None,
+            })
+            .collect();
+        let interval = Duration::from_millis(40);
+        let scheduler = Scheduler {
+            queue: Mutex::new(Queue {
+                pending: BTreeMap::from([(github.host.clone(), jobs)]),
+                hosts: HashMap::new(),
+                remaining: 6,
+            }),
+            wake: Condvar::new(),
+            per_host: 2,
+            interval,
+        };
+        let starts = Mutex::new(Vec::new());
+        let (in_flight, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    while let Some(job) = scheduler.next() {
+                        starts.lock().unwrap().push(Instant::now());
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        scheduler.finish(job, &Outcome::Done(Liveness::Live, None), 0);
+                    }
+                });
+            }
+        });
+        let mut starts = starts.into_inner().unwrap();
+        starts.sort();
+        assert_eq!(starts.len(), 6);
+        for pair in starts.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= interval - Duration::from_millis(2),
+                "{:?}",
+                pair[1] - pair[0]
+            );
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2);
+    }
+
+    #[test]
+    fn a_rate_limit_pauses_the_host_and_is_retried() {
+        let verifiers = Verifiers::builtin().unwrap();
+        let github = verifiers.get("github-user").unwrap();
+        let key = FingerprintKey::from_bytes(b"a key for the scheduler's unit test").unwrap();
+        let job = Job {
+            fingerprint: key.fingerprint(b"s"),
+            verifier: github,
+            secret: Zeroizing::new("s".to_owned()),
+            partner: None,
+            attempt: 0,
+            not_before: None,
+        };
+        let scheduler = Scheduler {
+            queue: Mutex::new(Queue {
+                pending: BTreeMap::from([(github.host.clone(), VecDeque::from([job]))]),
+                hosts: HashMap::new(),
+                remaining: 1,
+            }),
+            wake: Condvar::new(),
+            per_host: 1,
+            interval: Duration::ZERO,
+        };
+        let limited = Outcome::Retry {
+            after: Duration::from_millis(80),
+            host_wide: true,
+            reason: "rate limited (429)".to_owned(),
+        };
+        let first = scheduler.next().unwrap();
+        let at = Instant::now();
+        assert!(scheduler.finish(first, &limited, 2), "requeued");
+        let again = scheduler.next().unwrap();
+        assert!(at.elapsed() >= Duration::from_millis(75), "the host paused");
+        assert_eq!(again.attempt, 1);
+        assert!(!scheduler.finish(again, &limited, 1), "no more tries");
+        assert!(scheduler.next().is_none());
     }
 }

@@ -191,17 +191,7 @@ impl Verifier {
         if url_origin.contains("{secret}") {
             return Err(invalid("the secret may not be part of the host"));
         }
-        let mut headers = Vec::new();
-        for header in &spec.headers {
-            let Some((name, value)) = header.split_once(':') else {
-                return Err(invalid("each header is \"Name: value\""));
-            };
-            let name = name.trim();
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                return Err(invalid("a header name is letters, digits and -"));
-            }
-            headers.push((name.to_owned(), value.trim().to_owned()));
-        }
+        let headers = crate::http::parse_headers(&spec.headers).map_err(invalid)?;
         if let Some(sign) = &spec.sign
             && sign.scheme != "aws-sigv4"
         {

@@ -341,8 +341,10 @@ fn validation_is_opt_in_and_never_runs_on_staged_changes() {
     let (code, out, _) = stdout_of(ws.mayfly().args(["rules", "providers"]));
     assert_eq!(code, 0);
     assert!(
-        out.contains("aws-sts") && out.contains("rules: github-pat-classic")
-            && out.contains("github-credentials-revoke") && out.contains("DELETE https://api.vercel.com/v3/user/tokens/current"),
+        out.contains("aws-sts")
+            && out.contains("rules: github-pat-classic")
+            && out.contains("github-credentials-revoke")
+            && out.contains("DELETE https://api.vercel.com/v3/user/tokens/current"),
         "{out}"
     );
     ws.write("clean.txt", "nothing\n");
