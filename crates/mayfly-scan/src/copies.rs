@@ -84,6 +84,9 @@ const FILTER_BITS: u32 = 22;
 #[derive(Debug)]
 struct Sampled {
     bits: Vec<u64>,
+    /// The windows themselves: a window the bits pass is confirmed here,
+    /// so a region is searched only around a real 8-byte match.
+    windows: HashSet<u64>,
     longest: usize,
 }
 
@@ -95,18 +98,22 @@ impl Sampled {
 
     fn new(forms: &[Vec<u8>]) -> Sampled {
         let mut bits = vec![0u64; 1 << (FILTER_BITS - 6)];
+        let mut windows = HashSet::new();
         for form in forms {
             for window in form.windows(8) {
                 let mut word = [0u8; 8];
                 word.copy_from_slice(window);
-                let (index, bit) = Self::slot(u64::from_le_bytes(word));
+                let word = u64::from_le_bytes(word);
+                let (index, bit) = Self::slot(word);
                 if let Some(slot) = bits.get_mut(index) {
                     *slot |= bit;
                 }
+                windows.insert(word);
             }
         }
         Sampled {
             bits,
+            windows,
             longest: forms.iter().map(Vec::len).max().unwrap_or(0),
         }
     }
@@ -118,8 +125,11 @@ impl Sampled {
         for (i, chunk) in blob.chunks_exact(8).enumerate() {
             let mut word = [0u8; 8];
             word.copy_from_slice(chunk);
-            let (index, bit) = Self::slot(u64::from_le_bytes(word));
-            if self.bits.get(index).is_none_or(|slot| slot & bit == 0) {
+            let word = u64::from_le_bytes(word);
+            let (index, bit) = Self::slot(word);
+            if self.bits.get(index).is_none_or(|slot| slot & bit == 0)
+                || !self.windows.contains(&word)
+            {
                 continue;
             }
             let at = i * 8;
