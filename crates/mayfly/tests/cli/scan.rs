@@ -311,7 +311,7 @@ fn copies_and_custody(db: Option<&str>) {
     );
     let (_, csv, _) = scan(&["--format", "csv"]);
     assert!(
-        csv.lines().any(|l| l.ends_with(",copy,acme-billing")),
+        csv.lines().any(|l| l.ends_with(",copy,acme-billing,,")),
         "{csv}"
     );
 
