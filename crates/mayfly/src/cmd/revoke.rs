@@ -202,6 +202,16 @@ pub fn revoke(args: RevokeArgs) -> anyhow::Result<u8> {
         outln!("{short} is already recorded as revoked")?;
         return Ok(EXIT_CLEAN);
     }
+    if let Some(entry) = secret
+        .custody_entry
+        .as_deref()
+        .filter(|_| secret.status == SecretStatus::InCustody)
+    {
+        bail!(
+            "{short} is held in custody as {entry}: revoking it would cut every task that uses it; rotate it instead (a new key at {}, then `mayfly custody rotate {entry} --stdin`)",
+            secret.provider
+        );
+    }
     if let Some(revoker) = revocation.revoker_of(&secret.rule_id) {
         outln!(
             "revoke {short} ({}, {}) at {}:",
