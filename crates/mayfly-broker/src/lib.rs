@@ -58,4 +58,4 @@ mod b64;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::{BrokerConfig, ConfigError};
 pub use error::BrokerError;
-pub use service::Broker;
+pub use service::{Broker, Readiness};

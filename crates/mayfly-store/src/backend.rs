@@ -438,6 +438,11 @@ impl Store {
         Ok(())
     }
 
+    /// Checks that the store answers a trivial read (readiness probes).
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.read(|tx| tx.query("ping", "SELECT 1 AS n", &[]).map(|_| ()))
+    }
+
     /// Whether this store is PostgreSQL (shared by replicas) or SQLite.
     pub fn is_postgres(&self) -> bool {
         matches!(self.conn, Conn::Postgres { .. })

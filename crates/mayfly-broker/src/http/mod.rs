@@ -71,6 +71,8 @@ pub fn app(broker: Shared) -> Router {
         .route("/proxy/{entry}", any(proxy::forward))
         .route("/proxy/{entry}/{*path}", any(proxy::forward));
     let api = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route(
             "/.well-known/openid-configuration",
@@ -129,6 +131,35 @@ pub fn app(broker: Shared) -> Router {
                 .on_failure(()),
         )
         .with_state(broker)
+}
+
+/// Liveness: the process serves HTTP.
+async fn healthz() -> Response {
+    no_store(Json(json!({"status": "ok"})))
+}
+
+/// Readiness: the store answers, the signing key is loaded, policies are
+/// in force; 503 with the failing checks otherwise.
+async fn readyz(State(broker): State<Shared>) -> Response {
+    let readiness = broker.readiness().await;
+    let check = |result: &Result<String, String>| match result {
+        Ok(found) => json!({"ok": true, "detail": found}),
+        Err(why) => json!({"ok": false, "detail": why}),
+    };
+    let body = json!({
+        "status": if readiness.ready() { "ready" } else { "not ready" },
+        "checks": {
+            "store": check(&readiness.store),
+            "keys": check(&readiness.keys),
+            "policies": check(&readiness.policies),
+        },
+    });
+    let status = if readiness.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    no_store((status, Json(body)))
 }
 
 async fn metadata(State(broker): State<Shared>) -> Response {

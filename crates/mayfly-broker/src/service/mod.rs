@@ -29,7 +29,7 @@ use crate::config::BrokerConfig;
 use crate::dpop::DpopVerifier;
 use crate::error::BrokerError;
 use crate::identity::{IdentityVerifier, Workload};
-use crate::keys::{KeyRing, MasterKey};
+use crate::keys::{self, KeyRing, MasterKey};
 use crate::minted::Minters;
 use crate::policy::{Action, Decision, Policies, PolicyEngine, PolicyRequest, TaskFacts};
 use crate::quota::RateLimiter;
@@ -67,6 +67,25 @@ pub(crate) struct Question<'a> {
     pub(crate) requested_ttl: i64,
     pub(crate) dpop: bool,
     pub(crate) source_ip: &'a str,
+}
+
+/// What `/readyz` reports: each check, passed (what it found) or failed
+/// (why).
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// The store answers a read.
+    pub store: Result<String, String>,
+    /// The signing key is loaded.
+    pub keys: Result<String, String>,
+    /// A validated policy set is in force.
+    pub policies: Result<String, String>,
+}
+
+impl Readiness {
+    /// True when every check passed.
+    pub fn ready(&self) -> bool {
+        self.store.is_ok() && self.keys.is_ok() && self.policies.is_ok()
+    }
 }
 
 /// The broker.
@@ -169,6 +188,44 @@ impl Broker {
     /// The configuration in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Whether this broker can serve: the store answers (within 2 s), the
+    /// signing key of the configured algorithm is loaded, and a validated
+    /// policy set is in force. Each check says what it found, in words
+    /// that hold no secret (a store URL can carry a password).
+    pub async fn readiness(&self) -> Readiness {
+        let ping = self.readers.read(|s| s.ping());
+        let store = match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+            Ok(Ok(())) => Ok("answers".to_owned()),
+            Ok(Err(_)) => Err("does not answer".to_owned()),
+            Err(_) => Err("no answer within 2 s".to_owned()),
+        };
+        let algorithm = &self.config.tokens.algorithm;
+        let keys = match keys::parse_alg(algorithm).and_then(|alg| {
+            self.current_keys()
+                .signer(alg)
+                .map(|(kid, ..)| kid.to_owned())
+        }) {
+            Some(kid) => Ok(format!("{algorithm} signing key {kid} loaded")),
+            None => Err(format!("no {algorithm} signing key loaded")),
+        };
+        let policies = self.current_policies();
+        let policies = if policies.ids.is_empty() {
+            Err("no policy in force".to_owned())
+        } else {
+            Ok(format!(
+                "{} policies from {} (set {})",
+                policies.ids.len(),
+                policies.origin,
+                policies.generation
+            ))
+        };
+        Readiness {
+            store,
+            keys,
+            policies,
+        }
     }
 
     fn current_policies(&self) -> Arc<Policies> {

@@ -408,3 +408,64 @@ fn the_data_directory_and_the_store_are_private() {
     }
     drop(server);
 }
+
+/// `GET url`: the status and the body.
+fn get(url: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[test]
+fn health_and_readiness_say_what_holds_and_what_does_not() {
+    // SQLite: live and ready, each check saying what it found.
+    let ws = Workspace::new();
+    let server = serve(&ws, None);
+    assert_eq!(
+        get(&format!("{}/healthz", server.url)),
+        (200, serde_json::json!({"status": "ok"}))
+    );
+    let (status, body) = get(&format!("{}/readyz", server.url));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    for check in ["store", "keys", "policies"] {
+        assert_eq!(body["checks"][check]["ok"], true, "{body}");
+    }
+    assert!(
+        body["checks"]["keys"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("EdDSA signing key ")
+    );
+    drop(server);
+
+    // PostgreSQL, then the database goes away: still live, not ready, and
+    // the answer names the failing check without the store's URL.
+    let ws = Workspace::new();
+    let (url, _drop) = crate::inventory::postgres_database();
+    let server = serve(&ws, Some(&url));
+    assert_eq!(get(&format!("{}/readyz", server.url)).0, 200);
+    let name = url.rsplit('/').next().unwrap();
+    let dropped = StdCommand::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+        .arg(format!("DROP DATABASE {name} WITH (FORCE)"))
+        .status()
+        .unwrap();
+    assert!(dropped.success());
+    let (status, body) = get(&format!("{}/readyz", server.url));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not ready");
+    assert_eq!(body["checks"]["store"]["ok"], false);
+    assert_eq!(body["checks"]["keys"]["ok"], true);
+    assert!(!body.to_string().contains("postgres://"), "{body}");
+    assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
+}
