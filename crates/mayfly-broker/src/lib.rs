@@ -40,6 +40,7 @@ pub mod identity;
 pub mod keys;
 pub mod local_issuer;
 pub mod mcp_gate;
+pub mod metrics;
 pub mod minted;
 pub mod policy;
 pub mod protocol;

@@ -11,6 +11,8 @@
 //! would leave the log growing for as long as the load lasts (SQLite only
 //! restarts the log once everything in it is checkpointed).
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,7 @@ use mayfly_store::{BrokerWrite, Store, WriteOutcome};
 use tokio::sync::oneshot;
 
 use crate::clock::Timestamp;
+use crate::metrics::WriterMetrics;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 2048;
@@ -62,6 +65,7 @@ enum Job {
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    metrics: Arc<WriterMetrics>,
 }
 
 impl std::fmt::Debug for Job {
@@ -79,20 +83,26 @@ impl std::fmt::Debug for Job {
 impl Writer {
     /// Starts the writer thread over `store` (made durable first), with
     /// policy generation `generation` in force.
-    pub fn start(mut store: Store, generation: u64) -> Result<Writer, WriteError> {
+    pub fn start(
+        mut store: Store,
+        generation: u64,
+        metrics: Arc<WriterMetrics>,
+    ) -> Result<Writer, WriteError> {
         store
             .configure_as_writer()
             .map_err(|e| WriteError::Store(e.to_string()))?;
         let (jobs, queue) = mpsc::channel();
+        let reported = metrics.clone();
         std::thread::Builder::new()
             .name("mayfly-writer".into())
-            .spawn(move || run(store, queue, generation))
+            .spawn(move || run(store, queue, generation, &reported))
             .map_err(|e| WriteError::Store(e.to_string()))?;
-        Ok(Writer { jobs })
+        Ok(Writer { jobs, metrics })
     }
 
     async fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, WriteError> {
         let (done, wait) = oneshot::channel();
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
         self.jobs.send(job(done)).map_err(|_| WriteError::Stopped)?;
         wait.await.map_err(|_| WriteError::Stopped)?
     }
@@ -141,7 +151,7 @@ impl Writer {
     }
 }
 
-fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64) {
+fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64, metrics: &WriterMetrics) {
     let mut checkpoints = Checkpoints::new();
     loop {
         // With nothing to checkpoint, sleep until a write comes.
@@ -164,6 +174,7 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64) {
         let mut pending = 0;
         let mut next = Some(first);
         while let Some(job) = next.take() {
+            metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
             match job {
                 // INVARIANT: jobs are taken in the order they were queued,
                 // and a generation change counts for every job after it; a
@@ -192,6 +203,8 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64) {
                 waiting.push((writes.len(), done));
                 all.extend(writes);
             }
+            metrics.batch_size.observe(all.len() as f64);
+            metrics.commits.fetch_add(1, Ordering::Relaxed);
             match store.broker_apply(&all) {
                 Ok(outcomes) => {
                     let mut outcomes = outcomes.into_iter();
@@ -280,7 +293,7 @@ mod tests {
     fn writes_decided_under_a_replaced_policy_set_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("w.db").to_string_lossy()).unwrap();
-        let writer = Writer::start(store, 0).unwrap();
+        let writer = Writer::start(store, 0, Default::default()).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

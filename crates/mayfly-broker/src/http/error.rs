@@ -23,6 +23,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The OAuth error code (`access_denied`).
+    pub fn code(&self) -> &'static str {
+        self.error
+    }
+
     /// An error with an OAuth error code and a description that says what
     /// to fix.
     pub fn new(

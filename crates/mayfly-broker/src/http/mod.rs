@@ -73,6 +73,7 @@ pub fn app(broker: Shared) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route(
             "/.well-known/openid-configuration",
@@ -162,6 +163,16 @@ async fn readyz(State(broker): State<Shared>) -> Response {
     no_store((status, Json(body)))
 }
 
+/// The Prometheus text exposition.
+async fn metrics(State(broker): State<Shared>) -> Response {
+    let mut response = broker.metrics_text().await.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 async fn metadata(State(broker): State<Shared>) -> Response {
     Json(broker.metadata()).into_response()
 }
@@ -204,10 +215,16 @@ async fn token(
             ));
         }
     };
+    let started = std::time::Instant::now();
     let response = broker
         .exchange(request, dpop, &peer.ip().to_string())
-        .await?;
-    Ok(no_store(Json(response)))
+        .await
+        .map_err(ApiError::from);
+    broker.metrics().exchange(
+        response.as_ref().err().map(ApiError::code),
+        started.elapsed(),
+    );
+    Ok(no_store(Json(response?)))
 }
 
 #[derive(Deserialize)]
@@ -249,6 +266,7 @@ async fn revoke(
     let caller = broker.authenticate_client(authorization(&headers))?;
     let OAuthForm(form) = form?;
     broker.revoke_token(&caller, required_token(&form)?).await?;
+    broker.metrics().revoked(1);
     Ok(no_store(StatusCode::OK))
 }
 
@@ -362,6 +380,7 @@ async fn admin_revoke(
     };
     let reason = body.reason.unwrap_or_else(|| "revoked by admin".into());
     let revoked = broker.admin_revoke(selector, &reason).await?;
+    broker.metrics().revoked(revoked as u64);
     Ok(no_store(Json(json!({"revoked": revoked}))))
 }
 

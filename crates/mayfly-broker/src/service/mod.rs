@@ -30,6 +30,7 @@ use crate::dpop::DpopVerifier;
 use crate::error::BrokerError;
 use crate::identity::{IdentityVerifier, Workload};
 use crate::keys::{self, KeyRing, MasterKey};
+use crate::metrics::Metrics;
 use crate::minted::Minters;
 use crate::policy::{Action, Decision, Policies, PolicyEngine, PolicyRequest, TaskFacts};
 use crate::quota::RateLimiter;
@@ -108,6 +109,7 @@ pub struct Broker {
     upstream: Upstream,
     minters: Minters,
     verified: signing::VerifiedTokens,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Broker {
@@ -131,9 +133,11 @@ impl Broker {
     ) -> Result<Broker, BrokerError> {
         config.check()?;
         let db = paths.db.clone();
+        let metrics = Metrics::default();
+        let writer_metrics = metrics.writer.clone();
         let writer = blocking(move || {
             let store = Store::open(&db)?;
-            Ok(Writer::start(store, 0)?)
+            Ok(Writer::start(store, 0, writer_metrics)?)
         })
         .await?;
         let engine = PolicyEngine::new()?;
@@ -166,6 +170,7 @@ impl Broker {
             upstream,
             minters,
             verified: signing::VerifiedTokens::default(),
+            metrics,
         };
         broker.refresh_keys().await?;
         broker.audit_policy_load().await?;
@@ -183,6 +188,23 @@ impl Broker {
     /// Mayfly's public URL (the `iss` of its tokens).
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// The counters `/metrics` exposes.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The Prometheus text of `/metrics`, with the live leases counted in
+    /// the store now (left out when the store does not answer).
+    pub async fn metrics_text(&self) -> String {
+        let now = self.clock.now();
+        let live = self
+            .readers
+            .read(move |s| s.broker_live_lease_count(now))
+            .await
+            .ok();
+        self.metrics.render(live)
     }
 
     /// The configuration in force.

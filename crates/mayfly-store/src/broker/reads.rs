@@ -113,6 +113,18 @@ impl Store {
         })
     }
 
+    /// How many credentials are live at `now`: neither revoked nor expired.
+    pub fn broker_live_lease_count(&mut self, now: i64) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            let rows = tx.query(
+                "count live credentials",
+                "SELECT COUNT(*) AS n FROM broker_leases WHERE revoked_at IS NULL AND expires_at > $1",
+                &[now.into()],
+            )?;
+            rows.first().map_or(Ok(0), |r| r.int("n"))
+        })
+    }
+
     /// One credential by `jti`.
     pub fn broker_lease(&mut self, jti: &str) -> Result<Option<LeaseRecord>, StoreError> {
         self.read(|tx| {

@@ -446,6 +446,70 @@ fn health_and_readiness_say_what_holds_and_what_does_not() {
             .unwrap()
             .starts_with("EdDSA signing key ")
     );
+
+    // /metrics: exchanges issued and refused, their latency, the writer,
+    // the live leases, in the Prometheus text format.
+    mint(&ws, "local:acme/app");
+    let (code, task) = json_of(client(&ws, &server).args([
+        "task",
+        "start",
+        "--purpose",
+        "deploy",
+        "--owner",
+        "team-platform",
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0);
+    let id = task["id"].as_str().unwrap().to_owned();
+    for audience in [
+        "https://api.example",
+        "https://api.example",
+        "https://elsewhere.example",
+    ] {
+        let _ = stdout_of(client(&ws, &server).args([
+            "token",
+            "exchange",
+            "--task",
+            &id,
+            "--audience",
+            audience,
+        ]));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut response = agent
+        .get(&format!("{}/metrics", server.url))
+        .call()
+        .unwrap();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = response.body_mut().read_to_string().unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+    };
+    assert_eq!(
+        value("mayfly_exchanges_total{outcome=\"issued\",error=\"\"}"),
+        2.0
+    );
+    assert!(
+        text.contains("mayfly_exchanges_total{outcome=\"refused\",error=\""),
+        "{text}"
+    );
+    assert_eq!(value("mayfly_exchange_duration_seconds_count"), 3.0);
+    assert_eq!(value("mayfly_live_leases"), 2.0);
+    assert!(
+        value("mayfly_writer_commits_total") >= 3.0,
+        "task and two leases"
+    );
+    assert_eq!(value("mayfly_writer_queue_depth"), 0.0);
     drop(server);
 
     // PostgreSQL, then the database goes away: still live, not ready, and

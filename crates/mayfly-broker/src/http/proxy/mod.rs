@@ -42,7 +42,12 @@ pub(super) async fn forward(
         .map(|(_, v)| v)
         .unwrap_or_default();
     match prepare(&broker, &entry, peer, request).await {
-        Ok(prepared) => send(broker, &entry, prepared, started).await,
+        Ok(prepared) => {
+            // Counted once allowed: an entry name that exists, never
+            // whatever a caller puts in the path.
+            broker.metrics().proxied(&entry);
+            send(broker, &entry, prepared, started).await
+        }
         Err(e) => e.into_response(),
     }
 }
