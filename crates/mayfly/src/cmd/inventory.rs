@@ -219,11 +219,18 @@ fn print_secrets(rows: &[mayfly_store::SecretRow]) -> std::io::Result<()> {
                 (None, Some(conflict)) => format!("(unclear: {conflict})"),
                 (None, None) => "(unclear)".to_owned(),
             };
-            let status = if row.reopened {
+            let mut status = if row.reopened {
                 format!("{} REOPENED", row.status.as_str())
             } else {
                 row.status.as_str().to_owned()
             };
+            // What its provider last said (`scan --validate --save`).
+            if let Some(verdict) = &row.validation {
+                status.push_str(&format!(", {verdict}"));
+                if let Some(at) = row.validated_at {
+                    status.push_str(&format!(" {}", date(at)));
+                }
+            }
             [
                 row.fingerprint
                     .get(..16)
@@ -351,6 +358,14 @@ pub fn run(args: InventoryArgs) -> anyhow::Result<u8> {
                     _ => "unclear".to_owned(),
                 }
             )?;
+            if let Some(verdict) = &s.validation {
+                outln!(
+                    "validated  {verdict}{} (its provider's answer to scan --validate)",
+                    s.validated_at
+                        .map(|at| format!(" on {}", date(at)))
+                        .unwrap_or_default()
+                )?;
+            }
             outln!(
                 "seen       {} to {}, {}",
                 date(s.first_seen),

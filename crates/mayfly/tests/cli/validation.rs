@@ -389,6 +389,18 @@ fn verdicts_in_the_inventory(db: &str) {
     assert!(plan[0]["validation"].as_str().unwrap().starts_with("live "));
     assert_eq!(plan[1]["urgent"], false);
     assert!(plan[1]["validation"].as_str().unwrap().starts_with("dead "));
+    let (_, list, _) = stdout_of(ws.mayfly().args(["inventory", "list", "--db", db]));
+    assert!(
+        list.contains("open, live ") && list.contains("open, dead "),
+        "{list}"
+    );
+    let fingerprint = plan[0]["fingerprint"].as_str().unwrap();
+    let (_, show, _) =
+        stdout_of(
+            ws.mayfly()
+                .args(["inventory", "show", &fingerprint[..16], "--db", db]),
+        );
+    assert!(show.contains("validated  live on "), "{show}");
     let (_, text, _) = stdout_of(ws.mayfly().args(["govern", "plan", "--db", db]));
     assert!(
         text.contains("URGENT: its provider accepted it (live "),
