@@ -29,6 +29,31 @@ pub enum TextOrJson {
     Json,
 }
 
+/// Where providers' requests go (`scan --validate`, `revoke`).
+#[derive(Debug, Args)]
+pub struct ProviderEndpointArgs {
+    /// Send a provider's requests to another base URL (ORIGIN=URL,
+    /// repeatable): a proxy, or a local test server.
+    #[arg(
+        long,
+        value_name = "ORIGIN=URL",
+        env = "MAYFLY_PROVIDER_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub provider_endpoint: Vec<String>,
+}
+
+impl ProviderEndpointArgs {
+    /// The overrides, checked.
+    pub fn endpoints(&self) -> anyhow::Result<mayfly_providers::http::Endpoints> {
+        let mut endpoints = mayfly_providers::http::Endpoints::default();
+        for endpoint in &self.provider_endpoint {
+            endpoints.add(endpoint)?;
+        }
+        Ok(endpoints)
+    }
+}
+
 /// Where the store is.
 #[derive(Debug, Args)]
 pub struct DbArgs {

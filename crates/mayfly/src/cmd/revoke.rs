@@ -15,7 +15,7 @@ use mayfly_providers::revoke::{RevokeOutcome, Revokers};
 use mayfly_store::{SecretDetail, SecretStatus, Store};
 
 use crate::cmd::migrate::read_live_value;
-use crate::common::{DbArgs, now, outln};
+use crate::common::{DbArgs, ProviderEndpointArgs, now, outln};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
 /// How long one revocation request may take.
@@ -41,14 +41,8 @@ pub struct RevokeWith {
     /// Who the inventory records as having revoked it [default: $USER].
     #[arg(long, value_name = "NAME")]
     pub by: Option<String>,
-    /// Send a provider's requests to another base URL (ORIGIN=URL, repeatable).
-    #[arg(
-        long,
-        value_name = "ORIGIN=URL",
-        env = "MAYFLY_PROVIDER_ENDPOINTS",
-        value_delimiter = ','
-    )]
-    pub provider_endpoint: Vec<String>,
+    #[command(flatten)]
+    pub endpoints: ProviderEndpointArgs,
     /// The fingerprint key the inventory was made with [default: the one in Mayfly's data directory].
     #[arg(long, value_name = "FILE", env = "MAYFLY_FINGERPRINT_KEY_FILE")]
     pub fingerprint_key: Option<PathBuf>,
@@ -78,10 +72,7 @@ impl Revocation {
         let rules = mayfly_scan::rule::RuleSet::builtin()?;
         let revokers = Revokers::builtin()?;
         revokers.check_rules(&rules)?;
-        let mut endpoints = Endpoints::default();
-        for endpoint in &with.provider_endpoint {
-            endpoints.add(endpoint)?;
-        }
+        let endpoints = with.endpoints.endpoints()?;
         let by = with
             .by
             .clone()

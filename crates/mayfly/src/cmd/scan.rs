@@ -11,7 +11,6 @@ use clap::Args;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use mayfly_broker::custody;
 use mayfly_broker::keys::MasterKey;
-use mayfly_providers::http::Endpoints;
 use mayfly_providers::validate::{ValidateOptions, Validator};
 use mayfly_providers::verifier::Verifiers;
 use mayfly_scan::copies::{CopySearch, CustodySecret, SecretBytes};
@@ -26,7 +25,7 @@ use mayfly_scan::scan::{
 use mayfly_scan::suppress::{self, Baseline, IgnoreList, PathRules};
 
 use crate::cmd::inventory;
-use crate::common::DbArgs;
+use crate::common::{DbArgs, ProviderEndpointArgs};
 use crate::config::{self, Loaded};
 use crate::progress::Bar;
 use crate::{EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS};
@@ -121,16 +120,8 @@ pub struct ScanArgs {
     #[arg(long, help_heading = "Validation", requires = "validate")]
     pub only_live: bool,
 
-    /// Send a provider's validation requests to another base URL
-    /// (ORIGIN=URL, repeatable): a proxy, or a local test server.
-    #[arg(
-        long,
-        value_name = "ORIGIN=URL",
-        help_heading = "Validation",
-        env = "MAYFLY_PROVIDER_ENDPOINTS",
-        value_delimiter = ','
-    )]
-    pub provider_endpoint: Vec<String>,
+    #[command(flatten, next_help_heading = "Validation")]
+    pub endpoints: ProviderEndpointArgs,
 
     /// Requests per second to one provider host.
     #[arg(
@@ -684,10 +675,7 @@ fn write_report(
 fn validator(args: &ScanArgs, rules: &RuleSet) -> anyhow::Result<Validator> {
     let verifiers = Verifiers::builtin()?;
     verifiers.check_rules(rules)?;
-    let mut endpoints = Endpoints::default();
-    for endpoint in &args.provider_endpoint {
-        endpoints.add(endpoint)?;
-    }
+    let endpoints = args.endpoints.endpoints()?;
     if !(args.validate_rate.is_finite() && args.validate_rate > 0.0) {
         bail!("--validate-rate must be a positive number of requests per second");
     }
