@@ -56,6 +56,31 @@ pub fn repository_of(path: &Path) -> Option<RepositoryInfo> {
     Some(RepositoryInfo { root, remote })
 }
 
+/// The content of `path` (relative to the work tree) at `commit`, read
+/// from the repository at `root`: where a copy that only history still
+/// holds can be read back.
+pub fn file_at_commit(root: &Path, commit: &str, path: &Path) -> Result<Vec<u8>, GitError> {
+    let repo = Repository::open(root).map_err(|e| repo_error(root, &e))?;
+    let revision = |reason: String| GitError::Revision {
+        path: root.display().to_string(),
+        what: "commit",
+        value: commit.to_owned(),
+        reason,
+    };
+    let oid = Oid::from_str(commit).map_err(|e| revision(e.message().to_owned()))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(|e| revision(e.message().to_owned()))?;
+    let entry = tree
+        .get_path(path)
+        .map_err(|e| revision(format!("{}: {}", path.display(), e.message())))?;
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| revision(format!("{}: {}", path.display(), e.message())))?;
+    Ok(blob.content().to_vec())
+}
+
 /// A remote URL without credentials: `https://user:token@host/x` becomes
 /// `https://host/x` (an scp-like `git@host:x` keeps its user, which is no
 /// secret).

@@ -65,9 +65,10 @@ struct Copy {
     outcome: Result<(String, Rewrite), NotEditable>,
 }
 
-/// The secret's value, read back from a live copy on this machine (a file
-/// in a working tree, not history) whose fingerprint matches; `None` when
-/// no such copy still holds it.
+/// The secret's value, read back from a live copy on this machine whose
+/// fingerprint matches: a file in a working tree first, else a copy only
+/// history holds, read from the commit that introduced it; `None` when no
+/// such copy still holds it.
 pub(crate) fn read_live_value(
     detail: &SecretDetail,
     fingerprint_key: Option<&Path>,
@@ -82,14 +83,39 @@ pub(crate) fn read_live_value(
         ..ScanOptions::default()
     };
     let scanner = Scanner::new(RuleSet::builtin()?, key, options)?;
-    let readable: Vec<&LocationRow> = detail
+    let here: Vec<&LocationRow> = detail
         .locations
         .iter()
-        .filter(|l| {
-            l.gone_at.is_none() && l.commit_id.is_none() && (l.host.is_empty() || l.host == host)
-        })
+        .filter(|l| l.gone_at.is_none() && (l.host.is_empty() || l.host == host))
         .collect();
-    Ok(read_value(&scanner, &detail.secret.fingerprint, &readable))
+    let files: Vec<&LocationRow> = here
+        .iter()
+        .copied()
+        .filter(|l| l.commit_id.is_none())
+        .collect();
+    if let Some(value) = read_value(&scanner, &detail.secret.fingerprint, &files) {
+        return Ok(Some(value));
+    }
+    Ok(here
+        .iter()
+        .find_map(|l| read_from_history(&scanner, &detail.secret.fingerprint, l)))
+}
+
+/// The value of a copy only history holds, from the file at its commit.
+fn read_from_history(
+    scanner: &Scanner,
+    fingerprint: &str,
+    copy: &LocationRow,
+) -> Option<SecretValue> {
+    let (commit, root) = (copy.commit_id.as_deref()?, copy.root.as_deref()?);
+    let relative = Path::new(&copy.path).strip_prefix(root).ok()?;
+    let bytes = mayfly_scan::git::file_at_commit(Path::new(root), commit, relative).ok()?;
+    scanner
+        .scan_bytes(&copy.path, &bytes)
+        .into_iter()
+        .find(|f| f.fingerprint.to_hex() == fingerprint)
+        .and_then(|f| f.secret)
+        .map(SecretValue::new)
 }
 
 /// Reads the secret's value back from a live copy on this machine.
@@ -287,7 +313,7 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
         .collect();
     let Some(secret) = read_live_value(&detail, args.fingerprint_key.as_deref())? else {
         bail!(
-            "no live copy of {} on this machine still holds it (moved, edited, or only in history); \
+            "no live copy of {} on this machine still holds it (moved or edited, in the working tree and in history); \
              rescan with `mayfly scan PATH --save`, or add it by hand: mayfly custody add {} --provider ... --stdin",
             &fingerprint[..12],
             args.name

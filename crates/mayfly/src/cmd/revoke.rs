@@ -113,7 +113,7 @@ impl Revocation {
         };
         let Some(value) = read_live_value(detail, self.fingerprint_key.as_deref())? else {
             outln!(
-                "{short}: not revoked: no live copy on this machine still holds it (moved, edited, or only in history); rescan with `mayfly scan PATH --save`, or revoke it at {}",
+                "{short}: not revoked: no live copy on this machine still holds it (moved or edited, in the working tree and in history); rescan with `mayfly scan PATH --save`, or revoke it at {}",
                 secret.provider
             )?;
             return Ok(Done::Left);

@@ -202,3 +202,75 @@ fn revocation_at_the_provider_on_postgres() {
     let (url, _drop) = crate::inventory::postgres_database();
     revocation(&url);
 }
+
+#[test]
+fn a_secret_left_only_in_history_is_revoked_from_the_commit_that_holds_it() {
+    let ws = Workspace::new();
+    let repo = ws.repo();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .current_dir(&repo)
+            .args(["-c", "user.name=Bob Ops", "-c", "user.email=bob@acme.test"])
+            .args([
+                "-c",
+                "init.defaultBranch=main",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    // A Vercel token committed, then deleted: only history holds it.
+    let rules = RuleSet::builtin().unwrap();
+    let example = rules
+        .rules()
+        .iter()
+        .find(|r| r.spec.id == "vercel-token")
+        .and_then(|r| r.spec.examples.first().cloned())
+        .unwrap();
+    git(&["init", "-q"]);
+    ws.write("deploy/.env", &format!("{example}\n"));
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "deploy settings"]);
+    std::fs::remove_file(repo.join("deploy/.env")).unwrap();
+    git(&["commit", "-q", "-am", "remove the settings"]);
+    let db = ws.dir.path().join("inventory.db");
+    let db = db.to_str().unwrap();
+    let (code, out, err) = stdout_of(ws.mayfly().args([
+        "scan",
+        "--git",
+        ".",
+        "--format",
+        "json",
+        "--show-secrets",
+        "--save",
+        "--db",
+        db,
+    ]));
+    assert_eq!(code, 1, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let secret = &json["secrets"][0];
+    assert_eq!(secret["rule"]["id"], "vercel-token");
+    assert_eq!(secret["locations"][0]["present_at_head"], false);
+    let value = secret["secret"].as_str().unwrap();
+    let fingerprint = secret["fingerprint"].as_str().unwrap();
+
+    let log = ws.dir.path().join("requests.jsonl");
+    let config = ws.dir.path().join("fake.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({ "log": log, "live": [value] }).to_string(),
+    )
+    .unwrap();
+    let fake = FakeProviders::start(&config);
+    let (code, out, err) = stdout_of(
+        ws.mayfly()
+            .args(["revoke", &fingerprint[..16], "--yes", "--db", db])
+            .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("REVOKED at Vercel"), "{out}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains(value));
+}
