@@ -51,6 +51,19 @@ pub fn access_token_hash(access_token: &str) -> String {
     b64::encode(&sha2::Sha256::digest(access_token.as_bytes()))
 }
 
+/// What the store keeps of an accepted proof so that no replica, now or
+/// after a restart, accepts it again: its SHA-256, and when it can be
+/// forgotten (its `iat` is within the window of `now`, so once twice the
+/// window has passed it is refused for its age anyway).
+pub fn spent(proof: &str, now: Timestamp) -> (String, Timestamp) {
+    use sha2::Digest as _;
+    let hash: String = sha2::Sha256::digest(proof.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (hash, now + 2 * WINDOW)
+}
+
 /// Checks proofs and remembers their `jti`s for the replay window.
 #[derive(Debug, Default)]
 pub struct DpopVerifier {

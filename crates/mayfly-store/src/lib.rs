@@ -17,8 +17,8 @@ mod schema;
 pub use backend::Store;
 pub use broker::{
     AuditData, AuditEvent, AuditVerification, BrokerWrite, GrantKey, LeaseRecord, LiveGrant,
-    NewAuditEvent, RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome,
-    audit_hash,
+    NewAuditEvent, PROOF_REPLAYED, RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord,
+    WriteOutcome, audit_hash,
 };
 pub use custody::{CustodyEntry, ProxyUsage, SealedVersion};
 pub use grants::UpstreamGrant;

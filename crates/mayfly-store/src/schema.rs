@@ -212,6 +212,16 @@ const VALIDATION_V8: &[&str] = &[
     "ALTER TABLE secrets ADD COLUMN validated_at BIGINT",
 ];
 
+/// DPoP proofs already accepted, by hash, until they are too old to be
+/// accepted anyway: one replay memory for every replica, across restarts.
+const PROOFS_V9: &[&str] = &[
+    "CREATE TABLE broker_proofs (
+        proof TEXT PRIMARY KEY,
+        forget_at BIGINT NOT NULL
+    )",
+    "CREATE INDEX broker_proofs_forget ON broker_proofs (forget_at)",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -253,10 +263,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: VALIDATION_V8,
         postgres: VALIDATION_V8,
     },
+    Migration {
+        version: 9,
+        sqlite: PROOFS_V9,
+        postgres: PROOFS_V9,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 8;
+pub const CURRENT_VERSION: i64 = 9;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

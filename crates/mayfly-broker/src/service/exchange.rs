@@ -206,6 +206,7 @@ impl Broker {
                 .apply_decided(
                     BrokerWrite::IssueLease {
                         lease,
+                        proof: dpop_proof.map(|p| crate::dpop::spent(p, now)),
                         grant: minted.as_ref().map(|m| m.grant.clone()),
                         audit,
                     },
@@ -233,6 +234,9 @@ impl Broker {
                     scope,
                     upstream_credential,
                 }),
+                Ok((WriteOutcome::Refused(why), _)) if why == mayfly_store::PROOF_REPLAYED => {
+                    Err(crate::dpop::DpopError::Replayed.into())
+                }
                 Ok((WriteOutcome::Refused(_), _)) => {
                     self.tasks
                         .forget(Forget::Revoked(&RevokeSelector::Task(task_id.to_owned())));

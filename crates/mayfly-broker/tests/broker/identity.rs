@@ -428,3 +428,60 @@ fn a_workload_of_one_issuer_cannot_pose_as_another_issuers() {
     let task = start(&real).unwrap();
     assert_eq!(task.workload, agent);
 }
+
+/// A DPoP proof is spent once for every replica on the store and across
+/// restarts: a second broker on the same store (a replica, or the same one
+/// restarted, with an empty replay memory) refuses it.
+fn a_dpop_proof_is_spent_once(backend: Backend) {
+    use super::harness::ADMIN;
+    let h = Harness::start(backend);
+    let identity = h.identity("svc:dpop");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    let fields = exchange_fields(&identity, &task.id, AUD);
+    let proof = dpop_proof(
+        &h.issuer,
+        &format!("{}/oauth2/token", h.url),
+        h.now(),
+        "spent-once",
+    );
+    let (status, body) = h.token_request(&fields, &[("DPoP", &proof)]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], json!("DPoP"));
+
+    let replica =
+        h.rt.block_on(mayfly_broker::Broker::open(
+            h.config.clone(),
+            &h.paths,
+            ADMIN,
+            h.clock.clone(),
+        ))
+        .unwrap();
+    let request = |proof: &str| {
+        let form: serde_json::Map<String, Value> = fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let request = serde_json::from_value(Value::Object(form)).unwrap();
+        h.rt.block_on(replica.exchange(request, Some(proof), "127.0.0.1"))
+    };
+    let err = request(&proof).unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    // A fresh proof is accepted by the replica.
+    let fresh = dpop_proof(
+        &h.issuer,
+        &format!("{}/oauth2/token", h.url),
+        h.now(),
+        "fresh",
+    );
+    assert!(request(&fresh).is_ok());
+}
+
+#[test]
+fn a_dpop_proof_is_spent_once_across_replicas_and_restarts_on_sqlite() {
+    a_dpop_proof_is_spent_once(Backend::Sqlite);
+}
+
+#[test]
+fn a_dpop_proof_is_spent_once_across_replicas_and_restarts_on_postgres() {
+    a_dpop_proof_is_spent_once(Backend::Postgres);
+}

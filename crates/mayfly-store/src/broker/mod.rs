@@ -188,6 +188,10 @@ pub enum BrokerWrite {
     IssueLease {
         /// The lease.
         lease: LeaseRecord,
+        /// The DPoP proof it was asked with, spent here: its hash, and when
+        /// it can be forgotten. A proof spent before (by any replica, before
+        /// any restart) refuses the write with [`PROOF_REPLAYED`].
+        proof: Option<(String, Timestamp)>,
         /// The upstream credential made with it, if any.
         grant: Option<crate::UpstreamGrant>,
         /// Its audit event.
@@ -286,6 +290,10 @@ pub enum BrokerWrite {
     /// are retired.
     AddSigningKey(SigningKeyRecord),
 }
+
+/// The refusal of an [`BrokerWrite::IssueLease`] whose DPoP proof was
+/// spent before.
+pub const PROOF_REPLAYED: &str = "the DPoP proof was already used";
 
 /// The result of one write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,9 +78,20 @@ fn apply_one(
         }
         BrokerWrite::IssueLease {
             lease,
+            proof,
             grant,
             audit,
         } => {
+            if let Some((proof, forget_at)) = proof {
+                let spent = tx.execute(
+                    "spend proof",
+                    "INSERT INTO broker_proofs (proof, forget_at) VALUES ($1, $2) ON CONFLICT (proof) DO NOTHING",
+                    &[proof.as_str().into(), (*forget_at).into()],
+                )?;
+                if spent == 0 {
+                    return Ok(WriteOutcome::Refused(super::PROOF_REPLAYED.to_owned()));
+                }
+            }
             // INVARIANT: a lease is only written while its task is live; the
             // check and the insert are one statement, so a task ended by
             // another replica a moment ago cannot gain a credential.
@@ -366,6 +377,12 @@ impl Store {
             }
             // Previous custody versions whose grace period is over.
             crate::custody::destroy_retired(tx, now)?;
+            // Proofs too old to be accepted anyway.
+            tx.execute(
+                "forget old proofs",
+                "DELETE FROM broker_proofs WHERE forget_at <= $1",
+                &[now.into()],
+            )?;
             chain.save(tx)?;
             Ok((tasks.len() as u64, leases.len() as u64))
         })
