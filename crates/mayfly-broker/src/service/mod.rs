@@ -109,6 +109,9 @@ pub struct Broker {
     upstream: Upstream,
     minters: Minters,
     verified: signing::VerifiedTokens,
+    /// When the key ring was last read again for a token it could not
+    /// verify.
+    ring_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Metrics,
 }
 
@@ -170,6 +173,7 @@ impl Broker {
             upstream,
             minters,
             verified: signing::VerifiedTokens::default(),
+            ring_reloaded: std::sync::Mutex::new(None),
             metrics,
         };
         broker.refresh_keys().await?;

@@ -81,14 +81,44 @@ impl Broker {
     /// before is not verified again (a proxied request's token comes back
     /// with every request): what it says still has to agree with its
     /// lease, read from the store each time.
-    pub(super) fn verify_access_token(&self, presented: &str) -> Option<Arc<AccessClaims>> {
+    ///
+    /// A token this broker cannot verify may be signed with a key another
+    /// replica made after this one loaded its ring: the ring is read again
+    /// from the store (at most once a second, so made-up tokens cannot
+    /// turn into a read each) and the token checked once more.
+    pub(super) async fn verify_access_token(&self, presented: &str) -> Option<Arc<AccessClaims>> {
         if let Some(claims) = self.verified.get(presented) {
             return Some(claims);
         }
-        let claims =
-            Arc::new(token::verify(presented, &self.current_keys(), &self.public_url).ok()?);
+        let claims = match token::verify(presented, &self.current_keys(), &self.public_url) {
+            Ok(claims) => claims,
+            Err(_) if self.ring_reload_due() => {
+                let keep = self.config.tokens.max_ttl_seconds + 3600;
+                let ring = self.load_ring(keep).await.ok()?;
+                if let Ok(mut slot) = self.keys.write() {
+                    *slot = Arc::new(ring);
+                }
+                token::verify(presented, &self.current_keys(), &self.public_url).ok()?
+            }
+            Err(_) => return None,
+        };
+        let claims = Arc::new(claims);
         self.verified.insert(presented, claims.clone());
         Some(claims)
+    }
+
+    /// True (and the time noted) when the key ring was last read from the
+    /// store more than a second ago.
+    fn ring_reload_due(&self) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(mut last) = self.ring_reloaded.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 }
 

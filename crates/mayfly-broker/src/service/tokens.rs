@@ -36,7 +36,7 @@ impl Broker {
         &self,
         token: &str,
     ) -> Result<Option<(std::sync::Arc<AccessClaims>, LeaseRecord)>, BrokerError> {
-        let Some(claims) = self.verify_access_token(token) else {
+        let Some(claims) = self.verify_access_token(token).await else {
             return Ok(None);
         };
         let jti = claims.jti.clone();

@@ -485,3 +485,52 @@ fn a_dpop_proof_is_spent_once_across_replicas_and_restarts_on_sqlite() {
 fn a_dpop_proof_is_spent_once_across_replicas_and_restarts_on_postgres() {
     a_dpop_proof_is_spent_once(Backend::Postgres);
 }
+
+/// A key another replica made after this broker loaded its ring: tokens
+/// it signs are verified here too (the ring is read again on a miss).
+#[test]
+fn tokens_signed_with_a_key_made_by_another_replica_are_verified() {
+    use super::harness::ADMIN;
+    let h = Harness::start(Backend::Sqlite);
+    let identity = h.identity("svc:rotated");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    // Another replica rotates: a new EdDSA key, sealed with the shared
+    // master key, lands in the store after this broker loaded its ring.
+    let master =
+        mayfly_broker::keys::MasterKey::load_or_create(&h.paths.data_dir.join("broker-master.key"))
+            .unwrap();
+    let record = mayfly_broker::keys::generate("EdDSA", &master, h.now() + 1).unwrap();
+    let kid = record.kid.clone();
+    let mut store = mayfly_store::Store::open(&h.paths.db).unwrap();
+    store
+        .broker_apply(&[mayfly_store::BrokerWrite::AddSigningKey(record)])
+        .unwrap();
+    let replica =
+        h.rt.block_on(mayfly_broker::Broker::open(
+            h.config.clone(),
+            &h.paths,
+            ADMIN,
+            h.clock.clone(),
+        ))
+        .unwrap();
+    let fields = exchange_fields(&identity, &task.id, AUD);
+    let form: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    let request = serde_json::from_value(Value::Object(form)).unwrap();
+    let token =
+        h.rt.block_on(replica.exchange(request, None, "127.0.0.1"))
+            .unwrap()
+            .access_token;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(kid.as_str()),
+        "signed with the new key"
+    );
+    assert!(
+        h.active(&token),
+        "this broker verifies the other replica's new key"
+    );
+}
