@@ -21,6 +21,8 @@ pub(crate) enum Lock {
     Schema,
     /// Inventory merges: each sees the previous one whole.
     Inventory,
+    /// The sweeper: one replica sweeps at a time; the others skip.
+    Sweeper,
     /// The audit chain: appends take turns.
     AuditChain,
 }
@@ -31,6 +33,7 @@ impl Lock {
             Lock::Schema => 7_355_608,
             Lock::Inventory => 7_355_609,
             Lock::AuditChain => 7_355_610,
+            Lock::Sweeper => 7_355_611,
         }
     }
 }
@@ -45,6 +48,21 @@ pub(crate) fn lock(tx: &mut dyn Tx, lock: Lock) -> Result<(), StoreError> {
         )?;
     }
     Ok(())
+}
+
+/// Takes `lock` for the rest of the transaction if nobody holds it; false
+/// (and nothing taken) when another transaction does. SQLite: always true
+/// (its write transactions are exclusive already).
+pub(crate) fn try_lock(tx: &mut dyn Tx, lock: Lock) -> Result<bool, StoreError> {
+    if tx.dialect() != Dialect::Postgres {
+        return Ok(true);
+    }
+    let rows = tx.query(
+        "try lock",
+        "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN 1 ELSE 0 END AS got",
+        &[lock.key().into()],
+    )?;
+    Ok(rows.first().map_or(Ok(0), |r| r.int("got"))? == 1)
 }
 
 impl Dialect {

@@ -312,3 +312,40 @@ fn re_evaluation_pages_through_many_grants_and_runs_at_start() {
     let active = tokens.iter().filter(|t| h.active(t)).count();
     assert_eq!(active, 0);
 }
+
+/// Replicas on one PostgreSQL database sweep one at a time: while another
+/// holds the sweeper's lock, a sweep is skipped; once it is gone, the next
+/// sweep does the work.
+#[test]
+fn one_replica_sweeps_at_a_time_and_another_takes_over() {
+    let h = Harness::start(Backend::Postgres);
+    let identity = h.identity("svc:sweeper");
+    let task = h.start_task(&identity, "team-a", &[AUD]);
+    let token = h
+        .client()
+        .exchange(&identity, &task.id, AUD, None, Some(60))
+        .unwrap()
+        .access_token;
+    assert!(h.active(&token));
+    // "Another replica" holds the sweeper's lock for two seconds.
+    let database = h.paths.db.rsplit('/').next().unwrap().to_owned();
+    let holder = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-d", &database])
+        .args(["-c", "BEGIN", "-c", "SELECT pg_advisory_xact_lock(7355611)"])
+        .args(["-c", "SELECT pg_sleep(2)", "-c", "COMMIT"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    h.clock.advance(3600);
+    let skipped = h.rt.block_on(h.broker.sweep()).unwrap();
+    assert_eq!(
+        skipped,
+        (0, 0),
+        "swept while another replica holds the lock"
+    );
+    let mut holder = holder;
+    assert!(holder.wait().unwrap().success());
+    let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+    assert_eq!(swept.0, 1, "the expired task is ended now: {swept:?}");
+}

@@ -330,9 +330,16 @@ impl Store {
 
     /// Ends tasks past their expiry and records leases past their `exp`,
     /// at most `limit` of each per call, so a sweep never holds the writer
-    /// long. Returns how many tasks and leases it closed.
+    /// long. Returns how many tasks and leases it closed. On PostgreSQL,
+    /// a sweep that another replica is running at the same moment is
+    /// skipped (an advisory lock): none is run twice.
     pub fn broker_sweep(&mut self, now: Timestamp, limit: i64) -> Result<(u64, u64), StoreError> {
         self.transaction(|tx| {
+            // One replica sweeps at a time; the others skip this round (and
+            // take over by themselves when that one is gone).
+            if !crate::dialect::try_lock(tx, crate::dialect::Lock::Sweeper)? {
+                return Ok((0, 0));
+            }
             let mut chain = Chain::load(tx)?;
             let tasks = tx.query(
                 "find expired tasks",
