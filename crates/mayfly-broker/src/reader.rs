@@ -28,6 +28,25 @@ pub struct ReadPool {
     idle: Mutex<Vec<Store>>,
 }
 
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        // A PostgreSQL connection closes by running a small runtime of its
+        // own, which cannot start on a tokio worker (where the last broker
+        // handle is dropped when a runtime shuts down): close them on a
+        // plain thread.
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if idle.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let closer = std::thread::Builder::new()
+            .name("mayfly-close-readers".into())
+            .spawn(move || drop(idle));
+        if let Ok(closer) = closer {
+            let _ = closer.join();
+        }
+    }
+}
+
 impl ReadPool {
     /// A pool over the store at `target` (a SQLite path or a PostgreSQL URL).
     pub fn new(target: &str) -> ReadPool {
