@@ -176,7 +176,7 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
     std::fs::write(
         &config,
         serde_json::json!({
-            "log": log, "slow_seconds": 3,
+            "log": log, "slow_seconds": 10,
             "live": lists["live"], "rate_limited": lists["rate_limited"], "slow": lists["slow"],
             "server_error": lists["server_error"], "garbage": lists["garbage"], "flaky": lists["flaky"],
         })
@@ -201,7 +201,7 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
                 "--validate-rate",
                 "50",
                 "--validate-timeout",
-                "1",
+                "3",
             ])
             .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
@@ -305,7 +305,7 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
     let (_, out, _) = stdout_of(
         ws.mayfly()
             .args(["scan", ".", "--format", "json", "--validate", "--only-live"])
-            .args(["--validate-timeout", "1"])
+            .args(["--validate-timeout", "3"])
             .env("MAYFLY_PROVIDER_ENDPOINTS", fake.endpoints()),
     );
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
