@@ -332,11 +332,24 @@ fn one_replica_sweeps_at_a_time_and_another_takes_over() {
     let holder = std::process::Command::new("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-d", &database])
         .args(["-c", "BEGIN", "-c", "SELECT pg_advisory_xact_lock(7355611)"])
-        .args(["-c", "SELECT pg_sleep(2)", "-c", "COMMIT"])
+        .args(["-c", "SELECT pg_sleep(3)", "-c", "COMMIT"])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // Wait until the lock is held (psql may take a while to connect).
+    let held = || {
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-tA", "-d", &database, "-c"])
+            .arg("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 7355611 AND granted")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "1"
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !held() {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     h.clock.advance(3600);
     let skipped = h.rt.block_on(h.broker.sweep()).unwrap();
     assert_eq!(

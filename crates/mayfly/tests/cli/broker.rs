@@ -599,12 +599,12 @@ fn two_replicas_on_one_postgres_database_agree() {
             .write_stdin(first.clone()),
     );
     assert_eq!(code, 0, "{err}");
-    let started = std::time::Instant::now();
+    // The very next question to B already has the answer: no delay to
+    // wait out.
     assert_eq!(
         introspect(&b, &first),
         (1, serde_json::json!({"active": false}))
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
     // The task ended through B: A neither honours its credentials nor
     // issues new ones.
     let (code, ended) = json_of(on(&b).args(["task", "end", &id]));
