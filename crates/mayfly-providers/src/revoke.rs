@@ -205,10 +205,14 @@ impl Revoker {
             .collect()
     }
 
-    /// Runs the steps for `secret`, each sent to its override in
-    /// `endpoints` when there is one.
-    pub fn revoke(&self, secret: &str, endpoints: &Endpoints, timeout: Duration) -> RevokeOutcome {
-        let agent = crate::http::agent(timeout, "revocation of a leaked secret");
+    /// Runs the steps for `secret` through `agent` (see [`agent`]), each
+    /// sent to its override in `endpoints` when there is one.
+    pub fn revoke(
+        &self,
+        secret: &str,
+        endpoints: &Endpoints,
+        agent: &ureq::Agent,
+    ) -> RevokeOutcome {
         let mut captures: BTreeMap<String, String> = BTreeMap::new();
         let last = self.steps.len().saturating_sub(1);
         for (index, step) in self.steps.iter().enumerate() {
@@ -232,7 +236,7 @@ impl Revoker {
                     .as_ref()
                     .map(|b| crate::http::fill(b, secret, &captures, false)),
             };
-            let (status, text) = match send_with_retries(&agent, &request) {
+            let (status, text) = match send_with_retries(agent, &request) {
                 Ok(answer) => answer,
                 Err(reason) => return RevokeOutcome::Failed(reason),
             };
@@ -284,6 +288,12 @@ impl Revoker {
         }
         RevokeOutcome::Failed("no step ran".to_owned())
     }
+}
+
+/// The HTTP client revocations go through (no redirects), each request
+/// allowed `timeout`; one serves every revocation of a command.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    crate::http::agent(timeout, "revocation of a leaked secret")
 }
 
 /// Sends a request, retrying rate limits (honouring a short `Retry-After`),

@@ -69,20 +69,8 @@ struct Copy {
 /// fingerprint matches: a file in a working tree first, else a copy only
 /// history holds, read from the commit that introduced it; `None` when no
 /// such copy still holds it.
-pub(crate) fn read_live_value(
-    detail: &SecretDetail,
-    fingerprint_key: Option<&Path>,
-) -> anyhow::Result<Option<SecretValue>> {
+pub(crate) fn read_live_value(scanner: &Scanner, detail: &SecretDetail) -> Option<SecretValue> {
     let host = hostname();
-    let key = match fingerprint_key {
-        Some(path) => FingerprintKey::from_file(path)?,
-        None => FingerprintKey::load_or_create(&FingerprintKey::default_path()?)?,
-    };
-    let options = ScanOptions {
-        reveal_secrets: true,
-        ..ScanOptions::default()
-    };
-    let scanner = Scanner::new(RuleSet::builtin()?, key, options)?;
     let here: Vec<&LocationRow> = detail
         .locations
         .iter()
@@ -93,12 +81,26 @@ pub(crate) fn read_live_value(
         .copied()
         .filter(|l| l.commit_id.is_none())
         .collect();
-    if let Some(value) = read_value(&scanner, &detail.secret.fingerprint, &files) {
-        return Ok(Some(value));
+    if let Some(value) = read_value(scanner, &detail.secret.fingerprint, &files) {
+        return Some(value);
     }
-    Ok(here
-        .iter()
-        .find_map(|l| read_from_history(&scanner, &detail.secret.fingerprint, l)))
+    here.iter()
+        .find_map(|l| read_from_history(scanner, &detail.secret.fingerprint, l))
+}
+
+/// The scanner that reads a secret's value back from its copies: the
+/// built-in rules, the inventory's fingerprint key, plaintext kept. Built
+/// once per command (compiling the rules is the costly part).
+pub(crate) fn value_reader(fingerprint_key: Option<&Path>) -> anyhow::Result<Scanner> {
+    let key = match fingerprint_key {
+        Some(path) => FingerprintKey::from_file(path)?,
+        None => FingerprintKey::load_or_create(&FingerprintKey::default_path()?)?,
+    };
+    let options = ScanOptions {
+        reveal_secrets: true,
+        ..ScanOptions::default()
+    };
+    Ok(Scanner::new(RuleSet::builtin()?, key, options)?)
 }
 
 /// The value of a copy only history holds, from the file at its commit.
@@ -311,7 +313,8 @@ pub fn migrate(args: MigrateArgs) -> anyhow::Result<u8> {
         .iter()
         .filter(|l| l.gone_at.is_none())
         .collect();
-    let Some(secret) = read_live_value(&detail, args.fingerprint_key.as_deref())? else {
+    let scanner = value_reader(args.fingerprint_key.as_deref())?;
+    let Some(secret) = read_live_value(&scanner, &detail) else {
         bail!(
             "no live copy of {} on this machine still holds it (moved or edited, in the working tree and in history); \
              rescan with `mayfly scan PATH --save`, or add it by hand: mayfly custody add {} --provider ... --stdin",

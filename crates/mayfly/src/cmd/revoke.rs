@@ -14,7 +14,9 @@ use mayfly_providers::http::Endpoints;
 use mayfly_providers::revoke::{RevokeOutcome, Revokers};
 use mayfly_store::{SecretDetail, SecretStatus, Store};
 
-use crate::cmd::migrate::read_live_value;
+use mayfly_scan::scan::Scanner;
+
+use crate::cmd::migrate::{read_live_value, value_reader};
 use crate::common::{DbArgs, ProviderEndpointArgs, now, outln};
 use crate::{EXIT_CLEAN, EXIT_FINDINGS};
 
@@ -51,10 +53,13 @@ pub struct RevokeWith {
 /// A revocation ready to run: the checked settings.
 pub struct Revocation {
     revokers: Revokers,
-    rules: mayfly_scan::rule::RuleSet,
     endpoints: Endpoints,
     by: String,
-    fingerprint_key: Option<PathBuf>,
+    /// Reads values back from their copies (its rules also name the
+    /// revokers).
+    scanner: Scanner,
+    /// One HTTP client for every revocation of the command.
+    agent: ureq::Agent,
 }
 
 /// What became of one secret.
@@ -69,9 +74,9 @@ pub enum Done {
 impl Revocation {
     /// Loads the revokers and checks the settings.
     pub fn new(with: &RevokeWith) -> anyhow::Result<Revocation> {
-        let rules = mayfly_scan::rule::RuleSet::builtin()?;
+        let scanner = value_reader(with.fingerprint_key.as_deref())?;
         let revokers = Revokers::builtin()?;
-        revokers.check_rules(&rules)?;
+        revokers.check_rules(scanner.rules())?;
         let endpoints = with.endpoints.endpoints()?;
         let by = with
             .by
@@ -80,16 +85,21 @@ impl Revocation {
             .unwrap_or_else(|| "unknown".to_owned());
         Ok(Revocation {
             revokers,
-            rules,
             endpoints,
             by,
-            fingerprint_key: with.fingerprint_key.clone(),
+            scanner,
+            agent: mayfly_providers::revoke::agent(TIMEOUT),
         })
     }
 
     /// The revoker of a secret's rule, if its provider has an API for it.
     pub fn revoker_of(&self, rule_id: &str) -> Option<&mayfly_providers::revoke::Revoker> {
-        let rule = self.rules.rules().iter().find(|r| r.spec.id == rule_id)?;
+        let rule = self
+            .scanner
+            .rules()
+            .rules()
+            .iter()
+            .find(|r| r.spec.id == rule_id)?;
         self.revokers.get(rule.spec.revoke.as_deref()?)
     }
 
@@ -111,14 +121,14 @@ impl Revocation {
             )?;
             return Ok(Done::Left);
         };
-        let Some(value) = read_live_value(detail, self.fingerprint_key.as_deref())? else {
+        let Some(value) = read_live_value(&self.scanner, detail) else {
             outln!(
                 "{short}: not revoked: no live copy on this machine still holds it (moved or edited, in the working tree and in history); rescan with `mayfly scan PATH --save`, or revoke it at {}",
                 secret.provider
             )?;
             return Ok(Done::Left);
         };
-        let outcome = revoker.revoke(value.expose(), &self.endpoints, TIMEOUT);
+        let outcome = revoker.revoke(value.expose(), &self.endpoints, &self.agent);
         let at = now();
         let note = |what: &str| {
             format!(
