@@ -7,7 +7,7 @@
 //! requires a Mayfly token whose audience is the gate's resource.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -254,9 +254,9 @@ impl Decider {
 /// How the HTTP gate runs.
 #[derive(Debug, Clone)]
 pub struct GateConfig {
-    /// The upstream MCP server's origin (`http://127.0.0.1:9000`); the
-    /// gate forwards each request's path and query to it.
-    pub upstream: Uri,
+    /// The upstream MCP server's origin (`http://127.0.0.1:9000`, no
+    /// trailing `/`); the gate forwards each request's path and query to it.
+    pub upstream: String,
     /// The gate's public base URL (`http://127.0.0.1:8720`).
     pub public_url: String,
     /// The resource its tokens must be for (their audience): the gate's
@@ -276,19 +276,27 @@ impl GateConfig {
         resource: Option<String>,
         broker: &str,
     ) -> Result<GateConfig, GateError> {
+        // The URL is never echoed: a remote server's URL can carry a key.
         let uri: Uri = upstream
             .parse()
-            .map_err(|_| GateError(format!("--upstream {upstream:?} is not a URL")))?;
+            .map_err(|_| GateError("--upstream is not a URL (http://HOST:PORT/PATH)".to_owned()))?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(GateError(format!(
-                "--upstream {upstream:?} needs a scheme and a host (http://HOST:PORT/PATH)"
-            )));
+            return Err(GateError(
+                "--upstream needs a scheme and a host (http://HOST:PORT/PATH)".to_owned(),
+            ));
         };
-        let origin: Uri = format!("{scheme}://{authority}")
-            .parse()
-            .map_err(|_| GateError(format!("--upstream {upstream:?} has no usable origin")))?;
+        if authority.as_str().contains('@') {
+            return Err(GateError(
+                "--upstream holds a user name or password: give the server's URL without them (keys belong in custody)".to_owned(),
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(GateError(
+                "--upstream has a query string, which the gate would drop (it forwards each request's own path and query): give the server's URL without one".to_owned(),
+            ));
+        }
         Ok(GateConfig {
-            upstream: origin,
+            upstream: format!("{scheme}://{authority}"),
             public_url: format!("http://{listen}"),
             resource: resource.unwrap_or_else(|| format!("http://{listen}{}", uri.path())),
             broker: broker.trim_end_matches('/').to_owned(),
@@ -449,7 +457,7 @@ async fn gated(State(gate): State<Arc<Gate>>, request: Request) -> Response {
         let records = calls
             .iter()
             .zip(&decisions)
-            .map(|(call, d)| record(call, d.allowed, false, 0))
+            .map(|(call, d)| record_of(call, d.allowed, false, Duration::ZERO))
             .collect();
         gate.record(&token, records);
         return jsonrpc_response(
@@ -473,26 +481,27 @@ async fn gated(State(gate): State<Arc<Gate>>, request: Request) -> Response {
         }
         _ => answer,
     };
-    let elapsed = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
     let failed = !answer.status().is_success();
     gate.record(
         &token,
         calls
             .iter()
-            .map(|call| record(call, true, failed, elapsed))
+            .map(|call| record_of(call, true, failed, elapsed))
             .collect(),
     );
     answer
 }
 
-fn record(call: &McpCall, allowed: bool, failed: bool, duration_ms: u64) -> McpRecord {
+/// The audit record of one finished call (both gates send these).
+pub fn record_of(call: &McpCall, allowed: bool, failed: bool, took: Duration) -> McpRecord {
     McpRecord {
         method: call.method.clone(),
         tool: call.tool.clone(),
         target: call.target.clone(),
         allowed,
         failed,
-        duration_ms,
+        duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
     }
 }
 
@@ -508,10 +517,7 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let uri = format!(
-        "{}{path}",
-        gate.config.upstream.to_string().trim_end_matches('/')
-    );
+    let uri = format!("{}{path}", gate.config.upstream);
     let mut request = axum::http::Request::builder()
         .method(parts.method.clone())
         .uri(&uri)
@@ -584,4 +590,31 @@ async fn filter_answer(gate: &Gate, token: &str, answer: &mut Value) {
     let calls = listed_tools(answer);
     let decisions = gate.decider.decide(token, &calls).await.unwrap_or_default();
     retain_tools(answer, &decisions);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_is_an_origin_and_never_echoed() {
+        let config = GateConfig::new(
+            "http://127.0.0.1:9000/mcp/",
+            "127.0.0.1:8720",
+            None,
+            "http://b/",
+        )
+        .unwrap();
+        assert_eq!(config.upstream, "http://127.0.0.1:9000");
+        assert_eq!(config.resource, "http://127.0.0.1:8720/mcp/");
+        let key = "k3yZk3yZk3yZk3yZ"; // mayfly:allow (test fixture)
+        for given in [
+            format!("https://user:{key}@mcp.example/mcp"),
+            format!("https://mcp.example/mcp?api_key={key}"),
+            format!("not a url {key}"),
+        ] {
+            let err = GateConfig::new(&given, "127.0.0.1:8720", None, "http://b").unwrap_err();
+            assert!(!err.to_string().contains(key), "{err}");
+        }
+    }
 }

@@ -162,17 +162,21 @@ impl Broker {
         }
         let (lease, task, workload) = self.mcp_caller(token, server).await?;
         let now = self.now();
-        for record in records {
-            let audit = event(
-                now,
-                "mcp.call",
-                json!({"task": task.id, "workload": workload.id, "server": lease.audience,
-                       "method": record.method, "tool": record.tool, "target": record.target,
-                       "decision": if record.allowed { "allowed" } else { "denied" },
-                       "failed": record.failed, "duration_ms": record.duration_ms}),
-            );
-            self.writer.apply_one(BrokerWrite::Audit(audit)).await?;
-        }
+        // One group commit for the whole batch, not one per record.
+        let writes = records
+            .iter()
+            .map(|record| {
+                BrokerWrite::Audit(event(
+                    now,
+                    "mcp.call",
+                    json!({"task": task.id, "workload": workload.id, "server": lease.audience,
+                           "method": record.method, "tool": record.tool, "target": record.target,
+                           "decision": if record.allowed { "allowed" } else { "denied" },
+                           "failed": record.failed, "duration_ms": record.duration_ms}),
+                ))
+            })
+            .collect();
+        self.writer.apply(writes).await?;
         Ok(records.len())
     }
 }

@@ -744,7 +744,8 @@ fn gate(
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!(
-            "mayfly mcp gate: listening on http://{listen}; resource {resource}; upstream {upstream}; broker {broker}"
+            "mayfly mcp gate: listening on http://{listen}; resource {resource}; upstream {}; broker {broker}",
+            config.upstream
         );
         mayfly_broker::mcp_gate::serve(
             config,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::mcp_gate::{
-    Decider, call_of, decided_requests, denials, id_key, listed_tools, retain_tools,
+    Decider, call_of, decided_requests, denials, id_key, listed_tools, record_of, retain_tools,
 };
 use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 use serde_json::{Value, json};
@@ -49,23 +49,16 @@ impl Shared {
     }
 
     /// Asks the broker; any failure denies, with what failed.
-    async fn decide(self: &Arc<Self>, calls: Vec<McpCall>) -> Vec<McpDecision> {
-        match self.decider.decide(&self.token(), &calls).await {
+    async fn decide(self: &Arc<Self>, calls: &[McpCall]) -> Vec<McpDecision> {
+        match self.decider.decide(&self.token(), calls).await {
             Ok(decisions) => decisions,
             Err(e) => vec![undecided(&e.to_string()); calls.len()],
         }
     }
 
-    fn record(&self, call: McpCall, allowed: bool, failed: bool, duration: Duration) {
+    fn record(&self, call: &McpCall, allowed: bool, failed: bool, duration: Duration) {
         if let Ok(mut records) = self.records.lock() {
-            records.push(McpRecord {
-                method: call.method,
-                tool: call.tool,
-                target: call.target,
-                allowed,
-                failed,
-                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            });
+            records.push(record_of(call, allowed, failed, duration));
         }
     }
 
@@ -123,11 +116,11 @@ async fn client_to_server(
         let requests = decided_requests(&message);
         if !requests.is_empty() {
             let calls: Vec<McpCall> = requests.iter().map(|m| call_of(m)).collect();
-            let decisions = shared.decide(calls.clone()).await;
+            let decisions = shared.decide(&calls).await;
             if let Some(denied) = decisions.iter().find(|d| !d.allowed) {
                 let answer = denials(&message, &requests, &calls, &denied.reason);
                 for (call, decision) in calls.into_iter().zip(&decisions) {
-                    shared.record(call, decision.allowed, false, Duration::ZERO);
+                    shared.record(&call, decision.allowed, false, Duration::ZERO);
                 }
                 write_line(&stdout, &answer.to_string()).await?;
                 continue;
@@ -155,7 +148,7 @@ async fn client_to_server(
 
 /// Keeps only the tools policy allows in a `tools/list` answer.
 async fn filter_tools(shared: &Arc<Shared>, mut message: Value) -> Value {
-    let decisions = shared.decide(listed_tools(&message)).await;
+    let decisions = shared.decide(&listed_tools(&message)).await;
     retain_tools(&mut message, &decisions);
     message
 }
@@ -193,7 +186,7 @@ async fn server_to_client(
         } else {
             line
         };
-        shared.record(pending.call, true, failed, pending.started.elapsed());
+        shared.record(&pending.call, true, failed, pending.started.elapsed());
         write_line(&stdout, &out).await?;
     }
     Ok(())
