@@ -336,16 +336,6 @@ impl CopySearch {
         }))
     }
 
-    /// How many distinct values are searched.
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    /// True when no value is searched.
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
-
     /// Every occurrence of a known value in `blob`, in order.
     pub(crate) fn find(&self, blob: &[u8], out: &mut Vec<CopyHit>) {
         self.sampled.candidates(blob, |start, end| {

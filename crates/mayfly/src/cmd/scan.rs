@@ -550,13 +550,13 @@ impl ScanPlan {
     /// The copies pass: every other place the value of a secret found by
     /// a confident rule, or of a secret in custody, stands.
     fn find_copies(&mut self, report: &mut ScanReport) -> anyhow::Result<()> {
-        let held = match &self.custody_db {
-            Some(db) if self.copies => custody_values(db, &mut report.findings),
-            _ => Vec::new(),
-        };
         if !self.copies {
             return Ok(());
         }
+        let held = match &self.custody_db {
+            Some(db) => custody_values(db, &mut report.findings),
+            None => Vec::new(),
+        };
         let Some(search) = CopySearch::new(&report.findings, held, self.scanner.key())? else {
             return Ok(());
         };
