@@ -35,6 +35,7 @@ pub mod git;
 pub mod host;
 pub mod matcher;
 pub mod output;
+pub mod prefilter;
 pub mod rule;
 pub mod scan;
 pub mod source;

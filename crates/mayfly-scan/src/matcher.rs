@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-
 use crate::decode::{self, Decoder};
+use crate::prefilter::{KeywordPrefilter, Prefilter};
 use crate::rule::{Rule, RuleSet};
 use crate::validate::{
     ValidatorKind, is_marked_placeholder, is_placeholder, shannon_entropy, undecorated,
@@ -24,43 +23,6 @@ const MAX_SPAN: usize = MULTILINE_WINDOW + LINE_WINDOW + decode::MAX_BASE64_RUN;
 /// Context kept before a base64 run so keyword-anchored rules see the key
 /// name (`password: <base64>`).
 const BASE64_CONTEXT: usize = 256;
-
-/// Finds every occurrence of every keyword. The engine behind it is a
-/// choice: Aho-Corasick by default, a SIMD engine can slot in.
-pub trait Prefilter: Send + Sync + fmt::Debug {
-    /// Calls `hit(keyword_index, start, end)` for every occurrence,
-    /// overlapping ones included.
-    fn for_each_hit(&self, haystack: &[u8], hit: &mut dyn FnMut(usize, usize, usize));
-}
-
-/// The Aho-Corasick prefilter (ASCII case-insensitive, overlapping).
-#[derive(Debug)]
-pub struct AhoCorasickPrefilter {
-    automaton: AhoCorasick,
-}
-
-impl AhoCorasickPrefilter {
-    /// Builds the automaton over `keywords`.
-    pub fn new(keywords: &[String]) -> Result<Self, aho_corasick::BuildError> {
-        let build = |kind| {
-            AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(kind)
-                .build(keywords)
-        };
-        let automaton = build(Some(AhoCorasickKind::DFA)).or_else(|_| build(None))?;
-        Ok(AhoCorasickPrefilter { automaton })
-    }
-}
-
-impl Prefilter for AhoCorasickPrefilter {
-    fn for_each_hit(&self, haystack: &[u8], hit: &mut dyn FnMut(usize, usize, usize)) {
-        for m in self.automaton.find_overlapping_iter(haystack) {
-            hit(m.pattern().as_usize(), m.start(), m.end());
-        }
-    }
-}
 
 /// A keyword of the prefilter and the rules it wakes up.
 #[derive(Debug)]
@@ -188,8 +150,8 @@ impl Matcher {
                 }
             }
         }
-        let prefilter = AhoCorasickPrefilter::new(&literals)
-            .map_err(|e| MatcherError::Prefilter(e.to_string()))?;
+        let prefilter =
+            KeywordPrefilter::new(&literals).map_err(|e| MatcherError::Prefilter(e.to_string()))?;
         Ok(Matcher {
             rules,
             prefilter: Box::new(prefilter),
