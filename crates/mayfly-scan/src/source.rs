@@ -74,6 +74,20 @@ fn utf16_to_utf8(bytes: &[u8], little_endian: bool) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Reads the rest of a file that `fill` began: up to the size its metadata
+/// gave (a file that grows while it is read is scanned as it was measured),
+/// or to its end when that size is 0 (files of `/proc` say 0 and hold
+/// text). Nothing is read when `eof` says the end was reached.
+fn read_rest(file: &mut File, buf: &mut Vec<u8>, size: u64, eof: bool) -> io::Result<()> {
+    if eof {
+        return Ok(());
+    }
+    match usize::try_from(size) {
+        Ok(known) if known > 0 => fill(file, buf, known).map(|_| ()),
+        _ => file.read_to_end(buf).map(|_| ()),
+    }
+}
+
 /// Reads into `buf` until it holds `want` bytes or the reader ends;
 /// returns true at the end of input.
 fn fill(reader: &mut impl Read, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
@@ -198,8 +212,14 @@ impl<'s> Worker<'s> {
         }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let eof = match fill(&mut file, &mut buf, SNIFF) {
-            Ok(eof) => eof,
+        // The size is known: a small file takes one read, with no second
+        // read to find its end.
+        let head = match usize::try_from(size) {
+            Ok(known) if known > 0 => SNIFF.min(known),
+            _ => SNIFF,
+        };
+        let eof = match fill(&mut file, &mut buf, head) {
+            Ok(eof) => eof || (size > 0 && buf.len() as u64 >= size),
             Err(e) => {
                 self.buf = buf;
                 return self.issue(&shown, e);
@@ -208,7 +228,7 @@ impl<'s> Worker<'s> {
         let head = buf.get(..SNIFF.min(buf.len())).unwrap_or_default();
         #[cfg(feature = "archive")]
         if let Some(archive) = crate::archive::archive_kind(head) {
-            if let Err(e) = file.read_to_end(&mut buf) {
+            if let Err(e) = read_rest(&mut file, &mut buf, size, eof) {
                 self.buf = buf;
                 return self.issue(&shown, e);
             }
@@ -233,7 +253,7 @@ impl<'s> Worker<'s> {
             }
             Kind::Utf16 { little_endian } => {
                 let read = if eof || size as usize <= WHOLE_FILE_LIMIT {
-                    file.read_to_end(&mut buf).map(|_| ())
+                    read_rest(&mut file, &mut buf, size, eof)
                 } else {
                     self.stats.skipped_binary += 1;
                     self.buf = buf;
@@ -248,7 +268,7 @@ impl<'s> Worker<'s> {
                 self.scan_whole(&text, &shown, surface);
             }
             Kind::Text if eof || size as usize <= WHOLE_FILE_LIMIT => {
-                if let Err(e) = file.read_to_end(&mut buf) {
+                if let Err(e) = read_rest(&mut file, &mut buf, size, eof) {
                     self.buf = buf;
                     return self.issue(&shown, e);
                 }
