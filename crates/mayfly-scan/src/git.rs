@@ -39,6 +39,33 @@ pub struct RepositoryInfo {
     pub remote: Option<String>,
 }
 
+/// Bytes of a pack file libgit2 maps at a time (its default on 64-bit
+/// systems is 1 GiB).
+const PACK_WINDOW: usize = 32 * 1024 * 1024;
+/// Bytes of pack files libgit2 keeps mapped in all (its default is 8 GiB:
+/// a history scan would hold its whole pack in memory).
+const PACK_MAPPED_LIMIT: usize = 128 * 1024 * 1024;
+
+/// Bounds the memory libgit2 maps from pack files, so a history scan's
+/// footprint does not grow with the size of the repository.
+///
+/// # Safety
+///
+/// These are libgit2's process-wide settings, read without a lock: call
+/// this before any thread uses libgit2 (at the start of `main`).
+#[expect(
+    unsafe_code,
+    reason = "libgit2's settings are only reachable through unsafe calls"
+)]
+pub unsafe fn bound_libgit2_memory() -> Result<(), git2::Error> {
+    // SAFETY: the caller guarantees no other thread uses libgit2 yet.
+    unsafe {
+        git2::opts::set_mwindow_size(PACK_WINDOW)?;
+        git2::opts::set_mwindow_mapped_limit(PACK_MAPPED_LIMIT)?;
+    }
+    Ok(())
+}
+
 /// The repository `path` is in, if any.
 pub fn repository_of(path: &Path) -> Option<RepositoryInfo> {
     let repo = Repository::discover(path).ok()?;
@@ -156,6 +183,44 @@ pub enum GitError {
     },
 }
 
+/// Where the walk saw each blob first, kept compact for histories of
+/// millions of blobs: 20 bytes of commit id per commit, and per blob its id
+/// with two 32-bit indices (its path, interned, and its commit).
+#[derive(Default)]
+struct Introductions {
+    commits: Vec<Oid>,
+    blobs: HashMap<Oid, (u32, u32)>,
+    paths: Vec<String>,
+    path_ids: HashMap<String, u32>,
+}
+
+impl Introductions {
+    /// Records that commit `index` changed `blob` at `path` (an older
+    /// commit than any recorded before); true the first time the blob is
+    /// seen.
+    fn introduce(&mut self, blob: Oid, path: &str, index: usize) -> bool {
+        let path_id = match self.path_ids.get(path) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.paths.len()).unwrap_or(u32::MAX);
+                self.paths.push(path.to_owned());
+                self.path_ids.insert(path.to_owned(), id);
+                id
+            }
+        };
+        let commit = u32::try_from(index).unwrap_or(u32::MAX);
+        self.blobs.insert(blob, (path_id, commit)).is_none()
+    }
+
+    /// The path and commit that introduced `blob`.
+    fn introduction(&self, blob: Oid) -> Option<(&str, Oid)> {
+        let &(path, commit) = self.blobs.get(&blob)?;
+        let path = self.paths.get(usize::try_from(path).ok()?)?;
+        let commit = *self.commits.get(usize::try_from(commit).ok()?)?;
+        Some((path, commit))
+    }
+}
+
 /// A blob to scan and the path it was first seen at.
 struct BlobSource {
     blob: Oid,
@@ -203,6 +268,9 @@ impl Scanner {
         // SHA-1 check of every object read saves a fifth of the work.
         // (A process-wide libgit2 setting; zlib still checks each object.)
         git2::opts::strict_hash_verification(false);
+        // libgit2 caches every commit and tree it parses (up to 256 MiB);
+        // a walk parses each once or twice, so the cache only grows.
+        git2::opts::enable_caching(false);
         let repo = Repository::discover(repo_path).map_err(|e| repo_error(repo_path, &e))?;
         let mut walk = repo.revwalk().map_err(|e| repo_error(repo_path, &e))?;
         walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME)
@@ -232,19 +300,18 @@ impl Scanner {
         }
 
         let mut stats = ScanStats::default();
-        let mut commits: Vec<Commit> = Vec::new();
         // Newest commits come first; a blob seen again in an older commit
         // is re-attributed to it, so each blob ends with the commit that
         // introduced it. Blobs are scanned as soon as they are first seen,
         // on the other cores, while the walk goes on.
-        let mut blobs: HashMap<Oid, (String, usize)> = HashMap::new();
+        let mut seen = Introductions::default();
         let (senders, receivers) = self.lanes();
         let mut report = std::thread::scope(|scope| {
             let scanning = scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress));
             for oid in walk {
                 if selection
                     .max_commits
-                    .is_some_and(|max| commits.len() >= max)
+                    .is_some_and(|max| seen.commits.len() >= max)
                 {
                     break;
                 }
@@ -264,8 +331,8 @@ impl Scanner {
                 {
                     continue;
                 }
-                let index = commits.len();
-                commits.push(commit_meta(&commit));
+                let index = seen.commits.len();
+                seen.commits.push(commit.id());
                 let Ok(tree) = commit.tree() else {
                     stats.errors.push(ScanIssue {
                         path: format!("{}@{}", repo_path.display(), commit.id()),
@@ -283,7 +350,7 @@ impl Scanner {
                     });
                 }
                 for (blob, path) in changed {
-                    if blobs.insert(blob, (path.clone(), index)).is_none() {
+                    if seen.introduce(blob, &path, index) {
                         let lane = path_lane(&path, senders.len());
                         if let Some(sender) = senders.get(lane) {
                             // A closed channel means its scanner stopped; the
@@ -297,18 +364,24 @@ impl Scanner {
             scanning.join().unwrap_or_default()
         });
         let head_blobs = head_blobs(&repo);
-        drop(repo);
-        // Attribute each copy to the commit that introduced its blob.
+        // Attribute each copy to the commit that introduced its blob; only
+        // those commits' metadata is read.
         let prefix = display_prefix(repo_path);
+        let mut metadata: HashMap<Oid, Commit> = HashMap::new();
         for finding in &mut report.findings {
             let known = finding
                 .location
                 .blob
                 .as_deref()
                 .and_then(|b| Oid::from_str(b).ok())
-                .and_then(|b| blobs.get(&b));
-            if let Some((path, index)) = known {
-                finding.location.commit = commits.get(*index).cloned();
+                .and_then(|b| seen.introduction(b));
+            if let Some((path, commit)) = known {
+                if !metadata.contains_key(&commit)
+                    && let Ok(found) = repo.find_commit(commit)
+                {
+                    metadata.insert(commit, commit_meta(&found));
+                }
+                finding.location.commit = metadata.get(&commit).cloned();
                 // A copy inside a committed archive keeps its `!entry` part.
                 let shown = finding
                     .location

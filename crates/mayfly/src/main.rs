@@ -25,7 +25,17 @@ const EXIT_FINDINGS: u8 = 1;
 /// Exit code: Mayfly could not do what was asked.
 const EXIT_ERROR: u8 = 2;
 
+/// Bounds libgit2's pack mappings before any thread exists.
+#[expect(unsafe_code, reason = "libgit2's process-wide settings")]
+fn bound_libgit2_memory() {
+    // SAFETY: called first in `main`, before any other thread is started
+    // and before any libgit2 call. A failure leaves libgit2's defaults,
+    // which only cost memory.
+    let _ = unsafe { mayfly_scan::git::bound_libgit2_memory() };
+}
+
 fn main() -> ExitCode {
+    bound_libgit2_memory();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(err) => {
