@@ -395,7 +395,7 @@ class History:
 # The plan
 # --------------------------------------------------------------------------
 
-def build(h: History, n_commits: int) -> dict:
+def build(h: History, n_commits: int, large: bool = False) -> dict:
     rng = h.rng
     v = lambda sid: h.secret[sid].value  # noqa: E731
     main = h.main
@@ -759,6 +759,15 @@ jobs:
         ("experiment/hf-embeddings", 0.86, 3, False, True, None, br_hf),
     ]
     starts = {int(f * n_commits): plan for plan in branch_plans for f in [plan[1]]}
+    if large:
+        # A large history's everyday flow: a topic branch forked about every
+        # 400 commits, worked on for a few commits and merged back (a third
+        # of the refs kept, as a forge keeps some).
+        for at in range(200, n_commits - 400, 400):
+            at += rng.randint(0, 150)
+            if at not in starts:
+                starts[at] = (f"topic/{at}", at / n_commits, rng.randint(2, 6), True, rng.random() < 0.3, None,
+                              br_none)
 
     tag_every = 240
     version = [0, 0, 0]
@@ -785,6 +794,45 @@ jobs:
             plant_of["stripe-restricted"].deleted_mark = m
 
     active: list[tuple[Branch, object, int]] = []   # branch, planner, commits left
+
+    # Large files of a large history: three amalgamations of real C sources
+    # (4 to 6 MB, as vendored single-file libraries are), added early and
+    # edited about 25 times each over the history.
+    big_paths: list[str] = []
+    big_every = max(1, n_commits // 75)
+
+    def big_file_change() -> dict[str, str]:
+        if not big_paths:
+            pool = [p for p in h.donors.get("c", []) if len(h.sources[p]) < 200_000]
+            added = {}
+            for i, size in enumerate((4_000_000, 5_000_000, 6_000_000)):
+                parts, total = [], 0
+                for p in rng.sample(pool, len(pool)):
+                    parts.append(f"/* ---- {p} ---- */\n{h.sources[p]}")
+                    total += len(h.sources[p])
+                    if total >= size:
+                        break
+                path = f"vendor/amalgamation/part{i + 1}.c"
+                big_paths.append(path)
+                added[path] = "".join(parts)
+            return added
+        p = rng.choice(big_paths)
+        return {p: h.edit(p, main.files[p])}
+
+    def rename_one(changes: dict[str, str | None]) -> None:
+        # Move a file nobody plants in or works on to another directory of
+        # the same language, unchanged (same blob, new path).
+        picked = h.pick_edits(main.files, 1, set(changes) | set(h.hot_boost) | set(big_paths))
+        if not picked or any(pl.path == picked[0] for pl in h.planted):
+            return
+        old = picked[0]
+        dirs = sorted({q.rsplit("/", 1)[0] for q in main.files if lang(q) == lang(old) and "/" in q})
+        new = f"{rng.choice(dirs)}/{old.rsplit('/', 1)[-1]}" if dirs else old
+        if new == old or new in main.files:
+            return
+        changes[new] = main.files[old]
+        changes[old] = None
+        h.weight[new] = h.weight.pop(old, 0.0)
 
     while h.count < n_commits:
         frac = h.count / n_commits
@@ -849,6 +897,10 @@ jobs:
             picked = h.pick_edits(main.files, k, set())
             for p in picked:
                 changes[p] = h.edit(p, main.files[p])
+            if large and h.count >= n_commits // 20 and h.count % big_every == 0:
+                changes.update(big_file_change())
+            if large and rng.random() < 0.01:
+                rename_one(changes)
             if rng.random() < 0.02:  # occasionally delete a file nobody edits
                 victims = [p for p in main.files if p in h.weight and h.weight[p] < 0.0004 and p not in h.locked
                            and not any(pl.path == p for pl in h.planted) and p not in changes]
@@ -935,6 +987,9 @@ def main() -> int:
     ap.add_argument("--cargo", type=Path, default=DEFAULT_CARGO)
     ap.add_argument("--python", type=Path, default=DEFAULT_PYTHON)
     ap.add_argument("--no-repack", action="store_true", help="keep fast-import's pack as it is")
+    ap.add_argument("--large", action="store_true",
+                    help="a large project's history: topic branches merged every ~400 commits, renames, "
+                         "three 4-6 MB files edited ~25 times (for --commits 10000 and more)")
     ap.add_argument("--staged-repo", type=Path, metavar="DIR",
                     help="instead: clone the existing history into DIR and stage 20 modified source files, "
                          "one with a fake credential (writes <out>/staged-manifest.json)")
@@ -965,7 +1020,7 @@ def main() -> int:
     rng = random.Random(f"mayfly-bench/history/{seed}")
     secret_map = mc.make_secrets(mc.Drbg(seed, "secrets"))
     h = History(stream, rng, sources, secret_map)
-    info = build(h, args.commits)
+    info = build(h, args.commits, args.large)
     stream.write(b"done\n")
     stream.close()
     if proc.wait() != 0:
@@ -1027,11 +1082,14 @@ def main() -> int:
     manifest = {
         "schema": "mayfly.bench.history-manifest/v1",
         "seed": seed,
+        "large": args.large,
         "repository": str(repo),
         "bare": True,
         "sources": used,
         "summary": {
             "commits": commits, "merges": merges, "refs": refs,
+            "renames": int(git(repo, "log", "--all", "--format=", "--diff-filter=R", "-M", "--name-only")
+                           .count("\n")),
             "blobs": len(blobs), "blob_bytes": sum(blobs),
             "files_at_head": head_files,
             "size_pack_kib": int(count.get("size-pack", 0)),

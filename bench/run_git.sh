@@ -9,6 +9,8 @@
 # Environment:
 #   BENCH_SEED=20260101    seed of the history (fakes, edits, branches)
 #   BENCH_COMMITS=2000     commits in the history
+#   BENCH_LARGE=1          a large project's history (make_history.py --large:
+#                          topic branches, renames, 4-6 MB files)
 #   BENCH_RUNS=3           timed runs per tool (the median is reported); one
 #                          untimed warm-up run per tool comes first
 #   BENCH_TOOLS="mayfly kingfisher betterleaks gitleaks"   tools to run
@@ -29,6 +31,7 @@ ROOT="$(dirname "$BENCH")"
 WORK="${BENCH_WORK:-$BENCH/work}"
 SEED="${BENCH_SEED:-20260101}"
 COMMITS="${BENCH_COMMITS:-2000}"
+LARGE="${BENCH_LARGE:-0}"
 RUNS="${BENCH_RUNS:-3}"
 STAGED_RUNS="${BENCH_STAGED_RUNS:-20}"
 TOOLS="${BENCH_TOOLS:-mayfly kingfisher betterleaks gitleaks}"
@@ -44,14 +47,16 @@ source "$BENCH/peers.sh"
 
 # --- the history --------------------------------------------------------------
 REPO="$WORK/history"
-manifest_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+manifest_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], False))' \
     "$WORK/history-manifest.json" "$1" 2>/dev/null || true; }
 if [[ "${BENCH_REBUILD_HISTORY:-0}" == 1 || ! -d "$REPO" || ! -f "$WORK/history-manifest.json" ||
-      "$(manifest_field seed)" != "$SEED" ]] ||
+      "$(manifest_field seed)" != "$SEED" ||
+      "$(manifest_field large)" != "$([[ $LARGE == 1 ]] && echo True || echo False)" ]] ||
    [[ "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["commits"] >= int(sys.argv[2]))' \
         "$WORK/history-manifest.json" "$COMMITS" 2>/dev/null)" != True ]]; then
     log "building the history (seed $SEED, $COMMITS commits)"
-    python3 "$BENCH/make_history.py" --seed "$SEED" --commits "$COMMITS" --out "$WORK"
+    python3 "$BENCH/make_history.py" --seed "$SEED" --commits "$COMMITS" --out "$WORK" \
+        $([[ $LARGE == 1 ]] && echo --large)
 fi
 
 # --- versions and machine ---------------------------------------------------
