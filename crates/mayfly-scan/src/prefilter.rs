@@ -65,6 +65,19 @@ impl KeywordPrefilter {
         };
         Ok(KeywordPrefilter { engine })
     }
+
+    /// The library's own one-walk overlapping search over `keywords`: the
+    /// engine the lanes replaced, kept to check them against.
+    #[cfg(test)]
+    pub(crate) fn one_walk(keywords: &[String]) -> Result<Self, aho_corasick::BuildError> {
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(keywords)?;
+        Ok(KeywordPrefilter {
+            engine: Engine::Automaton(automaton),
+        })
+    }
 }
 
 impl Prefilter for KeywordPrefilter {
