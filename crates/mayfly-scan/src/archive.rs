@@ -48,12 +48,18 @@ impl Budget {
     }
 }
 
-/// Reads at most `limit` bytes; `Ok(None)` when there is more.
-fn read_bounded(reader: &mut impl Read, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    reader.take(limit.saturating_add(1)).read_to_end(&mut out)?;
-    Ok((out.len() as u64 <= limit).then_some(out))
+/// Reads at most `limit` bytes into `out` (emptied first); false when there
+/// is more.
+fn read_bounded(reader: &mut impl Read, limit: u64, out: &mut Vec<u8>) -> std::io::Result<bool> {
+    out.clear();
+    reader.take(limit.saturating_add(1)).read_to_end(out)?;
+    Ok(out.len() as u64 <= limit)
 }
+
+/// Decompression buffers a worker keeps for the next archive: entries are
+/// read into memory one after another, and fresh allocations of their size
+/// cost page faults every time.
+const SPARE_BUFFERS: usize = 4;
 
 impl Worker<'_> {
     /// Scans an archive held in memory; `shown` names it (`dist.zip`, or
@@ -79,20 +85,32 @@ impl Worker<'_> {
             ArchiveKind::Tar => self.scan_tar(&mut Cursor::new(bytes), shown, depth, budget),
             ArchiveKind::Gzip => {
                 let limit = self.entry_limit(budget);
-                match read_bounded(&mut GzDecoder::new(bytes), limit) {
-                    Ok(Some(inner)) => {
+                let mut inner = self.spare_buffer();
+                match read_bounded(&mut GzDecoder::new(bytes), limit, &mut inner) {
+                    Ok(true) => {
                         budget.remaining = budget.remaining.saturating_sub(inner.len() as u64);
                         if archive_kind(&inner) == Some(ArchiveKind::Tar) {
                             self.scan_tar(&mut Cursor::new(&inner), shown, depth, budget);
                         } else {
                             let name = shown.strip_suffix(".gz").unwrap_or(shown).to_owned();
-                            self.scan_entry(inner, &name, depth, budget);
+                            self.scan_entry(&inner, &name, depth, budget);
                         }
                     }
-                    Ok(None) => self.too_large(shown, limit),
+                    Ok(false) => self.too_large(shown, limit),
                     Err(e) => self.issue(shown, format!("corrupt gzip: {e}")),
                 }
+                self.keep_buffer(inner);
             }
+        }
+    }
+
+    fn spare_buffer(&mut self) -> Vec<u8> {
+        self.spare_buffers.pop().unwrap_or_default()
+    }
+
+    fn keep_buffer(&mut self, buffer: Vec<u8>) {
+        if self.spare_buffers.len() < SPARE_BUFFERS {
+            self.spare_buffers.push(buffer);
         }
     }
 
@@ -112,9 +130,10 @@ impl Worker<'_> {
             Ok(archive) => archive,
             Err(e) => return self.issue(shown, format!("corrupt zip: {e}")),
         };
+        let mut content = self.spare_buffer();
         for index in 0..archive.len() {
             let limit = self.entry_limit(budget);
-            let (name, content) = {
+            let (name, read) = {
                 let mut entry = match archive.by_index(index) {
                     Ok(entry) => entry,
                     Err(e) => {
@@ -134,17 +153,18 @@ impl Worker<'_> {
                     self.too_large(&name, limit);
                     continue;
                 }
-                (name, read_bounded(&mut entry, limit))
+                (name, read_bounded(&mut entry, limit, &mut content))
             };
-            match content {
-                Ok(Some(content)) => {
+            match read {
+                Ok(true) => {
                     budget.remaining = budget.remaining.saturating_sub(content.len() as u64);
-                    self.scan_entry(content, &name, depth, budget);
+                    self.scan_entry(&content, &name, depth, budget);
                 }
-                Ok(None) => self.too_large(&name, limit),
+                Ok(false) => self.too_large(&name, limit),
                 Err(e) => self.issue(&name, format!("cannot decompress: {e}")),
             }
         }
+        self.keep_buffer(content);
     }
 
     fn scan_tar(&mut self, reader: &mut impl Read, shown: &str, depth: usize, budget: &mut Budget) {
@@ -153,13 +173,14 @@ impl Worker<'_> {
             Ok(entries) => entries,
             Err(e) => return self.issue(shown, format!("corrupt tar: {e}")),
         };
+        let mut content = self.spare_buffer();
         for entry in entries {
             let mut entry = match entry {
                 Ok(entry) => entry,
                 Err(e) => {
                     // A broken header ends the archive: tar has no index.
                     self.issue(shown, format!("corrupt tar entry: {e}"));
-                    return;
+                    break;
                 }
             };
             if !entry.header().entry_type().is_file() {
@@ -177,25 +198,26 @@ impl Worker<'_> {
                 self.too_large(&name, limit);
                 continue;
             }
-            match read_bounded(&mut entry, limit) {
-                Ok(Some(content)) => {
+            match read_bounded(&mut entry, limit, &mut content) {
+                Ok(true) => {
                     budget.remaining = budget.remaining.saturating_sub(content.len() as u64);
-                    self.scan_entry(content, &name, depth, budget);
+                    self.scan_entry(&content, &name, depth, budget);
                 }
-                Ok(None) => self.too_large(&name, limit),
+                Ok(false) => self.too_large(&name, limit),
                 Err(e) => self.issue(&name, format!("cannot read: {e}")),
             }
         }
+        self.keep_buffer(content);
     }
 
     /// One file inside an archive: another archive, text, or skipped.
-    fn scan_entry(&mut self, content: Vec<u8>, name: &str, depth: usize, budget: &mut Budget) {
-        let head = content.get(..8192).unwrap_or(&content);
+    fn scan_entry(&mut self, content: &[u8], name: &str, depth: usize, budget: &mut Budget) {
+        let head = content.get(..8192).unwrap_or(content);
         if let Some(kind) = archive_kind(head) {
-            self.scan_archive(&content, name, kind, depth + 1, budget);
+            self.scan_archive(content, name, kind, depth + 1, budget);
             return;
         }
-        self.scan_text_or_skip(&content, name);
+        self.scan_text_or_skip(content, name);
     }
 }
 
@@ -215,10 +237,9 @@ mod tests {
 
     #[test]
     fn bounded_reads() {
-        assert_eq!(
-            read_bounded(&mut &b"12345"[..], 5).unwrap(),
-            Some(b"12345".to_vec())
-        );
-        assert_eq!(read_bounded(&mut &b"123456"[..], 5).unwrap(), None);
+        let mut out = b"left over".to_vec();
+        assert!(read_bounded(&mut &b"12345"[..], 5, &mut out).unwrap());
+        assert_eq!(out, b"12345");
+        assert!(!read_bounded(&mut &b"123456"[..], 5, &mut out).unwrap());
     }
 }

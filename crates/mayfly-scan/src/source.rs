@@ -119,6 +119,12 @@ pub(crate) struct Worker<'s> {
     buf: Vec<u8>,
     findings: Vec<Finding>,
     pub(crate) stats: ScanStats,
+    /// Buffers archive entries are decompressed into, kept for reuse.
+    #[cfg_attr(
+        not(feature = "archive"),
+        expect(dead_code, reason = "only archives use them")
+    )]
+    pub(crate) spare_buffers: Vec<Vec<u8>>,
 }
 
 impl<'s> Worker<'s> {
@@ -129,6 +135,7 @@ impl<'s> Worker<'s> {
             buf: Vec::new(),
             findings: Vec::new(),
             stats: ScanStats::default(),
+            spare_buffers: Vec::new(),
         }
     }
 
