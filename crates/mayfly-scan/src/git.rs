@@ -602,17 +602,13 @@ fn changed_blobs(
     prefix: &str,
     out: &mut Vec<(Oid, String)>,
 ) -> Result<(), git2::Error> {
-    let before: HashMap<Vec<u8>, (Oid, Option<ObjectType>)> = old
-        .map(|tree| {
-            tree.iter()
-                .map(|e| (e.name_bytes().to_vec(), (e.id(), e.kind())))
-                .collect()
-        })
-        .unwrap_or_default();
     for entry in new.iter() {
         let name = entry.name_bytes();
-        let previous = before.get(name);
-        if previous.is_some_and(|(id, _)| *id == entry.id()) {
+        // libgit2 finds a name by binary search in the sorted tree.
+        let previous = old
+            .and_then(|tree| tree.get_name_bytes(name))
+            .map(|e| (e.id(), e.kind()));
+        if previous.is_some_and(|(id, _)| id == entry.id()) {
             continue;
         }
         let path = format!("{prefix}{}", String::from_utf8_lossy(name));
@@ -621,7 +617,7 @@ fn changed_blobs(
             Some(ObjectType::Tree) => {
                 let subtree = repo.find_tree(entry.id())?;
                 let old_subtree = match previous {
-                    Some((id, Some(ObjectType::Tree))) => repo.find_tree(*id).ok(),
+                    Some((id, Some(ObjectType::Tree))) => repo.find_tree(id).ok(),
                     _ => None,
                 };
                 changed_blobs(
