@@ -186,12 +186,23 @@ pub enum GitError {
 /// Where the walk saw each blob first, kept compact for histories of
 /// millions of blobs: 20 bytes of commit id per commit, and per blob its id
 /// with two 32-bit indices (its path, interned, and its commit).
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Introductions {
     commits: Vec<Oid>,
     blobs: HashMap<Oid, (u32, u32)>,
     paths: Vec<String>,
     path_ids: HashMap<String, u32>,
+    /// Each blob with the path it was first seen at, in the walk's order.
+    order: Vec<(Oid, u32)>,
+}
+
+/// A history walk of the first pass, kept so the copies pass reads the same
+/// blobs again without walking commits and trees a second time.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    repo: std::path::PathBuf,
+    selection: String,
+    seen: Introductions,
 }
 
 impl Introductions {
@@ -209,7 +220,11 @@ impl Introductions {
             }
         };
         let commit = u32::try_from(index).unwrap_or(u32::MAX);
-        self.blobs.insert(blob, (path_id, commit)).is_none()
+        let first = self.blobs.insert(blob, (path_id, commit)).is_none();
+        if first {
+            self.order.push((blob, path_id));
+        }
+        first
     }
 
     /// The path and commit that introduced `blob`.
@@ -303,12 +318,36 @@ impl Scanner {
         // Newest commits come first; a blob seen again in an older commit
         // is re-attributed to it, so each blob ends with the commit that
         // introduced it. Blobs are scanned as soon as they are first seen,
-        // on the other cores, while the walk goes on.
-        let mut seen = Introductions::default();
+        // on the other cores, while the walk goes on. The copies pass reads
+        // the blobs the first pass's walk found, in the same order.
+        let selection_key = format!("{selection:?}");
+        let reused = self.copies.as_ref().and_then(|_| {
+            let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
+            let at = walks
+                .iter()
+                .position(|w| w.repo == repo_path && w.selection == selection_key)?;
+            Some(walks.swap_remove(at).seen)
+        });
+        let walk_again = reused.is_none();
+        let mut seen = reused.unwrap_or_default();
         let (senders, receivers) = self.lanes();
         let mut report = std::thread::scope(|scope| {
             let scanning = scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress));
-            for oid in walk {
+            if !walk_again {
+                for &(blob, path) in &seen.order {
+                    let Some(path) = usize::try_from(path).ok().and_then(|p| seen.paths.get(p))
+                    else {
+                        continue;
+                    };
+                    if let Some(sender) = senders.get(path_lane(path, senders.len())) {
+                        let _ = sender.send(BlobSource {
+                            blob,
+                            path: path.to_owned(),
+                        });
+                    }
+                }
+            }
+            for oid in walk_again.then_some(walk).into_iter().flatten() {
                 if selection
                     .max_commits
                     .is_some_and(|max| seen.commits.len() >= max)
@@ -402,6 +441,14 @@ impl Scanner {
             .findings
             .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         report.stats.sort();
+        if self.copies.is_none() {
+            let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
+            walks.push(Walked {
+                repo: repo_path.to_path_buf(),
+                selection: selection_key,
+                seen,
+            });
+        }
         Ok(report)
     }
 

@@ -208,7 +208,10 @@ pub struct Scanner {
     key: FingerprintKey,
     pub(crate) options: ScanOptions,
     /// Set for the copies pass: blobs are searched for these values only.
-    copies: Option<CopySearch>,
+    pub(crate) copies: Option<CopySearch>,
+    /// The first pass's history walks, which the copies pass reuses.
+    #[cfg(feature = "git")]
+    pub(crate) walks: std::sync::Mutex<Vec<crate::git::Walked>>,
 }
 
 impl Scanner {
@@ -223,6 +226,8 @@ impl Scanner {
             key,
             options,
             copies: None,
+            #[cfg(feature = "git")]
+            walks: std::sync::Mutex::default(),
         })
     }
 
@@ -232,6 +237,14 @@ impl Scanner {
     /// first read's findings with [`CopySearch::merge`].
     /// Returns the search that was set.
     pub fn set_copy_search(&mut self, search: Option<CopySearch>) -> Option<CopySearch> {
+        #[cfg(feature = "git")]
+        if search.is_none() {
+            // The pass is over: the walks it could reuse are not needed.
+            self.walks
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         std::mem::replace(&mut self.copies, search)
     }
 

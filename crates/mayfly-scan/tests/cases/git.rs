@@ -332,3 +332,51 @@ fn archives_committed_to_history_are_opened() {
     assert_eq!(finding.location.present_at_head, Some(false));
     assert_eq!(report.stats.archives_scanned, 1);
 }
+
+/// The copies pass over a history reads again the blobs the first pass's
+/// walk found (without walking commits and trees again) and attributes each
+/// copy to the commit that introduced its blob, as one secret with the
+/// finding its rule made.
+#[test]
+fn copies_in_history_are_found_and_attributed() {
+    use mayfly_scan::copies::CopySearch;
+    use mayfly_scan::finding::FoundBy;
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    commit_file(repo, ".env", &format!("GITHUB_TOKEN={GITHUB}\n"), "env");
+    let pasted = commit_file(
+        repo,
+        "notes/chat.md",
+        &format!("ok so I pasted{GITHUB}into the box\n"),
+        "notes",
+    );
+    commit_file(repo, "notes/chat.md", "nothing to see\n", "clean up");
+    let mut scanner = scanner();
+    let selection = GitSelection::default();
+    let mut report = scanner.scan_git(repo, &selection, &NoProgress).unwrap();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    let search = CopySearch::new(&report.findings, Vec::new(), &crate::common::key())
+        .unwrap()
+        .unwrap();
+    scanner.set_copy_search(Some(search));
+    let again = scanner.scan_git(repo, &selection, &NoProgress).unwrap();
+    let search = scanner.set_copy_search(None).unwrap();
+    search.merge(&mut report.findings, again.findings);
+    let copy = report
+        .findings
+        .iter()
+        .find(|f| f.location.path.ends_with("notes/chat.md"))
+        .expect("the pasted copy is found");
+    assert_eq!(copy.location.found_by, FoundBy::Copy);
+    assert_eq!(copy.location.commit.as_ref().unwrap().id, pasted);
+    assert_eq!(copy.fingerprint, report.findings[0].fingerprint);
+    // A second copies pass, with no walk kept, walks again and finds the same.
+    let search = CopySearch::new(&report.findings, Vec::new(), &crate::common::key())
+        .unwrap()
+        .unwrap();
+    scanner.set_copy_search(Some(search));
+    let walked = scanner.scan_git(repo, &selection, &NoProgress).unwrap();
+    assert_eq!(walked.findings.len(), 2, "{:?}", walked.findings);
+}
