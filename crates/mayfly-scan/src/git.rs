@@ -44,7 +44,7 @@ pub struct RepositoryInfo {
 const PACK_WINDOW: usize = 32 * 1024 * 1024;
 /// Bytes of pack files libgit2 keeps mapped in all (its default is 8 GiB:
 /// a history scan would hold its whole pack in memory).
-const PACK_MAPPED_LIMIT: usize = 128 * 1024 * 1024;
+const PACK_MAPPED_LIMIT: usize = 96 * 1024 * 1024;
 
 /// Bounds the memory libgit2 maps from pack files, so a history scan's
 /// footprint does not grow with the size of the repository.
