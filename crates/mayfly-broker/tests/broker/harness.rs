@@ -322,6 +322,19 @@ impl Harness {
     }
 
     /// A form POST to the token endpoint; returns status and JSON.
+    /// Another broker on this one's store and data directory: a replica,
+    /// or this broker after a restart.
+    pub fn replica(&self) -> Broker {
+        self.rt
+            .block_on(Broker::open(
+                self.config.clone(),
+                &self.paths,
+                ADMIN,
+                self.clock.clone() as Arc<dyn Clock>,
+            ))
+            .unwrap()
+    }
+
     pub fn token_request(&self, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> (u16, Value) {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
@@ -330,6 +343,15 @@ impl Harness {
         all.extend_from_slice(headers);
         self.raw("POST", "/oauth2/token", &all, body.as_bytes())
     }
+}
+
+/// `fields` as the exchange request a broker takes in-process.
+pub fn exchange_request(fields: &[(&str, &str)]) -> mayfly_broker::protocol::ExchangeRequest {
+    let form: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    serde_json::from_value(Value::Object(form)).unwrap()
 }
 
 /// Exchange fields for `identity` on `task` for `audience`.

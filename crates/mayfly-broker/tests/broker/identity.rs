@@ -12,7 +12,7 @@ use mayfly_broker::client::TaskRequest;
 use mayfly_broker::config::IssuerConfig;
 use serde_json::{Value, json};
 
-use super::harness::{AUD, Backend, Harness, TestIssuer, exchange_fields};
+use super::harness::{AUD, Backend, Harness, TestIssuer, exchange_fields, exchange_request};
 
 fn issuer_config(
     name: &str,
@@ -433,7 +433,6 @@ fn a_workload_of_one_issuer_cannot_pose_as_another_issuers() {
 /// restarts: a second broker on the same store (a replica, or the same one
 /// restarted, with an empty replay memory) refuses it.
 fn a_dpop_proof_is_spent_once(backend: Backend) {
-    use super::harness::ADMIN;
     let h = Harness::start(backend);
     let identity = h.identity("svc:dpop");
     let task = h.start_task(&identity, "team-a", &[AUD]);
@@ -448,21 +447,9 @@ fn a_dpop_proof_is_spent_once(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["token_type"], json!("DPoP"));
 
-    let replica =
-        h.rt.block_on(mayfly_broker::Broker::open(
-            h.config.clone(),
-            &h.paths,
-            ADMIN,
-            h.clock.clone(),
-        ))
-        .unwrap();
+    let replica = h.replica();
     let request = |proof: &str| {
-        let form: serde_json::Map<String, Value> = fields
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), json!(v)))
-            .collect();
-        let request = serde_json::from_value(Value::Object(form)).unwrap();
-        h.rt.block_on(replica.exchange(request, Some(proof), "127.0.0.1"))
+        h.rt.block_on(replica.exchange(exchange_request(&fields), Some(proof), "127.0.0.1"))
     };
     let err = request(&proof).unwrap_err();
     assert!(err.to_string().contains("already used"), "{err}");
@@ -490,7 +477,6 @@ fn a_dpop_proof_is_spent_once_across_replicas_and_restarts_on_postgres() {
 /// it signs are verified here too (the ring is read again on a miss).
 #[test]
 fn tokens_signed_with_a_key_made_by_another_replica_are_verified() {
-    use super::harness::ADMIN;
     let h = Harness::start(Backend::Sqlite);
     let identity = h.identity("svc:rotated");
     let task = h.start_task(&identity, "team-a", &[AUD]);
@@ -505,22 +491,10 @@ fn tokens_signed_with_a_key_made_by_another_replica_are_verified() {
     store
         .broker_apply(&[mayfly_store::BrokerWrite::AddSigningKey(record)])
         .unwrap();
-    let replica =
-        h.rt.block_on(mayfly_broker::Broker::open(
-            h.config.clone(),
-            &h.paths,
-            ADMIN,
-            h.clock.clone(),
-        ))
-        .unwrap();
+    let replica = h.replica();
     let fields = exchange_fields(&identity, &task.id, AUD);
-    let form: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), json!(v)))
-        .collect();
-    let request = serde_json::from_value(Value::Object(form)).unwrap();
     let token =
-        h.rt.block_on(replica.exchange(request, None, "127.0.0.1"))
+        h.rt.block_on(replica.exchange(exchange_request(&fields), None, "127.0.0.1"))
             .unwrap()
             .access_token;
     let header = jsonwebtoken::decode_header(&token).unwrap();
