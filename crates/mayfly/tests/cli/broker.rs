@@ -11,9 +11,10 @@ use assert_cmd::cargo::CommandCargoExt;
 use crate::common::{Workspace, json_of, stdout_of};
 use crate::server::{Server, client, free_port, mint, serve, serve_on};
 
-fn the_readme_flow(ws: &Workspace, server: &Server) {
-    mint(ws, "local:acme/app");
-    let (code, task) = json_of(client(ws, server).args([
+/// Starts the README's task (deploy, team-platform, api.example) with
+/// `client`; its id, once it is live.
+fn deploy_task(mut client: assert_cmd::Command) -> String {
+    let (code, task) = json_of(client.args([
         "task",
         "start",
         "--purpose",
@@ -23,9 +24,14 @@ fn the_readme_flow(ws: &Workspace, server: &Server) {
         "--audience",
         "https://api.example",
     ]));
-    assert_eq!(code, 0);
+    assert_eq!(code, 0, "{task}");
     assert_eq!(task["state"], "live");
-    let id = task["id"].as_str().unwrap().to_owned();
+    task["id"].as_str().unwrap().to_owned()
+}
+
+fn the_readme_flow(ws: &Workspace, server: &Server) {
+    mint(ws, "local:acme/app");
+    let id = deploy_task(client(ws, server));
 
     let (code, token) = json_of(client(ws, server).args([
         "token",
@@ -450,18 +456,7 @@ fn health_and_readiness_say_what_holds_and_what_does_not() {
     // /metrics: exchanges issued and refused, their latency, the writer,
     // the live leases, in the Prometheus text format.
     mint(&ws, "local:acme/app");
-    let (code, task) = json_of(client(&ws, &server).args([
-        "task",
-        "start",
-        "--purpose",
-        "deploy",
-        "--owner",
-        "team-platform",
-        "--audience",
-        "https://api.example",
-    ]));
-    assert_eq!(code, 0);
-    let id = task["id"].as_str().unwrap().to_owned();
+    let id = deploy_task(client(&ws, &server));
     for audience in [
         "https://api.example",
         "https://api.example",
@@ -553,18 +548,7 @@ fn two_replicas_on_one_postgres_database_agree() {
     let b = crate::server::serve_with(&ws, Some(&url), free_port(), &["--config", config]);
     mint(&ws, "local:acme/app");
     let on = |server: &Server| client(&ws, server);
-    let (code, task) = json_of(on(&a).args([
-        "task",
-        "start",
-        "--purpose",
-        "deploy",
-        "--owner",
-        "team-platform",
-        "--audience",
-        "https://api.example",
-    ]));
-    assert_eq!(code, 0);
-    let id = task["id"].as_str().unwrap().to_owned();
+    let id = deploy_task(on(&a));
     let exchange = |server: &Server| {
         json_of(on(server).args([
             "token",
