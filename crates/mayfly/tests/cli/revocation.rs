@@ -76,17 +76,12 @@ fn revocation(db: &str) {
         .filter(|f| ![&already.rule, &denied.rule].contains(&&f.rule))
         .map(|f| f.value.as_str())
         .collect();
-    let log = ws.dir.path().join("requests.jsonl");
-    let config = ws.dir.path().join("fake.json");
-    std::fs::write(
-        &config,
+    let fake = FakeProviders::start(
+        ws.dir.path(),
         serde_json::json!({
-            "log": log, "live": live, "deny_revoke": [denied.value], "rate_limited": [limited.value],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let fake = FakeProviders::start(&config);
+            "live": live, "deny_revoke": [denied.value], "rate_limited": [limited.value],
+        }),
+    );
     let revoke = |fingerprint: &str, extra: &[&str]| {
         stdout_of(
             ws.mayfly()
@@ -257,14 +252,8 @@ fn a_secret_left_only_in_history_is_revoked_from_the_commit_that_holds_it() {
     let value = secret["secret"].as_str().unwrap();
     let fingerprint = secret["fingerprint"].as_str().unwrap();
 
-    let log = ws.dir.path().join("requests.jsonl");
-    let config = ws.dir.path().join("fake.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({ "log": log, "live": [value] }).to_string(),
-    )
-    .unwrap();
-    let fake = FakeProviders::start(&config);
+    let fake = FakeProviders::start(ws.dir.path(), serde_json::json!({ "live": [value] }));
+    let log = fake.log.clone();
     let (code, out, err) = stdout_of(
         ws.mayfly()
             .args(["revoke", &fingerprint[..16], "--yes", "--db", db])

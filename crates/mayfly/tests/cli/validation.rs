@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 
 use mayfly_providers::verifier::Verifiers;
@@ -18,6 +18,8 @@ const MARKER: &str = "provider-body-marker-7f3a";
 pub struct FakeProviders {
     child: Child,
     pub port: u16,
+    /// The request log: one JSON line per request received.
+    pub log: PathBuf,
 }
 
 impl Drop for FakeProviders {
@@ -28,12 +30,18 @@ impl Drop for FakeProviders {
 }
 
 impl FakeProviders {
-    pub fn start(config: &Path) -> FakeProviders {
+    /// Starts them with `settings` (which keys are live, slow, rate
+    /// limited...), writing their config and request log in `dir`.
+    pub fn start(dir: &Path, mut settings: serde_json::Value) -> FakeProviders {
+        let log = dir.join("requests.jsonl");
+        let config = dir.join("fake.json");
+        settings["log"] = serde_json::json!(log);
+        std::fs::write(&config, settings.to_string()).unwrap();
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers/fake_providers.py");
         let mut child = StdCommand::new("python3")
             .arg(script)
-            .arg(config)
+            .arg(&config)
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 is needed for this test");
@@ -45,7 +53,7 @@ impl FakeProviders {
             .trim()
             .parse()
             .expect("the fake providers print their port");
-        FakeProviders { child, port }
+        FakeProviders { child, port, log }
     }
 
     /// `--provider-endpoint` values sending every verifier's origin here.
@@ -171,19 +179,15 @@ fn every_verifier_asks_its_provider_once_per_secret_within_the_limits() {
         }
         expected.insert(key.clone(), verdict);
     }
-    let log = ws.dir.path().join("requests.jsonl");
-    let config = ws.dir.path().join("fake.json");
-    std::fs::write(
-        &config,
+    let fake = FakeProviders::start(
+        ws.dir.path(),
         serde_json::json!({
-            "log": log, "slow_seconds": 10,
+            "slow_seconds": 10,
             "live": lists["live"], "rate_limited": lists["rate_limited"], "slow": lists["slow"],
             "server_error": lists["server_error"], "garbage": lists["garbage"], "flaky": lists["flaky"],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let fake = FakeProviders::start(&config);
+        }),
+    );
+    let log = fake.log.clone();
 
     let (code, out, err) = stdout_of(
         ws.mayfly()
@@ -362,14 +366,7 @@ fn verdicts_in_the_inventory(db: &str) {
         ".claude/projects/app/session.jsonl",
         &format!("{{\"type\":\"user\",\"message\":{{\"content\":\"OPENAI_API_KEY={dead}\"}}}}\n{{\"type\":\"user\",\"message\":{{\"content\":\"OPENAI_API_KEY={live}\"}}}}\n"),
     );
-    let log = ws.dir.path().join("requests.jsonl");
-    let config = ws.dir.path().join("fake.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({ "log": log, "live": [live] }).to_string(),
-    )
-    .unwrap();
-    let fake = FakeProviders::start(&config);
+    let fake = FakeProviders::start(ws.dir.path(), serde_json::json!({ "live": [live] }));
     let (code, _, err) = stdout_of(
         ws.mayfly()
             .args(["scan", ".", "--validate", "--save", "--db", db])
@@ -469,15 +466,9 @@ fn aws_keys_are_checked_with_a_signed_sts_call_and_canaries_are_never_called() {
     ws.write("canary/credentials", &pair(&canary));
     let lone = aws_key_id(123_456_789_012, 55);
     ws.write("lone.md", &format!("the key id was {lone}\n"));
-    let log = ws.dir.path().join("requests.jsonl");
-    let config = ws.dir.path().join("fake.json");
     let keys = serde_json::json!({ live.0.clone(): live.1, wrong.0.clone(): wrong.1, canary.0.clone(): canary.1 });
-    std::fs::write(
-        &config,
-        serde_json::json!({ "log": log, "aws": keys }).to_string(),
-    )
-    .unwrap();
-    let fake = FakeProviders::start(&config);
+    let fake = FakeProviders::start(ws.dir.path(), serde_json::json!({ "aws": keys }));
+    let log = fake.log.clone();
     let (code, out, err) = stdout_of(
         ws.mayfly()
             .args([
