@@ -6,7 +6,7 @@
 //! refusals by reason (a small map, touched only on refusals).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,7 +43,7 @@ impl Histogram {
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        family(out, name, "histogram", help);
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             let _ = writeln!(
                 out,
@@ -144,9 +144,11 @@ impl Metrics {
     /// store by the caller (`None` when the store did not answer).
     pub fn render(&self, live_leases: Option<i64>) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP mayfly_exchanges_total Token exchanges answered, by outcome and OAuth error.\n# TYPE mayfly_exchanges_total counter"
+        family(
+            &mut out,
+            "mayfly_exchanges_total",
+            "counter",
+            "Token exchanges answered, by outcome and OAuth error.",
         );
         let _ = writeln!(
             out,
@@ -169,14 +171,18 @@ impl Metrics {
             "mayfly_exchange_duration_seconds",
             "Time to answer a token exchange.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP mayfly_revocations_total Credentials revoked (RFC 7009, admin, task end).\n# TYPE mayfly_revocations_total counter\nmayfly_revocations_total {}",
-            self.revocations.load(Ordering::Relaxed)
+        scalar(
+            &mut out,
+            "mayfly_revocations_total",
+            "counter",
+            "Credentials revoked (RFC 7009, admin, task end).",
+            self.revocations.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP mayfly_proxy_requests_total Requests through the injecting proxy, by custody entry.\n# TYPE mayfly_proxy_requests_total counter"
+        family(
+            &mut out,
+            "mayfly_proxy_requests_total",
+            "counter",
+            "Requests through the injecting proxy, by custody entry.",
         );
         for (entry, n) in self
             .proxied
@@ -188,29 +194,47 @@ impl Metrics {
             let _ = writeln!(out, "mayfly_proxy_requests_total{{entry=\"{entry}\"}} {n}");
         }
         let writer = &self.writer;
-        let _ = writeln!(
-            out,
-            "# HELP mayfly_writer_queue_depth Writes waiting for the writer thread.\n# TYPE mayfly_writer_queue_depth gauge\nmayfly_writer_queue_depth {}",
-            writer.queue_depth.load(Ordering::Relaxed).max(0)
+        scalar(
+            &mut out,
+            "mayfly_writer_queue_depth",
+            "gauge",
+            "Writes waiting for the writer thread.",
+            writer.queue_depth.load(Ordering::Relaxed).max(0),
         );
         writer.batch_size.render(
             &mut out,
             "mayfly_writer_batch_size",
             "Writes per durable group commit.",
         );
-        let _ = writeln!(
-            out,
-            "# HELP mayfly_writer_commits_total Durable group commits.\n# TYPE mayfly_writer_commits_total counter\nmayfly_writer_commits_total {}",
-            writer.commits.load(Ordering::Relaxed)
+        scalar(
+            &mut out,
+            "mayfly_writer_commits_total",
+            "counter",
+            "Durable group commits.",
+            writer.commits.load(Ordering::Relaxed),
         );
         if let Some(live) = live_leases {
-            let _ = writeln!(
-                out,
-                "# HELP mayfly_live_leases Credentials issued and neither expired nor revoked.\n# TYPE mayfly_live_leases gauge\nmayfly_live_leases {live}"
+            scalar(
+                &mut out,
+                "mayfly_live_leases",
+                "gauge",
+                "Credentials issued and neither expired nor revoked.",
+                live,
             );
         }
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric family with one unlabelled sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]
