@@ -16,7 +16,7 @@ use crate::scan::{Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, S
 use crate::surface::classify;
 
 /// Which history to scan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GitSelection {
     /// Only commits reachable from these branches (default: every ref).
     pub branches: Vec<String>,
@@ -201,7 +201,7 @@ struct Introductions {
 #[derive(Debug)]
 pub(crate) struct Walked {
     repo: std::path::PathBuf,
-    selection: String,
+    selection: GitSelection,
     seen: Introductions,
 }
 
@@ -320,12 +320,11 @@ impl Scanner {
         // introduced it. Blobs are scanned as soon as they are first seen,
         // on the other cores, while the walk goes on. The copies pass reads
         // the blobs the first pass's walk found, in the same order.
-        let selection_key = format!("{selection:?}");
         let reused = self.copies.as_ref().and_then(|_| {
             let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
             let at = walks
                 .iter()
-                .position(|w| w.repo == repo_path && w.selection == selection_key)?;
+                .position(|w| w.repo == repo_path && w.selection == *selection)?;
             Some(walks.swap_remove(at).seen)
         });
         let walk_again = reused.is_none();
@@ -445,7 +444,7 @@ impl Scanner {
             let mut walks = self.walks.lock().unwrap_or_else(|p| p.into_inner());
             walks.push(Walked {
                 repo: repo_path.to_path_buf(),
-                selection: selection_key,
+                selection: selection.clone(),
                 seen,
             });
         }
