@@ -17,6 +17,21 @@ struct Found {
     fingerprint: String,
 }
 
+/// `mayfly scan TARGET --save` into `db`, with the values shown: its JSON
+/// report (it must find something).
+fn scan_and_save(ws: &Workspace, target: &[&str], db: &str) -> serde_json::Value {
+    let (code, out, err) = stdout_of(ws.mayfly().arg("scan").args(target).args([
+        "--format",
+        "json",
+        "--show-secrets",
+        "--save",
+        "--db",
+        db,
+    ]));
+    assert_eq!(code, 1, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
 fn revocation(db: &str) {
     let ws = Workspace::new();
     // The first example of the first rule of every revoker.
@@ -37,18 +52,7 @@ fn revocation(db: &str) {
     }
     assert_eq!(planted.len(), revokers.iter().count());
     ws.write("plants/openai.env", &format!("OPENAI_API_KEY={OPENAI}\n"));
-    let (code, out, err) = stdout_of(ws.mayfly().args([
-        "scan",
-        ".",
-        "--format",
-        "json",
-        "--show-secrets",
-        "--save",
-        "--db",
-        db,
-    ]));
-    assert_eq!(code, 1, "{err}");
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let json = scan_and_save(&ws, &["."], db);
     let found: Vec<Found> = json["secrets"]
         .as_array()
         .unwrap()
@@ -233,19 +237,7 @@ fn a_secret_left_only_in_history_is_revoked_from_the_commit_that_holds_it() {
     git(&["commit", "-q", "-am", "remove the settings"]);
     let db = ws.dir.path().join("inventory.db");
     let db = db.to_str().unwrap();
-    let (code, out, err) = stdout_of(ws.mayfly().args([
-        "scan",
-        "--git",
-        ".",
-        "--format",
-        "json",
-        "--show-secrets",
-        "--save",
-        "--db",
-        db,
-    ]));
-    assert_eq!(code, 1, "{err}");
-    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let json = scan_and_save(&ws, &["--git", "."], db);
     let secret = &json["secrets"][0];
     assert_eq!(secret["rule"]["id"], "vercel-token");
     assert_eq!(secret["locations"][0]["present_at_head"], false);
