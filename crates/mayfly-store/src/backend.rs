@@ -299,7 +299,84 @@ enum Conn {
     Postgres {
         client: Box<postgres::Client>,
         statements: HashMap<String, postgres::Statement>,
+        /// How to connect again when the connection is lost (the server
+        /// restarted, a network cut): the next transaction reconnects.
+        config: Box<postgres::Config>,
     },
+}
+
+/// Why a PostgreSQL transaction did not run to its end.
+enum Begin<W> {
+    /// The connection was found lost at `begin`: nothing ran, and `work`
+    /// is handed back to run on a new connection.
+    Lost(W),
+    /// It failed.
+    Failed(StoreError),
+}
+
+impl<W> Begin<W> {
+    fn into_error(self) -> StoreError {
+        match self {
+            Begin::Lost(_) => StoreError::Query {
+                what: "begin",
+                reason: "the connection to PostgreSQL was lost".into(),
+            },
+            Begin::Failed(e) => e,
+        }
+    }
+}
+
+/// Runs `work` in one PostgreSQL transaction, committed if it returns `Ok`.
+fn postgres_transaction<T, W>(
+    client: &mut postgres::Client,
+    statements: &mut HashMap<String, postgres::Statement>,
+    work: W,
+) -> Result<T, Begin<W>>
+where
+    W: FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
+{
+    let tx = match client.transaction() {
+        Ok(tx) => tx,
+        Err(e) if e.is_closed() => return Err(Begin::Lost(work)),
+        Err(e) => return Err(Begin::Failed(query_error("begin", e))),
+    };
+    let mut wrapped = PostgresTx { tx, statements };
+    let value = work(&mut wrapped).map_err(Begin::Failed)?;
+    wrapped
+        .tx
+        .commit()
+        .map_err(|e| Begin::Failed(query_error("commit", e)))?;
+    Ok(value)
+}
+
+/// How long a PostgreSQL connection attempt may take unless the URL says
+/// (`connect_timeout`): a server that is away fails a request promptly
+/// instead of holding it.
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connection settings of a PostgreSQL URL, with Mayfly's default
+/// connect timeout.
+fn postgres_config(target: &str) -> Result<postgres::Config, postgres::Error> {
+    let mut config: postgres::Config = target.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(POSTGRES_CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// Replaces a lost PostgreSQL connection with a new one. Prepared
+/// statements belonged to the old session, so they are forgotten.
+fn reconnect(
+    client: &mut postgres::Client,
+    statements: &mut HashMap<String, postgres::Statement>,
+    config: &postgres::Config,
+) -> Result<(), StoreError> {
+    statements.clear();
+    let fresh = config
+        .connect(postgres::NoTls)
+        .map_err(|e| query_error("reconnect to PostgreSQL", pg_reason(&e)))?;
+    *client = fresh;
+    Ok(())
 }
 
 /// An open, migrated store.
@@ -342,11 +419,14 @@ impl Store {
             reason,
         };
         let conn = if target.starts_with("postgres://") || target.starts_with("postgresql://") {
-            let client = postgres::Client::connect(target, postgres::NoTls)
+            let config = postgres_config(target).map_err(|e| open_error(pg_reason(&e)))?;
+            let client = config
+                .connect(postgres::NoTls)
                 .map_err(|e| open_error(pg_reason(&e)))?;
             Conn::Postgres {
                 client: Box::new(client),
                 statements: HashMap::new(),
+                config: Box::new(config),
             }
         } else {
             let path = Path::new(target);
@@ -481,12 +561,26 @@ impl Store {
                 wrapped.0.commit().map_err(|e| query_error("commit", e))?;
                 Ok(value)
             }
-            Conn::Postgres { client, statements } => {
-                let tx = client.transaction().map_err(|e| query_error("begin", e))?;
-                let mut wrapped = PostgresTx { tx, statements };
-                let value = work(&mut wrapped)?;
-                wrapped.tx.commit().map_err(|e| query_error("commit", e))?;
-                Ok(value)
+            Conn::Postgres {
+                client,
+                statements,
+                config,
+            } => {
+                // A connection found lost at `begin` has run nothing of
+                // this transaction: connect again and go on. One lost
+                // later fails this transaction (its outcome unknown to
+                // the caller), and the next one reconnects.
+                if client.is_closed() {
+                    reconnect(client, statements, config)?;
+                }
+                match postgres_transaction(client, statements, work) {
+                    Ok(value) => Ok(value),
+                    Err(Begin::Lost(work)) => {
+                        reconnect(client, statements, config)?;
+                        postgres_transaction(client, statements, work).map_err(Begin::into_error)
+                    }
+                    Err(Begin::Failed(e)) => Err(e),
+                }
             }
         }
     }

@@ -11,6 +11,8 @@
 mod broker;
 #[path = "cli/common.rs"]
 mod common;
+#[path = "cli/crash.rs"]
+mod crash;
 #[path = "cli/federation.rs"]
 mod federation;
 #[path = "cli/first_use.rs"]

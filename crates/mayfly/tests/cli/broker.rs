@@ -9,7 +9,7 @@ use std::time::Duration;
 use assert_cmd::cargo::CommandCargoExt;
 
 use crate::common::{Workspace, json_of, stdout_of};
-use crate::server::{Server, client, free_port, mint, serve, serve_on};
+use crate::server::{Server, client, free_port, get, mint, serve, serve_on};
 
 /// Starts the README's task (deploy, team-platform, api.example) with
 /// `client`; its id, once it is live.
@@ -413,22 +413,6 @@ fn the_data_directory_and_the_store_are_private() {
         assert_eq!(mode(&home.join(file)), 0o600, "{file}");
     }
     drop(server);
-}
-
-/// `GET url`: the status and the body.
-fn get(url: &str) -> (u16, serde_json::Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().unwrap();
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
-    )
 }
 
 #[test]

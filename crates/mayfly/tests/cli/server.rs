@@ -110,3 +110,19 @@ pub fn mint(ws: &Workspace, sub: &str) {
     assert_eq!(jwt.trim().split('.').count(), 3);
     std::fs::write(ws.dir.path().join("identity.jwt"), jwt.trim()).unwrap();
 }
+
+/// `GET url`: the status and the body.
+pub fn get(url: &str) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
