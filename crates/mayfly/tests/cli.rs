@@ -29,6 +29,8 @@ mod inventory;
 mod local;
 #[path = "cli/mcp.rs"]
 mod mcp;
+#[path = "cli/openapi.rs"]
+mod openapi;
 #[path = "cli/revocation.rs"]
 mod revocation;
 #[path = "cli/scan.rs"]

@@ -74,6 +74,7 @@ pub fn app(broker: Shared) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route(
             "/.well-known/openid-configuration",
@@ -171,6 +172,14 @@ async fn metrics(State(broker): State<Shared>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// The OpenAPI 3.1 description of this API, kept in the repository
+/// beside the crate and checked against the router by its tests.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn metadata(State(broker): State<Shared>) -> Response {
@@ -311,6 +320,9 @@ async fn end_task(
     Ok(no_store(Json(broker.end_task(&caller, &id).await?)))
 }
 
+/// Most rows one admin list answers with.
+const MAX_LIST_LIMIT: i64 = 10_000;
+
 #[derive(Deserialize)]
 struct ListQuery {
     live: Option<bool>,
@@ -319,18 +331,35 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
+impl ListQuery {
+    /// The `limit` asked for (1000 when none), refused outside 1 to
+    /// [`MAX_LIST_LIMIT`].
+    fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(1000),
+            Some(n) if (1..=MAX_LIST_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("limit is {n}; ask for 1 to {MAX_LIST_LIMIT} rows"),
+            )),
+        }
+    }
+}
+
 async fn admin_tasks(
     State(broker): State<Shared>,
     headers: HeaderMap,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
+    let limit = query.limit()?;
     let tasks = broker
         .list_tasks(TaskFilter {
             live_only: query.live.unwrap_or(false),
             workload: query.workload,
             owner: query.owner,
-            limit: query.limit,
+            limit: Some(limit),
         })
         .await?;
     Ok(no_store(Json(json!({"tasks": tasks}))))
@@ -343,7 +372,7 @@ async fn admin_credentials(
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
     let credentials = broker
-        .list_credentials(query.live.unwrap_or(false), query.limit.unwrap_or(1000))
+        .list_credentials(query.live.unwrap_or(false), query.limit()?)
         .await?;
     Ok(no_store(Json(json!({"credentials": credentials}))))
 }
@@ -410,4 +439,64 @@ async fn admin_reload(
     broker.authenticate_admin(authorization(&headers))?;
     let (ids, revoked) = broker.reload_policies().await?;
     Ok(no_store(Json(json!({"policies": ids, "revoked": revoked}))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// (method, path) of every route `app` declares, read from this file:
+    /// `.route("/x/{id}", get(a).post(b))`; `any` is the proxy's five
+    /// methods; axum's `{*rest}` is OpenAPI's `{rest}`.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("mod.rs");
+        let source = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut routes = BTreeSet::new();
+        for chunk in source.split(".route(").skip(1) {
+            let Some(rest) = chunk.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            let Some((path, handlers)) = rest.split_once('"') else {
+                continue;
+            };
+            let handlers = handlers.split(")\n").next().unwrap_or_default();
+            let path = path.replace("{*", "{");
+            for (call, methods) in [
+                ("get(", &["get"][..]),
+                ("post(", &["post"]),
+                ("put(", &["put"]),
+                ("delete(", &["delete"]),
+                ("any(", &["get", "post", "put", "patch", "delete"]),
+            ] {
+                let named = handlers.match_indices(call).any(|(at, _)| {
+                    !handlers[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                });
+                if named {
+                    for method in methods {
+                        routes.insert(((*method).to_owned(), path.clone()));
+                    }
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_no_other() {
+        let document: serde_json::Value =
+            serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let mut described = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("a path item").keys() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    described.insert((method.clone(), path.clone()));
+                }
+            }
+        }
+        let routed = routed();
+        assert!(routed.len() > 25, "the route reader found {routed:?}");
+        assert_eq!(described, routed);
+    }
 }

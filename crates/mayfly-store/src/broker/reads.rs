@@ -71,7 +71,7 @@ impl Store {
                 "list tasks",
                 &format!(
                     "SELECT {TASK_COLUMNS} FROM broker_tasks \
-                     WHERE (CAST($1 AS BIGINT) = 0 OR ended_at IS NULL) AND ($2 IS NULL OR workload = $2) AND ($3 IS NULL OR owner = $3) \
+                     WHERE (CAST($1 AS BIGINT) = 0 OR ended_at IS NULL) AND (CAST($2 AS TEXT) IS NULL OR workload = $2) AND (CAST($3 AS TEXT) IS NULL OR owner = $3) \
                      ORDER BY started_at DESC, id LIMIT $4"
                 ),
                 &[
