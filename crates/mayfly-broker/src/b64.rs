@@ -47,7 +47,8 @@ pub(crate) fn time_ordered_id(now: i64) -> Result<String, getrandom::Error> {
     Ok(hex(&bytes))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

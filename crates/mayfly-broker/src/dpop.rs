@@ -57,10 +57,7 @@ pub fn access_token_hash(access_token: &str) -> String {
 /// window has passed it is refused for its age anyway).
 pub fn spent(proof: &str, now: Timestamp) -> (String, Timestamp) {
     use sha2::Digest as _;
-    let hash: String = sha2::Sha256::digest(proof.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = b64::hex(&sha2::Sha256::digest(proof.as_bytes()));
     (hash, now + 2 * WINDOW)
 }
 

@@ -408,6 +408,11 @@ impl KeyRing {
         self.signers.iter().find(|s| s.1 == alg).map(|s| s.3)
     }
 
+    /// The ids of the keys that sign, one per algorithm.
+    pub fn signer_kids(&self) -> impl Iterator<Item = &str> {
+        self.signers.iter().map(|s| s.0.as_str())
+    }
+
     /// A verifying key by id.
     pub fn verifier(&self, kid: &str) -> Option<(Algorithm, &DecodingKey)> {
         self.verifiers.get(kid).map(|(alg, key)| (*alg, key))

@@ -17,8 +17,8 @@ mod schema;
 pub use backend::Store;
 pub use broker::{
     AuditData, AuditEvent, AuditVerification, BrokerWrite, GrantKey, LeaseRecord, LiveGrant,
-    NewAuditEvent, PROOF_REPLAYED, RevokeSelector, SigningKeyRecord, TaskFilter, TaskRecord,
-    WriteOutcome, audit_hash,
+    NewAuditEvent, NewPolicySet, POLICY_CHANGED, PROOF_REPLAYED, PolicySetRecord, RevokeSelector,
+    SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
 };
 pub use custody::{CustodyEntry, ProxyUsage, SealedVersion};
 pub use grants::UpstreamGrant;

@@ -222,6 +222,19 @@ const PROOFS_V9: &[&str] = &[
     "CREATE INDEX broker_proofs_forget ON broker_proofs (forget_at)",
 ];
 
+/// Policy sets loaded on this store, newest generation in force on every
+/// replica, with the state of the re-evaluation each one calls for.
+const POLICY_SETS_V10: &[&str] = &["CREATE TABLE broker_policy_sets (
+        generation BIGINT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        files TEXT NOT NULL,
+        loaded_at BIGINT NOT NULL,
+        reevaluated_at BIGINT,
+        claimed_by TEXT,
+        claimed_until BIGINT
+    )"];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -268,10 +281,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: PROOFS_V9,
         postgres: PROOFS_V9,
     },
+    Migration {
+        version: 10,
+        sqlite: POLICY_SETS_V10,
+        postgres: POLICY_SETS_V10,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 9;
+pub const CURRENT_VERSION: i64 = 10;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;

@@ -31,12 +31,16 @@ mod local;
 mod mcp;
 #[path = "cli/openapi.rs"]
 mod openapi;
+#[path = "cli/replicas.rs"]
+mod replicas;
 #[path = "cli/revocation.rs"]
 mod revocation;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/server.rs"]
 mod server;
+#[path = "cli/store_failures.rs"]
+mod store_failures;
 #[path = "cli/suppression.rs"]
 mod suppression;
 #[path = "cli/upstreams.rs"]

@@ -92,6 +92,7 @@ pub fn app(broker: Shared) -> Router {
         .route("/v1/admin/revoke", post(admin_revoke))
         .route("/v1/admin/policies", put(admin_policies))
         .route("/v1/admin/policies/reload", post(admin_reload))
+        .route("/v1/admin/keys/rotate", post(admin_rotate_keys))
         .route("/v1/admin/custody", get(custody::list).post(custody::add))
         .route(
             "/v1/admin/custody/{name}",
@@ -439,6 +440,20 @@ async fn admin_reload(
     broker.authenticate_admin(authorization(&headers))?;
     let (ids, revoked) = broker.reload_policies().await?;
     Ok(no_store(Json(json!({"policies": ids, "revoked": revoked}))))
+}
+
+async fn admin_rotate_keys(
+    State(broker): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    broker.authenticate_admin(authorization(&headers))?;
+    let keys: Vec<serde_json::Value> = broker
+        .rotate_keys()
+        .await?
+        .into_iter()
+        .map(|(kid, alg)| json!({"kid": kid, "alg": alg}))
+        .collect();
+    Ok(no_store(Json(json!({"keys": keys}))))
 }
 
 #[cfg(test)]

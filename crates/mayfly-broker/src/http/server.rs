@@ -22,6 +22,10 @@ use crate::service::SWEEP_BATCH;
 /// request with too many header bytes gets a 431 with an OAuth body.
 const READ_BUFFER_BYTES: usize = 256 * 1024;
 
+/// How often a replica looks at the store for a policy set or signing key
+/// another replica put there (two small reads each time).
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Counts open connections, overall and per client address.
 #[derive(Debug)]
 struct Connections {
@@ -139,6 +143,18 @@ pub fn spawn_background(broker: Shared) {
             tick.tick().await;
             if let Err(e) = keys.refresh_keys().await {
                 tracing::warn!("key refresh failed (will retry): {e}");
+            }
+        }
+    });
+    // Other replicas on the store may load policies or rotate keys.
+    let follower = broker.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = follower.follow_store().await {
+                tracing::warn!("following the other replicas failed (will retry): {e}");
             }
         }
     });

@@ -106,9 +106,16 @@ pub struct Policies {
     pub ids: Vec<String>,
     /// Where they came from (`<embedded>` or a directory).
     pub origin: String,
-    /// Which set this is since the broker started (0 for the first): a
+    /// The files they were read from, as (name, Cedar text), in order:
+    /// what the store keeps for the other replicas.
+    pub files: Vec<(String, String)>,
+    /// SHA-256 (hex) of the files, names and texts: tells a set already in
+    /// force from a new one.
+    pub digest: String,
+    /// Which set this is on the store (0 until it is put in force): a
     /// decision carries it to the commit of what it allowed, and a write
-    /// decided under a replaced set is refused and decided again.
+    /// decided under a replaced set, on any replica, is refused and decided
+    /// again.
     pub generation: u64,
 }
 
@@ -250,9 +257,25 @@ impl PolicyEngine {
             max_ttl,
             ids,
             origin: origin.to_owned(),
+            files: files.to_vec(),
+            digest: digest(files),
             generation: 0,
         })
     }
+}
+
+/// SHA-256 (hex) of policy files: each name and text, length-prefixed so
+/// no two different sets share a digest by moving text between files.
+fn digest(files: &[(String, String)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (name, text) in files {
+        for part in [name, text] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    crate::b64::hex(&hash.finalize())
 }
 
 /// Cedar's parse diagnostics, one per line.

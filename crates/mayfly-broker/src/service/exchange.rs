@@ -124,6 +124,10 @@ impl Broker {
                 },
             );
             if !decision.allowed {
+                // Another replica may have loaded a set that allows it.
+                if self.follow_if_behind(policies.generation).await {
+                    continue;
+                }
                 self.deny(
                     "token.deny",
                     json!({"task": task_id, "workload": workload.id, "audience": audience,
@@ -207,7 +211,8 @@ impl Broker {
                     BrokerWrite::IssueLease {
                         lease,
                         proof: dpop_proof.map(|p| crate::dpop::spent(p, now)),
-                        grant: minted.as_ref().map(|m| m.grant.clone()),
+                        grant: minted.as_ref().map(|m| Box::new(m.grant.clone())),
+                        decided_under: policies.generation as i64,
                         audit,
                     },
                     policies.generation,
@@ -236,6 +241,12 @@ impl Broker {
                 }),
                 Ok((WriteOutcome::Refused(why), _)) if why == mayfly_store::PROOF_REPLAYED => {
                     Err(crate::dpop::DpopError::Replayed.into())
+                }
+                // Another replica loaded a policy set: put it in force here
+                // and decide again.
+                Ok((WriteOutcome::Refused(why), _)) if why == mayfly_store::POLICY_CHANGED => {
+                    self.follow_policies().await?;
+                    continue;
                 }
                 Ok((WriteOutcome::Refused(_), _)) => {
                     self.tasks

@@ -27,7 +27,7 @@ use crate::auth::{Caller, CallerSecrets, Presented};
 use crate::clock::{Clock, Timestamp};
 use crate::config::BrokerConfig;
 use crate::dpop::DpopVerifier;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, internal};
 use crate::identity::{IdentityVerifier, Workload};
 use crate::keys::{self, KeyRing, MasterKey};
 use crate::metrics::Metrics;
@@ -113,6 +113,9 @@ pub struct Broker {
     /// verify.
     ring_reloaded: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Metrics,
+    /// This process among the replicas on the store (random, new at each
+    /// start): names its claims.
+    replica: String,
 }
 
 impl std::fmt::Debug for Broker {
@@ -160,7 +163,7 @@ impl Broker {
             clock,
             identity,
             engine,
-            policies: RwLock::new(Arc::new(policies)),
+            policies: RwLock::new(Arc::new(policies.clone())),
             keys: RwLock::new(Arc::new(KeyRing::from_records(&[], &master, 0, 0)?)),
             master: Arc::new(master),
             writer,
@@ -175,11 +178,11 @@ impl Broker {
             verified: signing::VerifiedTokens::default(),
             ring_reloaded: std::sync::Mutex::new(None),
             metrics,
+            replica: crate::b64::random_id()
+                .map_err(|e| internal(format!("no randomness for the replica id: {e}")))?,
         };
         broker.refresh_keys().await?;
-        broker.audit_policy_load().await?;
-        // The policies may have changed while the broker was down.
-        broker.reevaluate().await?;
+        broker.start_policies(policies).await?;
         // Upstream levels are checked now, not at the first request.
         broker.check_upstreams().await?;
         Ok(broker)

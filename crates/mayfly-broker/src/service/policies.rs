@@ -1,15 +1,21 @@
 //! Policy changes: a new set is validated before it replaces the old one,
 //! and every live credential is then decided again; those the new set
 //! denies are revoked.
+//!
+//! Replicas on one store agree: a set loaded by any of them is stored as
+//! the next generation, the others put it in force from the store (within
+//! a second, or at once when a write of theirs is refused for it), and its
+//! re-evaluation is claimed and run by one replica, taken over if that one
+//! dies before recording it done.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use mayfly_store::{BrokerWrite, GrantKey, LiveGrant, WriteOutcome};
+use mayfly_store::{BrokerWrite, GrantKey, LiveGrant, NewPolicySet, WriteOutcome};
 use serde_json::json;
 
 use super::{Broker, Question, event};
-use crate::error::BrokerError;
+use crate::error::{BrokerError, internal};
 use crate::identity::Workload;
 use crate::policy::{Action, Policies, TaskFacts};
 use crate::protocol::parse_scope;
@@ -18,43 +24,192 @@ use crate::protocol::parse_scope;
 /// time, whatever the number of live credentials.
 const GRANT_PAGE: i64 = 1000;
 
+/// Seconds a replica holds the re-evaluation of a policy set, renewed at
+/// each page: another replica takes it over this long after the holder
+/// stopped (died) without recording it done.
+const REEVALUATION_CLAIM: i64 = 30;
+
 impl Broker {
-    /// Records which policies are in force.
-    pub(super) async fn audit_policy_load(&self) -> Result<(), BrokerError> {
-        let policies = self.current_policies();
-        self.audit(
-            "policy.load",
-            json!({"origin": policies.origin, "policies": policies.ids}),
-        )
-        .await
+    /// Follows what other replicas on the store changed: the policy set in
+    /// force and the signing keys. Runs every second.
+    pub async fn follow_store(&self) -> Result<(), BrokerError> {
+        self.follow_policies().await?;
+        self.follow_keys().await
     }
 
-    /// Installs a validated policy set; live credentials it denies are
-    /// revoked. Returns the policy ids and how many were revoked.
+    /// Puts the policies loaded at start in force: the set on the store if
+    /// it is the same one (another replica, or an earlier run, loaded it),
+    /// or else these files as the next set for every replica.
+    pub(super) async fn start_policies(&self, loaded: Policies) -> Result<(), BrokerError> {
+        let stored = self.readers.read(|s| s.broker_policy_set()).await?;
+        match stored {
+            Some(stored) if stored.digest == loaded.digest => {
+                let generation = stored.generation as u64;
+                self.audit(
+                    "policy.load",
+                    json!({"origin": loaded.origin, "policies": loaded.ids, "generation": generation}),
+                )
+                .await?;
+                self.put_in_force(loaded, generation).await?;
+                if stored.reevaluated_at.is_none() {
+                    self.reevaluate_generation(generation).await?;
+                }
+            }
+            // The policies may have changed while the broker was down.
+            _ => {
+                self.install_policies(loaded).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs a validated policy set on every replica; live credentials
+    /// it denies are revoked. Returns the policy ids and how many were
+    /// revoked.
     ///
-    /// INVARIANT: no credential the new set denies survives. Exchanges
-    /// decided under the old set either commit before the writer takes the
-    /// new generation (and the re-evaluation below, which starts after that,
-    /// reads them) or are refused at the commit and decided again.
+    /// INVARIANT: no credential the new set denies survives. The set is
+    /// stored first; a credential decided under an older set, on any
+    /// replica, either committed before that (and the re-evaluation below,
+    /// which starts after it, reads it) or is refused at its commit and
+    /// decided again.
     pub async fn install_policies(
         &self,
-        mut policies: Policies,
+        policies: Policies,
     ) -> Result<(Vec<String>, u64), BrokerError> {
+        let now = self.now();
         let ids = policies.ids.clone();
-        let generation = {
+        let stored = self
+            .writer
+            .apply_one(BrokerWrite::InstallPolicySet(NewPolicySet {
+                digest: policies.digest.clone(),
+                origin: policies.origin.clone(),
+                files: policies.files.clone(),
+                at: now,
+                audit: event(
+                    now,
+                    "policy.load",
+                    json!({"origin": policies.origin, "policies": ids}),
+                ),
+            }))
+            .await?;
+        let WriteOutcome::Done(generation) = stored else {
+            return Err(internal("the store did not take the policy set"));
+        };
+        self.put_in_force(policies, generation).await?;
+        let revoked = self.reevaluate_generation(generation).await?;
+        Ok((ids, revoked))
+    }
+
+    /// Makes `policies` the set this replica decides with, as generation
+    /// `generation`, unless a newer one is already in force here.
+    async fn put_in_force(
+        &self,
+        mut policies: Policies,
+        generation: u64,
+    ) -> Result<(), BrokerError> {
+        {
             let mut slot = match self.policies.write() {
                 Ok(slot) => slot,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            policies.generation = slot.generation + 1;
-            let generation = policies.generation;
+            if slot.generation >= generation {
+                return Ok(());
+            }
+            policies.generation = generation;
             *slot = Arc::new(policies);
-            generation
-        };
+        }
         self.writer.set_generation(generation).await?;
-        self.audit_policy_load().await?;
-        let revoked = self.reevaluate().await?;
-        Ok((ids, revoked))
+        Ok(())
+    }
+
+    /// Follows the store: puts in force a policy set another replica
+    /// loaded (and writes it to this replica's policy directory, so a
+    /// restart keeps it), and takes over a re-evaluation left unfinished.
+    pub async fn follow_policies(&self) -> Result<(), BrokerError> {
+        let (generation, reevaluated) = self.readers.read(|s| s.broker_policy_generation()).await?;
+        let generation = generation as u64;
+        if generation > self.current_policies().generation {
+            let Some(stored) = self.readers.read(|s| s.broker_policy_set()).await? else {
+                return Ok(());
+            };
+            let policies = self.engine.load_texts(&stored.files, &stored.origin)?;
+            if let Some(dir) = &self.config.policy.dir {
+                let on_disk = self.engine.load_dir(dir).map(|p| p.digest).ok();
+                if on_disk.as_deref() != Some(stored.digest.as_str())
+                    && let Err(e) = write_policy_dir(dir, &stored.files)
+                {
+                    tracing::warn!(
+                        "policy set {} is in force, but it could not be written to {}: {e}",
+                        stored.generation,
+                        dir.display()
+                    );
+                }
+            }
+            self.put_in_force(policies, stored.generation as u64)
+                .await?;
+            tracing::info!(
+                generation = stored.generation,
+                "a policy set loaded by another replica is in force"
+            );
+        }
+        if !reevaluated {
+            self.reevaluate_generation(generation).await?;
+        }
+        Ok(())
+    }
+
+    /// Follows the store if it holds a newer policy set than `generation`
+    /// (another replica loaded it a moment ago); true when a newer set is
+    /// now in force here, so a decision made under `generation` should be
+    /// made again.
+    pub(super) async fn follow_if_behind(&self, generation: u64) -> bool {
+        let Ok((stored, _)) = self.readers.read(|s| s.broker_policy_generation()).await else {
+            return false;
+        };
+        if stored as u64 <= generation {
+            return false;
+        }
+        if let Err(e) = self.follow_policies().await {
+            tracing::warn!("the policy set another replica loaded cannot be put in force: {e}");
+        }
+        self.current_policies().generation > generation
+    }
+
+    /// Runs the re-evaluation of generation `generation` if this replica
+    /// can claim it (nobody finished or holds it), renewing the claim at
+    /// each page; returns how many credentials it revoked.
+    async fn reevaluate_generation(&self, generation: u64) -> Result<u64, BrokerError> {
+        if generation == 0 || !self.claim_reevaluation(generation).await? {
+            return Ok(0);
+        }
+        let revoked = self.reevaluate(generation).await?;
+        let now = self.now();
+        self.writer
+            .apply_one(BrokerWrite::Reevaluated {
+                generation: generation as i64,
+                at: now,
+                audit: event(
+                    now,
+                    "policy.reevaluate",
+                    json!({"generation": generation, "revoked": revoked, "replica": self.replica}),
+                ),
+            })
+            .await?;
+        Ok(revoked)
+    }
+
+    async fn claim_reevaluation(&self, generation: u64) -> Result<bool, BrokerError> {
+        let now = self.now();
+        let claimed = self
+            .writer
+            .apply_one(BrokerWrite::ClaimReevaluation {
+                generation: generation as i64,
+                claimer: self.replica.clone(),
+                at: now,
+                until: now + REEVALUATION_CLAIM,
+            })
+            .await?;
+        Ok(matches!(claimed, WriteOutcome::Done(_)))
     }
 
     /// Replaces the policy files of the configured directory (admin API).
@@ -99,9 +254,14 @@ impl Broker {
     /// Decides every live credential again under the policies in force and
     /// revokes those now denied, a page of grants at a time. A task whose
     /// stored workload cannot be rebuilt is denied (fail closed).
-    pub async fn reevaluate(&self) -> Result<u64, BrokerError> {
+    async fn reevaluate(&self, generation: u64) -> Result<u64, BrokerError> {
         let now = self.now();
         let policies = self.current_policies();
+        // A newer set is in force here: its own re-evaluation reads every
+        // grant.
+        if policies.generation != generation {
+            return Ok(0);
+        }
         let mut after: Option<GrantKey> = None;
         let mut revoked = 0;
         loop {
@@ -115,6 +275,9 @@ impl Broker {
             };
             after = Some(last.key.clone());
             let full = page.len() as i64 == GRANT_PAGE;
+            if self.current_policies().generation != generation {
+                break;
+            }
             for grant in page {
                 let Some((reason, policy_ids)) = self.denial(&policies, &grant) else {
                     continue;
@@ -140,6 +303,7 @@ impl Broker {
             if !full {
                 break;
             }
+            self.claim_reevaluation(generation).await?;
         }
         Ok(revoked)
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use mayfly_store::{BrokerWrite, LeaseRecord, ProxyUsage, RevokeSelector};
+use mayfly_store::{BrokerWrite, LeaseRecord, ProxyUsage, RevokeSelector, WriteOutcome};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -242,7 +242,20 @@ impl Broker {
             _ => false,
         };
         if proven {
-            return Ok(());
+            // Spent in the store too: no other replica, and no restart of
+            // this one, accepts the proof again.
+            let Some(proof) = call.dpop_proof else {
+                return Ok(());
+            };
+            let (proof, forget_at) = crate::dpop::spent(proof, now);
+            return match self
+                .writer
+                .apply_one(BrokerWrite::SpendProof { proof, forget_at })
+                .await?
+            {
+                WriteOutcome::Done(_) => Ok(()),
+                WriteOutcome::Refused(_) => Err(crate::dpop::DpopError::Replayed.into()),
+            };
         }
         let reason = "a DPoP-bound token was presented without a proof by its key";
         let _ = self

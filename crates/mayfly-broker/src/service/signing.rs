@@ -27,34 +27,78 @@ impl Broker {
     /// Reloads keys from the store and makes a new signing key for each
     /// algorithm in use that has none or whose key is due for rotation.
     pub async fn refresh_keys(&self) -> Result<(), BrokerError> {
+        self.make_keys(false).await.map(|_| ())
+    }
+
+    /// Rotates now: a new signing key for each algorithm in use (admin API,
+    /// after a key may have leaked). Tokens signed with the old keys stay
+    /// valid until they expire; every replica signs with the new keys
+    /// within a second. Returns the keys that sign, as (kid, algorithm).
+    pub async fn rotate_keys(&self) -> Result<Vec<(String, String)>, BrokerError> {
+        self.make_keys(true).await
+    }
+
+    async fn make_keys(&self, force: bool) -> Result<Vec<(String, String)>, BrokerError> {
         let now = self.now();
         let keep = self.config.tokens.max_ttl_seconds + 3600;
         let rotation = self.config.tokens.key_rotation_days * 86_400;
         let mut ring = self.load_ring(keep).await?;
-        let mut added = false;
+        let mut changed = false;
+        let mut signing = Vec::new();
         for name in self.config.signing_algorithms() {
             let alg = keys::parse_alg(&name)
                 .ok_or_else(|| internal(format!("unsupported signing algorithm {name}")))?;
-            let due = ring
-                .signer_created_at(alg)
-                .is_none_or(|created| now - created >= rotation);
+            let due = force
+                || ring
+                    .signer_created_at(alg)
+                    .is_none_or(|created| now - created >= rotation);
             if due {
                 // RSA key generation takes a while: off the async workers.
                 let master = self.master.clone();
+                let algorithm = name.clone();
                 let record =
-                    crate::reader::blocking(move || Ok(keys::generate(&name, &master, now)?))
+                    crate::reader::blocking(move || Ok(keys::generate(&algorithm, &master, now)?))
                         .await?;
+                // Refused when another replica rotated first: its key signs.
                 self.writer
-                    .apply_one(BrokerWrite::AddSigningKey(record))
+                    .apply_one(BrokerWrite::AddSigningKey {
+                        key: record,
+                        replaces: ring.signer(alg).map(|(kid, ..)| kid.to_owned()),
+                    })
                     .await?;
-                added = true;
+                changed = true;
             }
+            signing.push((alg, name));
         }
-        if added {
+        if changed {
             ring = self.load_ring(keep).await?;
         }
+        let kids = signing
+            .into_iter()
+            .filter_map(|(alg, name)| ring.signer(alg).map(|(kid, ..)| (kid.to_owned(), name)))
+            .collect();
         if let Ok(mut slot) = self.keys.write() {
             *slot = Arc::new(ring);
+        }
+        Ok(kids)
+    }
+
+    /// Reads the key ring again when another replica rotated: a key signs
+    /// on the store that this ring does not know, or one this ring signs
+    /// with was retired.
+    pub(super) async fn follow_keys(&self) -> Result<(), BrokerError> {
+        let signing = self.readers.read(|s| s.broker_signing_kids()).await?;
+        let ring = self.current_keys();
+        let stale = signing.iter().any(|kid| ring.verifier(kid).is_none())
+            || ring
+                .signer_kids()
+                .any(|kid| !signing.iter().any(|s| s == kid));
+        if stale {
+            let keep = self.config.tokens.max_ttl_seconds + 3600;
+            let ring = self.load_ring(keep).await?;
+            if let Ok(mut slot) = self.keys.write() {
+                *slot = Arc::new(ring);
+            }
         }
         Ok(())
     }

@@ -157,6 +157,26 @@ fn rotation_keeps_the_previous_version_for_its_grace_period() {
         let h = Harness::start(backend);
         let api = upstream::start_plain(&h.rt);
         add(&h, "openai", "openai", &api.base, OPENAI_KEY);
+        // Another replica on the store, which has used the entry.
+        let replica = h.replica();
+        let token = super::proxy::token_for(&h, "openai");
+        let url = format!("{}/proxy/openai/v1/models", h.url);
+        let call = mayfly_broker::service::ProxyCall {
+            entry: "openai",
+            token: Some((&token, false)),
+            dpop_proof: None,
+            method: "GET",
+            url: &url,
+            path: "/v1/models",
+            source_ip: "127.0.0.1",
+        };
+        let injected = || {
+            h.rt.block_on(replica.authorize_use(&call))
+                .unwrap()
+                .secret()
+                .to_owned()
+        };
+        assert_eq!(injected(), OPENAI_KEY);
         let client = h.client();
         let rotated = client
             .custody_rotate(
@@ -168,6 +188,9 @@ fn rotation_keeps_the_previous_version_for_its_grace_period() {
             )
             .unwrap();
         assert_eq!(rotated.version, 2);
+        // The rotation reaches the other replica within ENTRY_CACHE.
+        std::thread::sleep(mayfly_broker::service::ENTRY_CACHE);
+        assert_eq!(injected(), "sk-proj-second", "{backend:?}");
         assert_eq!(rotated.previous_versions.len(), 1);
         assert_eq!(rotated.previous_versions[0].retires_at, h.now() + 300);
         h.clock.advance(301);

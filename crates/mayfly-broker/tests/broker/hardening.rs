@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mayfly_store::{BrokerWrite, SigningKeyRecord, Store};
+use mayfly_store::SigningKeyRecord;
 use serde_json::{Value, json};
 
 use super::harness::{AUD, Backend, Harness, RS_SECRET};
@@ -181,10 +181,7 @@ fn keys_and_leases_edited_in_the_store_are_never_trusted() {
 
     // A retired-key row inserted without the master key.
     let (record, key, kid) = attacker_key(h.now());
-    Store::open(&h.db)
-        .unwrap()
-        .broker_apply(&[BrokerWrite::AddSigningKey(record)])
-        .unwrap();
+    h.add_signing_key(record);
     h.rt.block_on(h.broker.refresh_keys()).unwrap();
     let jwks = h.raw("GET", "/.well-known/jwks.json", &[], b"").1;
     assert!(!jwks.to_string().contains(&kid), "{jwks}");

@@ -321,7 +321,6 @@ impl Harness {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// A form POST to the token endpoint; returns status and JSON.
     /// Another broker on this one's store and data directory: a replica,
     /// or this broker after a restart.
     pub fn replica(&self) -> Broker {
@@ -335,6 +334,26 @@ impl Harness {
             .unwrap()
     }
 
+    /// Stores a signing key as another replica would, taking over from the
+    /// key that signs for its algorithm now.
+    pub fn add_signing_key(&self, record: mayfly_store::SigningKeyRecord) {
+        let mut store = mayfly_store::Store::open(&self.db).unwrap();
+        let replaces = store
+            .broker_signing_keys()
+            .unwrap()
+            .into_iter()
+            .find(|k| k.alg == record.alg && k.retired_at.is_none())
+            .map(|k| k.kid);
+        let outcome = store
+            .broker_apply(&[mayfly_store::BrokerWrite::AddSigningKey {
+                key: record,
+                replaces,
+            }])
+            .unwrap();
+        assert_eq!(outcome, vec![mayfly_store::WriteOutcome::Done(1)]);
+    }
+
+    /// A form POST to the token endpoint; returns status and JSON.
     pub fn token_request(&self, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> (u16, Value) {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)

@@ -487,10 +487,7 @@ fn tokens_signed_with_a_key_made_by_another_replica_are_verified() {
             .unwrap();
     let record = mayfly_broker::keys::generate("EdDSA", &master, h.now() + 1).unwrap();
     let kid = record.kid.clone();
-    let mut store = mayfly_store::Store::open(&h.paths.db).unwrap();
-    store
-        .broker_apply(&[mayfly_store::BrokerWrite::AddSigningKey(record)])
-        .unwrap();
+    h.add_signing_key(record);
     let replica = h.replica();
     let fields = exchange_fields(&identity, &task.id, AUD);
     let token =

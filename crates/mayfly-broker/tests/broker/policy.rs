@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use mayfly_broker::client::TaskRequest;
-use mayfly_store::Store;
+use mayfly_store::{BrokerWrite, NewAuditEvent, NewPolicySet, Store, WriteOutcome};
 use serde_json::json;
 
 use super::harness::{ADMIN, AUD, BACKENDS, Harness};
@@ -223,4 +223,70 @@ fn no_credential_outlives_a_policy_that_denies_it_even_mid_exchange() {
         tokens.len()
     );
     assert_eq!(tokens.iter().filter(|t| h.active(t)).count(), 0);
+}
+
+/// A replica that stored a new policy set and died while it held the
+/// set's re-evaluation: the other replicas put the set in force at once,
+/// and one of them runs the re-evaluation once the dead one's claim lapses.
+#[test]
+fn a_re_evaluation_left_by_a_dead_replica_is_taken_over() {
+    for backend in BACKENDS {
+        let policies = tempfile::tempdir().unwrap();
+        let h = with_policies(backend, policies.path());
+        let identity = h.identity("svc:a");
+        let task = h.start_task(&identity, "team-a", &[AUD, OTHER]);
+        let billing = h.exchange(&identity, &task.id, OTHER).access_token;
+        let only_api = r#"@id("start") permit (principal, action == Action::"start_task", resource);
+            @id("exchange-api") permit (principal, action == Action::"exchange", resource == Resource::"https://api.test");"#;
+        let now = h.now();
+        let stored = Store::open(&h.db)
+            .unwrap()
+            .broker_apply(&[
+                BrokerWrite::InstallPolicySet(NewPolicySet {
+                    digest: "set of the dead replica".into(),
+                    origin: "a replica now dead".into(),
+                    files: vec![("base.cedar".into(), only_api.into())],
+                    at: now,
+                    audit: NewAuditEvent::new(now, "policy.load", json!({})),
+                }),
+                BrokerWrite::ClaimReevaluation {
+                    generation: 2,
+                    claimer: "the dead replica".into(),
+                    at: now,
+                    until: now + 30,
+                },
+            ])
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![WriteOutcome::Done(2), WriteOutcome::Done(1)],
+            "{backend:?}"
+        );
+        // In force here from the next exchange: billing is denied...
+        let err = h
+            .client()
+            .exchange(&identity, &task.id, OTHER, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("access_denied"), "{err}");
+        // ...but its live credential waits for the claim to lapse.
+        h.rt.block_on(h.broker.follow_store()).unwrap();
+        assert!(h.active(&billing));
+        h.clock.advance(31);
+        h.rt.block_on(h.broker.follow_store()).unwrap();
+        assert!(!h.active(&billing));
+        let mut store = Store::open(&h.db).unwrap();
+        let done: Vec<_> = store
+            .audit_tail(20)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "policy.reevaluate")
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(done.len(), 2, "{done:?}");
+        assert!(done[1].contains("\"generation\":2"), "{done:?}");
+        // Recorded once: a later look finds nothing left to do.
+        h.rt.block_on(h.broker.follow_store()).unwrap();
+        assert_eq!(store.broker_policy_generation().unwrap(), (2, true));
+        assert_eq!(store.audit_verify().unwrap().problem, None);
+    }
 }

@@ -309,6 +309,30 @@ fn a_bound_token_used_without_its_key_is_revoked_as_copied() {
         );
         assert_eq!(status, 400, "a replayed proof: {body}");
         assert!(h.active(&token));
+        // Nor does another replica, or this broker after a restart, with
+        // an empty memory of proofs: the store spent it.
+        let replica = h.replica();
+        let call = mayfly_broker::service::ProxyCall {
+            entry: "openai",
+            token: Some((&token, true)),
+            dpop_proof: Some(&proof),
+            method: "GET",
+            url: &url,
+            path: "/v1/models",
+            source_ip: "127.0.0.1",
+        };
+        let refused = h.rt.block_on(replica.authorize_use(&call)).err();
+        assert!(
+            refused.is_some_and(|e| e.to_string().contains("already used")),
+            "{backend:?}"
+        );
+        let fresh = key.proof("GET", &url, Some(&token), h.now()).unwrap();
+        let call = mayfly_broker::service::ProxyCall {
+            dpop_proof: Some(&fresh),
+            ..call
+        };
+        assert!(h.rt.block_on(replica.authorize_use(&call)).is_ok());
+        assert!(h.active(&token));
         // The same token without a proof: someone copied it.
         let (status, body) = get(
             &h,

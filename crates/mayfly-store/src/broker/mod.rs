@@ -7,10 +7,12 @@
 //! it, appended in the same transaction.
 
 mod audit;
+mod policy_sets;
 mod reads;
 mod writes;
 
 pub use audit::audit_hash;
+pub use policy_sets::{NewPolicySet, POLICY_CHANGED, PolicySetRecord};
 
 #[cfg(doc)]
 use crate::Store;
@@ -193,7 +195,10 @@ pub enum BrokerWrite {
         /// any restart) refuses the write with [`PROOF_REPLAYED`].
         proof: Option<(String, Timestamp)>,
         /// The upstream credential made with it, if any.
-        grant: Option<crate::UpstreamGrant>,
+        grant: Option<Box<crate::UpstreamGrant>>,
+        /// The policy generation that allowed it: refused with
+        /// [`POLICY_CHANGED`] if a newer set is on the store.
+        decided_under: i64,
         /// Its audit event.
         audit: NewAuditEvent,
     },
@@ -287,8 +292,51 @@ pub enum BrokerWrite {
         audit: NewAuditEvent,
     },
     /// Store a new signing key; older keys of its algorithm that still sign
-    /// are retired.
-    AddSigningKey(SigningKeyRecord),
+    /// are retired. Refused when the key that signs for its algorithm is
+    /// no longer `replaces` (another replica rotated first).
+    AddSigningKey {
+        /// The new key.
+        key: SigningKeyRecord,
+        /// The key it takes over from, as the caller last read the store
+        /// (`None`: the algorithm had no signing key).
+        replaces: Option<String>,
+    },
+    /// Spend a DPoP proof presented to the proxy: refused with
+    /// [`PROOF_REPLAYED`] if any replica accepted it before.
+    SpendProof {
+        /// Its hash.
+        proof: String,
+        /// When it can be forgotten.
+        forget_at: Timestamp,
+    },
+    /// Put a policy set in force for every replica as the next generation
+    /// (`Done` carries its number).
+    InstallPolicySet(NewPolicySet),
+    /// Take the re-evaluation a policy generation calls for until `until`:
+    /// `Done(1)` when taken, refused when it is done or another replica
+    /// holds it.
+    ClaimReevaluation {
+        /// The generation.
+        generation: i64,
+        /// Which replica (a random id of the process): its own claim is
+        /// renewed.
+        claimer: String,
+        /// Now.
+        at: Timestamp,
+        /// When the claim lapses unless renewed (a replica that died
+        /// holding it is taken over from then).
+        until: Timestamp,
+    },
+    /// The re-evaluation of a policy generation is done (recorded once:
+    /// `Done(0)` and no event when it already was).
+    Reevaluated {
+        /// The generation.
+        generation: i64,
+        /// When.
+        at: Timestamp,
+        /// Its audit event.
+        audit: NewAuditEvent,
+    },
 }
 
 /// The refusal of an [`BrokerWrite::IssueLease`] whose DPoP proof was

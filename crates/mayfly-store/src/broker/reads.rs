@@ -204,6 +204,19 @@ impl Store {
         })
     }
 
+    /// The ids of the keys that sign (not retired): a cheap look for
+    /// whether another replica rotated.
+    pub fn broker_signing_kids(&mut self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| {
+            let rows = tx.query(
+                "read signing key ids",
+                "SELECT kid FROM broker_keys WHERE retired_at IS NULL ORDER BY kid",
+                &[],
+            )?;
+            rows.into_iter().map(|mut row| row.text("kid")).collect()
+        })
+    }
+
     /// All signing keys, newest first.
     pub fn broker_signing_keys(&mut self) -> Result<Vec<SigningKeyRecord>, StoreError> {
         self.read(|tx| {

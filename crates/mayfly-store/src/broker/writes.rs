@@ -4,10 +4,21 @@
 use serde_json::json;
 
 use super::audit::Chain;
+use super::policy_sets;
 use super::reads::{LEASE_COLUMNS, TASK_COLUMNS};
 use super::{BrokerWrite, NewAuditEvent, RevokeSelector, WriteOutcome};
 use crate::backend::{Store, Tx};
 use crate::{StoreError, Timestamp};
+
+/// Records a DPoP proof as spent; false when it was spent before.
+fn spend_proof(tx: &mut dyn Tx, proof: &str, forget_at: Timestamp) -> Result<bool, StoreError> {
+    let spent = tx.execute(
+        "spend proof",
+        "INSERT INTO broker_proofs (proof, forget_at) VALUES ($1, $2) ON CONFLICT (proof) DO NOTHING",
+        &[proof.into(), forget_at.into()],
+    )?;
+    Ok(spent > 0)
+}
 
 fn revoke_task_leases(
     tx: &mut dyn Tx,
@@ -25,6 +36,7 @@ fn revoke_task_leases(
 fn apply_one(
     tx: &mut dyn Tx,
     chain: &mut Chain,
+    policy: &mut Option<i64>,
     write: &BrokerWrite,
 ) -> Result<WriteOutcome, StoreError> {
     match write {
@@ -80,17 +92,27 @@ fn apply_one(
             lease,
             proof,
             grant,
+            decided_under,
             audit,
         } => {
-            if let Some((proof, forget_at)) = proof {
-                let spent = tx.execute(
-                    "spend proof",
-                    "INSERT INTO broker_proofs (proof, forget_at) VALUES ($1, $2) ON CONFLICT (proof) DO NOTHING",
-                    &[proof.as_str().into(), (*forget_at).into()],
-                )?;
-                if spent == 0 {
-                    return Ok(WriteOutcome::Refused(super::PROOF_REPLAYED.to_owned()));
-                }
+            // INVARIANT: a credential is only written under the newest
+            // policy set on the store. Every broker write holds the audit
+            // chain, so a set stored by any replica is either seen here or
+            // stored after this commit, and its re-evaluation reads this
+            // credential.
+            let latest = match *policy {
+                Some(latest) => latest,
+                None => *policy.insert(policy_sets::latest_generation(tx)?),
+            };
+            if *decided_under < latest {
+                return Ok(WriteOutcome::Refused(
+                    policy_sets::POLICY_CHANGED.to_owned(),
+                ));
+            }
+            if let Some((proof, forget_at)) = proof
+                && !spend_proof(tx, proof, *forget_at)?
+            {
+                return Ok(WriteOutcome::Refused(super::PROOF_REPLAYED.to_owned()));
             }
             // INVARIANT: a lease is only written while its task is live; the
             // check and the insert are one statement, so a task ended by
@@ -277,7 +299,23 @@ fn apply_one(
             }
             Ok(WriteOutcome::Done(released))
         }
-        BrokerWrite::AddSigningKey(key) => {
+        BrokerWrite::AddSigningKey { key, replaces } => {
+            let signing = tx.query(
+                "read signing key",
+                "SELECT kid FROM broker_keys WHERE retired_at IS NULL AND alg = $1 ORDER BY created_at DESC, kid LIMIT 1",
+                &[key.alg.as_str().into()],
+            )?;
+            let signing = signing
+                .into_iter()
+                .next()
+                .map(|mut row| row.text("kid"))
+                .transpose()?;
+            if signing != *replaces {
+                return Ok(WriteOutcome::Refused(format!(
+                    "another replica rotated the {} signing key first",
+                    key.alg
+                )));
+            }
             tx.execute(
                 "retire signing keys",
                 "UPDATE broker_keys SET retired_at = $1 WHERE retired_at IS NULL AND alg = $2",
@@ -304,6 +342,31 @@ fn apply_one(
             )?;
             Ok(WriteOutcome::Done(1))
         }
+        BrokerWrite::SpendProof { proof, forget_at } => {
+            if spend_proof(tx, proof, *forget_at)? {
+                Ok(WriteOutcome::Done(1))
+            } else {
+                Ok(WriteOutcome::Refused(super::PROOF_REPLAYED.to_owned()))
+            }
+        }
+        BrokerWrite::InstallPolicySet(set) => {
+            let outcome = policy_sets::install(tx, chain, set)?;
+            if let WriteOutcome::Done(generation) = outcome {
+                *policy = Some(generation as i64);
+            }
+            Ok(outcome)
+        }
+        BrokerWrite::ClaimReevaluation {
+            generation,
+            claimer,
+            at,
+            until,
+        } => policy_sets::claim(tx, *generation, claimer, *at, *until),
+        BrokerWrite::Reevaluated {
+            generation,
+            at,
+            audit,
+        } => policy_sets::reevaluated(tx, chain, *generation, *at, audit),
     }
 }
 
@@ -319,9 +382,12 @@ impl Store {
         self.transaction(|tx| {
             // One chain for all replicas: appends take turns.
             let mut chain = Chain::load(tx)?;
+            // The newest policy generation, read once per batch and only
+            // if a credential is written.
+            let mut policy = None;
             let mut outcomes = Vec::with_capacity(writes.len());
             for write in writes {
-                outcomes.push(apply_one(tx, &mut chain, write)?);
+                outcomes.push(apply_one(tx, &mut chain, &mut policy, write)?);
             }
             chain.save(tx)?;
             Ok(outcomes)

@@ -13,7 +13,7 @@ use crate::server::{Server, client, free_port, get, mint, serve, serve_on};
 
 /// Starts the README's task (deploy, team-platform, api.example) with
 /// `client`; its id, once it is live.
-fn deploy_task(mut client: assert_cmd::Command) -> String {
+pub(crate) fn deploy_task(mut client: assert_cmd::Command) -> String {
     let (code, task) = json_of(client.args([
         "task",
         "start",
@@ -511,81 +511,4 @@ fn health_and_readiness_say_what_holds_and_what_does_not() {
     assert_eq!(body["checks"]["keys"]["ok"], true);
     assert!(!body.to_string().contains("postgres://"), "{body}");
     assert_eq!(get(&format!("{}/healthz", server.url)).0, 200);
-}
-
-/// Two `mayfly serve` replicas on one PostgreSQL database: what one
-/// issues, revokes or ends holds on the other at once.
-#[test]
-fn two_replicas_on_one_postgres_database_agree() {
-    let (url, _db) = crate::inventory::postgres_database();
-    let ws = Workspace::new();
-    // Replicas behind one load balancer share its public URL (the tokens'
-    // issuer).
-    let config = ws.dir.path().join("replica.toml");
-    std::fs::write(
-        &config,
-        "[server]\npublic_url = \"https://mayfly.acme.test\"\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let a = crate::server::serve_with(&ws, Some(&url), free_port(), &["--config", config]);
-    let b = crate::server::serve_with(&ws, Some(&url), free_port(), &["--config", config]);
-    mint(&ws, "local:acme/app");
-    let on = |server: &Server| client(&ws, server);
-    let id = deploy_task(on(&a));
-    let exchange = |server: &Server| {
-        json_of(on(server).args([
-            "token",
-            "exchange",
-            "--task",
-            &id,
-            "--audience",
-            "https://api.example",
-        ]))
-    };
-    let introspect = |server: &Server, token: &str| {
-        json_of(
-            on(server)
-                .args(["token", "introspect", "-"])
-                .write_stdin(token.to_owned()),
-        )
-    };
-    // Issued by A, active on B.
-    let (code, token) = exchange(&a);
-    assert_eq!(code, 0);
-    let first = token["access_token"].as_str().unwrap().to_owned();
-    let (code, answer) = introspect(&b, &first);
-    assert_eq!(code, 0, "{answer}");
-    // Issued by B for A's task.
-    let (code, token) = exchange(&b);
-    assert_eq!(code, 0, "{token}");
-    let second = token["access_token"].as_str().unwrap().to_owned();
-    // Revoked through A: inactive on B within a second.
-    let (code, _, err) = stdout_of(
-        on(&a)
-            .args(["token", "revoke", "-"])
-            .write_stdin(first.clone()),
-    );
-    assert_eq!(code, 0, "{err}");
-    // The very next question to B already has the answer: no delay to
-    // wait out.
-    assert_eq!(
-        introspect(&b, &first),
-        (1, serde_json::json!({"active": false}))
-    );
-    // The task ended through B: A neither honours its credentials nor
-    // issues new ones.
-    let (code, ended) = json_of(on(&b).args(["task", "end", &id]));
-    assert_eq!(code, 0, "{ended}");
-    assert_eq!(introspect(&a, &second).0, 1);
-    let (code, _, err) = stdout_of(on(&a).args([
-        "token",
-        "exchange",
-        "--task",
-        &id,
-        "--audience",
-        "https://api.example",
-    ]));
-    assert_ne!(code, 0);
-    assert!(err.contains("has ended"), "{err}");
 }

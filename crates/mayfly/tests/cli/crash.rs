@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::common::{Workspace, stdout_of};
 use crate::server::{Server, free_port, mint, serve_with};
 
-const AUDIENCE: &str = "https://api.example";
+pub(crate) const AUDIENCE: &str = "https://api.example";
 
 /// A fresh random number (std's per-map random keys; no dependency).
 fn random() -> u64 {
@@ -42,7 +42,7 @@ fn now_unix() -> u64 {
 
 /// Sends one request; `None` when no answer came (the server died or is
 /// restarting): the client cannot know what happened.
-fn send(
+pub(crate) fn send(
     agent: &ureq::Agent,
     url: &str,
     bearer: &str,
@@ -71,7 +71,7 @@ fn send(
     Some((status, serde_json::from_str(&text).unwrap_or_default()))
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -286,160 +286,4 @@ fn sigkill_under_load_loses_nothing_on_sqlite() {
 fn sigkill_under_load_loses_nothing_on_postgres() {
     let (url, _db) = crate::inventory::postgres_database();
     crash_under_load(&Workspace::new(), Some(&url));
-}
-
-/// A TCP relay to the PostgreSQL server that can be cut (every connection
-/// closed, new ones closed as they come) and restored: the server going
-/// away and coming back, as a network or a failover makes it.
-struct Relay {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Relay {
-    fn to_postgres() -> Relay {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (cut_seen, open_kept) = (cut.clone(), open.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                if cut_seen.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(server) = std::net::TcpStream::connect("127.0.0.1:5432") else {
-                    continue;
-                };
-                let mut kept = open_kept.lock().unwrap();
-                kept.push(client.try_clone().unwrap());
-                kept.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, cut, open }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// PostgreSQL goes away under a running broker: requests fail promptly
-/// with 503 and an OAuth error, readiness says the store does not answer;
-/// when it comes back, the broker serves again without a restart and
-/// nothing it issued before is lost.
-#[test]
-fn postgres_going_away_and_coming_back_needs_no_restart() {
-    let (url, _db) = crate::inventory::postgres_database();
-    let relay = Relay::to_postgres();
-    let through_relay = url.replace(":5432/", &format!(":{}/", relay.port));
-    let ws = Workspace::new();
-    let server = serve_with(&ws, Some(&through_relay), free_port(), &[]);
-    mint(&ws, "svc:failover");
-    let identity = std::fs::read_to_string(ws.dir.path().join("identity.jwt")).unwrap();
-    let admin = std::fs::read_to_string(ws.dir.path().join("home/admin-token")).unwrap();
-    let admin = admin.trim();
-    let agent = agent();
-    let start = || {
-        send(
-            &agent,
-            &format!("{}/v1/tasks", server.url),
-            &identity,
-            None,
-            Some(serde_json::json!({"purpose": "failover", "owner": "team-a", "audiences": [AUDIENCE]})),
-        )
-        .unwrap()
-    };
-    let exchange = |task: &str| {
-        let form = [
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            ("subject_token", identity.as_str()),
-            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-            ("audience", AUDIENCE),
-            ("task_id", task),
-        ];
-        send(
-            &agent,
-            &format!("{}/oauth2/token", server.url),
-            "",
-            Some(&form),
-            None,
-        )
-        .unwrap()
-    };
-    let introspect = |token: &str| {
-        send(
-            &agent,
-            &format!("{}/oauth2/introspect", server.url),
-            admin,
-            Some(&[("token", token)]),
-            None,
-        )
-        .unwrap()
-    };
-    let ready = || crate::server::get(&format!("{}/readyz", server.url));
-
-    let (status, task) = start();
-    assert_eq!(status, 201, "{task}");
-    let task = task["id"].as_str().unwrap().to_owned();
-    let (status, token) = exchange(&task);
-    assert_eq!(status, 200, "{token}");
-    let before = token["access_token"].as_str().unwrap().to_owned();
-
-    relay.cut();
-    for _ in 0..3 {
-        let asked = Instant::now();
-        let (status, answer) = exchange(&task);
-        assert_eq!(status, 503, "{answer}");
-        assert_eq!(answer["error"], "temporarily_unavailable", "{answer}");
-        assert!(
-            asked.elapsed() < Duration::from_secs(8),
-            "a refusal took {:?}",
-            asked.elapsed()
-        );
-        let (status, answer) = start();
-        assert_eq!(status, 503, "{answer}");
-    }
-    let (status, readiness) = ready();
-    assert_eq!(status, 503, "{readiness}");
-    assert_eq!(readiness["checks"]["store"]["ok"], false, "{readiness}");
-
-    relay.restore();
-    // The first request after the server returns is served: lost
-    // connections are replaced as they are found.
-    let (status, token) = exchange(&task);
-    assert_eq!(status, 200, "{token}");
-    let after = token["access_token"].as_str().unwrap().to_owned();
-    for token in [&before, &after] {
-        let (status, answer) = introspect(token);
-        assert_eq!(
-            (status, &answer["active"]),
-            (200, &serde_json::json!(true)),
-            "{answer}"
-        );
-    }
-    assert_eq!(ready().0, 200);
-    let (status, answer) = start();
-    assert_eq!(status, 201, "{answer}");
 }
