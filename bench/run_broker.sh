@@ -24,7 +24,19 @@
 #   COSTS_BIN=path             the exchange_costs example of mayfly-broker (default
 #                              target/release/examples/exchange_costs): CPU cost of
 #                              a signature and a Cedar decision on one core
-#   BROKER_TARGETS="openbao mayfly"   which halves to run
+#   WRITER_BIN=path            the writer_throughput example of mayfly-broker
+#                              (default target/release/examples/writer_throughput):
+#                              leases/s the lease writer commits on its one thread
+#   BROKER_TARGETS="openbao openbao-raft mayfly"   which servers to run:
+#                              OpenBao in dev mode (in-memory), OpenBao with its
+#                              integrated (raft) storage on disk (durable, as
+#                              Mayfly's SQLite store is), Mayfly
+#   BROKER_SERVER_CPUS=list    taskset CPU list for the server under test
+#                              (e.g. 0-1); BROKER_LOAD_CPUS=list the same for
+#                              wrk and hey (e.g. 8-15). Unset: no pinning. On
+#                              a large machine, run once per server core set
+#                              (0-1, 0-3, 0-7) with the load on other cores to
+#                              see how throughput grows with cores
 #   BROKER_DURATION=10         seconds of each measured wrk/hey run
 #   BROKER_WARMUP=3            seconds of the wrk warm-up
 #   BROKER_CONNECTIONS="8 16 32 64"  wrk connection counts tried for the peak
@@ -46,7 +58,13 @@ BW="$WORK/broker"                    # this benchmark's work files
 RES="$BW/results"                    # one JSON file per server, merged at the end
 MAYFLY_BIN="${MAYFLY_BIN:-$ROOT/target/release/mayfly}"
 COSTS_BIN="${COSTS_BIN:-$ROOT/target/release/examples/exchange_costs}"
-TARGETS="${BROKER_TARGETS:-openbao mayfly}"
+WRITER_BIN="${WRITER_BIN:-$ROOT/target/release/examples/writer_throughput}"
+TARGETS="${BROKER_TARGETS:-openbao openbao-raft mayfly}"
+SERVER_CPUS="${BROKER_SERVER_CPUS:-}"
+LOAD_CPUS="${BROKER_LOAD_CPUS:-}"
+# Command prefixes that pin a process to a CPU set (empty: no pinning).
+SERVER_PIN=(); [[ -z "$SERVER_CPUS" ]] || SERVER_PIN=(taskset -c "$SERVER_CPUS")
+LOAD_PIN=(); [[ -z "$LOAD_CPUS" ]] || LOAD_PIN=(taskset -c "$LOAD_CPUS")
 DURATION="${BROKER_DURATION:-10}"
 WARMUP="${BROKER_WARMUP:-3}"
 CONNECTIONS="${BROKER_CONNECTIONS:-8 16 32 64}"
@@ -108,12 +126,16 @@ put "$RES/meta.json" tools "$(printf '{"wrk": "%s", "hey": "%s", "openbao": "%s"
     "$(dpkg-query -W -f '${Version}' hey 2>/dev/null || echo '?')" \
     "$("$BAO" version | awk '{print $2}')")"
 putstr "$RES/meta.json" load_before "$(cut -d' ' -f1-3 /proc/loadavg)"
-put "$RES/meta.json" settings "$(printf '{"duration_s": %s, "warmup_s": %s, "connections": "%s", "wrk_threads": %s, "bulk_tokens": %s}' \
-    "$DURATION" "$WARMUP" "$CONNECTIONS" "$WRK_THREADS" "$BULK")"
+put "$RES/meta.json" settings "$(printf '{"duration_s": %s, "warmup_s": %s, "connections": "%s", "wrk_threads": %s, "bulk_tokens": %s, "server_cpus": "%s", "load_cpus": "%s"}' \
+    "$DURATION" "$WARMUP" "$CONNECTIONS" "$WRK_THREADS" "$BULK" "${SERVER_CPUS:-all}" "${LOAD_CPUS:-all}")"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     log "warning: the machine is busy (load $(cut -d' ' -f1-3 /proc/loadavg)); figures will be noisy"
 fi
-log "load generators share the machine's $(nproc) cores with the server under test"
+if [[ -z "$SERVER_CPUS$LOAD_CPUS" ]]; then
+    log "load generators share the machine's $(nproc) cores with the server under test"
+else
+    log "server on CPUs ${SERVER_CPUS:-all}, load generators on CPUs ${LOAD_CPUS:-all}"
+fi
 
 # --- signing key and workload JWT ---------------------------------------------
 # public-key.pem for OpenBao, jwks.json for Mayfly, workload.jwt for both.
@@ -176,10 +198,10 @@ peak() {  # name, url, server pid -> $RES/<name>.json: peak
     local name="$1" url="$2" pid="$3" c best_rps=0 best_c="" rps failed total ticks
     log "$name: wrk warm-up ${WARMUP}s"
     BENCH_WRK_JSON="$BW/wrk-$name-warmup.json" \
-        wrk -t"$WRK_THREADS" -c"${CONNECTIONS%% *}" -d"${WARMUP}s" -s "$BENCH/broker/post.lua" "$url" \
+        "${LOAD_PIN[@]}" wrk -t"$WRK_THREADS" -c"${CONNECTIONS%% *}" -d"${WARMUP}s" -s "$BENCH/broker/post.lua" "$url" \
         >"$BW/wrk-$name-warmup.txt"
     for c in $CONNECTIONS; do
-        local cmd=(wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
+        local cmd=("${LOAD_PIN[@]}" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
         log "$name: ${cmd[*]}"
         ticks="$(proc_cpu_ticks "$pid")"
         BENCH_WRK_JSON="$BW/wrk-$name-c$c.json" cpu_time "$BW/wrk-$name-c$c.cpu" "${cmd[@]}" >"$BW/wrk-$name-c$c.txt"
@@ -209,7 +231,7 @@ http_floor() {  # name, url, connections, server pid -> $RES/<name>.json: http_f
     # machine's loopback HTTP, with the load generator on the same cores,
     # allows at all. No token exchange can be faster.
     local name="$1" url="$2" c="$3" out="$BW/wrk-$1-floor"
-    local cmd=(wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
+    local cmd=("${LOAD_PIN[@]}" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -s "$BENCH/broker/post.lua" "$url")
     log "$name: HTTP floor: GET ${cmd[*]}"
     local ticks
     ticks="$(proc_cpu_ticks "$4")"
@@ -254,7 +276,7 @@ half_peak() {  # name, url, peak rps -> $RES/<name>.json: half_peak
 hey_cmd() {  # [--show] seconds workers q url: rate-limited hey run (or print the command)
     local show=0
     [[ "$1" == --show ]] && { show=1; shift; }
-    local cmd=(hey -z "${1}s" -c "$2" -q "$3" -m POST -T "$BENCH_CONTENT_TYPE" -D "$BENCH_BODY_FILE")
+    local cmd=("${LOAD_PIN[@]}" hey -z "${1}s" -c "$2" -q "$3" -m POST -T "$BENCH_CONTENT_TYPE" -D "$BENCH_BODY_FILE")
     [[ -z "${BENCH_AUTHORIZATION:-}" ]] || cmd+=(-H "Authorization: $BENCH_AUTHORIZATION")
     if ((show)); then echo "${cmd[*]} $4"; else "${cmd[@]}" "$4"; fi
 }
@@ -264,7 +286,7 @@ bulk_issue() {  # name, url, count: issue count tokens with hey (no rate limit)
     # hey gives each of its -c workers n/c requests (rounded down): keep n a
     # multiple of c.
     ((count % 32 == 0)) || die "$name: $count is not a multiple of 32"
-    local cmd=(hey -n "$count" -c 32 -m POST -T "$BENCH_CONTENT_TYPE" -D "$BENCH_BODY_FILE")
+    local cmd=("${LOAD_PIN[@]}" hey -n "$count" -c 32 -m POST -T "$BENCH_CONTENT_TYPE" -D "$BENCH_BODY_FILE")
     [[ -z "${BENCH_AUTHORIZATION:-}" ]] || cmd+=(-H "Authorization: $BENCH_AUTHORIZATION")
     log "$name: issuing $count tokens: ${cmd[*]} $url"
     "${cmd[@]}" "$url" >"$out"
@@ -291,25 +313,61 @@ timed_call() {  # label, curl args...: prints {"seconds": s, "http": code} or {"
 
 # --- OpenBao --------------------------------------------------------------------
 BAO_PID=""
-bao_start() {  # fresh dev server with the JWT auth method configured; sets BAO_ADDR, BAO_TOKEN
+BAO_MODE=dev
+bao_start() {  # fresh server ($BAO_MODE: dev or raft) with the JWT auth method configured; sets BAO_ADDR, BAO_TOKEN
     local port
     port="$(free_port)"
     export BAO_ADDR="http://127.0.0.1:$port"
     export BAO_TOKEN
     BAO_TOKEN="$(random_token)"
     # Dev mode: in-memory storage, unsealed, no TLS, no audit device.
-    "$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" \
-        -dev-no-store-token >"$BW/openbao.log" 2>&1 &
-    BAO_PID=$!
-    PIDS+=("$BAO_PID")
-    wait_http "$BAO_ADDR/v1/sys/health" "$BAO_PID" "$BW/openbao.log"
+    if [[ "$BAO_MODE" == raft ]]; then
+        # Integrated storage on disk (raft over bbolt, each write synced):
+        # a durable configuration, as Mayfly's SQLite store is.
+        rm -rf "$BW/openbao-raft"
+        mkdir -p "$BW/openbao-raft"
+        cat >"$BW/openbao-raft.hcl" <<HCL
+storage "raft" {
+  path    = "$BW/openbao-raft"
+  node_id = "bench"
+}
+listener "tcp" {
+  address     = "127.0.0.1:$port"
+  tls_disable = true
+}
+api_addr      = "http://127.0.0.1:$port"
+cluster_addr  = "http://127.0.0.1:$(free_port)"
+disable_mlock = true
+HCL
+        "${SERVER_PIN[@]}" "$BAO" server -config="$BW/openbao-raft.hcl" >"$BW/openbao.log" 2>&1 &
+        BAO_PID=$!
+        PIDS+=("$BAO_PID")
+        local i init
+        for i in $(seq 300); do
+            curl -s -o /dev/null "$BAO_ADDR/v1/sys/health" && break
+            kill -0 "$BAO_PID" 2>/dev/null || die "openbao exited during start-up; see $BW/openbao.log"
+            sleep 0.1
+        done
+        init="$("$BAO" operator init -key-shares=1 -key-threshold=1 -format=json)"
+        "$BAO" operator unseal "$("$PY" -c 'import json, sys; print(json.load(sys.stdin)["unseal_keys_b64"][0])' <<<"$init")" >/dev/null
+        BAO_TOKEN="$("$PY" -c 'import json, sys; print(json.load(sys.stdin)["root_token"])' <<<"$init")"
+        # Active (200) once raft has elected this node leader.
+        wait_http "$BAO_ADDR/v1/sys/health" "$BAO_PID" "$BW/openbao.log"
+    else
+        # Dev mode: in-memory storage, unsealed, no TLS, no audit device.
+        "${SERVER_PIN[@]}" "$BAO" server -dev -dev-root-token-id="$BAO_TOKEN" -dev-listen-address="127.0.0.1:$port" \
+            -dev-no-store-token >"$BW/openbao.log" 2>&1 &
+        BAO_PID=$!
+        PIDS+=("$BAO_PID")
+        wait_http "$BAO_ADDR/v1/sys/health" "$BAO_PID" "$BW/openbao.log"
+    fi
     "$BAO" auth enable jwt >/dev/null
     "$PY" -c 'import json, sys; print(json.dumps({
         "jwt_validation_pubkeys": [open(sys.argv[1]).read()], "bound_issuer": "https://ci.bench.invalid"}))' \
         "$BW/keys/public-key.pem" | "$BAO" write auth/jwt/config - >/dev/null
     "$BAO" write auth/jwt/role/bench role_type=jwt bound_audiences=mayfly user_claim=sub \
         token_ttl=5m token_policies=default >/dev/null
-    log "openbao: dev server at $BAO_ADDR (pid $BAO_PID), JWT auth configured"
+    log "openbao: $BAO_MODE server at $BAO_ADDR (pid $BAO_PID), JWT auth configured"
 }
 bao_stop() { stop_pid "$BAO_PID"; }
 
@@ -325,20 +383,27 @@ bao_lease_count() {
         | "$PY" -c 'import json, sys; print(len((json.load(sys.stdin).get("data") or {}).get("keys") or []))'
 }
 
-run_openbao() {
-    log "openbao: $("$BAO" version)"
-    log "openbao: dev mode = in-memory storage, no audit device: OpenBao's fastest configuration"
-    putstr "$RES/openbao.json" version "$("$BAO" version | awk '{print $2}')"
-    putstr "$RES/openbao.json" note "dev mode: in-memory storage, no TLS, no audit device (OpenBao's fastest configuration); measured request: POST /v1/auth/jwt/login with an ES256 JWT; revocation: PUT sys/leases/revoke-prefix/auth/jwt/login with sync=true"
+run_openbao() {  # name (openbao or openbao-raft), mode (dev or raft)
+    local name="$1"
+    BAO_MODE="$2"
+    log "$name: $("$BAO" version)"
+    putstr "$RES/$name.json" version "$("$BAO" version | awk '{print $2}')"
+    if [[ "$BAO_MODE" == raft ]]; then
+        log "$name: integrated (raft) storage on disk, no audit device: a durable configuration"
+        putstr "$RES/$name.json" note "integrated (raft) storage on disk, one node, no TLS, no audit device (durable, as Mayfly's store is); measured request: POST /v1/auth/jwt/login with an ES256 JWT; revocation: PUT sys/leases/revoke-prefix/auth/jwt/login with sync=true"
+    else
+        log "$name: dev mode = in-memory storage, no audit device: OpenBao's fastest configuration"
+        putstr "$RES/$name.json" note "dev mode: in-memory storage, no TLS, no audit device (OpenBao's fastest configuration); measured request: POST /v1/auth/jwt/login with an ES256 JWT; revocation: PUT sys/leases/revoke-prefix/auth/jwt/login with sync=true"
+    fi
     printf '{"role":"bench","jwt":"%s"}' "$JWT" >"$BW/openbao-login.json"
     export BENCH_BODY_FILE="$BW/openbao-login.json" BENCH_CONTENT_TYPE=application/json BENCH_AUTHORIZATION=""
 
     # Throughput and latency.
     bao_start
-    bao_login_token >/dev/null || die "openbao: a single login fails"
+    bao_login_token >/dev/null || die "$name: a single login fails"
     local url="$BAO_ADDR/v1/auth/jwt/login"
-    peak openbao "$url" "$BAO_PID"
-    half_peak openbao "$url" "$PEAK_RPS"
+    peak "$name" "$url" "$BAO_PID"
+    half_peak "$name" "$url" "$PEAK_RPS"
     bao_stop
 
     # Bulk revocation, on a fresh server so only these tokens exist.
@@ -350,25 +415,25 @@ run_openbao() {
     url="$BAO_ADDR/v1/auth/jwt/login"
     local sample leases res status
     sample="$(bao_login_token)"
-    bulk_issue openbao-bulk "$url" "$BULK"
+    bulk_issue "$name-bulk" "$url" "$BULK"
     leases="$(bao_lease_count)"
-    log "openbao: $leases leases under auth/jwt/login/"
-    [[ "$(bao_token_status "$sample")" == 200 ]] || die "openbao: the sample token is not valid before revocation"
-    res="$(timed_call "openbao: revoke-prefix auth/jwt/login (sync) of $leases tokens" \
+    log "$name: $leases leases under auth/jwt/login/"
+    [[ "$(bao_token_status "$sample")" == 200 ]] || die "$name: the sample token is not valid before revocation"
+    res="$(timed_call "$name: revoke-prefix auth/jwt/login (sync) of $leases tokens" \
         -X PUT -H "X-Vault-Token: $BAO_TOKEN" -d '{"sync": true}' \
         "$BAO_ADDR/v1/sys/leases/revoke-prefix/auth/jwt/login")"
-    put "$RES/openbao.json" revocation "$res"
-    put "$RES/openbao.json" revocation.tokens "$leases"
-    putstr "$RES/openbao.json" revocation.command "curl -X PUT -H 'X-Vault-Token: <root>' -d '{\"sync\": true}' $BAO_ADDR/v1/sys/leases/revoke-prefix/auth/jwt/login"
+    put "$RES/$name.json" revocation "$res"
+    put "$RES/$name.json" revocation.tokens "$leases"
+    putstr "$RES/$name.json" revocation.command "curl -X PUT -H 'X-Vault-Token: <root>' -d '{\"sync\": true}' $BAO_ADDR/v1/sys/leases/revoke-prefix/auth/jwt/login"
     if [[ "$res" == *timed_out* ]]; then
         # The server goes on revoking; still say what is left.
-        put "$RES/openbao.json" revocation.token_rejected "$([[ "$(bao_token_status "$sample")" == 403 ]] && echo true || echo false)"
+        put "$RES/$name.json" revocation.token_rejected "$([[ "$(bao_token_status "$sample")" == 403 ]] && echo true || echo false)"
     else
         status="$(bao_token_status "$sample")"
-        put "$RES/openbao.json" revocation.token_rejected "$([[ $status == 403 ]] && echo true || echo false)"
-        put "$RES/openbao.json" revocation.leases_left "$(bao_lease_count)"
-        [[ "$status" == 403 ]] || die "openbao: a revoked token still answers lookup-self with HTTP $status"
-        log "openbao: a revoked token is rejected (lookup-self: HTTP $status)"
+        put "$RES/$name.json" revocation.token_rejected "$([[ $status == 403 ]] && echo true || echo false)"
+        put "$RES/$name.json" revocation.leases_left "$(bao_lease_count)"
+        [[ "$status" == 403 ]] || die "$name: a revoked token still answers lookup-self with HTTP $status"
+        log "$name: a revoked token is rejected (lookup-self: HTTP $status)"
     fi
     bao_stop
 }
@@ -402,7 +467,7 @@ dir = "$BW/policies"
 exchanges_per_second_per_workload = 0
 EOF
     rm -f "$BW"/mayfly.db*
-    MAYFLY_ADMIN_TOKEN="$ADMIN_TOKEN" "$MAYFLY_BIN" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" \
+    MAYFLY_ADMIN_TOKEN="$ADMIN_TOKEN" "${SERVER_PIN[@]}" "$MAYFLY_BIN" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" \
         >"$BW/mayfly.log" 2>&1 &
     MAYFLY_PID=$!
     PIDS+=("$MAYFLY_PID")
@@ -469,6 +534,16 @@ run_mayfly() {
         log "mayfly: no $COSTS_BIN: component costs skipped (cargo build --release -p mayfly-broker --example exchange_costs)"
     fi
 
+    # The lease writer alone: pre-built leases, durable group commits.
+    if [[ -x "$WRITER_BIN" ]]; then
+        log "mayfly: lease writer alone ($WRITER_BIN)"
+        (cd "$BW" && TMPDIR="$BW" "${SERVER_PIN[@]}" "$WRITER_BIN" 200000 1024) >"$BW/writer.json"
+        put "$RES/mayfly.json" writer "@$BW/writer.json"
+        log "mayfly: writer $(field leases_per_s <"$BW/writer.json") leases/s, $(field writer_cpu_us_per_lease <"$BW/writer.json") µs of its thread each"
+    else
+        log "mayfly: no $WRITER_BIN: writer figure skipped (cargo build --release -p mayfly-broker --example writer_throughput)"
+    fi
+
     # The disk floor of a durable commit, on the database's filesystem,
     # with nothing else running.
     log "mayfly: fsync probe (2,000 appends of 4 KiB, each synced)"
@@ -510,9 +585,10 @@ run_mayfly() {
 # --- run ------------------------------------------------------------------------
 for target in $TARGETS; do
     case "$target" in
-        openbao) run_openbao ;;
+        openbao) run_openbao openbao dev ;;
+        openbao-raft) run_openbao openbao-raft raft ;;
         mayfly) run_mayfly ;;
-        *) die "unknown target $target (want openbao and/or mayfly)" ;;
+        *) die "unknown target $target (want openbao, openbao-raft and/or mayfly)" ;;
     esac
 done
 putstr "$RES/meta.json" load_after "$(cut -d' ' -f1-3 /proc/loadavg)"

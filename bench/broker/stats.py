@@ -103,20 +103,28 @@ def revoke_secs(entry):
     return fmt(entry.get("seconds"), " s", 3)
 
 
-def targets_of(bao: dict, may: dict) -> dict:
+def targets_of(peers: dict, may: dict) -> dict:
+    """The broker issue's targets, against each OpenBao configuration measured."""
     targets = {}
-    bao_rps, may_rps = dig(bao, "peak.requests_per_s"), dig(may, "peak.requests_per_s")
-    if bao_rps and may_rps:
-        ratio = may_rps / bao_rps
-        targets["throughput_ratio"] = {"value": round(ratio, 2), "target": ">= 20", "met": ratio >= 20}
+    may_rps = dig(may, "peak.requests_per_s")
     floor_rps = dig(may, "http_floor.requests_per_s")
-    if bao_rps and floor_rps:
-        # Not a target: the most the 20x target could reach on this machine.
-        targets["http_floor_ratio"] = {"value": round(floor_rps / bao_rps, 2), "target": ">= 20 (bound)",
-                                       "met": floor_rps / bao_rps >= 20}
+    for name, bao in peers.items():
+        bao_rps = dig(bao, "peak.requests_per_s")
+        if bao_rps and may_rps:
+            ratio = may_rps / bao_rps
+            targets[f"throughput_ratio_vs_{name}"] = {"value": round(ratio, 2), "target": ">= 20",
+                                                      "met": ratio >= 20}
+        if bao_rps and floor_rps:
+            # Not a target: the most the 20x target could reach on this machine.
+            targets[f"http_floor_ratio_vs_{name}"] = {"value": round(floor_rps / bao_rps, 2),
+                                                      "target": ">= 20 (bound)", "met": floor_rps / bao_rps >= 20}
     p99 = dig(may, "half_peak.percentiles_ms.p99")
     if p99 is not None:
         targets["mayfly_half_peak_p99_ms"] = {"value": p99, "target": "< 5", "met": p99 < 5}
+    cpu, n = dig(may, "peak.server_cpu_s"), dig(may, "peak.requests")
+    if cpu is not None and n:
+        per = cpu / n * 1e6
+        targets["mayfly_server_cpu_us_per_exchange"] = {"value": round(per, 1), "target": "<= 60", "met": per <= 60}
     for key in ("task_end", "admin_revoke"):
         entry = dig(may, f"revocation.{key}")
         if entry:
@@ -126,79 +134,102 @@ def targets_of(bao: dict, may: dict) -> dict:
     return targets
 
 
+# The columns of the table, in order, and their headings.
+COLUMNS = (("openbao", "OpenBao dev (memory)"), ("openbao-raft", "OpenBao raft (disk)"),
+           ("mayfly", "Mayfly token exchange"))
+
+
 def cmd_summary(args) -> None:
     results = {p.stem: json.loads(p.read_text()) for p in sorted(pathlib.Path(args.results).glob("*.json"))}
     meta = results.pop("meta", {})
-    bao, may = results.get("openbao", {}), results.get("mayfly", {})
-    targets = targets_of(bao, may)
+    may = results.get("mayfly", {})
+    peers = {name: results[name] for name in ("openbao", "openbao-raft") if results.get(name)}
+    targets = targets_of(peers, may)
     pathlib.Path(args.out).write_text(json.dumps(
-        {"meta": meta, "openbao": bao, "mayfly": may, "targets": targets}, indent=2) + "\n")
+        {"meta": meta, **{name: results.get(name, {}) for name, _ in COLUMNS}, "targets": targets},
+        indent=2) + "\n")
+    columns = [(name, head, results.get(name, {})) for name, head in COLUMNS if results.get(name)]
 
-    def both(key, unit="", digits=1, scale=1.0):
-        vals = [dig(r, key) for r in (bao, may)]
-        return tuple(fmt(v * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else v, unit, digits)
-                     for v in vals)
+    def value(key, unit="", digits=1, scale=1.0):
+        def of(r):
+            v = dig(r, key)
+            return fmt(v * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else v, unit, digits)
+        return of
 
-    def cores(r, part):
-        cpu, secs = dig(r, f"{part}.load_generator_cpu_s"), dig(r, f"{part}.duration_s")
-        return fmt(cpu / secs, " cores", 2) if cpu is not None and secs else "-"
+    def cores(part):
+        def of(r):
+            cpu, secs = dig(r, f"{part}.load_generator_cpu_s"), dig(r, f"{part}.duration_s")
+            return fmt(cpu / secs, " cores", 2) if cpu is not None and secs else "-"
+        return of
 
-    def per_request(r, part):
-        cpu, n = dig(r, f"{part}.server_cpu_s"), dig(r, f"{part}.requests")
-        return fmt(cpu / n * 1e6, " µs", 0) if cpu is not None and n else "-"
-
-    def load_per_request(r, part):
-        cpu, n = dig(r, f"{part}.load_generator_cpu_s"), dig(r, f"{part}.requests")
-        return fmt(cpu / n * 1e6, " µs", 0) if cpu is not None and n else "-"
+    def per_request(part, who="server"):
+        def of(r):
+            cpu, n = dig(r, f"{part}.{who}_cpu_s"), dig(r, f"{part}.requests")
+            return fmt(cpu / n * 1e6, " µs", 0) if cpu is not None and n else "-"
+        return of
 
     def rate(r):
         return (f"{fmt(dig(r, 'half_peak.requests_per_s'), digits=0)} of {fmt(dig(r, 'half_peak.target_rps'), digits=0)}"
                 if r.get("half_peak") else "-")
 
+    def workers(r):
+        return f"{dig(r, 'half_peak.workers')} x {dig(r, 'half_peak.q_per_worker')}" if r.get("half_peak") else "-"
+
+    def revocation(r):
+        return revoke_secs(r.get("revocation") or dig(r, "revocation.task_end"))
+
+    def revoked(r):
+        return fmt(dig(r, "revocation.tokens") or dig(r, "revocation.task_end.tokens"), digits=0)
+
+    def dead(r):
+        found = dig(r, "revocation.token_rejected")
+        return fmt(found if found is not None else dig(r, "revocation.task_end.token_inactive"))
+
+    def fsync(r):
+        return (" / ".join(fmt(dig(r, f"disk_fsync.{k}"), " ms", 2) for k in ("p50_ms", "p99_ms", "max_ms"))
+                if r.get("disk_fsync") else "-")
+
     rows = [
-        ("peak requests/s (wrk)", *both("peak.requests_per_s")),
-        ("  wrk connections", *both("peak.connections", digits=0)),
-        *[(f"  latency {label} at peak", *both(f"peak.latency_us.{key}", " ms", 2, 1e-3))
+        ("peak requests/s (wrk)", value("peak.requests_per_s")),
+        ("  wrk connections", value("peak.connections", digits=0)),
+        *[(f"  latency {label} at peak", value(f"peak.latency_us.{key}", " ms", 2, 1e-3))
           for label, key in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99_9"))],
-        ("  wrk CPU use", cores(bao, "peak"), cores(may, "peak")),
-        ("  server CPU per request at peak", per_request(bao, "peak"), per_request(may, "peak")),
-        ("  wrk CPU per request at peak", load_per_request(bao, "peak"), load_per_request(may, "peak")),
-        ("half peak: requests/s got of asked (hey)", rate(bao), rate(may)),
-        ("  hey workers x rate each", *[f"{dig(r, 'half_peak.workers')} x {dig(r, 'half_peak.q_per_worker')}"
-                                       if r.get("half_peak") else "-" for r in (bao, may)]),
-        ("  hey CPU use", cores(bao, "half_peak"), cores(may, "half_peak")),
-        ("  latency p50 at half peak", *both("half_peak.percentiles_ms.p50", " ms")),
-        ("  latency p99 at half peak", *both("half_peak.percentiles_ms.p99", " ms")),
-        ("bulk revocation (prefix / task end)", revoke_secs(bao.get("revocation")),
-         revoke_secs(dig(may, "revocation.task_end"))),
-        ("  tokens revoked", fmt(dig(bao, "revocation.tokens"), digits=0),
-         fmt(dig(may, "revocation.task_end.tokens"), digits=0)),
-        ("  sample token dead afterwards", fmt(dig(bao, "revocation.token_rejected")),
-         fmt(dig(may, "revocation.task_end.token_inactive"))),
-        ("bulk revocation (admin, by owner)", "-", revoke_secs(dig(may, "revocation.admin_revoke"))),
-        ("  tokens revoked", "-", fmt(dig(may, "revocation.admin_revoke.tokens"), digits=0)),
-        ("  sample token dead afterwards", "-", fmt(dig(may, "revocation.admin_revoke.token_inactive"))),
-        ("expiry: inactive after exp", "-", fmt(dig(may, "expiry.inactive_after_exp_s"), " s", 3)),
-        ("HTTP floor: GET jwks.json requests/s (wrk)", "-", fmt(dig(may, "http_floor.requests_per_s"))),
-        ("  wrk CPU use", "-", cores(may, "http_floor")),
-        ("  server CPU per request", "-", per_request(may, "http_floor")),
-        ("  wrk CPU per request", "-", load_per_request(may, "http_floor")),
-        ("one core: Ed25519 signature", "-", fmt(dig(may, "component_costs.ed25519_sign_us"), " µs")),
-        ("one core: signed access token", "-", fmt(dig(may, "component_costs.access_token_ed25519_us"), " µs")),
-        ("one core: Cedar decision (example policies)", "-",
-         fmt(dig(may, "component_costs.cedar_decision_examples_us"), " µs")),
-        ("disk: fsync of 4 KiB p50 / p99 / max", "-",
-         " / ".join(fmt(dig(may, f"disk_fsync.{k}"), " ms", 2) for k in ("p50_ms", "p99_ms", "max_ms"))
-         if may.get("disk_fsync") else "-"),
+        ("  wrk CPU use", cores("peak")),
+        ("  server CPU per request at peak", per_request("peak")),
+        ("  wrk CPU per request at peak", per_request("peak", "load_generator")),
+        ("half peak: requests/s got of asked (hey)", rate),
+        ("  hey workers x rate each", workers),
+        ("  hey CPU use", cores("half_peak")),
+        ("  latency p50 at half peak", value("half_peak.percentiles_ms.p50", " ms")),
+        ("  latency p99 at half peak", value("half_peak.percentiles_ms.p99", " ms")),
+        ("bulk revocation (prefix / task end)", revocation),
+        ("  tokens revoked", revoked),
+        ("  sample token dead afterwards", dead),
+        ("bulk revocation (admin, by owner)", lambda r: revoke_secs(dig(r, "revocation.admin_revoke"))),
+        ("  tokens revoked", value("revocation.admin_revoke.tokens", digits=0)),
+        ("  sample token dead afterwards", value("revocation.admin_revoke.token_inactive")),
+        ("expiry: inactive after exp", value("expiry.inactive_after_exp_s", " s", 3)),
+        ("HTTP floor: GET jwks.json requests/s (wrk)", value("http_floor.requests_per_s")),
+        ("  wrk CPU use", cores("http_floor")),
+        ("  server CPU per request", per_request("http_floor")),
+        ("  wrk CPU per request", per_request("http_floor", "load_generator")),
+        ("one core: Ed25519 signature", value("component_costs.ed25519_sign_us", " µs")),
+        ("one core: signed access token", value("component_costs.access_token_ed25519_us", " µs")),
+        ("one core: Cedar decision (example policies)", value("component_costs.cedar_decision_examples_us", " µs")),
+        ("one core: lease writer, leases/s", value("writer.leases_per_s", digits=0)),
+        ("  writer CPU per lease", value("writer.writer_cpu_us_per_lease", " µs", 1)),
+        ("disk: fsync of 4 KiB p50 / p99 / max", fsync),
     ]
-    heads = ("", "OpenBao JWT login", "Mayfly token exchange")
-    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(3)]
+    table = [("", *[head for _, head, _ in columns])] + [
+        (label, *[of(r) for _, _, r in columns]) for label, of in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     print()
-    for row in [heads, *rows]:
-        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}")
+    for row in table:
+        print("  ".join([f"{row[0]:<{widths[0]}}"] + [f"{cell:>{w}}" for cell, w in zip(row[1:], widths[1:])]))
     print()
-    if bao.get("note"):
-        print(f"OpenBao: {bao['note']}")
+    for name, head, r in columns:
+        if r.get("note"):
+            print(f"{head}: {r['note']}")
     if not may:
         print("Mayfly: not measured" + (f" ({meta['mayfly_skipped']})" if meta.get("mayfly_skipped") else ""))
     for name, t in targets.items():

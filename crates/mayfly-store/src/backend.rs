@@ -73,17 +73,24 @@ struct SqliteTx<'a>(rusqlite::Transaction<'a>);
 /// SQLite numbers `$N` parameters by first appearance, not by N; `?N` is
 /// numbered by N, as PostgreSQL reads `$N`.
 fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
-    if !sql.contains('$') {
+    let mut parts = sql.split('$');
+    let Some(first) = parts.next() else {
+        return std::borrow::Cow::Borrowed(sql);
+    };
+    if first.len() == sql.len() {
         return std::borrow::Cow::Borrowed(sql);
     }
+    // Runs on every statement the writer executes: slices between the
+    // `$`s are copied whole.
     let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('?');
+    out.push_str(first);
+    for part in parts {
+        out.push(if part.starts_with(|c: char| c.is_ascii_digit()) {
+            '?'
         } else {
-            out.push(c);
-        }
+            '$'
+        });
+        out.push_str(part);
     }
     std::borrow::Cow::Owned(out)
 }

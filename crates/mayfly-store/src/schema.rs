@@ -235,6 +235,49 @@ const POLICY_SETS_V10: &[&str] = &["CREATE TABLE broker_policy_sets (
         claimed_until BIGINT
     )"];
 
+/// SQLite only: each credential and each audit event costs the writer one
+/// B-tree search or insert fewer. A credential's task is no longer looked
+/// up by a foreign key: the write checks that the task is live in the
+/// same transaction, which is more than the key said. An event's `seq`
+/// becomes the rowid itself (`BIGINT PRIMARY KEY` is not SQLite's rowid
+/// alias, `INTEGER PRIMARY KEY` is), so no separate index on it.
+/// PostgreSQL keeps its tables as they are.
+const WRITE_PATH_V11_SQLITE: &[&str] = &[
+    "CREATE TABLE broker_leases_v11 (
+        jti TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL,
+        workload TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        audience TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        cnf_jkt TEXT,
+        source_addr TEXT NOT NULL,
+        issued_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT,
+        revoke_reason TEXT
+    )",
+    "INSERT INTO broker_leases_v11 SELECT jti, task_id, workload, owner, tenant, audience, scope, client_id, \
+     cnf_jkt, source_addr, issued_at, expires_at, revoked_at, revoke_reason FROM broker_leases",
+    "DROP TABLE broker_leases",
+    "ALTER TABLE broker_leases_v11 RENAME TO broker_leases",
+    "CREATE INDEX broker_leases_by_task ON broker_leases (task_id, issued_at)",
+    "CREATE INDEX broker_leases_live_by_expiry ON broker_leases (expires_at) WHERE revoked_at IS NULL",
+    "CREATE TABLE audit_events_v11 (
+        seq INTEGER PRIMARY KEY,
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )",
+    "INSERT INTO audit_events_v11 SELECT seq, at, kind, data, prev_hash, hash FROM audit_events",
+    "DROP TABLE audit_events",
+    "ALTER TABLE audit_events_v11 RENAME TO audit_events",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -286,10 +329,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: POLICY_SETS_V10,
         postgres: POLICY_SETS_V10,
     },
+    Migration {
+        version: 11,
+        sqlite: WRITE_PATH_V11_SQLITE,
+        postgres: &[],
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 10;
+pub const CURRENT_VERSION: i64 = 11;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;
@@ -353,4 +401,84 @@ pub(crate) fn migrate(store: &mut Store) -> Result<(), StoreError> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit_hash;
+
+    /// A SQLite store as a build before the write-path migration left it:
+    /// a task, two credentials and their chained events.
+    fn store_at_version_10(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("CREATE TABLE mayfly_schema (version BIGINT NOT NULL); INSERT INTO mayfly_schema VALUES (10);")
+            .unwrap();
+        for migration in MIGRATIONS.iter().filter(|m| m.version <= 10) {
+            for sql in migration.sqlite {
+                conn.execute_batch(sql).unwrap();
+            }
+        }
+        conn.execute(
+            "INSERT INTO broker_tasks (id, workload, issuer, owner, purpose, tenant, audiences, attributes, source_addr, started_at, expires_at) \
+             VALUES ('t1', 'svc:a', 'ci', 'team-a', 'deploy', 'acme', '[\"https://api.test\"]', '{}', '127.0.0.1', 100, 10000)",
+            [],
+        )
+        .unwrap();
+        let mut prev = "0".repeat(64);
+        for (seq, jti) in [(1, "j1"), (2, "j2")] {
+            conn.execute(
+                "INSERT INTO broker_leases (jti, task_id, workload, owner, tenant, audience, scope, client_id, source_addr, issued_at, expires_at) \
+                 VALUES (?1, 't1', 'svc:a', 'team-a', 'acme', 'https://api.test', '', 'ci', '127.0.0.1', 100, 1000)",
+                [jti],
+            )
+            .unwrap();
+            let data = format!(r#"{{"jti":"{jti}"}}"#);
+            let hash = audit_hash(&prev, seq, 100, "token.issue", &data);
+            conn.execute(
+                "INSERT INTO audit_events (seq, at, kind, data, prev_hash, hash) VALUES (?1, 100, 'token.issue', ?2, ?3, ?4)",
+                rusqlite::params![seq, data, prev, hash],
+            )
+            .unwrap();
+            prev = hash;
+        }
+        conn.execute("INSERT INTO audit_head (seq, hash) VALUES (2, ?1)", [&prev])
+            .unwrap();
+    }
+
+    #[test]
+    fn the_write_path_migration_keeps_every_credential_and_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v10.db");
+        store_at_version_10(&path);
+        let mut store = Store::open(&path.to_string_lossy()).unwrap();
+        for jti in ["j1", "j2"] {
+            let lease = store.broker_lease(jti).unwrap().unwrap();
+            assert_eq!((lease.task_id.as_str(), lease.expires_at), ("t1", 1000));
+        }
+        let verified = store.audit_verify().unwrap();
+        assert_eq!((verified.events, verified.problem), (2, None));
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("SELECT version FROM mayfly_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        // No index beside the events' rowid, the leases' two indexes back.
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('audit_events', 'broker_leases') ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            [
+                "broker_leases_by_task",
+                "broker_leases_live_by_expiry",
+                "sqlite_autoindex_broker_leases_1"
+            ]
+        );
+    }
 }

@@ -110,35 +110,38 @@ pub struct SigningKeyRecord {
 pub type AuditData = serde_json::Map<String, serde_json::Value>;
 
 /// An audit event to append; the store numbers and chains it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditEvent {
     /// When it happened.
     pub at: Timestamp,
     /// What happened (`task.start`, `token.issue`, `token.deny`, ...).
     pub kind: String,
-    /// Its facts.
-    pub data: AuditData,
+    /// Its facts: a JSON object's text, exactly as it will be stored and
+    /// hashed. Written when the event is made, by the request that makes
+    /// it, so the store's one writer only hashes and inserts it.
+    pub data: String,
 }
 
 impl NewAuditEvent {
     /// An event of `kind` at `at` with the fields of `data` (a JSON object;
     /// anything else records no fields).
     pub fn new(at: Timestamp, kind: &str, data: serde_json::Value) -> NewAuditEvent {
+        let fields = match data {
+            serde_json::Value::Object(fields) => fields,
+            _ => AuditData::new(),
+        };
         NewAuditEvent {
             at,
             kind: kind.to_owned(),
-            data: match data {
-                serde_json::Value::Object(fields) => fields,
-                _ => AuditData::new(),
-            },
+            data: serde_json::Value::Object(fields).to_string(),
         }
     }
 
-    /// The same event with one more field.
+    /// The same event with one more field (last).
     pub(crate) fn with(&self, key: &str, value: impl Into<serde_json::Value>) -> NewAuditEvent {
-        let mut event = self.clone();
-        event.data.insert(key.to_owned(), value.into());
-        event
+        let mut fields: AuditData = serde_json::from_str(&self.data).unwrap_or_default();
+        fields.insert(key.to_owned(), value.into());
+        NewAuditEvent::new(self.at, &self.kind, serde_json::Value::Object(fields))
     }
 }
 

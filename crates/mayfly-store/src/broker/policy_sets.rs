@@ -64,9 +64,7 @@ pub(super) fn install(
             set.at.into(),
         ],
     )?;
-    let mut audit = set.audit.clone();
-    audit.data.insert("generation".into(), generation.into());
-    chain.append(tx, &audit)?;
+    chain.append(tx, &set.audit.with("generation", generation))?;
     Ok(WriteOutcome::Done(generation as u64))
 }
 

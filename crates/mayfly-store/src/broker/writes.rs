@@ -10,6 +10,58 @@ use super::{BrokerWrite, NewAuditEvent, RevokeSelector, WriteOutcome};
 use crate::backend::{Store, Tx};
 use crate::{StoreError, Timestamp};
 
+/// The insert of a credential: built once (it is run for every credential
+/// issued).
+static ISSUE_LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO broker_leases ({LEASE_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL, NULL)"
+    )
+});
+
+/// What one batch has read that its later writes can use: the newest
+/// policy generation (read once, and only if a credential is written) and
+/// the tasks found live, with their expiry (many credentials of one batch
+/// are often for one task).
+#[derive(Default)]
+struct Batch {
+    policy: Option<i64>,
+    live_tasks: Vec<(String, Timestamp)>,
+}
+
+/// Most live tasks a batch remembers.
+const BATCH_LIVE_TASKS: usize = 64;
+
+impl Batch {
+    /// Whether `task` was found live earlier in this batch, until after `at`.
+    fn live_until(&self, task: &str, at: Timestamp) -> bool {
+        self.live_tasks
+            .iter()
+            .any(|(id, expires)| id == task && *expires > at)
+    }
+
+    fn found_live(&mut self, task: &str, expires_at: Timestamp) {
+        if self.live_tasks.len() < BATCH_LIVE_TASKS {
+            self.live_tasks.push((task.to_owned(), expires_at));
+        }
+    }
+}
+
+impl BrokerWrite {
+    /// Whether this write can end a task (what a batch found live earlier
+    /// may be live no longer).
+    fn may_end_tasks(&self) -> bool {
+        !matches!(
+            self,
+            BrokerWrite::IssueLease { .. }
+                | BrokerWrite::Audit(_)
+                | BrokerWrite::ProxyUse { .. }
+                | BrokerWrite::SpendProof { .. }
+                | BrokerWrite::StartTask { .. }
+        )
+    }
+}
+
 /// Records a DPoP proof as spent; false when it was spent before.
 fn spend_proof(tx: &mut dyn Tx, proof: &str, forget_at: Timestamp) -> Result<bool, StoreError> {
     let spent = tx.execute(
@@ -36,7 +88,7 @@ fn revoke_task_leases(
 fn apply_one(
     tx: &mut dyn Tx,
     chain: &mut Chain,
-    policy: &mut Option<i64>,
+    batch: &mut Batch,
     write: &BrokerWrite,
 ) -> Result<WriteOutcome, StoreError> {
     match write {
@@ -100,9 +152,9 @@ fn apply_one(
             // chain, so a set stored by any replica is either seen here or
             // stored after this commit, and its re-evaluation reads this
             // credential.
-            let latest = match *policy {
+            let latest = match batch.policy {
                 Some(latest) => latest,
-                None => *policy.insert(policy_sets::latest_generation(tx)?),
+                None => *batch.policy.insert(policy_sets::latest_generation(tx)?),
             };
             if *decided_under < latest {
                 return Ok(WriteOutcome::Refused(
@@ -114,17 +166,28 @@ fn apply_one(
             {
                 return Ok(WriteOutcome::Refused(super::PROOF_REPLAYED.to_owned()));
             }
-            // INVARIANT: a lease is only written while its task is live; the
-            // check and the insert are one statement, so a task ended by
-            // another replica a moment ago cannot gain a credential.
-            let inserted = tx.execute(
+            // INVARIANT: a lease is only written while its task is live. The
+            // check and the insert are in one transaction that holds the
+            // audit chain, as every broker write does (ending a task on any
+            // replica included), so no end can come between them.
+            if !batch.live_until(&lease.task_id, lease.issued_at) {
+                let live = tx.query(
+                    "check task",
+                    "SELECT expires_at FROM broker_tasks WHERE id = $1 AND ended_at IS NULL AND expires_at > $2",
+                    &[lease.task_id.as_str().into(), lease.issued_at.into()],
+                )?;
+                let Some(row) = live.first() else {
+                    return Ok(WriteOutcome::Refused(format!(
+                        "task {} is no longer live",
+                        lease.task_id
+                    )));
+                };
+                batch.found_live(&lease.task_id, row.int("expires_at")?);
+            }
+            // One row of values: SQLite needs no statement journal for it.
+            tx.execute(
                 "issue credential",
-                &format!(
-                    "INSERT INTO broker_leases ({LEASE_COLUMNS}) \
-                     SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS TEXT), \
-                     CAST($7 AS TEXT), CAST($8 AS TEXT), CAST($9 AS TEXT), CAST($10 AS TEXT), CAST($11 AS BIGINT), CAST($12 AS BIGINT), NULL, NULL \
-                     WHERE EXISTS (SELECT 1 FROM broker_tasks WHERE id = $2 AND ended_at IS NULL AND expires_at > $11)"
-                ),
+                &ISSUE_LEASE_SQL,
                 &[
                     lease.jti.as_str().into(),
                     lease.task_id.as_str().into(),
@@ -140,12 +203,6 @@ fn apply_one(
                     lease.expires_at.into(),
                 ],
             )?;
-            if inserted == 0 {
-                return Ok(WriteOutcome::Refused(format!(
-                    "task {} has ended",
-                    lease.task_id
-                )));
-            }
             if let Some(grant) = grant {
                 crate::grants::add(tx, grant)?;
             }
@@ -352,7 +409,7 @@ fn apply_one(
         BrokerWrite::InstallPolicySet(set) => {
             let outcome = policy_sets::install(tx, chain, set)?;
             if let WriteOutcome::Done(generation) = outcome {
-                *policy = Some(generation as i64);
+                batch.policy = Some(generation as i64);
             }
             Ok(outcome)
         }
@@ -382,12 +439,13 @@ impl Store {
         self.transaction(|tx| {
             // One chain for all replicas: appends take turns.
             let mut chain = Chain::load(tx)?;
-            // The newest policy generation, read once per batch and only
-            // if a credential is written.
-            let mut policy = None;
+            let mut batch = Batch::default();
             let mut outcomes = Vec::with_capacity(writes.len());
             for write in writes {
-                outcomes.push(apply_one(tx, &mut chain, &mut policy, write)?);
+                if write.may_end_tasks() {
+                    batch.live_tasks.clear();
+                }
+                outcomes.push(apply_one(tx, &mut chain, &mut batch, write)?);
             }
             chain.save(tx)?;
             Ok(outcomes)
