@@ -176,7 +176,9 @@ def cmd_summary(args) -> None:
         return f"{dig(r, 'half_peak.workers')} x {dig(r, 'half_peak.q_per_worker')}" if r.get("half_peak") else "-"
 
     def revocation(r):
-        return revoke_secs(r.get("revocation") or dig(r, "revocation.task_end"))
+        # OpenBao's one revocation, or Mayfly's by the end of a task.
+        entry = r.get("revocation") or {}
+        return revoke_secs(entry.get("task_end", entry))
 
     def revoked(r):
         return fmt(dig(r, "revocation.tokens") or dig(r, "revocation.task_end.tokens"), digits=0)
