@@ -7,8 +7,11 @@
 #      bench/run_broker.sh: an RFC 8693 exchange for one task)
 #   2. soak: hey at half that rate for BENCH_SOAK_SECONDS; every
 #      BENCH_SOAK_SAMPLE seconds one line of bench/work/soak/soak.csv:
-#      elapsed s, server RSS and peak RSS (KiB), WAL and database bytes,
-#      live leases and exchanges issued and refused (from /metrics), load
+#      elapsed s, server RSS and peak RSS (KiB), the RSS split into the
+#      process's own memory (RssAnon) and the database file's pages it maps
+#      (RssFile: page cache, capped by SQLite's mmap_size of 1 GiB), WAL and
+#      database bytes, live leases and exchanges issued and refused (from
+#      /metrics), load
 #   3. a summary: the curve's first, middle and last samples, the most the
 #      RSS and the WAL reached, and every non-200 answer hey saw (the script
 #      fails if there is one)
@@ -119,15 +122,16 @@ LOAD_PID=$!
 metric() {  # name{labels} -> value from /metrics, or "" when absent
     awk -v m="$1" '$1 == m {print $2; exit}' <<<"$METRICS"
 }
-echo "elapsed_s,rss_kib,peak_rss_kib,wal_bytes,db_bytes,live_leases,issued,refused,load1" >"$SW/soak.csv"
+echo "elapsed_s,rss_kib,peak_rss_kib,rss_anon_kib,rss_file_kib,wal_bytes,db_bytes,live_leases,issued,refused,load1" >"$SW/soak.csv"
 START=$(date +%s)
 while kill -0 "$LOAD_PID" 2>/dev/null; do
     sleep "$SAMPLE"
     kill -0 "$PID" 2>/dev/null || die "mayfly serve died during the soak; see $SW/mayfly.log"
     METRICS="$(curl -s --max-time 5 "$URL/metrics" || true)"
     refused="$(awk '/^mayfly_exchanges_total\{outcome="refused"/ {n += $2} END {print n + 0}' <<<"$METRICS")"
-    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$(($(date +%s) - START))" \
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$(($(date +%s) - START))" \
         "$(awk '/^VmRSS/{print $2}' "/proc/$PID/status")" "$(awk '/^VmHWM/{print $2}' "/proc/$PID/status")" \
+        "$(awk '/^RssAnon/{print $2}' "/proc/$PID/status")" "$(awk '/^RssFile/{print $2}' "/proc/$PID/status")" \
         "$(stat -c %s "$SW/mayfly.db-wal" 2>/dev/null || echo 0)" "$(stat -c %s "$SW/mayfly.db")" \
         "$(metric mayfly_live_leases)" "$(metric 'mayfly_exchanges_total{outcome="issued",error=""}')" \
         "$refused" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$SW/soak.csv" >&2
@@ -144,19 +148,23 @@ if not rows:
     sys.exit("no sample was taken")
 def at(i):
     r = rows[i]
-    return (f"{r['elapsed_s']:>6} s  RSS {int(r['rss_kib']) / 1024:7.1f} MiB  WAL {int(r['wal_bytes']) / 2**20:6.2f} MiB"
+    return (f"{r['elapsed_s']:>6} s  RSS {int(r['rss_kib']) / 1024:7.1f} MiB (own {int(r['rss_anon_kib']) / 1024:6.1f})"
+            f"  WAL {int(r['wal_bytes']) / 2**20:6.2f} MiB"
             f"  db {int(r['db_bytes']) / 2**20:8.1f} MiB  live leases {r['live_leases']:>8}  issued {r['issued']:>9}")
 print("first  " + at(0))
 print("middle " + at(len(rows) // 2))
 print("last   " + at(-1))
-print(f"most RSS {max(int(r['peak_rss_kib']) for r in rows) / 1024:.1f} MiB, "
+print(f"most RSS {max(int(r['peak_rss_kib']) for r in rows) / 1024:.1f} MiB "
+      f"(own memory at most {max(int(r['rss_anon_kib']) for r in rows) / 1024:.1f} MiB), "
       f"most WAL {max(int(r['wal_bytes']) for r in rows) / 2**20:.2f} MiB, "
       f"refused {rows[-1]['refused']}")
+# hey keeps at most 1,000,000 results for its summary (its figures cover
+# the first million answers); the server's own counter covers them all.
 codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", hey))
 errors = re.search(r"Error distribution:(.*)", hey, re.S)
 print(f"hey: {hey.split('Summary:')[-1].split('Response time histogram')[0].strip()}")
 print(f"status codes {codes}")
-bad = sum(int(n) for c, n in codes.items() if c != "200")
+bad = sum(int(n) for c, n in codes.items() if c != "200") + int(rows[-1]["refused"] or 0)
 if bad or errors:
     sys.exit(f"{bad} non-200 answers; {errors.group(1).strip() if errors else ''}")
 EOF

@@ -4,7 +4,8 @@
 //!
 //! Replicas on one store agree: a set loaded by any of them is stored as
 //! the next generation, the others put it in force from the store (within
-//! a second, or at once when a write of theirs is refused for it), and its
+//! half a second, or at once when a write of theirs is refused for it or
+//! a decision of theirs denies), and its
 //! re-evaluation is claimed and run by one replica, taken over if that one
 //! dies before recording it done.
 
@@ -31,7 +32,7 @@ const REEVALUATION_CLAIM: i64 = 30;
 
 impl Broker {
     /// Follows what other replicas on the store changed: the policy set in
-    /// force and the signing keys. Runs every second.
+    /// force and the signing keys. Runs every half second.
     pub async fn follow_store(&self) -> Result<(), BrokerError> {
         self.follow_policies().await?;
         self.follow_keys().await
