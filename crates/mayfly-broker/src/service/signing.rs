@@ -33,7 +33,7 @@ impl Broker {
     /// Rotates now: a new signing key for each algorithm in use (admin API,
     /// after a key may have leaked). Tokens signed with the old keys stay
     /// valid until they expire; every replica signs with the new keys
-    /// within a second. Returns the keys that sign, as (kid, algorithm).
+    /// within half a second. Returns the keys that sign, as (kid, algorithm).
     pub async fn rotate_keys(&self) -> Result<Vec<(String, String)>, BrokerError> {
         self.make_keys(true).await
     }
