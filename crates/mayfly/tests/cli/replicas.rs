@@ -266,3 +266,79 @@ fn a_policy_change_and_a_key_rotation_reach_every_replica() {
     let (_, jwks) = crate::server::get(&format!("{}/.well-known/jwks.json", b.url));
     assert!(jwks.to_string().contains(&kid), "{jwks}");
 }
+
+/// A replica killed with SIGKILL (whatever it held: the sweeper's lock is
+/// a transaction's, so it goes with the dead connection): the other goes on
+/// serving what the dead one issued and sweeps the tasks that expire
+/// afterwards.
+#[test]
+fn a_killed_replica_leaves_the_others_serving_and_sweeping() {
+    let (url, _db) = crate::inventory::postgres_database();
+    let ws = Workspace::new();
+    let config = ws.dir.path().join("replica.toml");
+    std::fs::write(
+        &config,
+        "[server]\npublic_url = \"https://mayfly.acme.test\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut a = serve_with(&ws, Some(&url), free_port(), &["--config", config]);
+    let b = serve_with(&ws, Some(&url), free_port(), &["--config", config]);
+    mint(&ws, "local:acme/app");
+    let (code, task) = json_of(client(&ws, &a).args([
+        "task",
+        "start",
+        "--purpose",
+        "short",
+        "--owner",
+        "team-platform",
+        "--audience",
+        "https://api.example",
+        "--ttl",
+        "2",
+    ]));
+    assert_eq!(code, 0, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let (code, token) = json_of(client(&ws, &a).args([
+        "token",
+        "exchange",
+        "--task",
+        &id,
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0, "{token}");
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    // B answers for A's credential...
+    let (code, active) = json_of(
+        client(&ws, &b)
+            .args(["token", "introspect", "-"])
+            .write_stdin(token.clone()),
+    );
+    assert_eq!((code, &active["active"]), (0, &json!(true)), "{active}");
+    // ...and its sweeper records the task's expiry, A being gone.
+    let ended = || {
+        let out = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-qtA"])
+            .args(["-d", url.rsplit('/').next().unwrap()])
+            .arg("-c")
+            .arg(format!(
+                "SELECT end_reason FROM broker_tasks WHERE id = '{id}'"
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "expired"
+    };
+    assert!(
+        within(Duration::from_secs(6), ended).is_some(),
+        "no replica swept the expired task"
+    );
+    let (code, _) = json_of(
+        client(&ws, &b)
+            .args(["token", "introspect", "-"])
+            .write_stdin(token),
+    );
+    assert_eq!(code, 1, "the expired task's credential is inactive");
+}
