@@ -125,7 +125,7 @@ impl Broker {
             );
             if !decision.allowed {
                 // Another replica may have loaded a set that allows it.
-                if self.follow_if_behind(policies.generation).await {
+                if self.adopted_newer_than(policies.generation).await {
                     continue;
                 }
                 self.deny(
@@ -245,7 +245,7 @@ impl Broker {
                 // Another replica loaded a policy set: put it in force here
                 // and decide again.
                 Ok((WriteOutcome::Refused(why), _)) if why == mayfly_store::POLICY_CHANGED => {
-                    self.follow_policies().await?;
+                    self.adopt_stored_policies().await?;
                     continue;
                 }
                 Ok((WriteOutcome::Refused(_), _)) => {

@@ -124,53 +124,56 @@ impl Broker {
     }
 
     /// Follows the store: puts in force a policy set another replica
-    /// loaded (and writes it to this replica's policy directory, so a
-    /// restart keeps it), and takes over a re-evaluation left unfinished.
+    /// loaded, and takes over a re-evaluation left unfinished. Runs in the
+    /// background, never in a request's path.
     pub async fn follow_policies(&self) -> Result<(), BrokerError> {
-        let (generation, reevaluated) = self.readers.read(|s| s.broker_policy_generation()).await?;
-        let generation = generation as u64;
-        if generation > self.current_policies().generation {
-            let Some(stored) = self.readers.read(|s| s.broker_policy_set()).await? else {
-                return Ok(());
-            };
-            let policies = self.engine.load_texts(&stored.files, &stored.origin)?;
-            if let Some(dir) = &self.config.policy.dir {
-                let on_disk = self.engine.load_dir(dir).map(|p| p.digest).ok();
-                if on_disk.as_deref() != Some(stored.digest.as_str())
-                    && let Err(e) = write_policy_dir(dir, &stored.files)
-                {
-                    tracing::warn!(
-                        "policy set {} is in force, but it could not be written to {}: {e}",
-                        stored.generation,
-                        dir.display()
-                    );
-                }
-            }
-            self.put_in_force(policies, stored.generation as u64)
-                .await?;
-            tracing::info!(
-                generation = stored.generation,
-                "a policy set loaded by another replica is in force"
-            );
-        }
+        let (generation, reevaluated) = self.adopt_stored_policies().await?;
         if !reevaluated {
             self.reevaluate_generation(generation).await?;
         }
         Ok(())
     }
 
-    /// Follows the store if it holds a newer policy set than `generation`
-    /// (another replica loaded it a moment ago); true when a newer set is
-    /// now in force here, so a decision made under `generation` should be
-    /// made again.
-    pub(super) async fn follow_if_behind(&self, generation: u64) -> bool {
-        let Ok((stored, _)) = self.readers.read(|s| s.broker_policy_generation()).await else {
-            return false;
-        };
-        if stored as u64 <= generation {
-            return false;
+    /// Puts in force the newest policy set on the store if it is newer
+    /// than the one here (another replica loaded it), and writes it to
+    /// this replica's policy directory so a restart keeps it. Returns the
+    /// store's newest generation and whether its re-evaluation is done.
+    pub(super) async fn adopt_stored_policies(&self) -> Result<(u64, bool), BrokerError> {
+        let (generation, reevaluated) = self.readers.read(|s| s.broker_policy_generation()).await?;
+        let generation = generation as u64;
+        if generation <= self.current_policies().generation {
+            return Ok((generation, reevaluated));
         }
-        if let Err(e) = self.follow_policies().await {
+        let Some(stored) = self.readers.read(|s| s.broker_policy_set()).await? else {
+            return Ok((generation, reevaluated));
+        };
+        let policies = self.engine.load_texts(&stored.files, &stored.origin)?;
+        if let Some(dir) = &self.config.policy.dir {
+            let on_disk = self.engine.load_dir(dir).map(|p| p.digest).ok();
+            if on_disk.as_deref() != Some(stored.digest.as_str())
+                && let Err(e) = write_policy_dir(dir, &stored.files)
+            {
+                tracing::warn!(
+                    "policy set {} is in force, but it could not be written to {}: {e}",
+                    stored.generation,
+                    dir.display()
+                );
+            }
+        }
+        self.put_in_force(policies, stored.generation as u64)
+            .await?;
+        tracing::info!(
+            generation = stored.generation,
+            "a policy set loaded by another replica is in force"
+        );
+        Ok((generation, reevaluated))
+    }
+
+    /// After a denial decided under `generation`: true when the store held
+    /// a newer set (another replica loaded it a moment ago) and it is now
+    /// in force here, so the decision should be made again.
+    pub(super) async fn adopted_newer_than(&self, generation: u64) -> bool {
+        if let Err(e) = self.adopt_stored_policies().await {
             tracing::warn!("the policy set another replica loaded cannot be put in force: {e}");
         }
         self.current_policies().generation > generation

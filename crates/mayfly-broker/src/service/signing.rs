@@ -40,9 +40,8 @@ impl Broker {
 
     async fn make_keys(&self, force: bool) -> Result<Vec<(String, String)>, BrokerError> {
         let now = self.now();
-        let keep = self.config.tokens.max_ttl_seconds + 3600;
         let rotation = self.config.tokens.key_rotation_days * 86_400;
-        let mut ring = self.load_ring(keep).await?;
+        let mut ring = self.load_ring(self.keep_retired()).await?;
         let mut changed = false;
         let mut signing = Vec::new();
         for name in self.config.signing_algorithms() {
@@ -71,7 +70,7 @@ impl Broker {
             signing.push((alg, name));
         }
         if changed {
-            ring = self.load_ring(keep).await?;
+            ring = self.load_ring(self.keep_retired()).await?;
         }
         let kids = signing
             .into_iter()
@@ -94,13 +93,24 @@ impl Broker {
                 .signer_kids()
                 .any(|kid| !signing.iter().any(|s| s == kid));
         if stale {
-            let keep = self.config.tokens.max_ttl_seconds + 3600;
-            let ring = self.load_ring(keep).await?;
-            if let Ok(mut slot) = self.keys.write() {
-                *slot = Arc::new(ring);
-            }
+            self.reload_ring().await?;
         }
         Ok(())
+    }
+
+    /// Reads the key ring from the store again and puts it in use.
+    async fn reload_ring(&self) -> Result<(), BrokerError> {
+        let ring = self.load_ring(self.keep_retired()).await?;
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Arc::new(ring);
+        }
+        Ok(())
+    }
+
+    /// How long a retired key still verifies: the longest a token it
+    /// signed can live, and an hour.
+    fn keep_retired(&self) -> i64 {
+        self.config.tokens.max_ttl_seconds + 3600
     }
 
     async fn load_ring(&self, keep_retired: i64) -> Result<KeyRing, BrokerError> {
@@ -137,11 +147,7 @@ impl Broker {
         let claims = match token::verify(presented, &self.current_keys(), &self.public_url) {
             Ok(claims) => claims,
             Err(_) if self.ring_reload_due() => {
-                let keep = self.config.tokens.max_ttl_seconds + 3600;
-                let ring = self.load_ring(keep).await.ok()?;
-                if let Ok(mut slot) = self.keys.write() {
-                    *slot = Arc::new(ring);
-                }
+                self.reload_ring().await.ok()?;
                 token::verify(presented, &self.current_keys(), &self.public_url).ok()?
             }
             Err(_) => return None,
