@@ -8,7 +8,7 @@
 
 use std::process::Command as StdCommand;
 
-use crate::common::{OPENAI, Workspace, json_of, stdout_of};
+use crate::common::{OPENAI, Workspace, stdout_of};
 use crate::server::{client, free_port, get, mint, serve_with};
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -49,18 +49,7 @@ fn document_holds_against_a_live_broker(db: Option<&str>) {
 
     // Something for each operation to find: a live task, a credential of
     // it, and a secret in custody.
-    let (code, task) = json_of(client(&ws, &server).args([
-        "task",
-        "start",
-        "--purpose",
-        "openapi",
-        "--owner",
-        "team-a",
-        "--audience",
-        "https://api.example",
-    ]));
-    assert_eq!(code, 0, "{task}");
-    let task = task["id"].as_str().unwrap().to_owned();
+    let task = crate::broker::deploy_task(client(&ws, &server));
     let (code, access, err) = stdout_of(client(&ws, &server).args([
         "token",
         "exchange",

@@ -9,6 +9,8 @@ use crate::broker::deploy_task;
 use crate::common::{Workspace, json_of, stdout_of};
 use crate::server::{Server, client, free_port, mint, serve_with};
 
+const AUDIENCE: &str = "https://api.example";
+
 /// The broker's embedded default policies, which a policy directory starts
 /// from here.
 const DEFAULT_POLICIES: &str = include_str!("../../../mayfly-broker/policies/default.cedar");
@@ -17,11 +19,7 @@ const DEFAULT_POLICIES: &str = include_str!("../../../mayfly-broker/policies/def
 /// with no body when there is none. The status and the JSON answer.
 fn admin(ws: &Workspace, server: &Server, path: &str, body: Option<Value>) -> (u16, Value) {
     let token = std::fs::read_to_string(ws.dir.path().join("home/admin-token")).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
+    let agent = crate::crash::agent();
     let url = format!("{}{path}", server.url);
     let bearer = format!("Bearer {}", token.trim());
     let mut response = match body {
@@ -44,56 +42,79 @@ fn admin(ws: &Workspace, server: &Server, path: &str, body: Option<Value>) -> (u
     )
 }
 
+/// A replica on the PostgreSQL database `url`, with the config every
+/// replica gets: the public URL they share behind one load balancer (the
+/// tokens' issuer), and its own policy directory `policies-NAME` when it
+/// is given `name`.
+fn replica(ws: &Workspace, url: &str, name: Option<&str>) -> Server {
+    let mut config = "[server]\npublic_url = \"https://mayfly.acme.test\"\n".to_owned();
+    if let Some(name) = name {
+        let dir = ws.dir.path().join(format!("policies-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("default.cedar"), DEFAULT_POLICIES).unwrap();
+        config += &format!("[policy]\ndir = {:?}\n", dir.to_str().unwrap());
+    }
+    let file = ws
+        .dir
+        .path()
+        .join(format!("replica-{}.toml", name.unwrap_or("shared")));
+    std::fs::write(&file, config).unwrap();
+    serve_with(
+        ws,
+        Some(url),
+        free_port(),
+        &["--config", file.to_str().unwrap()],
+    )
+}
+
+/// `mayfly token exchange` for `task` through `server`.
+fn exchange(ws: &Workspace, server: &Server, task: &str) -> (i32, String, String) {
+    stdout_of(client(ws, server).args([
+        "token",
+        "exchange",
+        "--task",
+        task,
+        "--audience",
+        AUDIENCE,
+    ]))
+}
+
+/// The access token an exchange through `server` issues for `task`.
+fn issued(ws: &Workspace, server: &Server, task: &str) -> String {
+    let (code, out, err) = exchange(ws, server, task);
+    assert_eq!(code, 0, "{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    answer["access_token"].as_str().unwrap().to_owned()
+}
+
+/// `mayfly token introspect` of `token` through `server`.
+fn introspect(ws: &Workspace, server: &Server, token: &str) -> (i32, Value) {
+    json_of(
+        client(ws, server)
+            .args(["token", "introspect", "-"])
+            .write_stdin(token.to_owned()),
+    )
+}
+
 /// Two `mayfly serve` replicas on one PostgreSQL database: what one
 /// issues, revokes or ends holds on the other at once.
 #[test]
 fn two_replicas_on_one_postgres_database_agree() {
     let (url, _db) = crate::inventory::postgres_database();
     let ws = Workspace::new();
-    // Replicas behind one load balancer share its public URL (the tokens'
-    // issuer).
-    let config = ws.dir.path().join("replica.toml");
-    std::fs::write(
-        &config,
-        "[server]\npublic_url = \"https://mayfly.acme.test\"\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let a = crate::server::serve_with(&ws, Some(&url), free_port(), &["--config", config]);
-    let b = crate::server::serve_with(&ws, Some(&url), free_port(), &["--config", config]);
+    let a = replica(&ws, &url, None);
+    let b = replica(&ws, &url, None);
     mint(&ws, "local:acme/app");
-    let on = |server: &Server| client(&ws, server);
-    let id = deploy_task(on(&a));
-    let exchange = |server: &Server| {
-        json_of(on(server).args([
-            "token",
-            "exchange",
-            "--task",
-            &id,
-            "--audience",
-            "https://api.example",
-        ]))
-    };
-    let introspect = |server: &Server, token: &str| {
-        json_of(
-            on(server)
-                .args(["token", "introspect", "-"])
-                .write_stdin(token.to_owned()),
-        )
-    };
+    let id = deploy_task(client(&ws, &a));
     // Issued by A, active on B.
-    let (code, token) = exchange(&a);
-    assert_eq!(code, 0);
-    let first = token["access_token"].as_str().unwrap().to_owned();
-    let (code, answer) = introspect(&b, &first);
+    let first = issued(&ws, &a, &id);
+    let (code, answer) = introspect(&ws, &b, &first);
     assert_eq!(code, 0, "{answer}");
     // Issued by B for A's task.
-    let (code, token) = exchange(&b);
-    assert_eq!(code, 0, "{token}");
-    let second = token["access_token"].as_str().unwrap().to_owned();
+    let second = issued(&ws, &b, &id);
     // Revoked through A: inactive on B within a second.
     let (code, _, err) = stdout_of(
-        on(&a)
+        client(&ws, &a)
             .args(["token", "revoke", "-"])
             .write_stdin(first.clone()),
     );
@@ -101,22 +122,15 @@ fn two_replicas_on_one_postgres_database_agree() {
     // The very next question to B already has the answer: no delay to
     // wait out.
     assert_eq!(
-        introspect(&b, &first),
+        introspect(&ws, &b, &first),
         (1, serde_json::json!({"active": false}))
     );
     // The task ended through B: A neither honours its credentials nor
     // issues new ones.
-    let (code, ended) = json_of(on(&b).args(["task", "end", &id]));
+    let (code, ended) = json_of(client(&ws, &b).args(["task", "end", &id]));
     assert_eq!(code, 0, "{ended}");
-    assert_eq!(introspect(&a, &second).0, 1);
-    let (code, _, err) = stdout_of(on(&a).args([
-        "token",
-        "exchange",
-        "--task",
-        &id,
-        "--audience",
-        "https://api.example",
-    ]));
+    assert_eq!(introspect(&ws, &a, &second).0, 1);
+    let (code, _, err) = exchange(&ws, &a, &id);
     assert_ne!(code, 0);
     assert!(err.contains("has ended"), "{err}");
 }
@@ -140,40 +154,11 @@ fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
 fn a_policy_change_and_a_key_rotation_reach_every_replica() {
     let (url, _db) = crate::inventory::postgres_database();
     let ws = Workspace::new();
-    let start = |name: &str| {
-        let dir = ws.dir.path().join(format!("policies-{name}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("default.cedar"), DEFAULT_POLICIES).unwrap();
-        let config = ws.dir.path().join(format!("replica-{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\npublic_url = \"https://mayfly.acme.test\"\n[policy]\ndir = {:?}\n",
-                dir.to_str().unwrap()
-            ),
-        )
-        .unwrap();
-        let config = config.to_str().unwrap().to_owned();
-        serve_with(&ws, Some(&url), free_port(), &["--config", &config])
-    };
-    let a = start("a");
-    let b = start("b");
+    let a = replica(&ws, &url, Some("a"));
+    let b = replica(&ws, &url, Some("b"));
     mint(&ws, "local:acme/app");
     let id = deploy_task(client(&ws, &a));
-    let exchange = |server: &Server| {
-        stdout_of(client(&ws, server).args([
-            "token",
-            "exchange",
-            "--task",
-            &id,
-            "--audience",
-            "https://api.example",
-        ]))
-    };
-    let (code, out, err) = exchange(&b);
-    assert_eq!(code, 0, "{err}");
-    let issued: Value = serde_json::from_str(&out).unwrap();
-    let token = issued["access_token"].as_str().unwrap().to_owned();
+    let token = issued(&ws, &b, &id);
 
     // Through A: a set that forbids the audience B issued for.
     let forbidding = format!(
@@ -189,13 +174,8 @@ fn a_policy_change_and_a_key_rotation_reach_every_replica() {
     assert_eq!(answer["revoked"], 1, "{answer}");
     // B: the credential it issued is inactive, and it issues no new one,
     // from the very next request.
-    let (code, active) = json_of(
-        client(&ws, &b)
-            .args(["token", "introspect", "-"])
-            .write_stdin(token.clone()),
-    );
-    assert_eq!((code, active), (1, json!({"active": false})));
-    let (code, _, err) = exchange(&b);
+    assert_eq!(introspect(&ws, &b, &token), (1, json!({"active": false})));
+    let (code, _, err) = exchange(&ws, &b, &id);
     assert_ne!(code, 0);
     assert!(err.contains("no-api-example"), "{err}");
     // B keeps the set for its next start, within a second.
@@ -234,24 +214,14 @@ fn a_policy_change_and_a_key_rotation_reach_every_replica() {
         Some(json!({"policies": {"default.cedar": DEFAULT_POLICIES}})),
     );
     assert_eq!(status, 200, "{answer}");
-    let (code, _, err) = exchange(&a);
-    assert_eq!(code, 0, "{err}");
+    issued(&ws, &a, &id);
 
     // A signing key rotated through A signs on B within a second.
     let (status, rotated) = admin(&ws, &a, "/v1/admin/keys/rotate", None);
     assert_eq!(status, 200, "{rotated}");
     let kid = rotated["keys"][0]["kid"].as_str().unwrap().to_owned();
     let signed_by = |server: &Server| {
-        let (code, token) = json_of(client(&ws, server).args([
-            "token",
-            "exchange",
-            "--task",
-            &id,
-            "--audience",
-            "https://api.example",
-        ]));
-        assert_eq!(code, 0, "{token}");
-        let token = token["access_token"].as_str().unwrap();
+        let token = issued(&ws, server, &id);
         let header = token.split('.').next().unwrap();
         let header: Value = serde_json::from_slice(
             &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
@@ -275,15 +245,8 @@ fn a_policy_change_and_a_key_rotation_reach_every_replica() {
 fn a_killed_replica_leaves_the_others_serving_and_sweeping() {
     let (url, _db) = crate::inventory::postgres_database();
     let ws = Workspace::new();
-    let config = ws.dir.path().join("replica.toml");
-    std::fs::write(
-        &config,
-        "[server]\npublic_url = \"https://mayfly.acme.test\"\n",
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    let mut a = serve_with(&ws, Some(&url), free_port(), &["--config", config]);
-    let b = serve_with(&ws, Some(&url), free_port(), &["--config", config]);
+    let mut a = replica(&ws, &url, None);
+    let b = replica(&ws, &url, None);
     mint(&ws, "local:acme/app");
     let (code, task) = json_of(client(&ws, &a).args([
         "task",
@@ -293,52 +256,33 @@ fn a_killed_replica_leaves_the_others_serving_and_sweeping() {
         "--owner",
         "team-platform",
         "--audience",
-        "https://api.example",
+        AUDIENCE,
         "--ttl",
         "2",
     ]));
     assert_eq!(code, 0, "{task}");
     let id = task["id"].as_str().unwrap().to_owned();
-    let (code, token) = json_of(client(&ws, &a).args([
-        "token",
-        "exchange",
-        "--task",
-        &id,
-        "--audience",
-        "https://api.example",
-    ]));
-    assert_eq!(code, 0, "{token}");
-    let token = token["access_token"].as_str().unwrap().to_owned();
+    let token = issued(&ws, &a, &id);
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     // B answers for A's credential...
-    let (code, active) = json_of(
-        client(&ws, &b)
-            .args(["token", "introspect", "-"])
-            .write_stdin(token.clone()),
-    );
+    let (code, active) = introspect(&ws, &b, &token);
     assert_eq!((code, &active["active"]), (0, &json!(true)), "{active}");
     // ...and its sweeper records the task's expiry, A being gone.
+    let database = url.rsplit('/').next().unwrap();
     let ended = || {
-        let out = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-qtA"])
-            .args(["-d", url.rsplit('/').next().unwrap()])
-            .arg("-c")
-            .arg(format!(
-                "SELECT end_reason FROM broker_tasks WHERE id = '{id}'"
-            ))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "expired"
+        crate::upstreams::psql(
+            database,
+            &format!("SELECT end_reason FROM broker_tasks WHERE id = '{id}'"),
+        ) == "expired"
     };
     assert!(
         within(Duration::from_secs(6), ended).is_some(),
         "no replica swept the expired task"
     );
-    let (code, _) = json_of(
-        client(&ws, &b)
-            .args(["token", "introspect", "-"])
-            .write_stdin(token),
+    assert_eq!(
+        introspect(&ws, &b, &token).0,
+        1,
+        "the expired task's credential is inactive"
     );
-    assert_eq!(code, 1, "the expired task's credential is inactive");
 }

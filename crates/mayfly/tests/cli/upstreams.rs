@@ -7,7 +7,7 @@ use std::process::Command as StdCommand;
 use crate::common::{Workspace, stdout_of};
 use crate::server::{client, free_port, mint, serve_with};
 
-fn psql(db: &str, sql: &str) -> String {
+pub(crate) fn psql(db: &str, sql: &str) -> String {
     let out = StdCommand::new("psql")
         .args([
             "-h",
