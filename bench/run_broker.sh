@@ -439,33 +439,15 @@ run_openbao() {  # name (openbao or openbao-raft), mode (dev or raft)
 }
 
 # --- Mayfly ---------------------------------------------------------------------
+# shellcheck source=bench/broker/mayfly.sh
+source "$BENCH/broker/mayfly.sh"
 MAYFLY_PID=""
 mayfly_start() {  # fresh database, config written here; sets MAYFLY_URL and ADMIN_TOKEN
     local port
     port="$(free_port)"
     MAYFLY_URL="http://127.0.0.1:$port"
     ADMIN_TOKEN="$(random_token)"
-    mkdir -p "$BW/policies"
-    echo 'permit(principal, action, resource);' >"$BW/policies/bench.cedar"
-    cat >"$BW/mayfly.toml" <<EOF
-[server]
-listen = "127.0.0.1:$port"
-
-[[issuer]]
-name = "bench"
-issuer = "https://ci.bench.invalid"
-audiences = ["mayfly"]
-algorithms = ["ES256"]
-jwks_file = "$BW/keys/jwks.json"
-
-[policy]
-dir = "$BW/policies"
-
-# One benchmark workload makes every exchange: the per-workload rate limit
-# (200/s by default) would measure the limit, not the broker.
-[limits]
-exchanges_per_second_per_workload = 0
-EOF
+    mayfly_config "$BW" "$port"
     rm -f "$BW"/mayfly.db*
     MAYFLY_ADMIN_TOKEN="$ADMIN_TOKEN" "${SERVER_PIN[@]}" "$MAYFLY_BIN" serve --config "$BW/mayfly.toml" --db "$BW/mayfly.db" \
         >"$BW/mayfly.log" 2>&1 &
@@ -483,7 +465,7 @@ mayfly_task() {  # ttl_seconds -> task id
 }
 mayfly_body() {  # task id -> writes the exchange form body to $BW/mayfly-exchange-<id>.form, prints the path
     local f="$BW/mayfly-exchange-$1.form"
-    printf '%s' "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=$JWT&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=https%3A%2F%2Fapi.bench.invalid&task_id=$1" >"$f"
+    mayfly_exchange_form "$f" "$JWT" "$1"
     echo "$f"
 }
 mayfly_exchange() {  # -> one access token (body file from BENCH_BODY_FILE)

@@ -63,26 +63,9 @@ done
 JWT="$(cat "$SW/keys/workload.jwt")"
 PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URL="http://127.0.0.1:$PORT"
-mkdir -p "$SW/policies"
-echo 'permit(principal, action, resource);' >"$SW/policies/bench.cedar"
-cat >"$SW/mayfly.toml" <<EOF
-[server]
-listen = "127.0.0.1:$PORT"
-
-[[issuer]]
-name = "bench"
-issuer = "https://ci.bench.invalid"
-audiences = ["mayfly"]
-algorithms = ["ES256"]
-jwks_file = "$SW/keys/jwks.json"
-
-[policy]
-dir = "$SW/policies"
-
-# One benchmark workload makes every exchange.
-[limits]
-exchanges_per_second_per_workload = 0
-EOF
+# shellcheck source=bench/broker/mayfly.sh
+source "$BENCH/broker/mayfly.sh"
+mayfly_config "$SW" "$PORT"
 rm -f "$SW"/mayfly.db*
 MAYFLY_ADMIN_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')" \
     "$MAYFLY_BIN" serve --config "$SW/mayfly.toml" --db "$SW/mayfly.db" >"$SW/mayfly.log" 2>&1 &
@@ -98,7 +81,7 @@ TASK="$(curl -sS --fail-with-body -X POST -H "Authorization: Bearer $JWT" -H 'Co
     -d '{"purpose":"soak","owner":"team-bench","ttl_seconds":'"$((SECONDS_TOTAL + 600))"',"audiences":["https://api.bench.invalid"]}' \
     "$URL/v1/tasks" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
 BODY="$SW/exchange.form"
-printf '%s' "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=$JWT&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&audience=https%3A%2F%2Fapi.bench.invalid&task_id=$TASK&requested_ttl=$TTL" >"$BODY"
+mayfly_exchange_form "$BODY" "$JWT" "$TASK" "$TTL"
 log "mayfly serve at $URL (pid $PID), task $TASK, tokens of ${TTL}s"
 
 # --- peak, then half of it -----------------------------------------------------------
