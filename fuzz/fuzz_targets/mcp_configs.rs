@@ -1,12 +1,12 @@
 //! MCP client configurations as `mayfly mcp` reads and wraps them (JSON,
-//! JSONC, Codex TOML): reading never panics, and a wrap of every server
-//! that holds the spliced-in secret in its env removes it.
+//! JSONC, Codex TOML): reading never panics, and wrapping every server
+//! that holds the spliced-in secret in its env or in a header never panics.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mayfly_migrate::servers::{Place, ServerWrap, WrapWith, read_servers, wrap_servers};
+use mayfly_migrate::servers::{Moved, Place, ServerWrap, WrapWith, read_servers, wrap_servers};
 
 const SECRET: &str = "ghp_FUZZSECRET0123456789abcdefABCDEF0123";
 
@@ -28,18 +28,25 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .filter(|s| !s.wrapped)
             .filter_map(|s| {
-                let keys: Vec<String> = s
-                    .slots
-                    .iter()
-                    .filter(|slot| slot.value.contains(SECRET))
+                let holding = || s.slots.iter().filter(|slot| slot.value.contains(SECRET));
+                let keys: Vec<String> = holding()
                     .filter_map(|slot| match &slot.place {
                         Place::Env(key) => Some(key.clone()),
                         _ => None,
                     })
                     .collect();
-                (!keys.is_empty()).then(|| ServerWrap {
+                let header = holding().find_map(|slot| match &slot.place {
+                    Place::Header(name) => Some(name.clone()),
+                    _ => None,
+                });
+                let moved = match header {
+                    Some(header) if keys.is_empty() => Moved::Header(header),
+                    _ if !keys.is_empty() => Moved::Env(keys),
+                    _ => return None,
+                };
+                Some(ServerWrap {
                     server: s.name.clone(),
-                    env_keys: keys,
+                    moved,
                     entries: vec!["github-fuzz".into()],
                 })
             })

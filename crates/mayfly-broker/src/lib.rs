@@ -24,7 +24,9 @@
 //! - [`http`]: the HTTP API (OAuth endpoints, tasks, admin, the proxy);
 //! - [`client`] and [`relay`]: the same API from the command line and
 //!   `mayfly run` (the relay is the local end `mayfly run --inject` gives
-//!   an unmodified tool).
+//!   an unmodified tool);
+//! - [`mcp_gate`] and [`mcp_bridge`]: policy in front of MCP servers, and a
+//!   remote MCP server spoken to as a stdio one (over [`sse`]).
 //!
 //! Errors are one [`BrokerError`] whose variants map to OAuth errors.
 
@@ -39,6 +41,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod local_issuer;
+pub mod mcp_bridge;
 pub mod mcp_gate;
 pub mod metrics;
 pub mod minted;
@@ -49,6 +52,7 @@ pub mod reader;
 pub mod relay;
 pub mod secrets;
 pub mod service;
+pub mod sse;
 pub mod task_cache;
 pub mod token;
 pub mod upstream;

@@ -1,7 +1,8 @@
 //! MCP servers as MCP clients configure them: reading every server entry
 //! (its transport and every value it passes: `env`, `headers`, arguments)
-//! and wrapping chosen stdio servers so they run under
-//! `mayfly run --inject` with their keys removed.
+//! and wrapping chosen servers so their keys can be removed: a stdio
+//! server runs under `mayfly run --inject`, a remote one becomes a stdio
+//! server (`mayfly mcp connect`) under `mayfly run --inject --mcp-gate`.
 //!
 //! JSON files may be JSONC (comments, trailing commas, as VS Code writes
 //! them): they are read, but a file with comments is not rewritten, since
@@ -287,10 +288,22 @@ fn strip_jsonc(text: &str) -> String {
 pub struct ServerWrap {
     /// The server's name.
     pub server: String,
-    /// The `env` variables whose values moved into custody.
-    pub env_keys: Vec<String>,
+    /// Where its credentials were.
+    pub moved: Moved,
     /// The custody entries it is given.
     pub entries: Vec<String>,
+}
+
+/// Where a wrapped server's credentials were taken from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// A stdio server's `env` variables: the server runs under
+    /// `mayfly run --inject` and finds a relay-only key in them.
+    Env(Vec<String>),
+    /// A remote server's header: the entry becomes a stdio server,
+    /// `mayfly mcp connect URL --through ENTRY` under `mayfly run --inject
+    /// ENTRY --mcp-gate NAME`, and the broker adds the header.
+    Header(String),
 }
 
 /// The `mayfly` program, owner and variables every wrapped server gets.
@@ -307,14 +320,20 @@ pub struct WrapWith {
 /// The arguments of a wrapped stdio server: its keys come back in the
 /// same variables, good only at the relay, which reaches the provider
 /// whatever base URL the server uses (`--intercept`).
-fn wrapped_args(wrap: &ServerWrap, with: &WrapWith, command: &str, args: &[String]) -> Vec<String> {
+fn wrapped_args(
+    wrap: &ServerWrap,
+    env_keys: &[String],
+    with: &WrapWith,
+    command: &str,
+    args: &[String],
+) -> Vec<String> {
     let mut out = vec![
         "run".to_owned(),
         "--inject".to_owned(),
         wrap.entries.join(","),
         "--intercept".to_owned(),
     ];
-    for key in &wrap.env_keys {
+    for key in env_keys {
         out.push("--key-var".to_owned());
         out.push(key.clone());
     }
@@ -330,8 +349,79 @@ fn wrapped_args(wrap: &ServerWrap, with: &WrapWith, command: &str, args: &[Strin
     out
 }
 
-/// Wraps the named stdio servers of a client configuration (every entry of
-/// that name that holds those variables). The error says why the file is
+/// The arguments of a wrapped remote server: `mayfly mcp connect` speaks
+/// to it through the relay, whose broker adds the credential, under the
+/// policy gate; the entry's other headers go along as they were.
+fn remote_args(
+    wrap: &ServerWrap,
+    with: &WrapWith,
+    url: &str,
+    headers: &[(String, String)],
+) -> Vec<String> {
+    let entry = wrap.entries.join(",");
+    let purpose = format!("mcp server {}", wrap.server);
+    let mut out: Vec<String> = [
+        "run",
+        "--inject",
+        &entry,
+        "--mcp-gate",
+        &wrap.server,
+        "--purpose",
+        &purpose,
+        "--owner",
+        &with.owner,
+        "--",
+        &with.program,
+        "mcp",
+        "connect",
+        url,
+        "--through",
+        &entry,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (name, value) in headers {
+        out.push("--header".to_owned());
+        out.push(format!("{name}: {value}"));
+    }
+    out
+}
+
+/// Where a remote server's URL and headers are, by client.
+const URL_KEYS: [&str; 3] = ["url", "serverUrl", "httpUrl"];
+const HEADER_KEYS: [&str; 2] = ["headers", "http_headers"];
+
+/// The headers other than `header`, which must all be text.
+fn other_headers<'a>(
+    name: &str,
+    header: &str,
+    headers: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<Vec<(String, String)>, String> {
+    headers
+        .filter(|(k, _)| *k != header)
+        .map(|(k, v)| {
+            v.map(|v| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("MCP server {name}: header {k} is not text"))
+        })
+        .collect()
+}
+
+fn change_text(wrap: &ServerWrap) -> String {
+    let entries = wrap.entries.join(", ");
+    let name = &wrap.server;
+    match &wrap.moved {
+        Moved::Env(keys) => format!(
+            "MCP server {name}: {} moved to custody ({entries}), command wrapped in mayfly run --inject",
+            keys.join(", ")
+        ),
+        Moved::Header(header) => format!(
+            "MCP server {name}: header {header} moved to custody ({entries}), the server reached through mayfly mcp connect under mayfly run --inject --mcp-gate"
+        ),
+    }
+}
+
+/// Wraps the named servers of a client configuration (every entry of that
+/// name that holds what `moved` says). The error says why the file is
 /// left as it is.
 pub fn wrap_servers(
     path: &Path,
@@ -381,7 +471,13 @@ fn wrap_json(
                     else {
                         continue;
                     };
-                    wrap_server_entry(wrap, entry, with, changes)?;
+                    let wrapped = match &wrap.moved {
+                        Moved::Env(keys) => wrap_stdio_json_entry(wrap, keys, entry, with)?,
+                        Moved::Header(header) => wrap_remote_json_entry(wrap, header, entry, with)?,
+                    };
+                    if wrapped {
+                        changes.push(change_text(wrap));
+                    }
                 }
             }
             _ => wrap_json(child, wraps, with, changes)?,
@@ -390,20 +486,19 @@ fn wrap_json(
     Ok(())
 }
 
-/// Wraps one JSON server entry that holds every key of `wrap`.
-fn wrap_server_entry(
+/// Wraps one JSON stdio server entry if it holds every key of `keys`.
+fn wrap_stdio_json_entry(
     wrap: &ServerWrap,
+    keys: &[String],
     entry: &mut Map<String, Value>,
     with: &WrapWith,
-    changes: &mut Vec<String>,
-) -> Result<(), String> {
-    let name = &wrap.server;
+) -> Result<bool, String> {
     // Zed keeps command, args and env one level down.
     let zed = entry.get("command").is_some_and(Value::is_object);
     let scope = if zed {
         match entry.get_mut("command") {
             Some(Value::Object(inner)) => inner,
-            _ => return Ok(()),
+            _ => return Ok(false),
         }
     } else {
         entry
@@ -411,25 +506,75 @@ fn wrap_server_entry(
     let holds_all = scope
         .get("env")
         .and_then(Value::as_object)
-        .is_some_and(|env| wrap.env_keys.iter().all(|k| env.contains_key(k)));
+        .is_some_and(|env| keys.iter().all(|k| env.contains_key(k)));
     if !holds_all {
-        return Ok(());
+        return Ok(false);
     }
     let command_key = if zed { "path" } else { "command" };
     let entry_wrap = EntryWrap {
-        keys: &wrap.env_keys,
+        keys,
         env: &with.env,
         program: &with.program,
     };
-    mcp::wrap_json_entry(name, scope, command_key, &entry_wrap, |command, args| {
-        wrapped_args(wrap, with, command, args)
-    })?;
-    changes.push(format!(
-        "MCP server {name}: {} moved to custody ({}), command wrapped in mayfly run --inject",
-        wrap.env_keys.join(", "),
-        wrap.entries.join(", ")
-    ));
-    Ok(())
+    mcp::wrap_json_entry(
+        &wrap.server,
+        scope,
+        command_key,
+        &entry_wrap,
+        |command, args| wrapped_args(wrap, keys, with, command, args),
+    )?;
+    Ok(true)
+}
+
+/// Turns one remote JSON server entry whose headers hold `header` into a
+/// stdio entry running `mayfly mcp connect`.
+fn wrap_remote_json_entry(
+    wrap: &ServerWrap,
+    header: &str,
+    entry: &mut Map<String, Value>,
+    with: &WrapWith,
+) -> Result<bool, String> {
+    let Some(url) = URL_KEYS
+        .iter()
+        .find_map(|k| entry.get(*k).and_then(Value::as_str))
+        .map(str::to_owned)
+    else {
+        return Ok(false);
+    };
+    let Some(headers) = HEADER_KEYS.iter().find_map(|k| {
+        entry
+            .get(*k)
+            .and_then(Value::as_object)
+            .filter(|h| h.contains_key(header))
+    }) else {
+        return Ok(false);
+    };
+    let kept = other_headers(
+        &wrap.server,
+        header,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )?;
+    let args = remote_args(wrap, with, &url, &kept);
+    for key in URL_KEYS.iter().chain(&HEADER_KEYS) {
+        entry.shift_remove(*key);
+    }
+    for key in ["type", "transportType"] {
+        if let Some(kind) = entry.get_mut(key) {
+            *kind = Value::String("stdio".into());
+        }
+    }
+    entry.insert("command".into(), Value::String(with.program.clone()));
+    entry.insert(
+        "args".into(),
+        Value::Array(args.into_iter().map(Value::String).collect()),
+    );
+    let env = with
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    entry.insert("env".into(), Value::Object(env));
+    Ok(true)
 }
 
 fn wrap_toml(
@@ -452,27 +597,80 @@ fn wrap_toml(
         ) else {
             continue;
         };
-        let Some(env) = server.get_mut("env").and_then(|e| e.as_table_like_mut()) else {
-            continue;
+        let wrapped = match &wrap.moved {
+            Moved::Env(keys) => wrap_stdio_toml_entry(wrap, keys, server, with)?,
+            Moved::Header(header) => wrap_remote_toml_entry(wrap, header, server, with)?,
         };
-        if !wrap.env_keys.iter().all(|k| env.contains_key(k)) {
-            continue;
+        if wrapped {
+            changes.push(change_text(wrap));
         }
-        let entry_wrap = EntryWrap {
-            keys: &wrap.env_keys,
-            env: &with.env,
-            program: &with.program,
-        };
-        wrap_toml_entry(&name, server, &entry_wrap, |command, args| {
-            wrapped_args(wrap, with, command, args)
-        })?;
-        changes.push(format!(
-            "MCP server {name}: {} moved to custody ({}), command wrapped in mayfly run --inject",
-            wrap.env_keys.join(", "),
-            wrap.entries.join(", ")
-        ));
     }
     Ok(document.to_string())
+}
+
+/// Wraps one Codex stdio server if its `env` holds every key of `keys`.
+fn wrap_stdio_toml_entry(
+    wrap: &ServerWrap,
+    keys: &[String],
+    server: &mut dyn toml_edit::TableLike,
+    with: &WrapWith,
+) -> Result<bool, String> {
+    let holds_all = server
+        .get("env")
+        .and_then(|e| e.as_table_like())
+        .is_some_and(|env| keys.iter().all(|k| env.contains_key(k)));
+    if !holds_all {
+        return Ok(false);
+    }
+    let entry_wrap = EntryWrap {
+        keys,
+        env: &with.env,
+        program: &with.program,
+    };
+    wrap_toml_entry(&wrap.server, server, &entry_wrap, |command, args| {
+        wrapped_args(wrap, keys, with, command, args)
+    })?;
+    Ok(true)
+}
+
+/// Turns one Codex remote server (`url`, `http_headers`) whose headers
+/// hold `header` into a stdio server running `mayfly mcp connect`.
+fn wrap_remote_toml_entry(
+    wrap: &ServerWrap,
+    header: &str,
+    server: &mut dyn toml_edit::TableLike,
+    with: &WrapWith,
+) -> Result<bool, String> {
+    let Some(url) = server
+        .get("url")
+        .and_then(|u| u.as_str())
+        .map(str::to_owned)
+    else {
+        return Ok(false);
+    };
+    let Some(headers) = server
+        .get("http_headers")
+        .and_then(|h| h.as_table_like())
+        .filter(|h| h.contains_key(header))
+    else {
+        return Ok(false);
+    };
+    let kept = other_headers(
+        &wrap.server,
+        header,
+        headers.iter().map(|(k, v)| (k, v.as_str())),
+    )?;
+    let args: toml_edit::Array = remote_args(wrap, with, &url, &kept).into_iter().collect();
+    server.remove("url");
+    server.remove("http_headers");
+    server.insert("command", toml_edit::value(with.program.as_str()));
+    server.insert("args", toml_edit::value(args));
+    let mut env = toml_edit::InlineTable::new();
+    for (key, value) in &with.env {
+        env.insert(key, value.as_str().into());
+    }
+    server.insert("env", toml_edit::value(env));
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -557,7 +755,7 @@ mod tests {
         let text = r#"{"mcpServers": {"github": {"command": "npx", "args": ["-y", "server-github"], "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_x", "LOG": "1"}}, "fs": {"command": "fs"}}}"#;
         let wrap = ServerWrap {
             server: "github".into(),
-            env_keys: vec!["GITHUB_PERSONAL_ACCESS_TOKEN".into()],
+            moved: Moved::Env(vec!["GITHUB_PERSONAL_ACCESS_TOKEN".into()]),
             entries: vec!["github-1a2b3c4d".into()],
         };
         let out = wrap_servers(Path::new("mcp.json"), text, &[wrap], &with()).unwrap();
@@ -597,7 +795,7 @@ mod tests {
     fn jsonc_files_and_vanished_servers_are_left_alone() {
         let wrap = ServerWrap {
             server: "gh".into(),
-            env_keys: vec!["T".into()],
+            moved: Moved::Env(vec!["T".into()]),
             entries: vec!["github-1".into()],
         };
         let jsonc =
@@ -625,7 +823,7 @@ mod tests {
         let text = "# mine\n[mcp_servers.gh]\ncommand = \"npx\" # runs it\nargs = [\"gh\"]\n\n[mcp_servers.gh.env]\nGITHUB_TOKEN = \"ghp_x\"\n";
         let wrap = ServerWrap {
             server: "gh".into(),
-            env_keys: vec!["GITHUB_TOKEN".into()],
+            moved: Moved::Env(vec!["GITHUB_TOKEN".into()]),
             entries: vec!["github-1".into()],
         };
         let out = wrap_servers(Path::new("config.toml"), text, &[wrap], &with()).unwrap();
@@ -636,5 +834,75 @@ mod tests {
         );
         let servers = read_servers(Path::new("config.toml"), &out.text).unwrap();
         assert!(servers[0].wrapped);
+    }
+
+    #[test]
+    fn remote_servers_become_mayfly_mcp_connect_without_their_key() {
+        let text = r#"{"mcpServers": {"gh": {"type": "http", "url": "https://api.githubcopilot.com/mcp/", "headers": {"Authorization": "Bearer ghp_x", "X-MCP-Toolsets": "repos"}}}}"#;
+        let wrap = ServerWrap {
+            server: "gh".into(),
+            moved: Moved::Header("Authorization".into()),
+            entries: vec!["github-mcp-1a2b3c4d".into()],
+        };
+        let out = wrap_servers(
+            Path::new(".mcp.json"),
+            text,
+            std::slice::from_ref(&wrap),
+            &with(),
+        )
+        .unwrap();
+        assert!(!out.text.contains("ghp_x"), "{}", out.text);
+        let value: Value = serde_json::from_str(&out.text).unwrap();
+        let gh = &value["mcpServers"]["gh"];
+        assert_eq!(
+            gh,
+            &serde_json::json!({
+                "type": "stdio",
+                "command": "mayfly",
+                "args": [
+                    "run", "--inject", "github-mcp-1a2b3c4d", "--mcp-gate", "gh",
+                    "--purpose", "mcp server gh", "--owner", "me", "--",
+                    "mayfly", "mcp", "connect", "https://api.githubcopilot.com/mcp/",
+                    "--through", "github-mcp-1a2b3c4d", "--header", "X-MCP-Toolsets: repos"
+                ],
+                "env": {"MAYFLY_SERVER": "http://127.0.0.1:8710"}
+            })
+        );
+        let servers = read_servers(Path::new(".mcp.json"), &out.text).unwrap();
+        assert!(servers[0].wrapped);
+        assert!(out.changes[0].contains("header Authorization"));
+
+        // Codex's TOML, with the headers as a table of their own.
+        let codex = "# mine\n[mcp_servers.gh]\nurl = \"https://api.githubcopilot.com/mcp/\"\n\n[mcp_servers.gh.http_headers]\nAuthorization = \"Bearer ghp_x\"\n";
+        let out = wrap_servers(Path::new("config.toml"), codex, &[wrap], &with()).unwrap();
+        assert!(
+            out.text.starts_with("# mine\n") && !out.text.contains("ghp_x"),
+            "{}",
+            out.text
+        );
+        let servers = read_servers(Path::new("config.toml"), &out.text).unwrap();
+        assert!(servers[0].wrapped, "{}", out.text);
+        assert!(
+            servers[0]
+                .slots
+                .iter()
+                .all(|s| !matches!(s.place, Place::Header(_)))
+        );
+    }
+
+    #[test]
+    fn a_remote_server_without_that_header_is_left_alone() {
+        let text =
+            r#"{"mcpServers": {"gh": {"url": "https://x/mcp", "headers": {"X-Other": "1"}}}}"#;
+        let wrap = ServerWrap {
+            server: "gh".into(),
+            moved: Moved::Header("Authorization".into()),
+            entries: vec!["e".into()],
+        };
+        assert!(
+            wrap_servers(Path::new("mcp.json"), text, &[wrap], &with())
+                .unwrap_err()
+                .contains("any more")
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! `mayfly mcp list | wrap | unwrap` on a fake home with Claude Desktop,
-//! Cursor and VS Code configurations holding keys: the wrapped servers (a
-//! real MCP server built with the official Python SDK, started by the
-//! official SDK's stdio client exactly as the configuration says) still
-//! work, with the key only in custody; on SQLite and PostgreSQL.
+//! Cursor, Claude Code and VS Code configurations holding keys: the wrapped
+//! servers (real MCP servers built with the official Python SDK, local and
+//! remote, started by the official SDK's stdio client exactly as the
+//! configuration says) still work, with the key only in custody; the MCP
+//! gates; on SQLite and PostgreSQL.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
+use std::process::{Child, Command as StdCommand};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -175,7 +177,7 @@ fn wrap_and_unwrap(db: Option<&str>) {
         "{out}"
     );
     assert!(
-        out.contains("remote server") && out.contains("JSONC"),
+        out.contains("mayfly mcp connect") && out.contains("JSONC"),
         "{out}"
     );
     assert!(err.contains("dry run"), "{err}");
@@ -193,10 +195,11 @@ fn wrap_and_unwrap(db: Option<&str>) {
         let kept: Value = serde_json::from_str(&std::fs::read_to_string(&backup).unwrap()).unwrap();
         assert_eq!(&kept["original"], original.as_str());
     }
-    // The JSONC file and the remote server's header are left as they were.
+    // The JSONC file is left as it was; the remote server's header went too.
     assert_eq!(std::fs::read_to_string(&vscode).unwrap(), originals[2]);
-    assert!(std::fs::read_to_string(&claude).unwrap().contains(GITHUB));
-    // One key in two files is one custody entry.
+    assert!(!std::fs::read_to_string(&claude).unwrap().contains(GITHUB));
+    // One key in two files is one custody entry; the remote server's key
+    // is another, for its origin.
     let (code, entries) = json_of(
         ws.mayfly()
             .env("MAYFLY_SERVER", &server.url)
@@ -204,9 +207,19 @@ fn wrap_and_unwrap(db: Option<&str>) {
             .args(["custody", "list", "--json"]),
     );
     assert_eq!(code, 0, "{entries}");
-    let entries = entries.as_array().unwrap();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    assert!(entries[0]["name"].as_str().unwrap().starts_with("openai-"));
+    let mut names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 2, "{entries:?}");
+    assert!(
+        names[0].starts_with("github-api.githubcopilot.com-"),
+        "{names:?}"
+    );
+    assert!(names[1].starts_with("openai-"), "{names:?}");
 
     // After: both clients still work, the server never holds the key.
     for config in [&claude, &cursor] {
@@ -267,14 +280,16 @@ fn unwrap_leaves_a_file_edited_since() {
     );
 }
 
-/// Policies for the gate tests: the defaults' task and exchange permits,
-/// every MCP call, except deleting repositories on the github server.
+/// Policies for the gate tests: the defaults' task, exchange and custody
+/// use permits, every MCP call, except deleting repositories on the github
+/// server.
 fn gate_policy(server: &str) -> String {
     format!(
         r#"
 @id("start") permit (principal, action == Action::"start_task", resource);
 @id("exchange") permit (principal, action == Action::"exchange", resource)
 when {{ context.audiences.contains(context.audience) }};
+@id("use") permit (principal, action == Action::"use", resource);
 @id("mcp-calls") permit (principal, action == Action::"mcp", resource);
 @id("no-repository-deletes")
 forbid (principal, action == Action::"mcp", resource == McpServer::"{server}")
@@ -647,4 +662,233 @@ fn the_http_mcp_gate_decides_each_call_on_sqlite() {
 fn the_http_mcp_gate_decides_each_call_on_postgres() {
     let (url, _db) = crate::inventory::postgres_database();
     http_gate(Some(&url));
+}
+
+/// A remote MCP server that wants the GitHub key as a bearer token
+/// (`remote_server.py`), killed on drop.
+struct RemoteServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Drop for RemoteServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RemoteServer {
+    fn start(dir: &Path, transport: &str) -> RemoteServer {
+        let port = free_port();
+        let log = dir.join(format!("remote-{transport}.jsonl"));
+        let child = StdCommand::new("python3")
+            .arg(data("remote_server.py"))
+            .arg(port.to_string())
+            .arg(GITHUB)
+            .arg(&log)
+            .args((transport == "sse").then_some("sse"))
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the remote MCP server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RemoteServer { child, port, log }
+    }
+
+    /// The requests it saw.
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// One tool call through the official SDK's stdio client, started as the
+/// configuration's `github` entry says.
+fn call_configured(config: &Path, home: &Path, tool: &str, arguments: &str) -> Value {
+    let output = StdCommand::new("python3")
+        .arg(data("stdio_client.py"))
+        .arg(config)
+        .args(["mcpServers", "github", tool, arguments])
+        .env("HOME", home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(GITHUB), "{stderr}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Remote servers with the key in a header: Cursor over streamable HTTP
+/// (with a second header that is not a credential), Claude Code over the
+/// 2024-11-05 SSE transport. After `wrap --apply` both are stdio servers
+/// (`mayfly mcp connect` under `mayfly run --inject --mcp-gate`): their
+/// calls reach the server with the key the broker adds, policy hides and
+/// refuses `delete_repository`, no file holds the key, and unwrap puts
+/// the files back.
+fn wrap_remote(db: Option<&str>) {
+    require_mcp();
+    let ws = Workspace::new();
+    let streamable = RemoteServer::start(ws.dir.path(), "streamable");
+    let legacy = RemoteServer::start(ws.dir.path(), "sse");
+    let server = gated_broker(&ws, db);
+    let home = ws.dir.path().join("fakehome");
+    let cursor = home.join(".cursor/mcp.json");
+    write(
+        &cursor,
+        &serde_json::to_string_pretty(&json!({"mcpServers": {"github": {
+            "url": format!("http://127.0.0.1:{}/mcp", streamable.port),
+            "headers": {"Authorization": format!("Bearer {GITHUB}"), "X-MCP-Toolsets": "issues"}
+        }}}))
+        .unwrap(),
+    );
+    let claude_code = home.join(".claude.json");
+    write(
+        &claude_code,
+        &serde_json::to_string_pretty(&json!({"numStartups": 3, "mcpServers": {"github": {
+            "type": "sse",
+            "url": format!("http://127.0.0.1:{}/sse", legacy.port),
+            "headers": {"Authorization": format!("Bearer {GITHUB}")}
+        }}}))
+        .unwrap(),
+    );
+    let originals: Vec<String> = [&cursor, &claude_code]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+
+    let wrap = |apply: bool| {
+        let mut cmd = mcp(&ws, &server, "wrap", &home);
+        cmd.args(["--owner", "me"]);
+        if apply {
+            cmd.arg("--apply");
+        }
+        stdout_of(&mut cmd)
+    };
+    let (code, out, err) = wrap(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mayfly mcp connect") && !out.contains(GITHUB),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&cursor).unwrap(), originals[0]);
+    let (code, out, err) = wrap(true);
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(!out.contains(GITHUB) && !err.contains(GITHUB));
+    for path in [&cursor, &claude_code] {
+        let now = std::fs::read_to_string(path).unwrap();
+        assert!(!now.contains(GITHUB), "{now}");
+        let entry: Value = serde_json::from_str(&now).unwrap();
+        let entry = &entry["mcpServers"]["github"];
+        assert!(entry.get("url").is_none() && entry.get("headers").is_none());
+        assert!(
+            entry["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "connect"),
+            "{entry}"
+        );
+    }
+    let claude_entry: Value =
+        serde_json::from_str(&std::fs::read_to_string(&claude_code).unwrap()).unwrap();
+    assert_eq!(claude_entry["mcpServers"]["github"]["type"], "stdio");
+    assert_eq!(claude_entry["numStartups"], 3);
+    // One entry per server's origin, each injecting the header it had.
+    let (code, entries) = json_of(
+        ws.mayfly()
+            .env("MAYFLY_SERVER", &server.url)
+            .env_remove("MAYFLY_ADMIN_TOKEN")
+            .args(["custody", "list", "--json"]),
+    );
+    assert_eq!(code, 0, "{entries}");
+    let mut names: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names.len(), 2, "{entries}");
+    for port in [streamable.port, legacy.port] {
+        let prefix = format!("github-127.0.0.1-{port}-");
+        assert!(names.iter().any(|n| n.starts_with(&prefix)), "{names:?}");
+    }
+
+    // Both clients reach their server, which gets the real key and
+    // never the relay's; policy hides and refuses the destructive tool.
+    for (config, remote) in [(&cursor, &streamable), (&claude_code, &legacy)] {
+        let found = call_configured(config, &home, "search_issues", r#"{"query": "bug"}"#);
+        assert_eq!(found["result"], "3 issues match bug", "{found}");
+        assert_eq!(found["error"], false);
+        assert_eq!(found["tools"], json!(["search_issues"]), "{found}");
+        let denied = call_configured(config, &home, "delete_repository", r#"{"name": "web"}"#);
+        assert_eq!(denied["error"], true, "{denied}");
+        assert!(
+            denied["result"]
+                .as_str()
+                .unwrap()
+                .contains("no-repository-deletes"),
+            "{denied}"
+        );
+        let requests = remote.requests();
+        assert!(requests.len() >= 4, "{requests:?}");
+        assert!(
+            requests
+                .iter()
+                .all(|r| r["key_ok"] == true && r["relay_key_seen"] == false),
+            "{requests:?}"
+        );
+    }
+    assert!(
+        streamable
+            .requests()
+            .iter()
+            .filter(|r| r["method"] == "POST")
+            .all(|r| r["toolsets"] == "issues")
+    );
+    // The audit names each call at the gate, never its arguments.
+    let (code, events) = json_of(
+        ws.mayfly()
+            .args(["audit", "tail", "-n", "200", "--format", "json"])
+            .args(db.map(|d| vec!["--db", d]).unwrap_or_default()),
+    );
+    assert_eq!(code, 0, "{events}");
+    let denied_calls = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "mcp.call" && e["data"]["tool"] == "delete_repository")
+        .count();
+    assert_eq!(denied_calls, 2, "{events}");
+    assert!(!events.to_string().contains(GITHUB));
+
+    let (code, out, err) = wrap(false);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("already wrapped"), "{out}");
+    let (code, _, err) = stdout_of(mcp(&ws, &server, "unwrap", &home).args(["--apply"]));
+    assert_eq!(code, 0, "{err}");
+    for (path, original) in [&cursor, &claude_code].iter().zip(&originals) {
+        assert_eq!(&std::fs::read_to_string(path).unwrap(), original);
+    }
+}
+
+#[test]
+fn wrapped_remote_mcp_servers_work_without_their_keys_on_sqlite() {
+    wrap_remote(None);
+}
+
+#[test]
+fn wrapped_remote_mcp_servers_work_without_their_keys_on_postgres() {
+    let (url, _db) = crate::inventory::postgres_database();
+    wrap_remote(Some(&url));
 }

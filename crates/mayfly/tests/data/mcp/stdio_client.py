@@ -26,9 +26,12 @@ async def main():
         async with ClientSession(read, write) as session:
             await session.initialize()
             tools = await session.list_tools()
-            result = await session.call_tool(tool, json.loads(arguments))
-            text = "".join(getattr(c, "text", "") for c in result.content)
-            failed = getattr(result, "is_error", getattr(result, "isError", False))
+            try:
+                result = await session.call_tool(tool, json.loads(arguments))
+                text = "".join(getattr(c, "text", "") for c in result.content)
+                failed = getattr(result, "is_error", getattr(result, "isError", False))
+            except Exception as e:  # the SDK's exception for a JSON-RPC error
+                text, failed = f"{type(e).__name__}: {e}", True
             print(json.dumps({
                 "tools": sorted(t.name for t in tools.tools),
                 "result": text,
