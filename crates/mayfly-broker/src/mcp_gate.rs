@@ -552,28 +552,50 @@ async fn filter_listing(gate: &Gate, token: &str, answer: Response, id: &str) ->
             .into_response();
     };
     let bytes = collected.to_bytes();
-    let text = String::from_utf8_lossy(&bytes);
     let sse = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let filtered = if sse {
-        let mut out = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let data = line.strip_prefix("data:").map(str::trim);
-            match data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
-                Some(mut message) if id_key(&message) == id => {
-                    filter_answer(gate, token, &mut message).await;
-                    out.push_str("data: ");
-                    out.push_str(&message.to_string());
-                    out.push_str(if line.ends_with("\r\n") { "\r\n" } else { "\n" });
-                }
-                _ => out.push_str(line),
+        // Read as events (data split over lines, any line ending), and
+        // written back one message per event.
+        let mut reader = crate::sse::EventReader::new(MAX_LIST_BYTES);
+        let Ok(mut events) = reader.feed(&bytes) else {
+            return (
+                StatusCode::BAD_GATEWAY,
+                "the MCP server's tools/list answer is too large",
+            )
+                .into_response();
+        };
+        if let Ok(last) = reader.feed(b"\n\n") {
+            events.extend(last);
+        }
+        let mut out = String::with_capacity(bytes.len());
+        for event in events {
+            let mut data = event.data;
+            if let Ok(mut message) = serde_json::from_str::<Value>(&data)
+                && id_key(&message) == id
+            {
+                filter_answer(gate, token, &mut message).await;
+                data = message.to_string();
             }
+            if let Some(kind) = &event.event {
+                out.push_str(&format!("event: {kind}\n"));
+            }
+            if let Some(event_id) = &event.id {
+                out.push_str(&format!("id: {event_id}\n"));
+            }
+            for line in data.split('\n') {
+                out.push_str("data: ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push('\n');
         }
         out
     } else {
+        let text = String::from_utf8_lossy(&bytes);
         match serde_json::from_str::<Value>(&text) {
             Ok(mut message) => {
                 filter_answer(gate, token, &mut message).await;

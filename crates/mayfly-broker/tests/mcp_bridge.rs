@@ -4,6 +4,13 @@
 //! cannot be asked (a server error, a line that is not JSON) is answered
 //! with a JSON-RPC error instead of silence; the session is deleted at the
 //! end.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -121,7 +128,10 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
             .await
             .unwrap();
     }
-    assert_eq!(next().await, json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}}));
+    assert_eq!(
+        next().await,
+        json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}})
+    );
     to_bridge
         .write_all(b"{not json\n{\"jsonrpc\": \"2.0\", \"id\": 3, \"method\": \"broken\"}\n")
         .await
@@ -146,7 +156,12 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
     let by_method = |m: &str| seen.iter().find(|s| s.0 == m).cloned().unwrap();
     assert_eq!(
         by_method("initialize"),
-        ("initialize".into(), String::new(), String::new(), "web".into())
+        (
+            "initialize".into(),
+            String::new(),
+            String::new(),
+            "web".into()
+        )
     );
     assert_eq!(
         by_method("tools/list"),
