@@ -1,6 +1,7 @@
 """Latency an MCP stdio gate adds: the same JSON-RPC client calls the same
 MCP server (built with the official MCP Python SDK) directly and through
-`mayfly run --mcp-gate`, one call at a time, in the same run.
+`mayfly run --mcp-gate`, one call at a time, alternating between the two
+(so both see the same moments of the machine).
 
 Usage: gate_latency.py MAYFLY SERVER_SCRIPT N WARMUP
 (MAYFLY_SERVER and the local socket come from the environment.)
@@ -35,27 +36,37 @@ def session(command):
     return proc, request
 
 
-def measure(command):
-    proc, request = session(command)
-    call = lambda: request("tools/call", {"name": "search_issues", "arguments": {"query": "bug"}})
+def measure(commands):
+    """Calls each path in turn, one call at a time, so both see the same
+    machine: direct, gated, direct, gated..."""
+    sessions = [session(command) for command in commands]
+    calls = [lambda request=request: request("tools/call", {"name": "search_issues", "arguments": {"query": "bug"}})
+             for _, request in sessions]
     for _ in range(warmup):
-        assert "result" in call()
-    times = []
+        for call in calls:
+            assert "result" in call()
+    times = [[] for _ in calls]
     for _ in range(n):
-        start = time.perf_counter()
-        answer = call()
-        times.append((time.perf_counter() - start) * 1000)
-        assert "result" in answer, answer
-    proc.stdin.close()
-    proc.wait(timeout=30)
-    times.sort()
-    pick = lambda q: round(times[min(len(times) - 1, int(q * len(times)))], 3)
-    return {"n": n, "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": round(times[-1], 3)}
+        for call, timed in zip(calls, times):
+            start = time.perf_counter()
+            answer = call()
+            timed.append((time.perf_counter() - start) * 1000)
+            assert "result" in answer, answer
+    for proc, _ in sessions:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    out = []
+    for timed in times:
+        timed.sort()
+        pick = lambda q: round(timed[min(len(timed) - 1, int(q * len(timed)))], 3)
+        out.append({"n": n, "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99), "max_ms": round(timed[-1], 3)})
+    return out
 
 
 direct = ["python3", server]
 gated = [mayfly, "run", "--mcp-gate", "bench", "--purpose", "bench", "--owner", "bench", "--", "python3", server]
-out = {"direct": measure(direct), "gated": measure(gated)}
+measured = measure([direct, gated])
+out = {"direct": measured[0], "gated": measured[1]}
 out["added_p50_ms"] = round(out["gated"]["p50_ms"] - out["direct"]["p50_ms"], 3)
 out["added_p99_ms"] = round(out["gated"]["p99_ms"] - out["direct"]["p99_ms"], 3)
 print(json.dumps(out))

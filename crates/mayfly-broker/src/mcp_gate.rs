@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 
-use crate::service::{McpCall, McpDecision, McpRecord};
+use crate::service::{MAX_MCP_CALLS, McpCall, McpDecision, McpRecord};
 use crate::upstream::{Upstream, forwardable};
 
 /// Methods of the protocol itself, never decided: without them no client
@@ -239,7 +239,7 @@ impl Decider {
         Ok(decisions)
     }
 
-    /// One audit event per record.
+    /// One audit event per record (a batch of [`record_batches`]).
     pub async fn record(&self, token: &str, records: &[McpRecord]) -> Result<(), DecideError> {
         self.post(
             "/v1/mcp/record",
@@ -249,6 +249,25 @@ impl Decider {
         .await
         .map(|_| ())
     }
+}
+
+/// `records` cut into batches the broker accepts in one request (by size
+/// and by count), in order.
+pub fn record_batches(records: &[McpRecord]) -> Vec<&[McpRecord]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let size = serde_json::to_string(record).map_or(0, |r| r.len() + 1);
+        if i > start && (bytes + size > RECORD_BATCH_BYTES || i - start >= MAX_MCP_CALLS) {
+            batches.extend(records.get(start..i));
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        batches.extend(records.get(start..));
+    }
+    batches
 }
 
 /// How the HTTP gate runs.
@@ -493,12 +512,27 @@ async fn gated(State(gate): State<Arc<Gate>>, request: Request) -> Response {
     answer
 }
 
+/// The longest method, tool or target an audit record keeps (a resource
+/// URI can be of any length; the audit needs to name it, not hold it).
+const MAX_RECORD_FIELD: usize = 512;
+
+/// Bytes of records sent to the broker in one request: well under its
+/// default body limit (64 KiB).
+const RECORD_BATCH_BYTES: usize = 32 * 1024;
+
+fn clipped(text: &str) -> String {
+    match text.char_indices().nth(MAX_RECORD_FIELD) {
+        Some((end, _)) => format!("{}...", text.get(..end).unwrap_or_default()),
+        None => text.to_owned(),
+    }
+}
+
 /// The audit record of one finished call (both gates send these).
 pub fn record_of(call: &McpCall, allowed: bool, failed: bool, took: Duration) -> McpRecord {
     McpRecord {
-        method: call.method.clone(),
-        tool: call.tool.clone(),
-        target: call.target.clone(),
+        method: clipped(&call.method),
+        tool: clipped(&call.tool),
+        target: clipped(&call.target),
         allowed,
         failed,
         duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
@@ -617,6 +651,43 @@ async fn filter_answer(gate: &Gate, token: &str, answer: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_go_in_batches_the_broker_accepts() {
+        let call = McpCall {
+            method: "tools/call".into(),
+            tool: "search_issues".into(),
+            target: "x".repeat(5000),
+        };
+        let record = record_of(&call, true, false, Duration::from_millis(3));
+        assert!(record.target.len() < 600 && record.target.ends_with("..."));
+        let records = vec![record; 2500];
+        let batches = record_batches(&records);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 2500);
+        for batch in &batches {
+            let body = json!({"server": "s", "records": batch}).to_string();
+            assert!(body.len() < 48 * 1024 && batch.len() <= MAX_MCP_CALLS);
+        }
+        let small = vec![
+            record_of(
+                &McpCall {
+                    target: String::new(),
+                    ..call
+                },
+                true,
+                false,
+                Duration::ZERO
+            );
+            1500
+        ];
+        let batches = record_batches(&small);
+        assert!(
+            batches.iter().all(|b| b.len() <= MAX_MCP_CALLS),
+            "{}",
+            batches.len()
+        );
+        assert!(record_batches(&[]).is_empty());
+    }
 
     #[test]
     fn an_upstream_is_an_origin_and_never_echoed() {

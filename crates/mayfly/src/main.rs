@@ -7,6 +7,7 @@ mod cmd;
 mod common;
 mod config;
 mod progress;
+mod stdio;
 
 use std::process::ExitCode;
 

@@ -45,7 +45,7 @@ use crate::writer::Writer;
 pub const SWEEP_BATCH: u64 = 1000;
 
 pub use self::custody::ENTRY_CACHE;
-pub use self::mcp::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
+pub use self::mcp::{MAX_MCP_CALLS, MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 pub use self::proxy::{ProxyCall, UsePermit, UseReport};
 
 /// Where the broker keeps its files and store.

@@ -233,8 +233,13 @@ fn connect(
         ..mayfly_broker::config::ProxyConfig::default()
     })?;
     crate::common::runtime()?.block_on(async move {
-        mayfly_broker::mcp_bridge::run(target, client, tokio::io::stdin(), tokio::io::stdout())
-            .await?;
+        mayfly_broker::mcp_bridge::run(
+            target,
+            client,
+            crate::stdio::stdin(),
+            crate::stdio::stdout(),
+        )
+        .await?;
         anyhow::Ok(0)
     })
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::mcp_gate::{
-    Decider, call_of, decided_requests, denials, id_key, listed_tools, record_of, retain_tools,
+    Decider, call_of, decided_requests, denials, id_key, listed_tools, record_batches, record_of,
+    retain_tools,
 };
 use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 use serde_json::{Value, json};
@@ -28,6 +29,9 @@ use super::{exchange, refresh_after};
 pub(super) fn audience(name: &str) -> String {
     format!("{MCP_AUDIENCE_PREFIX}{name}")
 }
+
+/// Audit records kept while the broker cannot take them, at most.
+const MAX_KEPT_RECORDS: usize = 100_000;
 
 /// A call sent on to the server, waiting for its answer.
 struct Pending {
@@ -62,17 +66,40 @@ impl Shared {
         }
     }
 
-    /// Sends the records kept so far to the broker's audit.
+    /// Sends the records kept so far to the broker's audit, in batches it
+    /// accepts; what it cannot take now is kept for the next flush (within
+    /// [`MAX_KEPT_RECORDS`]).
     async fn flush(self: &Arc<Self>) {
         let records = match self.records.lock() {
             Ok(mut records) => std::mem::take(&mut *records),
             Err(_) => return,
         };
-        if records.is_empty() {
+        let token = self.token();
+        let mut sent = 0;
+        for batch in record_batches(&records) {
+            if let Err(e) = self.decider.record(&token, batch).await {
+                eprintln!(
+                    "mayfly run: the MCP gate could not record its calls (kept for the next try): {e}"
+                );
+                break;
+            }
+            sent += batch.len();
+        }
+        let unsent = records.get(sent..).unwrap_or_default();
+        if unsent.is_empty() {
             return;
         }
-        if let Err(e) = self.decider.record(&self.token(), &records).await {
-            eprintln!("mayfly run: the MCP gate could not record its calls: {e}");
+        if let Ok(mut kept) = self.records.lock() {
+            let newer = std::mem::take(&mut *kept);
+            kept.extend_from_slice(unsent);
+            kept.extend(newer);
+            let over = kept.len().saturating_sub(MAX_KEPT_RECORDS);
+            if over > 0 {
+                kept.drain(..over);
+                eprintln!(
+                    "mayfly run: the MCP gate dropped the audit records of {over} calls (the broker took none for too long)"
+                );
+            }
         }
     }
 }
@@ -98,9 +125,9 @@ async fn write_line(
 async fn client_to_server(
     shared: Arc<Shared>,
     mut server: ChildStdin,
-    stdout: Arc<tokio::sync::Mutex<tokio::io::Stdout>>,
+    stdout: Arc<tokio::sync::Mutex<crate::stdio::Output>>,
 ) -> std::io::Result<()> {
-    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut lines = BufReader::new(crate::stdio::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         if line.trim().is_empty() {
             continue;
@@ -157,7 +184,7 @@ async fn filter_tools(shared: &Arc<Shared>, mut message: Value) -> Value {
 async fn server_to_client(
     shared: Arc<Shared>,
     server: ChildStdout,
-    stdout: Arc<tokio::sync::Mutex<tokio::io::Stdout>>,
+    stdout: Arc<tokio::sync::Mutex<crate::stdio::Output>>,
 ) -> std::io::Result<()> {
     let mut lines = BufReader::new(server).lines();
     while let Some(line) = lines.next_line().await? {
@@ -262,7 +289,7 @@ impl Gate {
         stdin: ChildStdin,
         stdout: ChildStdout,
     ) -> tokio::task::JoinHandle<()> {
-        let out = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));
+        let out = Arc::new(tokio::sync::Mutex::new(crate::stdio::stdout()));
         let up = tokio::spawn(client_to_server(self.shared.clone(), stdin, out.clone()));
         let shared = self.shared.clone();
         tokio::spawn(async move {
