@@ -1,7 +1,9 @@
 """Latency an MCP stdio gate adds: the same JSON-RPC client calls the same
 MCP server (built with the official MCP Python SDK) directly and through
 `mayfly run --mcp-gate`, one call at a time, alternating between the two
-(so both see the same moments of the machine).
+(so both see the same moments of the machine). The warm-up runs back to
+back and gives the gated path's peak rate; the timed calls are paced at
+half of it.
 
 Usage: gate_latency.py MAYFLY SERVER_SCRIPT N WARMUP
 (MAYFLY_SERVER and the local socket come from the environment.)
@@ -42,16 +44,28 @@ def measure(commands):
     sessions = [session(command) for command in commands]
     calls = [lambda request=request: request("tools/call", {"name": "search_issues", "arguments": {"query": "bug"}})
              for _, request in sessions]
+    # Warm-up back to back: the gated path's peak rate, one call at a time.
+    warm = time.perf_counter()
     for _ in range(warmup):
         for call in calls:
             assert "result" in call()
+    gated_share = (time.perf_counter() - warm) / warmup / 2
+    peak = 1 / gated_share
+    # Timed at half that peak: a pair of calls every two peak intervals.
+    interval = 2 * 2 * gated_share
     times = [[] for _ in calls]
+    next_start = time.perf_counter()
     for _ in range(n):
+        next_start += interval
         for call, timed in zip(calls, times):
             start = time.perf_counter()
             answer = call()
             timed.append((time.perf_counter() - start) * 1000)
             assert "result" in answer, answer
+        pause = next_start - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    measure.peak_per_second = round(peak)
     for proc, _ in sessions:
         proc.stdin.close()
         proc.wait(timeout=30)
@@ -66,7 +80,8 @@ def measure(commands):
 direct = ["python3", server]
 gated = [mayfly, "run", "--mcp-gate", "bench", "--purpose", "bench", "--owner", "bench", "--", "python3", server]
 measured = measure([direct, gated])
-out = {"direct": measured[0], "gated": measured[1]}
+out = {"direct": measured[0], "gated": measured[1], "gated_peak_per_second": measure.peak_per_second,
+       "paced_per_second": round(measure.peak_per_second / 2)}
 out["added_p50_ms"] = round(out["gated"]["p50_ms"] - out["direct"]["p50_ms"], 3)
 out["added_p99_ms"] = round(out["gated"]["p99_ms"] - out["direct"]["p99_ms"], 3)
 print(json.dumps(out))
