@@ -204,6 +204,13 @@ struct Bridge<W> {
     client: Upstream,
     out: tokio::sync::Mutex<W>,
     session: Mutex<Session>,
+    /// The client's `initialize`, to open a new session with when the
+    /// server ends one (an idle timeout, a restart).
+    opened_with: Mutex<Option<Value>>,
+    /// One reopening at a time.
+    reopening: tokio::sync::Mutex<()>,
+    /// Whether the server's own stream is being read.
+    listening: std::sync::atomic::AtomicBool,
 }
 
 fn method_of(message: &Value) -> Option<&str> {
@@ -413,32 +420,104 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Bridge<W> {
         reader.last_event_id().map(str::to_owned)
     }
 
-    /// Sends one message (not `initialize`) and passes on its answer.
+    /// Sends one message (not `initialize`) and passes on its answer. A
+    /// session the server has ended (404 to its id) is replaced by a new
+    /// one, opened with the client's `initialize`, and the message is sent
+    /// again, as the MCP specification asks of clients.
     async fn post(self: Arc<Self>, message: Value) {
-        let legacy = self
+        let (legacy, session) = self
             .session
             .lock()
-            .ok()
-            .and_then(|s| s.legacy_endpoint.clone());
+            .map(|s| (s.legacy_endpoint.clone(), s.id.clone()))
+            .unwrap_or_default();
         let outcome = async {
-            let (uri, legacy) = match legacy {
-                Some(uri) => (uri, true),
-                None => (self.target.endpoint()?, false),
+            let Some(uri) = legacy else {
+                let response = self
+                    .send(Method::POST, self.target.endpoint()?, Some(&message))
+                    .await?;
+                if let (StatusCode::NOT_FOUND, Some(ended)) = (response.status(), session) {
+                    self.reopen(&ended).await?;
+                    let again = self
+                        .send(Method::POST, self.target.endpoint()?, Some(&message))
+                        .await?;
+                    return self.answered(again, false).await;
+                }
+                return self.answered(response, false).await;
             };
             let response = self.send(Method::POST, uri, Some(&message)).await?;
-            let status = response.status();
-            if !status.is_success() {
-                return self.refused(response).await;
-            }
-            if legacy || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-                return Ok(());
-            }
-            self.pass_on(response).await
+            self.answered(response, true).await
         }
         .await;
         if let Err(why) = outcome {
             self.fail(&message, &why).await;
         }
+    }
+
+    /// What the server answered a POST: nothing more (accepted, or the
+    /// 2024 transport, whose answers come on its stream), a refusal, or
+    /// answers to pass on.
+    async fn answered(
+        &self,
+        response: axum::http::Response<Incoming>,
+        legacy: bool,
+    ) -> Result<(), String> {
+        let status = response.status();
+        if !status.is_success() {
+            return self.refused(response).await;
+        }
+        if legacy || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
+            return Ok(());
+        }
+        self.pass_on(response).await
+    }
+
+    /// Opens a new session in place of `ended` (unless another request has
+    /// already): the client's `initialize` again, its answer dropped (the
+    /// client has it), then `notifications/initialized`.
+    async fn reopen(self: &Arc<Self>, ended: &HeaderValue) -> Result<(), String> {
+        let _one = self.reopening.lock().await;
+        let current = self.session.lock().ok().and_then(|s| s.id.clone());
+        if current.as_ref() != Some(ended) {
+            return Ok(());
+        }
+        let initialize = self
+            .opened_with
+            .lock()
+            .ok()
+            .and_then(|o| o.clone())
+            .ok_or("the server ended a session that was never opened")?;
+        if let Ok(mut session) = self.session.lock() {
+            session.id = None;
+        }
+        let endpoint = self.target.endpoint()?;
+        let response = self
+            .send(Method::POST, endpoint.clone(), Some(&initialize))
+            .await?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "the server ended the session and refused a new one ({})",
+                refusal_text(response.status(), b"")
+            ));
+        }
+        let id = response.headers().get(SESSION_HEADER).cloned();
+        let drained =
+            http_body_util::Limited::new(response.into_body(), MAX_MESSAGE_BYTES).collect();
+        let _ = tokio::time::timeout(ENDPOINT_WAIT, drained).await;
+        if let Ok(mut session) = self.session.lock() {
+            session.id = id;
+        }
+        let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        let response = self
+            .send(Method::POST, endpoint, Some(&initialized))
+            .await?;
+        if !response.status().is_success() {
+            return Err(refusal_text(response.status(), b""));
+        }
+        eprintln!("mayfly mcp connect: the server ended the session; a new one is open");
+        if !self.listening.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::spawn(self.clone().listen());
+        }
+        Ok(())
     }
 
     /// Sends `initialize` and waits for the answer's start, so the session
@@ -462,6 +541,9 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Bridge<W> {
                 (self.session.lock(), response.headers().get(SESSION_HEADER))
             {
                 session.id = Some(id.clone());
+            }
+            if let Ok(mut opened) = self.opened_with.lock() {
+                *opened = Some(message.clone());
             }
             let (bridge, sent) = (self.clone(), message.clone());
             tasks.spawn(async move {
@@ -509,6 +591,15 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Bridge<W> {
     /// notifications of its own; reopened when it ends, with the last event
     /// id. A server that offers none (405) is not asked again.
     async fn listen(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.listening.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.listen_until_refused().await;
+        self.listening.store(false, Ordering::Release);
+    }
+
+    async fn listen_until_refused(&self) {
         let mut last_id: Option<String> = None;
         let mut failures = 0;
         loop {
@@ -532,7 +623,15 @@ impl<W: AsyncWrite + Unpin + Send + 'static> Bridge<W> {
                         .await
                         .or(last_id);
                 }
-                Ok(response) if response.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+                // None offered, or the session is over (a new one listens anew).
+                Ok(response)
+                    if matches!(
+                        response.status(),
+                        StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_FOUND
+                    ) =>
+                {
+                    return;
+                }
                 Ok(response) => {
                     eprintln!(
                         "mayfly mcp connect: the server's own stream: {}",
@@ -616,6 +715,9 @@ where
         client,
         out: tokio::sync::Mutex::new(output),
         session: Mutex::new(Session::default()),
+        opened_with: Mutex::new(None),
+        reopening: tokio::sync::Mutex::new(()),
+        listening: std::sync::atomic::AtomicBool::new(false),
     });
     let mut input = BufReader::new(input);
     let mut tasks = JoinSet::new();

@@ -2,8 +2,8 @@
 //! id and protocol version go back with every request after `initialize`,
 //! JSON and event-stream answers both reach the client as lines, and what
 //! cannot be asked (a server error, a line that is not JSON) is answered
-//! with a JSON-RPC error instead of silence; the session is deleted at the
-//! end.
+//! with a JSON-RPC error instead of silence; a session the server ends is
+//! replaced by a new one; the session is deleted at the end.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -29,6 +29,15 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 /// What the server saw: method, session id, protocol version, custom header.
 type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
+/// The server's state: what it saw, and its open session (sessions are
+/// numbered; `notifications/expire` ends the open one, as an idle timeout
+/// would).
+#[derive(Clone, Default)]
+struct Mcp {
+    seen: Seen,
+    session: Arc<Mutex<(u32, bool)>>,
+}
+
 fn header_text(headers: &HeaderMap, name: &str) -> String {
     headers
         .get(name)
@@ -37,10 +46,15 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
         .to_owned()
 }
 
-async fn mcp(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> Response {
+async fn mcp(State(state): State<Mcp>, headers: HeaderMap, body: Bytes) -> Response {
     let message: Value = serde_json::from_slice(&body).unwrap_or_default();
     let method = message["method"].as_str().unwrap_or_default().to_owned();
-    seen.lock().unwrap().push((
+    let sent = header_text(&headers, "mcp-session-id");
+    let (number, open) = *state.session.lock().unwrap();
+    if method != "initialize" && (!open || sent != format!("s-{number}")) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    state.seen.lock().unwrap().push((
         method.clone(),
         header_text(&headers, "mcp-session-id"),
         header_text(&headers, "mcp-protocol-version"),
@@ -48,13 +62,22 @@ async fn mcp(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> Respo
     ));
     let id = message["id"].clone();
     match method.as_str() {
-        "initialize" => (
-            [("mcp-session-id", "s-1")],
+        "initialize" => {
+            let mut session = state.session.lock().unwrap();
+            *session = (session.0 + 1, true);
+            let header = format!("s-{}", session.0);
+            (
+            [("mcp-session-id", header)],
             axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": {
                 "protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {"name": "t", "version": "1"}
             }})),
         )
-            .into_response(),
+            .into_response()
+        }
+        "notifications/expire" => {
+            state.session.lock().unwrap().1 = false;
+            StatusCode::ACCEPTED.into_response()
+        }
         "tools/list" => (
             [(header::CONTENT_TYPE, "text/event-stream")],
             format!(
@@ -68,8 +91,8 @@ async fn mcp(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> Respo
     }
 }
 
-async fn delete(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
-    seen.lock().unwrap().push((
+async fn delete(State(state): State<Mcp>, headers: HeaderMap) -> StatusCode {
+    state.seen.lock().unwrap().push((
         "DELETE".into(),
         header_text(&headers, "mcp-session-id"),
         String::new(),
@@ -80,7 +103,7 @@ async fn delete(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
 
 #[tokio::test]
 async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
-    let seen = Seen::default();
+    let state = Mcp::default();
     let app = Router::new()
         .route(
             "/mcp",
@@ -88,7 +111,7 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
                 .delete(delete)
                 .get(|| async { StatusCode::METHOD_NOT_ALLOWED }),
         )
-        .with_state(seen.clone());
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -127,6 +150,8 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
             .write_all(format!("{line}\n").as_bytes())
             .await
             .unwrap();
+        // In this order at the server (they are sent concurrently).
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
         next().await,
@@ -146,13 +171,32 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
         "mayfly mcp connect: the MCP server answered HTTP 500 Internal Server Error"
     );
 
+    // The server ends the session: the next request opens a new one (the
+    // client's initialize again, its answer not repeated) and is answered.
+    for line in [
+        r#"{"jsonrpc": "2.0", "method": "notifications/expire"}"#,
+        r#"{"jsonrpc": "2.0", "id": 4, "method": "tools/list"}"#,
+    ] {
+        to_bridge
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        // The expiry goes first: requests after the session opens are sent
+        // concurrently.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        next().await,
+        json!({"jsonrpc": "2.0", "id": 4, "result": {"tools": []}})
+    );
+
     drop(to_bridge);
     tokio::time::timeout(Duration::from_secs(10), bridge)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let seen = seen.lock().unwrap().clone();
+    let seen = state.seen.lock().unwrap().clone();
     let by_method = |m: &str| seen.iter().find(|s| s.0 == m).cloned().unwrap();
     assert_eq!(
         by_method("initialize"),
@@ -172,5 +216,22 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
             "web".into()
         )
     );
-    assert_eq!(by_method("DELETE").1, "s-1");
+    let sessions: Vec<(&str, &str)> = seen
+        .iter()
+        .filter(|s| s.0 != "notifications/expire")
+        .map(|s| (s.0.as_str(), s.1.as_str()))
+        .collect();
+    assert_eq!(
+        sessions,
+        vec![
+            ("initialize", ""),
+            ("notifications/initialized", "s-1"),
+            ("tools/list", "s-1"),
+            ("broken", "s-1"),
+            ("initialize", ""),
+            ("notifications/initialized", "s-2"),
+            ("tools/list", "s-2"),
+            ("DELETE", "s-2"),
+        ]
+    );
 }

@@ -40,7 +40,11 @@ impl Broker {
             return Ok(None);
         };
         let jti = claims.jti.clone();
-        let Some(lease) = self.readers.point_read(move |s| s.broker_lease(&jti)).await? else {
+        let Some(lease) = self
+            .readers
+            .point_read(move |s| s.broker_lease(&jti))
+            .await?
+        else {
             return Ok(None);
         };
         let agrees = claims.sub == lease.workload
