@@ -142,25 +142,31 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
         .await
         .unwrap();
     assert_eq!(next().await["result"]["protocolVersion"], "2025-06-18");
-    for line in [
+    // One at a time, so they reach the server in this order (requests
+    // after the session opens are sent concurrently).
+    let mut send_in_turn = async |lines: &[&str]| {
+        for line in lines {
+            to_bridge
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    };
+    send_in_turn(&[
         r#"{"jsonrpc": "2.0", "method": "notifications/initialized"}"#,
         r#"{"jsonrpc": "2.0", "id": 2, "method": "tools/list"}"#,
-    ] {
-        to_bridge
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        // In this order at the server (they are sent concurrently).
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    ])
+    .await;
     assert_eq!(
         next().await,
         json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": []}})
     );
-    to_bridge
-        .write_all(b"{not json\n{\"jsonrpc\": \"2.0\", \"id\": 3, \"method\": \"broken\"}\n")
-        .await
-        .unwrap();
+    send_in_turn(&[
+        "{not json",
+        r#"{"jsonrpc": "2.0", "id": 3, "method": "broken"}"#,
+    ])
+    .await;
     let parse_error = next().await;
     assert_eq!(parse_error["error"]["code"], -32700, "{parse_error}");
     assert_eq!(parse_error["id"], Value::Null);
@@ -173,18 +179,11 @@ async fn a_remote_server_is_spoken_to_as_a_stdio_one() {
 
     // The server ends the session: the next request opens a new one (the
     // client's initialize again, its answer not repeated) and is answered.
-    for line in [
+    send_in_turn(&[
         r#"{"jsonrpc": "2.0", "method": "notifications/expire"}"#,
         r#"{"jsonrpc": "2.0", "id": 4, "method": "tools/list"}"#,
-    ] {
-        to_bridge
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .unwrap();
-        // The expiry goes first: requests after the session opens are sent
-        // concurrently.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    ])
+    .await;
     assert_eq!(
         next().await,
         json!({"jsonrpc": "2.0", "id": 4, "result": {"tools": []}})

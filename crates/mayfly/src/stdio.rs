@@ -27,50 +27,42 @@ fn own_copy(fd: BorrowedFd<'_>) -> Option<File> {
     (!shares_stderr).then_some(file)
 }
 
-fn unix_stream(file: File) -> Option<tokio::net::UnixStream> {
+/// `fd` on the reactor: as a pipe through `pipe`, as a unix socket
+/// through `socket`; `None` for anything else.
+fn on_reactor<T>(
+    fd: BorrowedFd<'_>,
+    pipe: impl FnOnce(File) -> std::io::Result<T>,
+    socket: impl FnOnce(tokio::net::UnixStream) -> T,
+) -> Option<T> {
+    let file = own_copy(fd)?;
+    let kind = file.metadata().ok()?.file_type();
+    if kind.is_fifo() {
+        return pipe(file).ok();
+    }
+    if !kind.is_socket() {
+        return None;
+    }
     let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
     stream.set_nonblocking(true).ok()?;
-    tokio::net::UnixStream::from_std(stream).ok()
+    tokio::net::UnixStream::from_std(stream).ok().map(socket)
 }
 
 /// Stdin, on the reactor where it can be (call within a runtime).
 pub fn stdin() -> Input {
-    let stdin = std::io::stdin();
-    if let Some(file) = own_copy(stdin.as_fd()) {
-        match file.metadata().map(|m| m.file_type()) {
-            Ok(kind) if kind.is_fifo() => {
-                if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_file(file) {
-                    return Box::new(pipe);
-                }
-            }
-            Ok(kind) if kind.is_socket() => {
-                if let Some(stream) = unix_stream(file) {
-                    return Box::new(stream);
-                }
-            }
-            _ => {}
-        }
-    }
-    Box::new(tokio::io::stdin())
+    on_reactor(
+        std::io::stdin().as_fd(),
+        |file| Ok(Box::new(tokio::net::unix::pipe::Receiver::from_file(file)?) as Input),
+        |stream| Box::new(stream) as Input,
+    )
+    .unwrap_or_else(|| Box::new(tokio::io::stdin()))
 }
 
 /// Stdout, on the reactor where it can be (call within a runtime).
 pub fn stdout() -> Output {
-    let stdout = std::io::stdout();
-    if let Some(file) = own_copy(stdout.as_fd()) {
-        match file.metadata().map(|m| m.file_type()) {
-            Ok(kind) if kind.is_fifo() => {
-                if let Ok(pipe) = tokio::net::unix::pipe::Sender::from_file(file) {
-                    return Box::new(pipe);
-                }
-            }
-            Ok(kind) if kind.is_socket() => {
-                if let Some(stream) = unix_stream(file) {
-                    return Box::new(stream);
-                }
-            }
-            _ => {}
-        }
-    }
-    Box::new(tokio::io::stdout())
+    on_reactor(
+        std::io::stdout().as_fd(),
+        |file| Ok(Box::new(tokio::net::unix::pipe::Sender::from_file(file)?) as Output),
+        |stream| Box::new(stream) as Output,
+    )
+    .unwrap_or_else(|| Box::new(tokio::io::stdout()))
 }

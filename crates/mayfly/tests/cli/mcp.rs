@@ -91,6 +91,20 @@ fn ask(config: &Path, home: &Path) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// The broker's custody entries, by name.
+fn custody_entries(ws: &Workspace, server: &Server) -> Vec<Value> {
+    let (code, entries) = json_of(
+        ws.mayfly()
+            .env("MAYFLY_SERVER", &server.url)
+            .env_remove("MAYFLY_ADMIN_TOKEN")
+            .args(["custody", "list", "--json"]),
+    );
+    assert_eq!(code, 0, "{entries}");
+    let mut entries = entries.as_array().unwrap().clone();
+    entries.sort_by_key(|e| e["name"].as_str().unwrap().to_owned());
+    entries
+}
+
 fn mcp(ws: &Workspace, server: &Server, command: &str, home: &Path) -> assert_cmd::Command {
     let mut cmd = attested_client(ws, server);
     cmd.args(["mcp", command, "--home"]).arg(home);
@@ -200,20 +214,11 @@ fn wrap_and_unwrap(db: Option<&str>) {
     assert!(!std::fs::read_to_string(&claude).unwrap().contains(GITHUB));
     // One key in two files is one custody entry; the remote server's key
     // is another, for its origin.
-    let (code, entries) = json_of(
-        ws.mayfly()
-            .env("MAYFLY_SERVER", &server.url)
-            .env_remove("MAYFLY_ADMIN_TOKEN")
-            .args(["custody", "list", "--json"]),
-    );
-    assert_eq!(code, 0, "{entries}");
-    let mut names: Vec<&str> = entries
-        .as_array()
-        .unwrap()
+    let entries = custody_entries(&ws, &server);
+    let names: Vec<&str> = entries
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    names.sort_unstable();
     assert_eq!(names.len(), 2, "{entries:?}");
     assert!(
         names[0].starts_with("github-api.githubcopilot.com-"),
@@ -804,24 +809,22 @@ fn wrap_remote(db: Option<&str>) {
     assert_eq!(claude_entry["mcpServers"]["github"]["type"], "stdio");
     assert_eq!(claude_entry["numStartups"], 3);
     // One entry per server's origin, each injecting the header it had.
-    let (code, entries) = json_of(
-        ws.mayfly()
-            .env("MAYFLY_SERVER", &server.url)
-            .env_remove("MAYFLY_ADMIN_TOKEN")
-            .args(["custody", "list", "--json"]),
-    );
-    assert_eq!(code, 0, "{entries}");
-    let mut names: Vec<&str> = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(names.len(), 2, "{entries}");
+    let entries = custody_entries(&ws, &server);
+    assert_eq!(entries.len(), 2, "{entries:?}");
     for port in [streamable.port, legacy.port] {
         let prefix = format!("github-127.0.0.1-{port}-");
-        assert!(names.iter().any(|n| n.starts_with(&prefix)), "{names:?}");
+        let entry = entries
+            .iter()
+            .find(|e| e["name"].as_str().unwrap().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{entries:?}"));
+        assert_eq!(
+            entry["upstreams"],
+            json!([format!("http://127.0.0.1:{port}")])
+        );
+        assert!(
+            entry["injection"].to_string().contains("Bearer {secret}"),
+            "{entry}"
+        );
     }
 
     // Both clients reach their server, which gets the real key and
