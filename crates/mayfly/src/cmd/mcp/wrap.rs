@@ -115,9 +115,15 @@ fn plan_remote<'a>(found: &'a Found, url: &str) -> Result<(ServerWrap, Vec<Move<
         .iter()
         .find(|slot| slot.place == c.place)
         .map_or("", |slot| slot.value.as_str());
+    let template = value.replacen(c.secret.expose(), "{secret}", 1);
+    if template.contains(c.secret.expose()) {
+        return Err(format!(
+            "{name}: header {header} holds the key more than once; edit it by hand"
+        ));
+    }
     let injection = Injection::Header {
         name: header.clone(),
-        template: value.replacen(c.secret.expose(), "{secret}", 1),
+        template,
     };
     custody::check_injection(&injection).map_err(|e| format!("{name}: header {header}: {e}"))?;
     let host = origin
