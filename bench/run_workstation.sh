@@ -13,9 +13,16 @@
 #
 # 2. The MCP stdio gate (bench/local/gate_latency.py): the same JSON-RPC
 # client calls the same MCP server (the official Python SDK) directly and
-# through `mayfly run --mcp-gate`, one tools/call at a time; the difference
-# is what the gate adds (a policy decision at the broker per call, the
-# audit record sent in batches).
+# through `mayfly run --mcp-gate`, one tools/call at a time, alternating,
+# paced at half the gated path's peak; the difference is what the gate adds
+# (a policy decision at the broker per call, the audit record sent in
+# batches).
+#
+# 3. A wrapped remote MCP server (bench/local/remote_latency.py): the same
+# client calls a remote server (the official SDK over streamable HTTP,
+# wanting a key) through `mayfly mcp connect` with the key in a header, and
+# as `mayfly mcp wrap` rewrites it (relay, broker proxy adding the key from
+# custody, policy gate).
 #
 #   bench/run_workstation.sh                 # N=5000 timed, 500 warm-up
 #   LOCAL_BENCH_N=20000 bench/run_workstation.sh
@@ -58,5 +65,22 @@ python3 -c 'import mcp' 2>/dev/null || python3 -m pip install --quiet --disable-
 MAYFLY_SERVER="http://127.0.0.1:$PORT" MAYFLY_HOME="$WORK/home" \
   python3 "$ROOT/bench/local/gate_latency.py" "$MAYFLY" "$ROOT/crates/mayfly/tests/data/mcp/issues_server.py" "$GATE_N" "$WARMUP" \
   | tee "$WORK/gate.json"
+log "remote MCP server, wrapped: N=$GATE_N calls per path after $WARMUP warm-up"
+REMOTE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REMOTE_KEY="bench-$(python3 -c 'import secrets; print(secrets.token_hex(20))')"
+python3 "$ROOT/crates/mayfly/tests/data/mcp/remote_server.py" "$REMOTE_PORT" "$REMOTE_KEY" /dev/null \
+  > "$WORK/remote.log" 2>&1 &
+REMOTE=$!
+trap 'kill $SERVER $REMOTE 2>/dev/null; wait $SERVER $REMOTE 2>/dev/null' EXIT
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$REMOTE_PORT/mcp" && break
+  sleep 0.1
+done
+printf '%s' "$REMOTE_KEY" | MAYFLY_HOME="$WORK/home" MAYFLY_SERVER="http://127.0.0.1:$PORT" \
+  "$MAYFLY" custody add bench-remote --provider generic --owner bench \
+  --upstream "http://127.0.0.1:$REMOTE_PORT" --stdin >/dev/null
+MAYFLY_SERVER="http://127.0.0.1:$PORT" MAYFLY_HOME="$WORK/home" \
+  python3 "$ROOT/bench/local/remote_latency.py" "$MAYFLY" "http://127.0.0.1:$REMOTE_PORT/mcp" "$REMOTE_KEY" \
+  bench-remote "$GATE_N" "$WARMUP" | tee "$WORK/remote.json"
 RSS=$(ps -o rss= -p $SERVER | tr -d ' ')
 log "server RSS after the run: $((RSS / 1024)) MiB"
