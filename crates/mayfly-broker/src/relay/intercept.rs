@@ -103,6 +103,7 @@ fn connect(
 /// Copies bytes both ways between the tool and `authority`, untouched.
 async fn tunnel(mut client: TokioIo<hyper::upgrade::Upgraded>, authority: &str) {
     if let Ok(mut server) = tokio::net::TcpStream::connect(authority).await {
+        let _ = server.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     }
 }

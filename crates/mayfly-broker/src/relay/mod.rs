@@ -19,6 +19,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use axum::serve::ListenerExt as _;
 use subtle::ConstantTimeEq as _;
 
 use crate::clock::{Clock, SystemClock};
@@ -134,6 +135,11 @@ impl Relay {
             .route("/{entry}/{*path}", any(relay))
             .with_state(state.clone());
         let (listener, address) = loopback_listener().await?;
+        // Answers leave at once: without TCP_NODELAY, a body written after
+        // its headers waits for the tool's delayed ACK (40 ms a request).
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!("the relay stopped: {e}");
@@ -145,6 +151,7 @@ impl Relay {
             intercept_address = Some(address);
             tasks.push(tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
                     tokio::spawn(intercept::serve_connection(
                         stream,
                         state.clone(),
