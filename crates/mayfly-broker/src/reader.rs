@@ -1,5 +1,6 @@
-//! Store reads off the async workers, on pooled connections. (Writes go
-//! through the one writer thread: [`crate::writer`].)
+//! Store reads on pooled connections, off the async workers (point reads
+//! on SQLite excepted: [`ReadPool::point_read`]). Writes go through the
+//! one writer thread: [`crate::writer`].
 
 use std::sync::Mutex;
 

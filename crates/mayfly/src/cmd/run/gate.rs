@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use mayfly_broker::client::{Client, IdentitySource};
 use mayfly_broker::mcp_gate::{
-    Decider, call_of, decided_requests, denials, id_key, listed_tools, record_batches, record_of,
-    retain_tools,
+    DecideError, Decider, call_of, decided_requests, denials, id_key, listed_tools, record_batches,
+    record_of, retain_tools,
 };
 use mayfly_broker::service::{MCP_AUDIENCE_PREFIX, McpCall, McpDecision, McpRecord};
 use serde_json::{Value, json};
@@ -77,13 +77,21 @@ impl Shared {
         let token = self.token();
         let mut sent = 0;
         for batch in record_batches(&records) {
-            if let Err(e) = self.decider.record(&token, batch).await {
-                eprintln!(
-                    "mayfly run: the MCP gate could not record its calls (kept for the next try): {e}"
-                );
-                break;
+            match self.decider.record(&token, batch).await {
+                Ok(()) => sent += batch.len(),
+                // A token the broker will never take again (its task ended):
+                // trying later cannot help.
+                Err(e @ DecideError::InvalidToken(_)) => {
+                    eprintln!("mayfly run: the MCP gate could not record its calls: {e}");
+                    return;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "mayfly run: the MCP gate could not record its calls (kept for the next try): {e}"
+                    );
+                    break;
+                }
             }
-            sent += batch.len();
         }
         let unsent = records.get(sent..).unwrap_or_default();
         if unsent.is_empty() {
