@@ -1,6 +1,7 @@
 //! MCP client configurations as `mayfly mcp` reads and wraps them (JSON,
 //! JSONC, Codex TOML): reading never panics, and wrapping every server
-//! that holds the spliced-in secret in its env or in a header never panics.
+//! that holds the spliced-in secret in its env, a header or a URL
+//! parameter never panics.
 #![no_main]
 
 use std::path::Path;
@@ -35,12 +36,13 @@ fuzz_target!(|data: &[u8]| {
                         _ => None,
                     })
                     .collect();
-                let header = holding().find_map(|slot| match &slot.place {
-                    Place::Header(name) => Some(name.clone()),
+                let remote = holding().find_map(|slot| match &slot.place {
+                    Place::Header(name) => Some(Moved::Header(name.clone())),
+                    Place::Query(name) => Some(Moved::Query(name.clone())),
                     _ => None,
                 });
-                let moved = match header {
-                    Some(header) if keys.is_empty() => Moved::Header(header),
+                let moved = match remote {
+                    Some(remote) if keys.is_empty() => remote,
                     _ if !keys.is_empty() => Moved::Env(keys),
                     _ => return None,
                 };

@@ -47,6 +47,8 @@ pub enum Place {
     Header(String),
     /// A command-line argument (its index).
     Arg(usize),
+    /// A query parameter of a remote server's URL.
+    Query(String),
 }
 
 impl Place {
@@ -56,6 +58,7 @@ impl Place {
         match self {
             Place::Env(name) => format!("{name}={value}\n"),
             Place::Header(name) => format!("{name}: {value}\n"),
+            Place::Query(name) => format!("{name}={value}\n"),
             Place::Arg(index) => {
                 let before = index
                     .checked_sub(1)
@@ -74,6 +77,7 @@ impl std::fmt::Display for Place {
             Place::Env(name) => write!(f, "env {name}"),
             Place::Header(name) => write!(f, "header {name}"),
             Place::Arg(index) => write!(f, "argument {index}"),
+            Place::Query(name) => write!(f, "URL parameter {name}"),
         }
     }
 }
@@ -208,6 +212,12 @@ fn server(name: &str, entry: &Map<String, Value>) -> Option<McpServer> {
             value: v,
         }));
     }
+    if let Transport::Remote { url } = &transport {
+        slots.extend(query_pairs(url).map(|(k, v)| Slot {
+            place: Place::Query(k.to_owned()),
+            value: v.to_owned(),
+        }));
+    }
     slots.extend(args.iter().enumerate().map(|(i, v)| Slot {
         place: Place::Arg(i),
         value: v.clone(),
@@ -220,6 +230,42 @@ fn server(name: &str, entry: &Map<String, Value>) -> Option<McpServer> {
         slots,
         wrapped,
     })
+}
+
+/// The `name=value` pairs of a URL's query, as written.
+fn query_pairs(url: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+}
+
+/// `url` without its query parameter `name`, if it has one.
+fn without_parameter(url: &str, name: &str) -> Option<String> {
+    let (base, query) = url.split_once('?')?;
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    if kept.len() == query.split('&').count() {
+        return None;
+    }
+    let mut out = base.to_owned();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    Some(out)
 }
 
 /// JSON, or JSONC: `//` and `/* */` comments and trailing commas are
@@ -304,6 +350,9 @@ pub enum Moved {
     /// `mayfly mcp connect URL --through ENTRY` under `mayfly run --inject
     /// ENTRY --mcp-gate NAME`, and the broker adds the header.
     Header(String),
+    /// A remote server's URL parameter: as [`Moved::Header`], with the
+    /// parameter taken out of the URL; the broker adds it back.
+    Query(String),
 }
 
 /// The `mayfly` program, owner and variables every wrapped server gets.
@@ -391,21 +440,6 @@ fn remote_args(
 const URL_KEYS: [&str; 3] = ["url", "serverUrl", "httpUrl"];
 const HEADER_KEYS: [&str; 2] = ["headers", "http_headers"];
 
-/// The headers other than `header`, which must all be text.
-fn other_headers<'a>(
-    name: &str,
-    header: &str,
-    headers: impl Iterator<Item = (&'a str, Option<&'a str>)>,
-) -> Result<Vec<(String, String)>, String> {
-    headers
-        .filter(|(k, _)| *k != header)
-        .map(|(k, v)| {
-            v.map(|v| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| format!("MCP server {name}: header {k} is not text"))
-        })
-        .collect()
-}
-
 fn change_text(wrap: &ServerWrap) -> String {
     let entries = wrap.entries.join(", ");
     let name = &wrap.server;
@@ -416,6 +450,9 @@ fn change_text(wrap: &ServerWrap) -> String {
         ),
         Moved::Header(header) => format!(
             "MCP server {name}: header {header} moved to custody ({entries}), the server reached through mayfly mcp connect under mayfly run --inject --mcp-gate"
+        ),
+        Moved::Query(parameter) => format!(
+            "MCP server {name}: URL parameter {parameter} moved to custody ({entries}), the server reached through mayfly mcp connect under mayfly run --inject --mcp-gate"
         ),
     }
 }
@@ -473,7 +510,9 @@ fn wrap_json(
                     };
                     let wrapped = match &wrap.moved {
                         Moved::Env(keys) => wrap_stdio_json_entry(wrap, keys, entry, with)?,
-                        Moved::Header(header) => wrap_remote_json_entry(wrap, header, entry, with)?,
+                        Moved::Header(_) | Moved::Query(_) => {
+                            wrap_remote_json_entry(wrap, entry, with)?
+                        }
                     };
                     if wrapped {
                         changes.push(change_text(wrap));
@@ -526,11 +565,49 @@ fn wrap_stdio_json_entry(
     Ok(true)
 }
 
-/// Turns one remote JSON server entry whose headers hold `header` into a
-/// stdio entry running `mayfly mcp connect`.
+/// Where a wrapped remote server is reached: its URL, and the headers
+/// sent along.
+type RemoteTarget = (String, Vec<(String, String)>);
+
+/// The URL a wrapped remote server is reached at, and the headers that
+/// go along: all but the credential's (a header credential), or all with
+/// the URL losing the credential's parameter. `None` when the entry no
+/// longer holds the credential there.
+fn remote_target<'a>(
+    wrap: &ServerWrap,
+    url: &str,
+    headers: Option<impl Iterator<Item = (&'a str, Option<&'a str>)>>,
+) -> Result<Option<RemoteTarget>, String> {
+    let name = &wrap.server;
+    let mut headers: Vec<(&str, Option<&str>)> = headers.map(Iterator::collect).unwrap_or_default();
+    let url = match &wrap.moved {
+        Moved::Header(header) => {
+            if !headers.iter().any(|(k, _)| k == header) {
+                return Ok(None);
+            }
+            headers.retain(|(k, _)| k != header);
+            url.to_owned()
+        }
+        Moved::Query(parameter) => match without_parameter(url, parameter) {
+            Some(url) => url,
+            None => return Ok(None),
+        },
+        Moved::Env(_) => return Ok(None),
+    };
+    let kept = headers
+        .into_iter()
+        .map(|(k, v)| {
+            v.map(|v| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("MCP server {name}: header {k} is not text"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((url, kept)))
+}
+
+/// Turns one remote JSON server entry that holds the credential `wrap`
+/// moved into a stdio entry running `mayfly mcp connect`.
 fn wrap_remote_json_entry(
     wrap: &ServerWrap,
-    header: &str,
     entry: &mut Map<String, Value>,
     with: &WrapWith,
 ) -> Result<bool, String> {
@@ -541,19 +618,13 @@ fn wrap_remote_json_entry(
     else {
         return Ok(false);
     };
-    let Some(headers) = HEADER_KEYS.iter().find_map(|k| {
-        entry
-            .get(*k)
-            .and_then(Value::as_object)
-            .filter(|h| h.contains_key(header))
-    }) else {
+    let headers = HEADER_KEYS
+        .iter()
+        .find_map(|k| entry.get(*k).and_then(Value::as_object))
+        .map(|h| h.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let Some((url, kept)) = remote_target(wrap, &url, headers)? else {
         return Ok(false);
     };
-    let kept = other_headers(
-        &wrap.server,
-        header,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )?;
     let args = remote_args(wrap, with, &url, &kept);
     for key in URL_KEYS.iter().chain(&HEADER_KEYS) {
         entry.shift_remove(*key);
@@ -599,7 +670,7 @@ fn wrap_toml(
         };
         let wrapped = match &wrap.moved {
             Moved::Env(keys) => wrap_stdio_toml_entry(wrap, keys, server, with)?,
-            Moved::Header(header) => wrap_remote_toml_entry(wrap, header, server, with)?,
+            Moved::Header(_) | Moved::Query(_) => wrap_remote_toml_entry(wrap, server, with)?,
         };
         if wrapped {
             changes.push(change_text(wrap));
@@ -633,11 +704,10 @@ fn wrap_stdio_toml_entry(
     Ok(true)
 }
 
-/// Turns one Codex remote server (`url`, `http_headers`) whose headers
-/// hold `header` into a stdio server running `mayfly mcp connect`.
+/// Turns one Codex remote server (`url`, `http_headers`) that holds the
+/// credential `wrap` moved into a stdio server running `mayfly mcp connect`.
 fn wrap_remote_toml_entry(
     wrap: &ServerWrap,
-    header: &str,
     server: &mut dyn toml_edit::TableLike,
     with: &WrapWith,
 ) -> Result<bool, String> {
@@ -648,18 +718,13 @@ fn wrap_remote_toml_entry(
     else {
         return Ok(false);
     };
-    let Some(headers) = server
+    let headers = server
         .get("http_headers")
         .and_then(|h| h.as_table_like())
-        .filter(|h| h.contains_key(header))
-    else {
+        .map(|h| h.iter().map(|(k, v)| (k, v.as_str())));
+    let Some((url, kept)) = remote_target(wrap, &url, headers)? else {
         return Ok(false);
     };
-    let kept = other_headers(
-        &wrap.server,
-        header,
-        headers.iter().map(|(k, v)| (k, v.as_str())),
-    )?;
     let args: toml_edit::Array = remote_args(wrap, with, &url, &kept).into_iter().collect();
     server.remove("url");
     server.remove("http_headers");
@@ -888,6 +953,38 @@ mod tests {
                 .iter()
                 .all(|s| !matches!(s.place, Place::Header(_)))
         );
+    }
+
+    #[test]
+    fn a_key_in_a_remote_servers_url_is_taken_out_of_it() {
+        let text = r#"{"mcpServers": {"s": {"serverUrl": "https://mcp.example/mcp?team=web&api_key=k3y#top", "headers": {"X-Team": "web"}}}}"#;
+        let servers = read_servers(Path::new("mcp_config.json"), text).unwrap();
+        assert_eq!(
+            servers[0].slots.last().unwrap(),
+            &Slot {
+                place: Place::Query("api_key".into()),
+                value: "k3y".into()
+            }
+        );
+        let wrap = ServerWrap {
+            server: "s".into(),
+            moved: Moved::Query("api_key".into()),
+            entries: vec!["e".into()],
+        };
+        let out = wrap_servers(Path::new("mcp_config.json"), text, &[wrap], &with()).unwrap();
+        assert!(!out.text.contains("k3y"), "{}", out.text);
+        let value: Value = serde_json::from_str(&out.text).unwrap();
+        let args = value["mcpServers"]["s"]["args"].as_array().unwrap().clone();
+        assert!(
+            args.contains(&"https://mcp.example/mcp?team=web#top".into()),
+            "{args:?}"
+        );
+        assert!(args.contains(&"X-Team: web".into()), "{args:?}");
+        assert_eq!(
+            without_parameter("https://x/m?a=1", "a").as_deref(),
+            Some("https://x/m")
+        );
+        assert_eq!(without_parameter("https://x/m?a=1", "b"), None);
     }
 
     #[test]

@@ -687,7 +687,7 @@ impl Drop for RemoteServer {
 impl RemoteServer {
     fn start(dir: &Path, transport: &str) -> RemoteServer {
         let port = free_port();
-        let log = dir.join(format!("remote-{transport}.jsonl"));
+        let log = dir.join(format!("remote-{transport}-{port}.jsonl"));
         let child = StdCommand::new("python3")
             .arg(data("remote_server.py"))
             .arg(port.to_string())
@@ -735,7 +735,7 @@ fn call_configured(config: &Path, home: &Path, tool: &str, arguments: &str) -> V
 
 /// Remote servers with the key in a header: Cursor over streamable HTTP
 /// (with a second header that is not a credential), Claude Code over the
-/// 2024-11-05 SSE transport. After `wrap --apply` both are stdio servers
+/// 2024-11-05 SSE transport; and Windsurf with the key in the URL. After `wrap --apply` both are stdio servers
 /// (`mayfly mcp connect` under `mayfly run --inject --mcp-gate`): their
 /// calls reach the server with the key the broker adds, policy hides and
 /// refuses `delete_repository`, no file holds the key, and unwrap puts
@@ -745,6 +745,7 @@ fn wrap_remote(db: Option<&str>) {
     let ws = Workspace::new();
     let streamable = RemoteServer::start(ws.dir.path(), "streamable");
     let legacy = RemoteServer::start(ws.dir.path(), "sse");
+    let by_query = RemoteServer::start(ws.dir.path(), "streamable");
     let server = gated_broker(&ws, db);
     let home = ws.dir.path().join("fakehome");
     let cursor = home.join(".cursor/mcp.json");
@@ -766,7 +767,16 @@ fn wrap_remote(db: Option<&str>) {
         }}}))
         .unwrap(),
     );
-    let originals: Vec<String> = [&cursor, &claude_code]
+    let windsurf = home.join(".codeium/windsurf/mcp_config.json");
+    write(
+        &windsurf,
+        &serde_json::to_string_pretty(&json!({"mcpServers": {"github": {
+            "serverUrl": format!("http://127.0.0.1:{}/mcp?api_key={GITHUB}&team=web", by_query.port)
+        }}}))
+        .unwrap(),
+    );
+    let configs = [&cursor, &claude_code, &windsurf];
+    let originals: Vec<String> = configs
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
@@ -789,12 +799,13 @@ fn wrap_remote(db: Option<&str>) {
     let (code, out, err) = wrap(true);
     assert_eq!(code, 0, "{err}\n{out}");
     assert!(!out.contains(GITHUB) && !err.contains(GITHUB));
-    for path in [&cursor, &claude_code] {
+    for path in configs {
         let now = std::fs::read_to_string(path).unwrap();
         assert!(!now.contains(GITHUB), "{now}");
         let entry: Value = serde_json::from_str(&now).unwrap();
         let entry = &entry["mcpServers"]["github"];
         assert!(entry.get("url").is_none() && entry.get("headers").is_none());
+        assert!(entry.get("serverUrl").is_none());
         assert!(
             entry["args"]
                 .as_array()
@@ -808,9 +819,27 @@ fn wrap_remote(db: Option<&str>) {
         serde_json::from_str(&std::fs::read_to_string(&claude_code).unwrap()).unwrap();
     assert_eq!(claude_entry["mcpServers"]["github"]["type"], "stdio");
     assert_eq!(claude_entry["numStartups"], 3);
-    // One entry per server's origin, each injecting the header it had.
+    let windsurf_args = serde_json::from_str::<Value>(&std::fs::read_to_string(&windsurf).unwrap())
+        .unwrap()["mcpServers"]["github"]["args"]
+        .clone();
+    assert!(
+        windsurf_args.as_array().unwrap().contains(&json!(format!(
+            "http://127.0.0.1:{}/mcp?team=web",
+            by_query.port
+        ))),
+        "{windsurf_args}"
+    );
+    // One entry per server's origin, each injecting the key where it was.
     let entries = custody_entries(&ws, &server);
-    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let by_query_entry = entries
+        .iter()
+        .find(|e| e["upstreams"] == json!([format!("http://127.0.0.1:{}", by_query.port)]))
+        .unwrap();
+    assert!(
+        by_query_entry["injection"].to_string().contains("api_key"),
+        "{by_query_entry}"
+    );
     for port in [streamable.port, legacy.port] {
         let prefix = format!("github-127.0.0.1-{port}-");
         let entry = entries
@@ -829,7 +858,11 @@ fn wrap_remote(db: Option<&str>) {
 
     // Both clients reach their server, which gets the real key and
     // never the relay's; policy hides and refuses the destructive tool.
-    for (config, remote) in [(&cursor, &streamable), (&claude_code, &legacy)] {
+    for (config, remote) in [
+        (&cursor, &streamable),
+        (&claude_code, &legacy),
+        (&windsurf, &by_query),
+    ] {
         let found = call_configured(config, &home, "search_issues", r#"{"query": "bug"}"#);
         assert_eq!(found["result"], "3 issues match bug", "{found}");
         assert_eq!(found["error"], false);
@@ -872,7 +905,7 @@ fn wrap_remote(db: Option<&str>) {
         .iter()
         .filter(|e| e["kind"] == "mcp.call" && e["data"]["tool"] == "delete_repository")
         .count();
-    assert_eq!(denied_calls, 2, "{events}");
+    assert_eq!(denied_calls, 3, "{events}");
     assert!(!events.to_string().contains(GITHUB));
 
     let (code, out, err) = wrap(false);
@@ -880,7 +913,7 @@ fn wrap_remote(db: Option<&str>) {
     assert!(out.contains("already wrapped"), "{out}");
     let (code, _, err) = stdout_of(mcp(&ws, &server, "unwrap", &home).args(["--apply"]));
     assert_eq!(code, 0, "{err}");
-    for (path, original) in [&cursor, &claude_code].iter().zip(&originals) {
+    for (path, original) in configs.iter().zip(&originals) {
         assert_eq!(&std::fs::read_to_string(path).unwrap(), original);
     }
 }

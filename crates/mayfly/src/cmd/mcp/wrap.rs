@@ -91,19 +91,13 @@ fn plan_stdio<'a>(
 }
 
 /// A remote server's one credential goes into custody for the server's
-/// origin, injected in the header it was in.
+/// origin, injected in the header or URL parameter it was in.
 fn plan_remote<'a>(found: &'a Found, url: &str) -> Result<(ServerWrap, Vec<Move<'a>>), String> {
     let name = &found.server.name;
     let [c] = found.credentials.as_slice() else {
         return Err(format!(
-            "{name}: a remote server with {} credentials in its headers; Mayfly injects one per remote server: wrap it by hand",
+            "{name}: a remote server with {} credentials in its headers and URL; Mayfly injects one per remote server: wrap it by hand",
             found.credentials.len()
-        ));
-    };
-    let Place::Header(header) = &c.place else {
-        return Err(format!(
-            "{name}: its {} credential is in its {}, not a header; edit it by hand",
-            c.provider, c.place
         ));
     };
     let target = BridgeTarget::new(url, None, &[]).map_err(|e| format!("{name}: {e}"))?;
@@ -115,24 +109,41 @@ fn plan_remote<'a>(found: &'a Found, url: &str) -> Result<(ServerWrap, Vec<Move<
         .iter()
         .find(|slot| slot.place == c.place)
         .map_or("", |slot| slot.value.as_str());
-    let template = value.replacen(c.secret.expose(), "{secret}", 1);
-    if template.contains(c.secret.expose()) {
-        return Err(format!(
-            "{name}: header {header} holds the key more than once; edit it by hand"
-        ));
-    }
-    let injection = Injection::Header {
-        name: header.clone(),
-        template,
+    let (injection, moved) = match &c.place {
+        Place::Header(header) => {
+            let template = value.replacen(c.secret.expose(), "{secret}", 1);
+            if template.contains(c.secret.expose()) {
+                return Err(format!(
+                    "{name}: header {header} holds the key more than once; edit it by hand"
+                ));
+            }
+            let injection = Injection::Header {
+                name: header.clone(),
+                template,
+            };
+            (injection, Moved::Header(header.clone()))
+        }
+        Place::Query(parameter) if value == c.secret.expose() => (
+            Injection::Query {
+                name: parameter.clone(),
+            },
+            Moved::Query(parameter.clone()),
+        ),
+        place => {
+            return Err(format!(
+                "{name}: its {} credential is in its {place}, not alone in a header or URL parameter; edit it by hand",
+                c.provider
+            ));
+        }
     };
-    custody::check_injection(&injection).map_err(|e| format!("{name}: header {header}: {e}"))?;
+    custody::check_injection(&injection).map_err(|e| format!("{name}: {}: {e}", c.place))?;
     let host = origin
         .split_once("://")
         .map_or(origin.as_str(), |(_, host)| host);
     let entry = entry_name(c, host);
     let wrap = ServerWrap {
         server: name.clone(),
-        moved: Moved::Header(header.clone()),
+        moved,
         entries: vec![entry.clone()],
     };
     let moves = vec![Move {
@@ -374,7 +385,7 @@ fn custody_entries<'m, 'a: 'm>(
         let injection = |m: &Move| m.remote.as_ref().map(|r| r.injection.clone());
         if injection(first) != injection(m) {
             bail!(
-                "one key goes to a remote MCP server in different headers (custody entry {}); wrap one configuration at a time with --client",
+                "one key goes to a remote MCP server in different headers or URL parameters (custody entry {}); wrap one configuration at a time with --client",
                 m.entry
             );
         }

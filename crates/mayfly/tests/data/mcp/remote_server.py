@@ -1,7 +1,8 @@
 """A remote MCP server that wants an API key, built with the official MCP
 Python SDK: the issues server's tools over streamable HTTP at
 http://127.0.0.1:PORT/mcp, or over the 2024-11-05 HTTP+SSE transport at
-/sse with `sse`. Any request without `Authorization: Bearer KEY` gets 401.
+/sse with `sse`. Any request without `Authorization: Bearer KEY` (or
+`?api_key=KEY`) gets 401.
 Each request is logged as one JSON line: method, path, whether the key was
 right, whether a Mayfly relay key reached it, and its X-MCP-Toolsets header.
 
@@ -10,6 +11,7 @@ Usage: remote_server.py PORT KEY LOG [sse]
 
 import json
 import sys
+from urllib.parse import parse_qs
 
 import uvicorn
 
@@ -29,13 +31,15 @@ class RequireKey:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        ok = headers.get("authorization") == f"Bearer {key}"
+        query = parse_qs(scope.get("query_string", b"").decode())
+        ok = headers.get("authorization") == f"Bearer {key}" or query.get("api_key") == [key]
         with open(log, "a") as f:
             f.write(json.dumps({
                 "method": scope["method"],
                 "path": scope["path"],
                 "key_ok": ok,
-                "relay_key_seen": any("mayfly-relay" in v for v in headers.values()),
+                "relay_key_seen": any("mayfly-relay" in v for v in headers.values())
+                or "mayfly-relay" in scope.get("query_string", b"").decode(),
                 "toolsets": headers.get("x-mcp-toolsets"),
             }) + "\n")
         if not ok:
