@@ -781,6 +781,17 @@ fn wrap_remote(db: Option<&str>) {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
 
+    // Listed by fingerprint: the key in Windsurf's URL is not shown.
+    for json in [false, true] {
+        let mut list = mcp(&ws, &server, "list", &home);
+        if json {
+            list.arg("--json");
+        }
+        let (code, out, err) = stdout_of(&mut list);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("api_key") && !out.contains(GITHUB), "{out}");
+    }
+
     let wrap = |apply: bool| {
         let mut cmd = mcp(&ws, &server, "wrap", &home);
         cmd.args(["--owner", "me"]);

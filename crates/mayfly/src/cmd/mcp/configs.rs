@@ -171,6 +171,26 @@ fn credentials(scanner: &Scanner, path: &Path, server: McpServer) -> Found {
     }
 }
 
+/// A server's transport with every credential it holds redacted (a key
+/// can sit in an argument or in the URL).
+fn shown_transport(found: &Found) -> Transport {
+    let redacted = |text: &str| {
+        found.credentials.iter().fold(text.to_owned(), |text, c| {
+            text.replace(
+                c.secret.expose(),
+                &mayfly_migrate::redact(c.secret.expose()),
+            )
+        })
+    };
+    match &found.server.transport {
+        Transport::Stdio { command, args } => Transport::Stdio {
+            command: redacted(command),
+            args: args.iter().map(|a| redacted(a)).collect(),
+        },
+        Transport::Remote { url } => Transport::Remote { url: redacted(url) },
+    }
+}
+
 fn transport_text(transport: &Transport) -> String {
     match transport {
         Transport::Stdio { command, args } => {
@@ -199,7 +219,7 @@ pub(super) fn list(select: &Selection, as_json: bool) -> anyhow::Result<u8> {
                     "file": file.path,
                     "servers": servers.iter().map(|found| json!({
                         "name": found.server.name,
-                        "transport": found.server.transport,
+                        "transport": shown_transport(found),
                         "wrapped": found.server.wrapped,
                         "credentials": found.credentials.iter().map(|c| json!({
                             "place": c.place,
@@ -233,7 +253,7 @@ pub(super) fn list(select: &Selection, as_json: bool) -> anyhow::Result<u8> {
                     outln!(
                         "  {}  {}{wrapped}",
                         found.server.name,
-                        transport_text(&found.server.transport)
+                        transport_text(&shown_transport(found))
                     )?;
                     for c in &found.credentials {
                         outln!(
