@@ -91,6 +91,23 @@ fn ask(config: &Path, home: &Path) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// `mayfly mcp wrap --owner me` with `extra`, applied or not: code,
+/// stdout, stderr.
+fn wrap_as_me(
+    ws: &Workspace,
+    server: &Server,
+    home: &Path,
+    extra: &[&str],
+    apply: bool,
+) -> (i32, String, String) {
+    let mut cmd = mcp(ws, server, "wrap", home);
+    cmd.args(["--owner", "me"]).args(extra);
+    if apply {
+        cmd.arg("--apply");
+    }
+    stdout_of(&mut cmd)
+}
+
 /// The broker's custody entries, by name.
 fn custody_entries(ws: &Workspace, server: &Server) -> Vec<Value> {
     let (code, entries) = json_of(
@@ -175,14 +192,7 @@ fn wrap_and_unwrap(db: Option<&str>) {
     );
 
     let upstream = format!("openai=https://localhost:{}", api.port);
-    let wrap = |apply: bool| {
-        let mut cmd = mcp(&ws, &server, "wrap", &home);
-        cmd.args(["--owner", "me", "--upstream", &upstream]);
-        if apply {
-            cmd.arg("--apply");
-        }
-        stdout_of(&mut cmd)
-    };
+    let wrap = |apply: bool| wrap_as_me(&ws, &server, &home, &["--upstream", &upstream], apply);
     // A dry run shows the change, redacted, and writes nothing.
     let (code, out, err) = wrap(false);
     assert_eq!(code, 0, "{err}");
@@ -792,14 +802,7 @@ fn wrap_remote(db: Option<&str>) {
         assert!(out.contains("api_key") && !out.contains(GITHUB), "{out}");
     }
 
-    let wrap = |apply: bool| {
-        let mut cmd = mcp(&ws, &server, "wrap", &home);
-        cmd.args(["--owner", "me"]);
-        if apply {
-            cmd.arg("--apply");
-        }
-        stdout_of(&mut cmd)
-    };
+    let wrap = |apply: bool| wrap_as_me(&ws, &server, &home, &[], apply);
     let (code, out, err) = wrap(false);
     assert_eq!(code, 0, "{err}");
     assert!(
