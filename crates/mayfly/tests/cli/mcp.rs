@@ -942,3 +942,35 @@ fn wrapped_remote_mcp_servers_work_without_their_keys_on_postgres() {
     let (url, _db) = crate::inventory::postgres_database();
     wrap_remote(Some(&url));
 }
+
+/// `mayfly mcp connect` refuses what it cannot use, with the fix, and
+/// never repeats a value that may be a key.
+#[test]
+fn mcp_connect_refuses_bad_arguments_clearly() {
+    let ws = Workspace::new();
+    let (code, _, err) = stdout_of(
+        ws.mayfly()
+            .args([
+                "mcp",
+                "connect",
+                "http://127.0.0.1:9/mcp",
+                "--through",
+                "gh",
+            ])
+            .env_remove("MAYFLY_PROXY_URL")
+            .env_remove("MAYFLY_PROXY_KEY"),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("MAYFLY_PROXY_URL") && err.contains("mayfly run --inject gh"),
+        "{err}"
+    );
+    for args in [
+        vec!["http://127.0.0.1:9/mcp", "--header", GITHUB],
+        vec![&format!("https://me:{GITHUB}@mcp.example/mcp")],
+    ] {
+        let (code, _, err) = stdout_of(ws.mayfly().args(["mcp", "connect"]).args(&args));
+        assert_ne!(code, 0);
+        assert!(!err.contains(GITHUB) && !err.is_empty(), "{err}");
+    }
+}

@@ -209,7 +209,8 @@ fn connect(
         .map(|h| {
             h.split_once(':')
                 .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-                .with_context(|| format!("--header {h:?}: write NAME: VALUE"))
+                // Not repeated: the value may be a key.
+                .context("--header takes NAME: VALUE (one was given without a colon)")
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let via = match through {
