@@ -64,6 +64,24 @@ pub enum BridgeError {
     Input(std::io::Error),
 }
 
+/// A remote MCP server's URL, checked for use: http or https, with a host
+/// and no user or password. Returns it and its origin
+/// (`https://mcp.example.com`). The error is a phrase about "the URL" that
+/// never repeats it: a server's URL can carry a key.
+pub fn server_url(url: &str) -> Result<(Uri, String), &'static str> {
+    let uri: Uri = url.parse().map_err(|_| "is not a URL")?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => return Err("must start with https:// or http://"),
+    };
+    let authority = uri.authority().ok_or("has no host")?.as_str();
+    if authority.contains('@') {
+        return Err("holds a user or password: put credentials in custody, not in the URL");
+    }
+    let origin = format!("{scheme}://{authority}");
+    Ok((uri, origin))
+}
+
 /// The local relay of `mayfly run --inject` that requests go through.
 #[derive(Debug, Clone)]
 pub struct Via {
@@ -97,21 +115,7 @@ impl BridgeTarget {
         via: Option<&Via>,
         headers: &[(String, String)],
     ) -> Result<BridgeTarget, BridgeError> {
-        let uri: Uri = url.parse().map_err(|_| BridgeError::Url("is not a URL"))?;
-        let scheme = match uri.scheme_str() {
-            Some(scheme @ ("http" | "https")) => scheme,
-            _ => return Err(BridgeError::Url("must start with https:// or http://")),
-        };
-        let authority = uri
-            .authority()
-            .ok_or(BridgeError::Url("has no host"))?
-            .as_str();
-        if authority.contains('@') {
-            return Err(BridgeError::Url(
-                "holds a user or password: put credentials in custody, not in the URL",
-            ));
-        }
-        let origin = format!("{scheme}://{authority}");
+        let (uri, origin) = server_url(url).map_err(BridgeError::Url)?;
         let path = uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
@@ -146,11 +150,6 @@ impl BridgeTarget {
             path,
             headers: map,
         })
-    }
-
-    /// The server's origin (`https://mcp.example.com`).
-    pub fn origin(&self) -> &str {
-        &self.origin
     }
 
     fn endpoint(&self) -> Result<Uri, String> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
@@ -297,26 +297,15 @@ impl GateConfig {
         broker: &str,
     ) -> Result<GateConfig, GateError> {
         // The URL is never echoed: a remote server's URL can carry a key.
-        let uri: Uri = upstream
-            .parse()
-            .map_err(|_| GateError("--upstream is not a URL (http://HOST:PORT/PATH)".to_owned()))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(GateError(
-                "--upstream needs a scheme and a host (http://HOST:PORT/PATH)".to_owned(),
-            ));
-        };
-        if authority.as_str().contains('@') {
-            return Err(GateError(
-                "--upstream holds a user name or password: give the server's URL without them (keys belong in custody)".to_owned(),
-            ));
-        }
+        let (uri, origin) = crate::mcp_bridge::server_url(upstream)
+            .map_err(|why| GateError(format!("--upstream {why}")))?;
         if uri.query().is_some() {
             return Err(GateError(
                 "--upstream has a query string, which the gate would drop (it forwards each request's own path and query): give the server's URL without one".to_owned(),
             ));
         }
         Ok(GateConfig {
-            upstream: format!("{scheme}://{authority}"),
+            upstream: origin,
             public_url: format!("http://{listen}"),
             resource: resource.unwrap_or_else(|| format!("http://{listen}{}", uri.path())),
             broker: broker.trim_end_matches('/').to_owned(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use mayfly_broker::client::{Client, ClientError};
 use mayfly_broker::custody::{self, AddCustody, Injection, SecretValue};
-use mayfly_broker::mcp_bridge::BridgeTarget;
+use mayfly_broker::mcp_bridge::server_url;
 use mayfly_migrate::servers::{Moved, Place, ServerWrap, Transport, WrapWith, wrap_servers};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -100,8 +100,7 @@ fn plan_remote<'a>(found: &'a Found, url: &str) -> Result<(ServerWrap, Vec<Move<
             found.credentials.len()
         ));
     };
-    let target = BridgeTarget::new(url, None, &[]).map_err(|e| format!("{name}: {e}"))?;
-    let origin = target.origin().to_owned();
+    let (uri, origin) = server_url(url).map_err(|why| format!("{name}: its URL {why}"))?;
     custody::check_upstream(&origin).map_err(|e| format!("{name}: {e}"))?;
     let value = found
         .server
@@ -137,10 +136,7 @@ fn plan_remote<'a>(found: &'a Found, url: &str) -> Result<(ServerWrap, Vec<Move<
         }
     };
     custody::check_injection(&injection).map_err(|e| format!("{name}: {}: {e}", c.place))?;
-    let host = origin
-        .split_once("://")
-        .map_or(origin.as_str(), |(_, host)| host);
-    let entry = entry_name(c, host);
+    let entry = entry_name(c, uri.authority().map_or("", |a| a.as_str()));
     let wrap = ServerWrap {
         server: name.clone(),
         moved,
