@@ -41,7 +41,7 @@ impl Broker {
     async fn make_keys(&self, force: bool) -> Result<Vec<(String, String)>, BrokerError> {
         let now = self.now();
         let rotation = self.config.tokens.key_rotation_days * 86_400;
-        let mut ring = self.load_ring(self.keep_retired()).await?;
+        let mut ring = self.load_ring().await?;
         let mut changed = false;
         let mut signing = Vec::new();
         for name in self.config.signing_algorithms() {
@@ -70,7 +70,7 @@ impl Broker {
             signing.push((alg, name));
         }
         if changed {
-            ring = self.load_ring(self.keep_retired()).await?;
+            ring = self.load_ring().await?;
         }
         let kids = signing
             .into_iter()
@@ -100,21 +100,18 @@ impl Broker {
 
     /// Reads the key ring from the store again and puts it in use.
     async fn reload_ring(&self) -> Result<(), BrokerError> {
-        let ring = self.load_ring(self.keep_retired()).await?;
+        let ring = self.load_ring().await?;
         if let Ok(mut slot) = self.keys.write() {
             *slot = Arc::new(ring);
         }
         Ok(())
     }
 
-    /// How long a retired key still verifies: the longest a token it
-    /// signed can live, and an hour.
-    fn keep_retired(&self) -> i64 {
-        self.config.tokens.max_ttl_seconds + 3600
-    }
-
-    async fn load_ring(&self, keep_retired: i64) -> Result<KeyRing, BrokerError> {
+    /// The key ring as the store holds it; a retired key still verifies
+    /// for the longest a token it signed can live, and an hour.
+    async fn load_ring(&self) -> Result<KeyRing, BrokerError> {
         let records = self.readers.read(|s| s.broker_signing_keys()).await?;
+        let keep_retired = self.config.tokens.max_ttl_seconds + 3600;
         Ok(KeyRing::from_records(
             &records,
             &self.master,
