@@ -22,6 +22,7 @@ use crate::decode::Decoder;
 use crate::finding::Finding;
 use crate::fingerprint::{Fingerprint, FingerprintKey};
 use crate::rule::{Nhi, RuleInfo, Severity};
+use crate::sketch::SketchQuery;
 
 /// Shortest value searched as a literal: shorter values (a PIN, a short
 /// password) would match unrelated text.
@@ -163,6 +164,9 @@ impl Sampled {
 #[derive(Debug)]
 pub struct CopySearch {
     sampled: Sampled,
+    /// What rules a file out by its first read's sketch, when every form
+    /// can be ruled out that way.
+    sketch: Option<SketchQuery>,
     automaton: AhoCorasick,
     /// For each literal: the known value it encodes, and how.
     literals: Vec<(usize, Option<Decoder>)>,
@@ -324,12 +328,14 @@ impl CopySearch {
                 reason: e.to_string(),
             })?;
         let sampled = Sampled::new(&patterns);
+        let sketch = SketchQuery::new(&patterns);
         // The encoded forms are secrets too: wipe the builder's input.
         for mut pattern in patterns {
             zeroize::Zeroize::zeroize(&mut pattern);
         }
         Ok(Some(CopySearch {
             sampled,
+            sketch,
             automaton,
             literals,
             known,
@@ -352,6 +358,12 @@ impl CopySearch {
                 }
             }
         });
+    }
+
+    /// The test of a file's sketch, when every form can be ruled out by
+    /// one (see [`crate::sketch`]).
+    pub(crate) fn sketch_query(&self) -> Option<&SketchQuery> {
+        self.sketch.as_ref()
     }
 
     /// What a finding made from `hit` names: the rule, the fingerprint and

@@ -157,35 +157,90 @@ fn is_b64(b: u8) -> bool {
 /// or URL-safe alphabet, optional `=` padding) at least [`MIN_BASE64_RUN`]
 /// long and with both letters and digits or symbols, the mark of encoded
 /// data rather than a long identifier.
-pub fn base64_runs(input: &[u8], mut visit: impl FnMut(usize, usize)) {
+pub fn base64_runs(input: &[u8], visit: impl FnMut(usize, usize)) {
+    token_runs(input, MIN_BASE64_RUN, |_, _| {}, visit);
+}
+
+#[expect(
+    clippy::indexing_slicing,
+    reason = "const fn: every index is a byte value, below 256"
+)]
+const fn token_table() -> [bool; 256] {
+    let mut table = base64_table();
+    table[b'=' as usize] = true;
+    table[b'%' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+}
+
+static TOKEN_CHAR: [bool; 256] = token_table();
+
+/// Whether `b` is a token character: base64's (both alphabets), `=`, and
+/// the `%` and `\\` of percent-encoded and escaped text.
+pub(crate) fn is_token(b: u8) -> bool {
+    TOKEN_CHAR.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+/// One walk over `input` for two readers: `token_run(start, end)` gets
+/// every run of token characters (see [`is_token`]) at least `min` long,
+/// and `visit` every base64 run as [`base64_runs`] gives them (each lies
+/// inside a token run; `min` is at most [`MIN_BASE64_RUN`]).
+pub(crate) fn token_runs(
+    input: &[u8],
+    min: usize,
+    mut token_run: impl FnMut(usize, usize),
+    mut visit: impl FnMut(usize, usize),
+) {
+    let min = min.clamp(1, MIN_BASE64_RUN);
     let len = input.len();
-    let b64 = |k: usize| input.get(k).copied().is_some_and(is_b64);
+    let token = |k: usize| input.get(k).copied().is_some_and(is_token);
     // No run starts before `i` except those already passed: the byte
-    // before `i` is never a base64 character.
+    // before `i` is never a token character.
     let mut i = 0;
-    while i + MIN_BASE64_RUN <= len {
+    while i + min <= len {
         // Any run long enough that starts at or after `i` covers `probe`:
-        // when that byte is not base64, none starts up to it. Text is
-        // mostly short words, so this skips most bytes unread.
-        let probe = i + MIN_BASE64_RUN - 1;
-        if !b64(probe) {
+        // when that byte is not a token character, none starts up to it.
+        // Text is mostly short words, so this skips most bytes unread.
+        let probe = i + min - 1;
+        if !token(probe) {
             i = probe + 1;
             continue;
         }
         let mut start = probe;
-        while start > i && b64(start - 1) {
+        while start > i && token(start - 1) {
             start -= 1;
         }
         let mut end = probe + 1;
-        while b64(end) {
+        while token(end) {
             end += 1;
         }
-        let run = end - start;
         i = end;
-        if run < MIN_BASE64_RUN {
+        if end - start < min {
             continue;
         }
-        i = padded_run(input, start, run, &mut visit);
+        token_run(start, end);
+        if end - start >= MIN_BASE64_RUN {
+            base64_within(input, start, end, &mut visit);
+        }
+    }
+}
+
+/// The base64 runs inside the token run `start..end`: its longest stretches
+/// of base64 characters (`=`, `%` and `\\` end them).
+fn base64_within(input: &[u8], start: usize, end: usize, visit: &mut impl FnMut(usize, usize)) {
+    let b64 = |k: usize| k < end && input.get(k).copied().is_some_and(is_b64);
+    let mut k = start;
+    while k < end {
+        while k < end && !b64(k) {
+            k += 1;
+        }
+        let run_start = k;
+        while b64(k) {
+            k += 1;
+        }
+        if k - run_start >= MIN_BASE64_RUN {
+            k = padded_run(input, run_start, k - run_start, visit);
+        }
     }
 }
 
@@ -331,12 +386,20 @@ mod tests {
         fn skipping_scan_finds_the_same_runs(bytes in proptest::collection::vec(
             // Mostly base64 characters: long runs, padding inside and
             // after them, and short words between.
-            proptest::sample::select(b"aZ09+/-_=AbCdEf12 \n".to_vec()), 0..600)
+            proptest::sample::select(b"aZ09+/-_=AbCdEf12 \n%\\".to_vec()), 0..600)
         ) {
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
             base64_runs(&bytes, |s, e| fast.push((s, e)));
             base64_runs_one_by_one(&bytes, |s, e| slow.push((s, e)));
-            proptest::prop_assert_eq!(fast, slow);
+            proptest::prop_assert_eq!(&fast, &slow);
+            // The walk that also feeds a sketch (shorter token runs) finds
+            // the same base64 runs, and token runs that cover each.
+            let (mut sketched, mut tokens) = (Vec::new(), Vec::new());
+            token_runs(&bytes, 16, |s, e| tokens.push((s, e)), |s, e| sketched.push((s, e)));
+            proptest::prop_assert_eq!(&sketched, &slow);
+            for (s, e) in sketched {
+                proptest::prop_assert!(tokens.iter().any(|&(ts, te)| ts <= s && e <= te));
+            }
         }
 
         #[test]

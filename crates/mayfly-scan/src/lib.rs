@@ -7,7 +7,8 @@
 //! views the [`decode`] module derives; [`validate`] drops placeholders and
 //! malformed matches; [`fingerprint`] identifies each secret without storing
 //! it, so copies group into one secret; [`copies`] finds every other
-//! occurrence of a found (or custody) value; [`suppress`] applies baselines,
+//! occurrence of a found (or custody) value, re-reading only the files a
+//! [`sketch`] of the first read cannot rule out; [`suppress`] applies baselines,
 //! ignore files and inline allows; [`output`] writes text, JSON, SARIF and
 //! CSV. The crate has no database and no network.
 //!
@@ -38,6 +39,7 @@ pub mod output;
 pub mod prefilter;
 pub mod rule;
 pub mod scan;
+pub mod sketch;
 pub mod source;
 pub mod suppress;
 pub mod surface;

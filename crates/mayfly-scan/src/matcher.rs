@@ -72,6 +72,9 @@ pub struct Scratch {
     base64: Vec<u8>,
     view: Vec<u8>,
     pub(crate) copies: Vec<crate::copies::CopyHit>,
+    /// The chunk hashes of the file being read, when the read keeps a
+    /// sketch (see [`crate::sketch`]).
+    pub(crate) sketch: Option<Vec<u32>>,
 }
 
 /// Runs a rule set over blobs.
@@ -354,7 +357,17 @@ impl Matcher {
 
     fn find_base64(&self, blob: &[u8], scratch: &mut Scratch, out: &mut Vec<RawMatch>) {
         let mut runs = Vec::new();
-        decode::base64_runs(blob, |start, end| runs.push(start..end));
+        // One walk over the token runs: the base64 runs to decode, and the
+        // chunks the file's sketch keeps when the read keeps one.
+        match scratch.sketch.as_mut() {
+            Some(sketch) => decode::token_runs(
+                blob,
+                crate::sketch::MIN_RUN,
+                |start, end| crate::sketch::keep_run(blob, start, end, sketch),
+                |start, end| runs.push(start..end),
+            ),
+            None => decode::base64_runs(blob, |start, end| runs.push(start..end)),
+        }
         if runs.is_empty() {
             return;
         }

@@ -248,6 +248,11 @@ impl Scanner {
         std::mem::replace(&mut self.copies, search)
     }
 
+    /// The search of the copies pass, while one is set.
+    pub fn copy_search(&self) -> Option<&CopySearch> {
+        self.copies.as_ref()
+    }
+
     /// The rules in use.
     pub fn rules(&self) -> &RuleSet {
         self.matcher.rules()
@@ -301,6 +306,7 @@ impl Scanner {
             return self.scan_copies(search, blob, origin, line_base, limit, scratch, out, stats);
         }
         let matches = self.matcher.find(blob, scratch);
+        crate::sketch::cap(&mut scratch.sketch);
         if matches.is_empty() {
             return;
         }

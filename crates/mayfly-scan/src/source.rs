@@ -12,7 +12,10 @@ use ignore::{WalkBuilder, WalkState};
 
 use crate::finding::Finding;
 use crate::matcher::Scratch;
-use crate::scan::{Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, SkippedFile};
+use crate::scan::{
+    NoProgress, Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, SkippedFile,
+};
+use crate::sketch::{DEFAULT_BUDGET, ReadSketch, SketchBudget, Sketcher};
 use crate::surface::{Surface, classify};
 
 /// Files up to this size are read in one piece.
@@ -125,6 +128,8 @@ pub(crate) struct Worker<'s> {
         expect(dead_code, reason = "only archives use them")
     )]
     pub(crate) spare_buffers: Vec<Vec<u8>>,
+    /// Set when the read keeps a sketch for the copies pass.
+    sketcher: Option<Sketcher<'s>>,
 }
 
 impl<'s> Worker<'s> {
@@ -136,7 +141,15 @@ impl<'s> Worker<'s> {
             findings: Vec::new(),
             stats: ScanStats::default(),
             spare_buffers: Vec::new(),
+            sketcher: None,
         }
+    }
+
+    /// A worker that also keeps each file's sketch, within `budget`.
+    fn sketching(scanner: &'s Scanner, budget: Option<&'s SketchBudget>) -> Self {
+        let mut worker = Worker::new(scanner);
+        worker.sketcher = budget.map(Sketcher::new);
+        worker
     }
 
     /// What the worker found and counted.
@@ -197,7 +210,31 @@ impl<'s> Worker<'s> {
         result
     }
 
+    /// Reads and scans the file at `path`, keeping its sketch when the
+    /// read keeps sketches.
     fn scan_file(&mut self, path: &Path, progress: &dyn Progress) {
+        let Some(sketcher) = &mut self.sketcher else {
+            return self.read_file(path, progress);
+        };
+        let mut hashes = std::mem::take(&mut sketcher.spare);
+        hashes.clear();
+        self.scratch.sketch = Some(hashes);
+        self.read_file(path, progress);
+        let kept = self.scratch.sketch.take();
+        if let Some(sketcher) = &mut self.sketcher {
+            // A file with no chunk cannot hold a copy: not recorded.
+            match kept {
+                Some(hashes) if hashes.is_empty() => sketcher.spare = hashes,
+                Some(hashes) => {
+                    sketcher.record(path.to_path_buf(), Some(&hashes));
+                    sketcher.spare = hashes;
+                }
+                None => sketcher.record(path.to_path_buf(), None),
+            }
+        }
+    }
+
+    fn read_file(&mut self, path: &Path, progress: &dyn Progress) {
         let shown = display_path(path);
         let mut file = match File::open(path) {
             Ok(file) => file,
@@ -386,7 +423,64 @@ impl Scanner {
     /// file included (dotfiles, git-ignored and vendored files) except the
     /// `.git` directory's internals. A path of `-` reads standard input.
     pub fn scan_paths(&self, paths: &[PathBuf], progress: &dyn Progress) -> ScanReport {
+        self.walk(paths, progress, None).0
+    }
+
+    /// Scans as [`Scanner::scan_paths`] does and keeps, for the copies
+    /// pass, a sketch of what each file holds (see [`crate::sketch`]).
+    pub fn scan_paths_sketched(
+        &self,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+    ) -> (ScanReport, ReadSketch) {
+        let budget = SketchBudget::new(DEFAULT_BUDGET);
+        self.walk(paths, progress, Some(&budget))
+    }
+
+    /// Scans exactly `files` (no walk), on as many threads as the options
+    /// say: the copies pass over the files a sketch could not rule out.
+    pub fn scan_files(&self, files: &[PathBuf]) -> ScanReport {
+        let threads = match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .min(files.len())
+        .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let collected = Mutex::new((ScanReport::default(), ReadSketch::default()));
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    let mut flush = Flush {
+                        shared: &collected,
+                        worker: Worker::new(self),
+                    };
+                    while let Some(path) =
+                        files.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
+                        flush.worker.scan_file(path, &NoProgress);
+                    }
+                });
+            }
+        });
+        let (mut report, _) = collected
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        report
+            .findings
+            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
+        report.stats.sort();
+        report
+    }
+
+    fn walk(
+        &self,
+        paths: &[PathBuf],
+        progress: &dyn Progress,
+        budget: Option<&SketchBudget>,
+    ) -> (ScanReport, ReadSketch) {
         let mut report = ScanReport::default();
+        let mut sketch = ReadSketch::default();
         let mut roots = Vec::new();
         for path in paths {
             if path.as_os_str() == "-" {
@@ -426,11 +520,11 @@ impl Scanner {
                 .filter_entry(|entry| {
                     !(entry.file_name() == ".git" && entry.file_type().is_some_and(|t| t.is_dir()))
                 });
-            let collected = Mutex::new(ScanReport::default());
+            let collected = Mutex::new((ScanReport::default(), ReadSketch::default()));
             builder.build_parallel().run(|| {
                 let mut flush = Flush {
                     shared: &collected,
-                    worker: Worker::new(self),
+                    worker: Worker::sketching(self, budget),
                 };
                 Box::new(move |entry| {
                     let worker = &mut flush.worker;
@@ -449,17 +543,18 @@ impl Scanner {
                     WalkState::Continue
                 })
             });
-            let walked = collected
+            let (walked, kept) = collected
                 .into_inner()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             report.findings.extend(walked.findings);
             report.stats.merge(walked.stats);
+            sketch = kept;
         }
         report
             .findings
             .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         report.stats.sort();
-        report
+        (report, sketch)
     }
 
     /// Scans a stream (standard input, a pipe) in bounded memory.
@@ -480,9 +575,10 @@ impl Scanner {
     }
 }
 
-/// Hands a worker's results to the shared report when its thread ends.
+/// Hands a worker's results (and sketch) to the shared ones when its
+/// thread ends.
 struct Flush<'a, 's> {
-    shared: &'a Mutex<ScanReport>,
+    shared: &'a Mutex<(ScanReport, ReadSketch)>,
     worker: Worker<'s>,
 }
 
@@ -490,12 +586,16 @@ impl Drop for Flush<'_, '_> {
     fn drop(&mut self) {
         let findings = std::mem::take(&mut self.worker.findings);
         let stats = std::mem::take(&mut self.worker.stats);
+        let kept = self.worker.sketcher.take().map(|s| s.kept);
         let mut shared = self
             .shared
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        shared.findings.extend(findings);
-        shared.stats.merge(stats);
+        shared.0.findings.extend(findings);
+        shared.0.stats.merge(stats);
+        if let Some(kept) = kept {
+            shared.1.append(kept);
+        }
     }
 }
 

@@ -2,26 +2,52 @@
 //! occurrence of its value is a copy, wherever it stands; custody values
 //! are searched the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use mayfly_scan::copies::{CUSTODY_RULE_ID, CopySearch, CustodySecret, SecretBytes};
 use mayfly_scan::finding::{FoundBy, group};
 use mayfly_scan::scan::{NoProgress, ScanReport, Scanner};
 
-use crate::common::{GITHUB, OPENAI, key, scanner};
+use crate::common::{AWS_SECRET, GITHUB, OPENAI, STRIPE, key, scanner};
 
-/// Both passes over `root`, as `mayfly scan` runs them.
+/// Both passes over `root`, as `mayfly scan` runs them: the copies pass
+/// reads only the files the first read's sketch cannot rule out. It must
+/// find what reading every file again finds.
 fn scan_with_copies(scanner: &mut Scanner, root: &Path, custody: Vec<CustodySecret>) -> ScanReport {
-    let mut report = scanner.scan_paths(&[root.to_path_buf()], &NoProgress);
-    let search = CopySearch::new(&report.findings, custody, &key()).unwrap();
-    if let Some(search) = search {
-        scanner.set_copy_search(Some(search));
-        let again = scanner.scan_paths(&[root.to_path_buf()], &NoProgress);
-        let search = scanner.set_copy_search(None).unwrap();
-        search.merge(&mut report.findings, again.findings);
-    }
+    let (report, _) = scan_both_ways(scanner, root, custody);
     report
+}
+
+/// [`scan_with_copies`], checked against the copies pass over every file;
+/// also returns the files the sketch left to read (`None`: all of them).
+fn scan_both_ways(
+    scanner: &mut Scanner,
+    root: &Path,
+    custody: Vec<CustodySecret>,
+) -> (ScanReport, Option<Vec<PathBuf>>) {
+    let roots = [root.to_path_buf()];
+    let (mut report, sketch) = scanner.scan_paths_sketched(&roots, &NoProgress);
+    let Some(search) = CopySearch::new(&report.findings, custody, &key()).unwrap() else {
+        return (report, Some(Vec::new()));
+    };
+    let to_read = sketch.files_to_read(&search);
+    scanner.set_copy_search(Some(search));
+    let everything = scanner.scan_paths(&roots, &NoProgress);
+    let sketched = match &to_read {
+        Some(files) => scanner.scan_files(files),
+        None => scanner.scan_paths(&roots, &NoProgress),
+    };
+    let search = scanner.set_copy_search(None).unwrap();
+    let places = |r: &ScanReport| -> Vec<String> {
+        r.findings
+            .iter()
+            .map(|f| format!("{:?} {} {}", f.location, f.rule.id, f.fingerprint))
+            .collect()
+    };
+    assert_eq!(places(&sketched), places(&everything));
+    search.merge(&mut report.findings, sketched.findings);
+    (report, to_read)
 }
 
 fn write(root: &Path, name: &str, text: &str) {
@@ -183,4 +209,149 @@ fn inline_allows_and_short_values_hold_in_the_copies_pass() {
     assert!(paths[0].ends_with("a.env"));
     // Counted once, by the first pass.
     assert_eq!(report.stats.suppressed.inline, 1);
+}
+
+#[test]
+fn the_copies_pass_reads_again_only_the_files_that_may_hold_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "app/.env",
+        &format!("GITHUB_TOKEN={GITHUB}\nSTRIPE_KEY={STRIPE}\n"),
+    );
+    // Copies where no rule matches: a sentence, an escaped JSON string, a
+    // URL's query, base64, inside a zip, in a SQLite cell, in UTF-16.
+    write(root, "notes/a.md", &format!("staging uses{GITHUB}today\n"));
+    write(
+        root,
+        "notes/b.json",
+        &format!("{{\"k\":\"{}\"}}\n", AWS_SECRET.replace('/', "\\/")),
+    );
+    write(
+        root,
+        "app/.aws",
+        &format!("aws_secret_access_key = {AWS_SECRET}\n"),
+    );
+    write(
+        root,
+        "logs/c.log",
+        &format!("GET /cb?token={} 200\n", AWS_SECRET.replace('/', "%2F")),
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("x{STRIPE}"));
+    write(root, "d.txt", &format!("blob: {encoded}\n"));
+    // A custody value has no format a rule knows: only the copies pass
+    // finds it inside the zip, the database and the UTF-16 file.
+    let held = "q7Vd2LmZx9TfR4wKp8sYb3Nc"; // mayfly:allow (test fixture)
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("inner/readme.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut zip, format!("pasted {held} here").as_bytes()).unwrap();
+    std::fs::write(root.join("e.zip"), zip.finish().unwrap().into_inner()).unwrap();
+    let db = rusqlite::Connection::open(root.join("f.db")).unwrap();
+    db.execute_batch(&format!(
+        "CREATE TABLE notes(body TEXT); INSERT INTO notes VALUES ('see {held} above');"
+    ))
+    .unwrap();
+    drop(db);
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            format!("use {held}\r\n")
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    std::fs::write(root.join("g.txt"), utf16).unwrap();
+    // Files that cannot hold a copy, long tokens and all.
+    for i in 0..40 {
+        write(
+            root,
+            &format!("src/m{i}.rs"),
+            &format!(
+                "// sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85{i}\nfn f{i}() -> u32 {{ {i} }}\n"
+            ),
+        );
+    }
+    let custody = vec![CustodySecret {
+        name: "billing-api".into(),
+        provider: "Acme".into(),
+        value: SecretBytes::new(held.as_bytes().to_vec()),
+    }];
+    let mut scanner = scanner();
+    let (report, to_read) = scan_both_ways(&mut scanner, root, custody);
+    let mut to_read: Vec<String> = to_read
+        .expect("every form can be ruled out by a sketch")
+        .iter()
+        .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    to_read.sort();
+    assert_eq!(
+        to_read,
+        [
+            "app/.aws",
+            "app/.env",
+            "d.txt",
+            "e.zip",
+            "f.db",
+            "g.txt",
+            "logs/c.log",
+            "notes/a.md",
+            "notes/b.json"
+        ]
+    );
+    // Found by the copies pass (or, where a decoder lets a rule see the
+    // value, by the first).
+    let found: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| f.location.path.clone())
+        .collect();
+    for expected in [
+        "notes/a.md",
+        "notes/b.json",
+        "logs/c.log",
+        "d.txt",
+        "e.zip!inner/readme.txt",
+        "f.db",
+        "g.txt",
+    ] {
+        assert!(
+            found.iter().any(|c| c.ends_with(expected)),
+            "{expected} missing from {found:?}"
+        );
+    }
+    for held_in in ["e.zip!inner/readme.txt", "f.db", "g.txt"] {
+        let copy = report
+            .findings
+            .iter()
+            .find(|f| f.location.path.ends_with(held_in))
+            .unwrap();
+        assert_eq!(copy.location.found_by, FoundBy::Copy);
+        assert_eq!(copy.custody.as_deref(), Some("billing-api"));
+    }
+}
+
+#[test]
+fn a_value_the_sketch_cannot_rule_out_has_every_file_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // No 16 token characters in a row: `:` and `@` every few bytes.
+    let value = "pw:9xQ@v7:Lm2@Zt4:Rw8@Vb1:Kq5@"; // mayfly:allow (test fixture)
+    write(
+        root,
+        "a.txt",
+        &format!("the vault note says {value} yesterday\n"),
+    );
+    write(root, "b.rs", "fn main() {}\n");
+    let custody = vec![CustodySecret {
+        name: "vault".into(),
+        provider: "Acme".into(),
+        value: SecretBytes::new(value.as_bytes().to_vec()),
+    }];
+    let mut scanner = scanner();
+    let (report, to_read) = scan_both_ways(&mut scanner, root, custody);
+    assert!(to_read.is_none());
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert_eq!(report.findings[0].rule.id, CUSTODY_RULE_ID);
 }

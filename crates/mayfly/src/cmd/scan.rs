@@ -22,6 +22,7 @@ use mayfly_scan::rule::RuleSet;
 use mayfly_scan::scan::{
     DEFAULT_MAX_FILE_SIZE, NoProgress, Progress, ScanOptions, ScanReport, Scanner,
 };
+use mayfly_scan::sketch::ReadSketch;
 use mayfly_scan::suppress::{self, Baseline, IgnoreList, PathRules};
 
 use crate::cmd::inventory;
@@ -482,8 +483,9 @@ impl ScanPlan {
 
     /// Reads what the mode says, with a progress bar when one fits. The
     /// copies pass (`again`) reads the same inputs, bar standard input
-    /// (read once), without a bar or notes.
-    fn read(&self, again: bool) -> anyhow::Result<ScanReport> {
+    /// (read once), without a bar or notes; over files and trees, only
+    /// those the first read's `sketch` cannot rule out.
+    fn read(&self, again: bool, sketch: &mut Option<ReadSketch>) -> anyhow::Result<ScanReport> {
         let bar = Bar::stderr(!self.progress || again);
         let progress: &dyn Progress = match &bar {
             Some(bar) => bar,
@@ -521,24 +523,32 @@ impl ScanPlan {
                 }
             }
             ScanMode::Files(paths) if again => {
-                let files: Vec<PathBuf> = paths
-                    .iter()
-                    .filter(|p| *p != Path::new("-"))
-                    .cloned()
-                    .collect();
-                if !files.is_empty() {
-                    report = scanner.scan_paths(&files, progress);
+                let must_read = scanner
+                    .copy_search()
+                    .zip(sketch.as_ref())
+                    .and_then(|(search, sketch)| sketch.files_to_read(search));
+                if let Some(files) = must_read {
+                    report = scanner.scan_files(&files);
+                } else {
+                    let files: Vec<PathBuf> = paths
+                        .iter()
+                        .filter(|p| *p != Path::new("-"))
+                        .cloned()
+                        .collect();
+                    if !files.is_empty() {
+                        report = scanner.scan_paths(&files, progress);
+                    }
                 }
+            }
+            ScanMode::Files(paths) if self.copies => {
+                let (read, kept) = scanner.scan_paths_sketched(paths, progress);
+                report = read;
+                *sketch = Some(kept);
+                Self::note_git_repositories(paths);
             }
             ScanMode::Files(paths) => {
                 report = scanner.scan_paths(paths, progress);
-                for path in paths.iter().filter(|p| p.join(".git").exists()) {
-                    eprintln!(
-                        "mayfly: note: {} is a git repository; `mayfly scan --git {}` scans its history too (secrets deleted from the tree stay valid until rotated)",
-                        path.display(),
-                        path.display()
-                    );
-                }
+                Self::note_git_repositories(paths);
             }
         }
         if let Some(bar) = &bar {
@@ -547,9 +557,25 @@ impl ScanPlan {
         Ok(report)
     }
 
+    /// Says where a scanned directory is a git repository whose history a
+    /// tree scan leaves out.
+    fn note_git_repositories(paths: &[PathBuf]) {
+        for path in paths.iter().filter(|p| p.join(".git").exists()) {
+            eprintln!(
+                "mayfly: note: {} is a git repository; `mayfly scan --git {}` scans its history too (secrets deleted from the tree stay valid until rotated)",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+
     /// The copies pass: every other place the value of a secret found by
     /// a confident rule, or of a secret in custody, stands.
-    fn find_copies(&mut self, report: &mut ScanReport) -> anyhow::Result<()> {
+    fn find_copies(
+        &mut self,
+        report: &mut ScanReport,
+        sketch: &mut Option<ReadSketch>,
+    ) -> anyhow::Result<()> {
         if !self.copies {
             return Ok(());
         }
@@ -561,7 +587,7 @@ impl ScanPlan {
             return Ok(());
         };
         self.scanner.set_copy_search(Some(search));
-        let copies = self.read(true);
+        let copies = self.read(true, sketch);
         if let Some(search) = self.scanner.set_copy_search(None) {
             search.merge(&mut report.findings, copies?.findings);
         }
@@ -571,8 +597,9 @@ impl ScanPlan {
     /// Runs the scan; returns the exit code.
     pub fn run(mut self) -> anyhow::Result<u8> {
         let started = Instant::now();
-        let mut report = self.read(false)?;
-        self.find_copies(&mut report)?;
+        let mut sketch = None;
+        let mut report = self.read(false, &mut sketch)?;
+        self.find_copies(&mut report, &mut sketch)?;
         let elapsed = started.elapsed();
         suppress::apply(
             &mut report.findings,
