@@ -392,6 +392,26 @@ mod tests {
             base64_runs(&bytes, |s, e| fast.push((s, e)));
             base64_runs_one_by_one(&bytes, |s, e| slow.push((s, e)));
             proptest::prop_assert_eq!(&fast, &slow);
+            // Every maximal run of token characters, one byte at a time.
+            for min in [16, 20] {
+                let mut naive = Vec::new();
+                let mut start = None;
+                for (k, &b) in bytes.iter().chain(std::iter::once(&b' ')).enumerate() {
+                    match (is_token(b), start) {
+                        (true, None) => start = Some(k),
+                        (false, Some(s)) => {
+                            if k - s >= min {
+                                naive.push((s, k));
+                            }
+                            start = None;
+                        }
+                        _ => {}
+                    }
+                }
+                let mut walked = Vec::new();
+                token_runs(&bytes, min, |s, e| walked.push((s, e)), |_, _| {});
+                proptest::prop_assert_eq!(walked, naive);
+            }
             // The walk that also feeds a sketch (shorter token runs) finds
             // the same base64 runs, and token runs that cover each.
             let (mut sketched, mut tokens) = (Vec::new(), Vec::new());
