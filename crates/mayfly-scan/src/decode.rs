@@ -206,18 +206,23 @@ pub(crate) fn token_runs(
             i = probe + 1;
             continue;
         }
+        // Back to the run's start: if it is after `i`, no run starts
+        // before it, and a long run from it covers its own probe.
         let mut start = probe;
         while start > i && token(start - 1) {
             start -= 1;
         }
+        if start > i {
+            i = start;
+            continue;
+        }
+        // `i..=probe` are all token characters (and the byte before `i` is
+        // not one): a long run starts at `i`.
         let mut end = probe + 1;
         while token(end) {
             end += 1;
         }
         i = end;
-        if end - start < min {
-            continue;
-        }
         token_run(start, end);
         if end - start >= MIN_BASE64_RUN {
             base64_within(input, start, end, &mut visit);
