@@ -13,6 +13,7 @@ use git2::{Delta, DiffOptions, ObjectType, Oid, Repository, Sort, TreeWalkMode, 
 use crate::finding::{Commit, Finding};
 use crate::matcher::Scratch;
 use crate::scan::{Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, SkippedFile};
+use crate::sketch::{HISTORY_BUDGET, PathSketches, SketchBudget};
 use crate::surface::classify;
 
 /// Which history to scan.
@@ -203,13 +204,16 @@ pub(crate) struct Walked {
     repo: std::path::PathBuf,
     selection: GitSelection,
     seen: Introductions,
+    /// What each path's blobs hold, when the first pass kept a sketch:
+    /// the copies pass reads only the blobs of paths that may hold a copy.
+    sketch: Option<PathSketches>,
 }
 
 impl Introductions {
     /// Records that commit `index` changed `blob` at `path` (an older
-    /// commit than any recorded before); true the first time the blob is
-    /// seen.
-    fn introduce(&mut self, blob: Oid, path: &str, index: usize) -> bool {
+    /// commit than any recorded before); the path's id the first time the
+    /// blob is seen.
+    fn introduce(&mut self, blob: Oid, path: &str, index: usize) -> Option<u32> {
         let path_id = match self.path_ids.get(path) {
             Some(&id) => id,
             None => {
@@ -224,7 +228,7 @@ impl Introductions {
         if first {
             self.order.push((blob, path_id));
         }
-        first
+        first.then_some(path_id)
     }
 
     /// The path and commit that introduced `blob`.
@@ -240,6 +244,8 @@ impl Introductions {
 struct BlobSource {
     blob: Oid,
     path: String,
+    /// The path's id in the walk (for the sketch; `u32::MAX` outside one).
+    path_id: u32,
 }
 
 fn repo_error(path: &Path, err: &git2::Error) -> GitError {
@@ -325,23 +331,38 @@ impl Scanner {
             let at = walks
                 .iter()
                 .position(|w| w.repo == repo_path && w.selection == *selection)?;
-            Some(walks.swap_remove(at).seen)
+            Some(walks.swap_remove(at))
         });
         let walk_again = reused.is_none();
-        let mut seen = reused.unwrap_or_default();
+        let (mut seen, kept) = reused.map_or_else(Default::default, |w| (w.seen, w.sketch));
+        // A path whose blobs cannot hold a searched form is not read again.
+        let query = self.copies.as_ref().and_then(|c| c.sketch_query());
+        let skip = |path: u32| match (&kept, query) {
+            (Some(kept), Some(query)) => !kept.may_hold(path, query),
+            _ => false,
+        };
+        let budget = SketchBudget::new(HISTORY_BUDGET);
+        let sketching = (self.options.sketch && self.copies.is_none()).then_some(&budget);
         let (senders, receivers) = self.lanes();
-        let mut report = std::thread::scope(|scope| {
-            let scanning = scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress));
+        let (mut report, sketch) = std::thread::scope(|scope| {
+            let scanning =
+                scope.spawn(|| self.scan_blob_stream(repo_path, receivers, progress, sketching));
             if !walk_again {
-                for &(blob, path) in &seen.order {
-                    let Some(path) = usize::try_from(path).ok().and_then(|p| seen.paths.get(p))
+                for &(blob, path_id) in &seen.order {
+                    let Some(path) = usize::try_from(path_id)
+                        .ok()
+                        .and_then(|p| seen.paths.get(p))
                     else {
                         continue;
                     };
+                    if skip(path_id) {
+                        continue;
+                    }
                     if let Some(sender) = senders.get(path_lane(path, senders.len())) {
                         let _ = sender.send(BlobSource {
                             blob,
                             path: path.to_owned(),
+                            path_id,
                         });
                     }
                 }
@@ -388,12 +409,16 @@ impl Scanner {
                     });
                 }
                 for (blob, path) in changed {
-                    if seen.introduce(blob, &path, index) {
+                    if let Some(path_id) = seen.introduce(blob, &path, index) {
                         let lane = path_lane(&path, senders.len());
                         if let Some(sender) = senders.get(lane) {
                             // A closed channel means its scanner stopped; the
                             // walk result is still recorded.
-                            let _ = sender.send(BlobSource { blob, path });
+                            let _ = sender.send(BlobSource {
+                                blob,
+                                path,
+                                path_id,
+                            });
                         }
                     }
                 }
@@ -446,6 +471,7 @@ impl Scanner {
                 repo: repo_path.to_path_buf(),
                 selection: selection.clone(),
                 seen,
+                sketch: sketching.map(|_| sketch),
             });
         }
         Ok(report)
@@ -473,6 +499,7 @@ impl Scanner {
                     .path()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default(),
+                path_id: u32::MAX,
             });
         }
         drop(diff);
@@ -480,9 +507,10 @@ impl Scanner {
         drop(head);
         drop(repo);
         let (senders, receivers) = self.lanes();
-        let mut report = std::thread::scope(|scope| {
-            let scanning = scope
-                .spawn(|| self.scan_blob_stream(repo_path, receivers, &crate::scan::NoProgress));
+        let (mut report, _) = std::thread::scope(|scope| {
+            let scanning = scope.spawn(|| {
+                self.scan_blob_stream(repo_path, receivers, &crate::scan::NoProgress, None)
+            });
             for source in sources {
                 if let Some(sender) = senders.get(path_lane(&source.path, senders.len())) {
                     let _ = sender.send(source);
@@ -511,14 +539,16 @@ impl Scanner {
     }
 
     /// Scans the blobs sent on each of `receivers`, one thread and one
-    /// repository handle per receiver.
+    /// repository handle per receiver; keeps each path's sketch within
+    /// `sketch` when given one.
     fn scan_blob_stream(
         &self,
         repo_path: &Path,
         receivers: Vec<Receiver<BlobSource>>,
         progress: &dyn Progress,
-    ) -> ScanReport {
-        let collected = Mutex::new(ScanReport::default());
+        sketch: Option<&SketchBudget>,
+    ) -> (ScanReport, PathSketches) {
+        let collected = Mutex::new((ScanReport::default(), PathSketches::default()));
         let prefix = display_prefix(repo_path);
         std::thread::scope(|scope| {
             for receiver in receivers {
@@ -527,9 +557,16 @@ impl Scanner {
                     let mut findings = Vec::new();
                     let mut stats = ScanStats::default();
                     let mut scratch = Scratch::default();
+                    let mut sketches = PathSketches::default();
+                    let mut spare = Vec::new();
                     match Repository::discover(repo_path) {
                         Ok(repo) => {
                             for source in receiver.iter() {
+                                if sketch.is_some() {
+                                    let mut hashes: Vec<u32> = std::mem::take(&mut spare);
+                                    hashes.clear();
+                                    scratch.sketch = Some(hashes);
+                                }
                                 self.scan_one_blob(
                                     &repo,
                                     prefix,
@@ -539,6 +576,11 @@ impl Scanner {
                                     &mut stats,
                                     progress,
                                 );
+                                if let Some(budget) = sketch {
+                                    let kept = scratch.sketch.take();
+                                    sketches.add(source.path_id, kept.as_deref(), budget);
+                                    spare = kept.unwrap_or_default();
+                                }
                             }
                         }
                         Err(e) => {
@@ -551,8 +593,9 @@ impl Scanner {
                         }
                     }
                     let mut shared = collected.lock().unwrap_or_else(|p| p.into_inner());
-                    shared.findings.extend(findings);
-                    shared.stats.merge(stats);
+                    shared.0.findings.extend(findings);
+                    shared.0.stats.merge(stats);
+                    shared.1.merge(sketches);
                 });
             }
         });
@@ -597,7 +640,10 @@ impl Scanner {
         #[cfg(feature = "archive")]
         if let Some(kind) = crate::archive::archive_kind(head) {
             // A committed archive (a release zip, a vendored wheel): its
-            // entries are scanned like a file's, located `path!entry`.
+            // entries are scanned like a file's, located `path!entry`, by a
+            // worker of their own: no sketch of them is kept, so the path
+            // is always read again.
+            scratch.sketch = None;
             let mut worker = crate::source::Worker::new(self);
             let mut budget = crate::archive::Budget::for_limit(self.options.max_file_size);
             worker.scan_archive(content, &shown, kind, 0, &mut budget);

@@ -34,6 +34,10 @@ pub struct ScanOptions {
     /// Keep the near misses: candidates a rule's shape matched but its
     /// checksum refused (`--verbose`).
     pub explain: bool,
+    /// Keep, in a history scan, a sketch of each path's blobs so that the
+    /// copies pass reads again only those that may hold a copy (set when a
+    /// copies pass will follow).
+    pub sketch: bool,
 }
 
 impl Default for ScanOptions {
@@ -45,6 +49,7 @@ impl Default for ScanOptions {
             reveal_secrets: false,
             path_rules: PathRules::default(),
             explain: false,
+            sketch: false,
         }
     }
 }

@@ -124,7 +124,7 @@ impl SketchQuery {
     }
 
     /// Whether a file whose sketch holds `hashes` may hold a form.
-    fn may_hold(&self, hashes: &[u32]) -> bool {
+    pub(crate) fn may_hold(&self, hashes: &[u32]) -> bool {
         hashes.iter().any(|&h| {
             let (index, bit) = Self::slot(h);
             self.bits.get(index).is_some_and(|slot| slot & bit != 0)
@@ -195,6 +195,97 @@ impl SketchBudget {
     pub(crate) fn new(hashes: usize) -> Self {
         SketchBudget(AtomicUsize::new(hashes))
     }
+
+    /// Takes room for `n` more hashes; false when the budget is spent.
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+
+    /// Gives back room for `n` hashes no longer kept.
+    fn give_back(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Most chunk hashes a history read keeps in all (8 MiB): a history's
+/// walk must stay within its memory bound whatever its length; paths read
+/// past it are read again.
+pub(crate) const HISTORY_BUDGET: usize = 2 << 20;
+
+/// What a history read keeps for the copies pass: per path, the chunk
+/// hashes of all its blobs (one file's versions share most of theirs, so
+/// they are kept without repeats), or nothing where it kept none.
+#[derive(Debug, Default)]
+pub(crate) struct PathSketches {
+    paths: std::collections::HashMap<u32, Option<PathChunks>>,
+}
+
+#[derive(Debug, Default)]
+struct PathChunks {
+    hashes: Vec<u32>,
+    /// Length after the last removal of repeats.
+    distinct: usize,
+}
+
+impl PathChunks {
+    fn drop_repeats(&mut self) -> usize {
+        let before = self.hashes.len();
+        self.hashes.sort_unstable();
+        self.hashes.dedup();
+        self.distinct = self.hashes.len();
+        before - self.distinct
+    }
+}
+
+impl PathSketches {
+    /// Adds the chunk hashes of one blob at `path` (`None`: none could be
+    /// kept, so the path is always read again).
+    pub(crate) fn add(&mut self, path: u32, hashes: Option<&[u32]>, budget: &SketchBudget) {
+        let Some(hashes) = hashes else {
+            if let Some(Some(dropped)) = self.paths.insert(path, None) {
+                budget.give_back(dropped.hashes.len());
+            }
+            return;
+        };
+        if hashes.is_empty() {
+            return;
+        }
+        let entry = self
+            .paths
+            .entry(path)
+            .or_insert_with(|| Some(PathChunks::default()));
+        let Some(chunks) = entry else {
+            return;
+        };
+        if !budget.take(hashes.len()) {
+            budget.give_back(chunks.hashes.len());
+            *entry = None;
+            return;
+        }
+        chunks.hashes.extend_from_slice(hashes);
+        if chunks.hashes.len() > (2 * chunks.distinct).max(1024) {
+            budget.give_back(chunks.drop_repeats());
+        }
+    }
+
+    /// Adds what another thread kept (for other paths: each path is read
+    /// by one thread).
+    pub(crate) fn merge(&mut self, other: PathSketches) {
+        self.paths.extend(other.paths);
+    }
+
+    /// Whether a blob at `path` may hold one of the forms `query` tests.
+    pub(crate) fn may_hold(&self, path: u32, query: &SketchQuery) -> bool {
+        match self.paths.get(&path) {
+            None => false,
+            Some(None) => true,
+            Some(Some(chunks)) => query.may_hold(&chunks.hashes),
+        }
+    }
 }
 
 /// A thread's part of a sketched read.
@@ -219,14 +310,7 @@ impl<'b> Sketcher<'b> {
     /// many to keep), kept as they came: sorting out the repeats would cost
     /// more than testing them.
     pub(crate) fn record(&mut self, path: PathBuf, hashes: Option<&[u32]>) {
-        let kept = hashes.filter(|hashes| {
-            self.budget
-                .0
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                    left.checked_sub(hashes.len())
-                })
-                .is_ok()
-        });
+        let kept = hashes.filter(|hashes| self.budget.take(hashes.len()));
         self.kept.chunks += kept.map_or(0, <[u32]>::len);
         self.kept.files.push((path, kept.map(Box::from)));
     }
@@ -259,6 +343,36 @@ mod tests {
         assert!(form_windows(b"pa:ss@wo:rd.he:re@x:yz.ab").is_none());
         assert!(form_windows(b"k9Xq2Lm7Zt4Rw8Vb").is_none()); // mayfly:allow (test fixture)
         assert!(form_windows(b"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").is_some()); // mayfly:allow (test fixture)
+    }
+
+    #[test]
+    fn path_sketches_drop_repeats_and_give_up_past_the_budget() {
+        let query =
+            SketchQuery::new(&[b"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".to_vec()]).unwrap(); // mayfly:allow (test fixture)
+        let budget = SketchBudget::new(3000);
+        let mut paths = PathSketches::default();
+        // Many versions of one file: the repeats are dropped as they come,
+        // so the budget holds.
+        let version: Vec<u32> = (0..600).collect();
+        for _ in 0..20 {
+            paths.add(1, Some(&version), &budget);
+        }
+        assert!(!paths.may_hold(1, &query));
+        // A path none of whose blobs has a chunk cannot hold a copy.
+        paths.add(2, Some(&[]), &budget);
+        assert!(!paths.may_hold(2, &query));
+        // One that overflows the budget, or had a blob that could not be
+        // kept, is always read again.
+        let large: Vec<u32> = (10_000..14_000).collect();
+        paths.add(3, Some(&large), &budget);
+        assert!(paths.may_hold(3, &query));
+        paths.add(4, Some(&[7]), &budget);
+        paths.add(4, None, &budget);
+        assert!(paths.may_hold(4, &query));
+        // A path that holds one of the form's windows may hold a copy.
+        let windows = form_windows(b"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").unwrap(); // mayfly:allow (test fixture)
+        paths.add(5, Some(&windows[3..4]), &budget);
+        assert!(paths.may_hold(5, &query));
     }
 
     proptest::proptest! {

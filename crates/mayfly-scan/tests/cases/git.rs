@@ -380,3 +380,83 @@ fn copies_in_history_are_found_and_attributed() {
     let walked = scanner.scan_git(repo, &selection, &NoProgress).unwrap();
     assert_eq!(walked.findings.len(), 2, "{:?}", walked.findings);
 }
+
+/// With a sketch kept by the first pass, the copies pass over a history
+/// reads only the blobs of paths that may hold a copy, and finds what
+/// reading every blob again finds (in prose, base64, a committed archive).
+#[test]
+fn a_sketched_history_copies_pass_reads_only_the_paths_that_may_hold_a_copy() {
+    use base64::Engine as _;
+    use mayfly_scan::copies::CopySearch;
+    use mayfly_scan::scan::ScanOptions;
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q"]);
+    commit_file(repo, ".env", &format!("GITHUB_TOKEN={GITHUB}\n"), "env");
+    commit_file(
+        repo,
+        "notes/chat.md",
+        &format!("pasted{GITHUB}here\n"),
+        "notes",
+    );
+    commit_file(repo, "notes/chat.md", "nothing to see\n", "clean up");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("ab{GITHUB}"));
+    commit_file(repo, "blob.txt", &format!("payload {encoded}\n"), "encoded");
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file("notes.txt", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(&mut writer, format!("see {GITHUB}").as_bytes()).unwrap();
+    fs::write(repo.join("dist.zip"), writer.finish().unwrap().into_inner()).unwrap();
+    git(repo, &["add", "dist.zip"]);
+    git(repo, &["commit", "-q", "-m", "ship"]);
+    // Many versions of files that hold long tokens but no copy.
+    for i in 0..30 {
+        commit_file(
+            repo,
+            &format!("src/lib{}.rs", i % 5),
+            &format!(
+                "// sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8{i:02}\nfn f() {{}}\n"
+            ),
+            "edit",
+        );
+    }
+    let selection = GitSelection::default();
+    let copies_pass = |sketch: bool| {
+        let mut scanner = crate::common::scanner_with(ScanOptions {
+            sketch,
+            ..ScanOptions::default()
+        });
+        let first = scanner.scan_git(repo, &selection, &NoProgress).unwrap();
+        let search = CopySearch::new(&first.findings, Vec::new(), &crate::common::key())
+            .unwrap()
+            .unwrap();
+        scanner.set_copy_search(Some(search));
+        scanner.scan_git(repo, &selection, &NoProgress).unwrap()
+    };
+    let everything = copies_pass(false);
+    let sketched = copies_pass(true);
+    let places = |r: &mayfly_scan::scan::ScanReport| -> Vec<String> {
+        r.findings
+            .iter()
+            .map(|f| format!("{:?} {} {}", f.location, f.rule.id, f.fingerprint))
+            .collect()
+    };
+    assert_eq!(places(&sketched), places(&everything));
+    let paths: Vec<&str> = sketched
+        .findings
+        .iter()
+        .map(|f| f.location.path.as_str())
+        .collect();
+    for expected in [".env", "notes/chat.md", "blob.txt", "dist.zip!notes.txt"] {
+        assert!(
+            paths.iter().any(|p| p.ends_with(expected)),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    // Every blob read again without the sketch (35); with it, only those
+    // of the paths with a copy (both versions of the notes), the archive.
+    assert_eq!(everything.stats.files_scanned, 35);
+    assert_eq!(sketched.stats.files_scanned, 5, "{:?}", sketched.stats);
+}

@@ -402,6 +402,7 @@ fn options(configs: &[Loaded], args: &ScanArgs) -> anyhow::Result<ScanOptions> {
         reveal_secrets: args.show_secrets,
         path_rules,
         explain: args.verbose,
+        sketch: !args.no_copies,
     })
 }
 
