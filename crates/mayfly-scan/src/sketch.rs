@@ -189,11 +189,21 @@ impl ReadSketch {
 /// One read's sketching state, shared by its threads: how many hashes may
 /// still be kept.
 #[derive(Debug)]
-pub(crate) struct SketchBudget(AtomicUsize);
+pub(crate) struct SketchBudget(AtomicUsize, std::sync::atomic::AtomicBool);
 
 impl SketchBudget {
     pub(crate) fn new(hashes: usize) -> Self {
-        SketchBudget(AtomicUsize::new(hashes))
+        SketchBudget(
+            AtomicUsize::new(hashes),
+            std::sync::atomic::AtomicBool::new(false),
+        )
+    }
+
+    /// Whether a history read ran out of room: its sketch is then dropped
+    /// whole (a long history would have most paths read again anyway, and
+    /// its walk must stay within its memory bound).
+    pub(crate) fn is_spent(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// Takes room for `n` more hashes; false when the budget is spent.
@@ -211,10 +221,10 @@ impl SketchBudget {
     }
 }
 
-/// Most chunk hashes a history read keeps in all (8 MiB): a history's
-/// walk must stay within its memory bound whatever its length; paths read
-/// past it are read again.
-pub(crate) const HISTORY_BUDGET: usize = 2 << 20;
+/// Most chunk hashes a history read keeps in all (4 MiB, at most twice
+/// that with the room each path's list grows into); past it, the history's
+/// sketch is dropped and the copies pass reads every blob again.
+pub(crate) const HISTORY_BUDGET: usize = 1 << 20;
 
 /// What a history read keeps for the copies pass: per path, the chunk
 /// hashes of all its blobs (one file's versions share most of theirs, so
@@ -236,6 +246,7 @@ impl PathChunks {
         let before = self.hashes.len();
         self.hashes.sort_unstable();
         self.hashes.dedup();
+        self.hashes.shrink_to_fit();
         self.distinct = self.hashes.len();
         before - self.distinct
     }
@@ -245,6 +256,12 @@ impl PathSketches {
     /// Adds the chunk hashes of one blob at `path` (`None`: none could be
     /// kept, so the path is always read again).
     pub(crate) fn add(&mut self, path: u32, hashes: Option<&[u32]>, budget: &SketchBudget) {
+        if budget.is_spent() {
+            if !self.paths.is_empty() {
+                self.paths = std::collections::HashMap::new();
+            }
+            return;
+        }
         let Some(hashes) = hashes else {
             if let Some(Some(dropped)) = self.paths.insert(path, None) {
                 budget.give_back(dropped.hashes.len());
@@ -262,8 +279,8 @@ impl PathSketches {
             return;
         };
         if !budget.take(hashes.len()) {
-            budget.give_back(chunks.hashes.len());
-            *entry = None;
+            budget.1.store(true, Ordering::Relaxed);
+            self.paths = std::collections::HashMap::new();
             return;
         }
         chunks.hashes.extend_from_slice(hashes);
@@ -361,11 +378,7 @@ mod tests {
         // A path none of whose blobs has a chunk cannot hold a copy.
         paths.add(2, Some(&[]), &budget);
         assert!(!paths.may_hold(2, &query));
-        // One that overflows the budget, or had a blob that could not be
-        // kept, is always read again.
-        let large: Vec<u32> = (10_000..14_000).collect();
-        paths.add(3, Some(&large), &budget);
-        assert!(paths.may_hold(3, &query));
+        // One that had a blob that could not be kept is always read again.
         paths.add(4, Some(&[7]), &budget);
         paths.add(4, None, &budget);
         assert!(paths.may_hold(4, &query));
@@ -373,6 +386,13 @@ mod tests {
         let windows = form_windows(b"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").unwrap(); // mayfly:allow (test fixture)
         paths.add(5, Some(&windows[3..4]), &budget);
         assert!(paths.may_hold(5, &query));
+        // Past the budget the whole sketch is given up (and freed): the
+        // history's copies pass reads every blob again.
+        assert!(!budget.is_spent());
+        let large: Vec<u32> = (10_000..14_000).collect();
+        paths.add(3, Some(&large), &budget);
+        assert!(budget.is_spent());
+        assert!(paths.paths.is_empty());
     }
 
     proptest::proptest! {
