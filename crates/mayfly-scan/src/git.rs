@@ -529,11 +529,7 @@ impl Scanner {
     /// ([`path_lane`]), so the versions of one file go to the same thread,
     /// whose pack cache then holds their delta bases.
     fn lanes(&self) -> (Vec<SyncSender<BlobSource>>, Vec<Receiver<BlobSource>>) {
-        let threads = match self.options.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        (0..threads)
+        (0..self.threads())
             .map(|_| std::sync::mpsc::sync_channel::<BlobSource>(4096))
             .unzip()
     }

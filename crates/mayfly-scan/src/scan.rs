@@ -170,6 +170,12 @@ impl ScanReport {
     pub fn merge(&mut self, other: ScanReport) {
         self.findings.extend(other.findings);
         self.stats.merge(other.stats);
+        self.sort();
+    }
+
+    /// Sorts findings by location and the stats' lists, so reports do not
+    /// depend on thread timing.
+    pub(crate) fn sort(&mut self) {
         self.findings
             .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
         self.stats.sort();
@@ -251,6 +257,14 @@ impl Scanner {
                 .clear();
         }
         std::mem::replace(&mut self.copies, search)
+    }
+
+    /// Scanning threads: the options' count, or one per core.
+    pub(crate) fn threads(&self) -> usize {
+        match self.options.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// The search of the copies pass, while one is set.

@@ -17,7 +17,7 @@
 //! way: then every file is read again, as without a sketch.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Shortest run of token characters whose chunks are kept: the shortest
 /// base64 run, so that one walk over the text finds both (a shorter run
@@ -139,31 +139,9 @@ impl SketchQuery {
 #[derive(Debug, Default)]
 pub struct ReadSketch {
     files: Vec<(PathBuf, Option<Box<[u32]>>)>,
-    chunks: usize,
 }
 
 impl ReadSketch {
-    /// Files the read recorded.
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    /// Whether the read recorded no file.
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
-    }
-
-    /// Chunk hashes kept, over all files (4 bytes each).
-    pub fn chunks(&self) -> usize {
-        self.chunks
-    }
-
-    /// Files recorded without their chunks, which the copies pass always
-    /// reads again.
-    pub fn unsketched(&self) -> usize {
-        self.files.iter().filter(|(_, h)| h.is_none()).count()
-    }
-
     /// The files the copies pass for `search` must read again: those that
     /// may hold one of its forms and those kept without chunks. `None` when
     /// one of its forms cannot be ruled out by a sketch: every file must be
@@ -182,33 +160,36 @@ impl ReadSketch {
     /// Adds what another thread recorded.
     pub(crate) fn append(&mut self, other: ReadSketch) {
         self.files.extend(other.files);
-        self.chunks += other.chunks;
     }
 }
 
 /// One read's sketching state, shared by its threads: how many hashes may
 /// still be kept.
 #[derive(Debug)]
-pub(crate) struct SketchBudget(AtomicUsize, std::sync::atomic::AtomicBool);
+pub(crate) struct SketchBudget {
+    left: AtomicUsize,
+    /// Set when a history read ran out of room.
+    spent: AtomicBool,
+}
 
 impl SketchBudget {
     pub(crate) fn new(hashes: usize) -> Self {
-        SketchBudget(
-            AtomicUsize::new(hashes),
-            std::sync::atomic::AtomicBool::new(false),
-        )
+        SketchBudget {
+            left: AtomicUsize::new(hashes),
+            spent: AtomicBool::new(false),
+        }
     }
 
     /// Whether a history read ran out of room: its sketch is then dropped
     /// whole (a long history would have most paths read again anyway, and
     /// its walk must stay within its memory bound).
     pub(crate) fn is_spent(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.spent.load(Ordering::Relaxed)
     }
 
     /// Takes room for `n` more hashes; false when the budget is spent.
     fn take(&self, n: usize) -> bool {
-        self.0
+        self.left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(n)
             })
@@ -217,7 +198,7 @@ impl SketchBudget {
 
     /// Gives back room for `n` hashes no longer kept.
     fn give_back(&self, n: usize) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.left.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -279,7 +260,7 @@ impl PathSketches {
             return;
         };
         if !budget.take(hashes.len()) {
-            budget.1.store(true, Ordering::Relaxed);
+            budget.spent.store(true, Ordering::Relaxed);
             self.paths = std::collections::HashMap::new();
             return;
         }
@@ -328,7 +309,6 @@ impl<'b> Sketcher<'b> {
     /// more than testing them.
     pub(crate) fn record(&mut self, path: PathBuf, hashes: Option<&[u32]>) {
         let kept = hashes.filter(|hashes| self.budget.take(hashes.len()));
-        self.kept.chunks += kept.map_or(0, <[u32]>::len);
         self.kept.files.push((path, kept.map(Box::from)));
     }
 }

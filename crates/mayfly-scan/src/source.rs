@@ -440,12 +440,7 @@ impl Scanner {
     /// Scans exactly `files` (no walk), on as many threads as the options
     /// say: the copies pass over the files a sketch could not rule out.
     pub fn scan_files(&self, files: &[PathBuf]) -> ScanReport {
-        let threads = match self.options.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
-        .min(files.len())
-        .max(1);
+        let threads = self.threads().min(files.len()).max(1);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let collected = Mutex::new((ScanReport::default(), ReadSketch::default()));
         std::thread::scope(|scope| {
@@ -466,10 +461,7 @@ impl Scanner {
         let (mut report, _) = collected
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        report
-            .findings
-            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
-        report.stats.sort();
+        report.sort();
         report
     }
 
@@ -550,10 +542,7 @@ impl Scanner {
             report.stats.merge(walked.stats);
             sketch = kept;
         }
-        report
-            .findings
-            .sort_by(|a, b| (&a.location, &a.rule.id).cmp(&(&b.location, &b.rule.id)));
-        report.stats.sort();
+        report.sort();
         (report, sketch)
     }
 
