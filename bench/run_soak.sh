@@ -24,6 +24,10 @@
 #   BENCH_SOAK_RATE=n          exchanges/s to hold (default: half the peak)
 #   BENCH_SOAK_TTL=300         lifetime asked for each token (s): leases
 #                              expire and are swept while the soak runs
+#   BENCH_SOAK_KEEP_CLOSED=s   [retention] closed_seconds (default: Mayfly's,
+#                              7 days: nothing is deleted during the soak)
+#   BENCH_SOAK_KEEP_AUDIT=s    [retention] audit_seconds (default: Mayfly's,
+#                              0: the whole audit chain is kept)
 #   BENCH_WORK=dir             work folder (default bench/work, which git ignores)
 set -euo pipefail
 
@@ -55,6 +59,10 @@ URL="http://127.0.0.1:$PORT"
 # shellcheck source=bench/broker/mayfly.sh
 source "$BENCH/broker/mayfly.sh"
 mayfly_config "$SW" "$PORT"
+if [[ -n "${BENCH_SOAK_KEEP_CLOSED:-}${BENCH_SOAK_KEEP_AUDIT:-}" ]]; then
+    printf '\n[retention]\nclosed_seconds = %s\naudit_seconds = %s\n' \
+        "${BENCH_SOAK_KEEP_CLOSED:-604800}" "${BENCH_SOAK_KEEP_AUDIT:-0}" >>"$SW/mayfly.toml"
+fi
 rm -f "$SW"/mayfly.db*
 MAYFLY_ADMIN_TOKEN="$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')" \
     "$MAYFLY_BIN" serve --config "$SW/mayfly.toml" --db "$SW/mayfly.db" >"$SW/mayfly.log" 2>&1 &

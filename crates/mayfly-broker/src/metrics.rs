@@ -89,6 +89,7 @@ pub struct Metrics {
     exchange_seconds: Histogram,
     revocations: AtomicU64,
     proxied: Mutex<BTreeMap<String, u64>>,
+    deleted: [AtomicU64; 3],
     /// The writer's own figures.
     pub writer: std::sync::Arc<WriterMetrics>,
 }
@@ -103,6 +104,7 @@ impl Default for Metrics {
             ]),
             revocations: AtomicU64::new(0),
             proxied: Mutex::new(BTreeMap::new()),
+            deleted: Default::default(),
             writer: std::sync::Arc::new(WriterMetrics::default()),
         }
     }
@@ -127,6 +129,18 @@ impl Metrics {
     /// Credentials revoked (RFC 7009, admin, task end).
     pub fn revoked(&self, count: u64) {
         self.revocations.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// What one sweep deleted past its retention.
+    pub fn swept(&self, swept: &mayfly_store::Swept) {
+        let counts = [
+            swept.leases_deleted,
+            swept.tasks_deleted,
+            swept.events_deleted,
+        ];
+        for (counter, count) in self.deleted.iter().zip(counts) {
+            counter.fetch_add(count, Ordering::Relaxed);
+        }
     }
 
     /// One request through the injecting proxy, for custody entry `entry`.
@@ -192,6 +206,22 @@ impl Metrics {
         {
             let entry = entry.replace(['\\', '"', '\n'], "_");
             let _ = writeln!(out, "mayfly_proxy_requests_total{{entry=\"{entry}\"}} {n}");
+        }
+        family(
+            &mut out,
+            "mayfly_retention_deleted_total",
+            "counter",
+            "Rows deleted by the sweep past their retention: closed credentials, ended tasks, audit events.",
+        );
+        for (kind, counter) in ["credentials", "tasks", "audit_events"]
+            .iter()
+            .zip(&self.deleted)
+        {
+            let _ = writeln!(
+                out,
+                "mayfly_retention_deleted_total{{kind=\"{kind}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
         }
         let writer = &self.writer;
         scalar(

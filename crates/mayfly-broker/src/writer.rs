@@ -16,10 +16,9 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use mayfly_store::{BrokerWrite, Store, WriteOutcome};
+use mayfly_store::{BrokerWrite, Store, Sweep, Swept, WriteOutcome};
 use tokio::sync::oneshot;
 
-use crate::clock::Timestamp;
 use crate::metrics::WriterMetrics;
 
 /// Most writes in one transaction.
@@ -55,7 +54,7 @@ enum Job {
     /// Writes, and the policy generation they were decided under (if a
     /// decision stands behind them).
     Apply(Vec<BrokerWrite>, Option<u64>, Reply<Vec<WriteOutcome>>),
-    Sweep(Timestamp, i64, Reply<(u64, u64)>),
+    Sweep(Sweep, Reply<Swept>),
     /// A new policy set is in force: writes decided under an older one are
     /// refused from here on. Answered once everything before it is durable.
     Generation(u64, Reply<()>),
@@ -74,7 +73,7 @@ impl std::fmt::Debug for Job {
             Job::Apply(writes, generation, _) => {
                 write!(f, "Apply({}, {generation:?})", writes.len())
             }
-            Job::Sweep(now, limit, _) => write!(f, "Sweep({now}, {limit})"),
+            Job::Sweep(sweep, _) => write!(f, "{sweep:?}"),
             Job::Generation(generation, _) => write!(f, "Generation({generation})"),
         }
     }
@@ -145,9 +144,10 @@ impl Writer {
         self.call(|done| Job::Generation(generation, done)).await
     }
 
-    /// Closes expired tasks and credentials (a bounded amount per call).
-    pub async fn sweep(&self, now: Timestamp, limit: i64) -> Result<(u64, u64), WriteError> {
-        self.call(|done| Job::Sweep(now, limit, done)).await
+    /// Closes expired tasks and credentials and deletes what retention no
+    /// longer keeps (a bounded amount per call).
+    pub async fn sweep(&self, sweep: Sweep) -> Result<Swept, WriteError> {
+        self.call(|done| Job::Sweep(sweep, done)).await
     }
 }
 
@@ -186,7 +186,7 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64, metric
                     pending += writes.len();
                     applies.push((writes, done));
                 }
-                Job::Sweep(now, limit, done) => sweeps.push((now, limit, done)),
+                Job::Sweep(sweep, done) => sweeps.push((sweep, done)),
                 Job::Generation(new, done) => {
                     generation = generation.max(new);
                     generations.push(done);
@@ -226,10 +226,10 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64, metric
         for done in generations {
             let _ = done.send(Ok(()));
         }
-        for (now, limit, done) in sweeps {
+        for (sweep, done) in sweeps {
             let _ = done.send(
                 store
-                    .broker_sweep(now, limit)
+                    .broker_sweep(&sweep)
                     .map_err(|e| WriteError::Store(e.to_string())),
             );
             checkpoints.committed();

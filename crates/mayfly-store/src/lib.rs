@@ -18,7 +18,7 @@ pub use backend::Store;
 pub use broker::{
     AuditData, AuditEvent, AuditVerification, BrokerWrite, GrantKey, LeaseRecord, LiveGrant,
     NewAuditEvent, NewPolicySet, POLICY_CHANGED, PROOF_REPLAYED, PolicySetRecord, RevokeSelector,
-    SigningKeyRecord, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
+    SigningKeyRecord, Sweep, Swept, TaskFilter, TaskRecord, WriteOutcome, audit_hash,
 };
 pub use custody::{CustodyEntry, ProxyUsage, SealedVersion};
 pub use grants::UpstreamGrant;

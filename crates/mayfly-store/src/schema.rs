@@ -278,6 +278,15 @@ const WRITE_PATH_V11_SQLITE: &[&str] = &[
     "ALTER TABLE audit_events_v11 RENAME TO audit_events",
 ];
 
+/// Retention: the sweep finds closed credentials and ended tasks by when
+/// they closed, and the audit chain may start at an anchor (the number and
+/// hash of the last event deleted) instead of the genesis.
+const RETENTION_V12: &[&str] = &[
+    "CREATE INDEX broker_leases_closed ON broker_leases (revoked_at) WHERE revoked_at IS NOT NULL",
+    "CREATE INDEX broker_tasks_ended ON broker_tasks (ended_at) WHERE ended_at IS NOT NULL",
+    "CREATE TABLE audit_anchor (seq BIGINT NOT NULL, hash TEXT NOT NULL, at BIGINT NOT NULL)",
+];
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -334,10 +343,15 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: WRITE_PATH_V11_SQLITE,
         postgres: &[],
     },
+    Migration {
+        version: 12,
+        sqlite: RETENTION_V12,
+        postgres: RETENTION_V12,
+    },
 ];
 
 /// The newest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 11;
+pub const CURRENT_VERSION: i64 = 12;
 
 fn count(tx: &mut dyn Tx, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     let rows = tx.query("read schema", sql, params)?;
@@ -464,7 +478,8 @@ mod tests {
             .query_row("SELECT version FROM mayfly_schema", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, CURRENT_VERSION);
-        // No index beside the events' rowid, the leases' two indexes back.
+        // No index beside the events' rowid; the leases' two indexes back,
+        // and the closed ones' for retention.
         let indexes: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('audit_events', 'broker_leases') ORDER BY name")
             .unwrap()
@@ -476,6 +491,7 @@ mod tests {
             indexes,
             [
                 "broker_leases_by_task",
+                "broker_leases_closed",
                 "broker_leases_live_by_expiry",
                 "sqlite_autoindex_broker_leases_1"
             ]

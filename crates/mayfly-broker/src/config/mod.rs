@@ -51,6 +51,8 @@ pub struct BrokerConfig {
     pub policy: PolicyConfig,
     /// Per-workload quotas.
     pub limits: LimitsConfig,
+    /// How long closed credentials, ended tasks and audit events are kept.
+    pub retention: RetentionConfig,
     /// The injecting proxy to custody entries' upstreams.
     pub proxy: ProxyConfig,
     /// Upstreams that make a credential per task.
@@ -174,6 +176,46 @@ impl Default for LimitsConfig {
             max_live_tasks_per_workload: 100,
             exchanges_per_second_per_workload: 200,
         }
+    }
+}
+
+/// `[retention]`: how long the store keeps what is over. A broker issuing
+/// many short-lived credentials would otherwise grow without end (several
+/// GB an hour at a few thousand exchanges a second).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Seconds a closed credential (expired or revoked) and an ended task
+    /// are kept after they closed, then deleted with the task's proxy usage
+    /// and released upstream records (a task waits for its last credential
+    /// and for every upstream credential made for it to be released). A
+    /// token whose credential is deleted stays inactive. 0: kept for ever.
+    pub closed_seconds: i64,
+    /// Seconds an audit event is kept; older events are deleted from the
+    /// start of the chain, which then verifies from an anchor (the last
+    /// deleted event's hash), and each deletion is itself an event
+    /// (`audit.prune`). 0 (the default): the whole chain is kept.
+    pub audit_seconds: i64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            closed_seconds: 7 * 24 * 3600,
+            audit_seconds: 0,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The span a sweep keeps closed credentials and ended tasks for.
+    pub fn keep_closed(&self) -> Option<i64> {
+        (self.closed_seconds > 0).then_some(self.closed_seconds)
+    }
+
+    /// The span a sweep keeps audit events for.
+    pub fn keep_audit(&self) -> Option<i64> {
+        (self.audit_seconds > 0).then_some(self.audit_seconds)
     }
 }
 
@@ -328,6 +370,12 @@ impl BrokerConfig {
         {
             return Err(ConfigError::Invalid(
                 "proxy: timeouts and max_body_bytes must be positive, rotation_grace_seconds not negative".into(),
+            ));
+        }
+        if self.retention.closed_seconds < 0 || self.retention.audit_seconds < 0 {
+            return Err(ConfigError::Invalid(
+                "retention: closed_seconds and audit_seconds must not be negative (0 keeps for ever)"
+                    .into(),
             ));
         }
         if self.limits.max_live_tasks_per_workload == 0 {

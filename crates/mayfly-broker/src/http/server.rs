@@ -125,7 +125,7 @@ pub fn spawn_background(broker: Shared) {
             // still gets the writer between batches).
             loop {
                 match sweeper.sweep().await {
-                    Ok((tasks, leases)) if tasks.max(leases) >= SWEEP_BATCH => continue,
+                    Ok(swept) if swept.is_full(SWEEP_BATCH as i64) => continue,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!("sweep failed (will retry): {e}");

@@ -1,8 +1,8 @@
 //! Issued credentials after issuance: introspection (RFC 7662),
 //! revocation (RFC 7009 and by task, workload or owner), listing, and the
-//! sweep that closes what expired.
+//! sweep that closes what expired and deletes what is past its retention.
 
-use mayfly_store::{BrokerWrite, LeaseRecord, RevokeSelector, WriteOutcome};
+use mayfly_store::{BrokerWrite, LeaseRecord, RevokeSelector, Sweep, Swept, WriteOutcome};
 use serde_json::json;
 
 use super::{Broker, SWEEP_BATCH, event};
@@ -182,14 +182,25 @@ impl Broker {
             .collect())
     }
 
-    /// Closes expired tasks and credentials (at most [`SWEEP_BATCH`] of
+    /// Closes expired tasks and credentials and deletes what the
+    /// `[retention]` settings no longer keep (at most [`SWEEP_BATCH`] of
     /// each); returns how many of each.
-    pub async fn sweep(&self) -> Result<(u64, u64), BrokerError> {
+    pub async fn sweep(&self) -> Result<Swept, BrokerError> {
         let now = self.now();
-        let swept = self.writer.sweep(now, SWEEP_BATCH as i64).await?;
-        if swept.0 > 0 {
+        let retention = &self.config.retention;
+        let swept = self
+            .writer
+            .sweep(Sweep {
+                now,
+                limit: SWEEP_BATCH as i64,
+                keep_closed: retention.keep_closed(),
+                keep_audit: retention.keep_audit(),
+            })
+            .await?;
+        if swept.tasks_ended > 0 {
             self.tasks.forget(Forget::ExpiredAt(now));
         }
+        self.metrics.swept(&swept);
         Ok(swept)
     }
 }

@@ -255,26 +255,14 @@ fn a_tampered_audit_log_is_detected() {
         }
         let mut store = Store::open(&h.db).unwrap();
         assert_eq!(store.audit_verify().unwrap().problem, None);
-        let sql = |statement: &str| match backend {
-            Backend::Sqlite => {
-                rusqlite::Connection::open(&h.db)
-                    .unwrap()
-                    .execute_batch(statement)
-                    .unwrap();
-            }
-            Backend::Postgres => {
-                let mut client = postgres::Client::connect(&h.db, postgres::NoTls).unwrap();
-                client.batch_execute(statement).unwrap();
-            }
-        };
         // Edited.
-        sql("UPDATE audit_events SET data = replace(data, 'svc:a', 'svc:b') WHERE seq = 4");
+        h.sql("UPDATE audit_events SET data = replace(data, 'svc:a', 'svc:b') WHERE seq = 4");
         let problem = store.audit_verify().unwrap().problem.unwrap();
         assert!(problem.contains("event 4 was edited"), "{problem}");
-        sql("UPDATE audit_events SET data = replace(data, 'svc:b', 'svc:a') WHERE seq = 4");
+        h.sql("UPDATE audit_events SET data = replace(data, 'svc:b', 'svc:a') WHERE seq = 4");
         assert_eq!(store.audit_verify().unwrap().problem, None);
         // Removed from the middle.
-        sql("DELETE FROM audit_events WHERE seq = 5");
+        h.sql("DELETE FROM audit_events WHERE seq = 5");
         let problem = store.audit_verify().unwrap().problem.unwrap();
         assert!(problem.contains("missing or reordered"), "{problem}");
     }

@@ -343,11 +343,14 @@ fn one_replica_sweeps_at_a_time_and_another_takes_over() {
     let skipped = h.rt.block_on(h.broker.sweep()).unwrap();
     assert_eq!(
         skipped,
-        (0, 0),
+        mayfly_store::Swept::default(),
         "swept while another replica holds the lock"
     );
     let mut holder = holder;
     assert!(holder.wait().unwrap().success());
     let swept = h.rt.block_on(h.broker.sweep()).unwrap();
-    assert_eq!(swept.0, 1, "the expired task is ended now: {swept:?}");
+    assert_eq!(
+        swept.tasks_ended, 1,
+        "the expired task is ended now: {swept:?}"
+    );
 }

@@ -241,6 +241,19 @@ impl Harness {
         }
     }
 
+    /// Runs SQL on the store behind the broker's back (to tamper with it).
+    pub fn sql(&self, statement: &str) {
+        if self._pg.is_some() {
+            let mut client = postgres::Client::connect(&self.db, postgres::NoTls).unwrap();
+            client.batch_execute(statement).unwrap();
+        } else {
+            rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .execute_batch(statement)
+                .unwrap();
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::new(&self.url)
     }

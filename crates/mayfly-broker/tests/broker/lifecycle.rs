@@ -133,8 +133,8 @@ fn expired_credentials_are_inactive_at_once_and_swept() {
         h.clock.advance(1);
         assert!(!h.active(&token.access_token), "inactive at exp");
 
-        let (tasks, leases) = h.rt.block_on(h.broker.sweep()).unwrap();
-        assert_eq!((tasks, leases), (0, 1));
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((swept.tasks_ended, swept.leases_closed), (0, 1));
         let credentials = h
             .client()
             .show_task(&identity, &task.id)
@@ -151,8 +151,8 @@ fn expired_credentials_are_inactive_at_once_and_swept() {
             .exchange(&fresh, &task.id, AUD, None, None)
             .unwrap_err();
         assert!(err.to_string().contains("has ended"), "{err}");
-        let (tasks, _) = h.rt.block_on(h.broker.sweep()).unwrap();
-        assert_eq!(tasks, 1);
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!(swept.tasks_ended, 1);
         assert_eq!(
             h.client().show_task(&fresh, &task.id).unwrap().state,
             "expired"
@@ -233,7 +233,7 @@ fn sweeps_come_in_bounded_batches() {
     h.clock.advance(61);
     // One sweep closes at most a batch; the background sweeper goes on
     // until nothing expired is left.
-    let (_, first) = h.rt.block_on(h.broker.sweep()).unwrap();
+    let first = h.rt.block_on(h.broker.sweep()).unwrap().leases_closed;
     assert!(first <= mayfly_broker::service::SWEEP_BATCH);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -281,4 +281,94 @@ fn the_write_ahead_log_stays_small_under_steady_issuance() {
     let mut store = Store::open(&h.db).unwrap();
     assert_eq!(store.broker_task_leases(&task.id).unwrap().len(), 1000);
     assert_eq!(store.audit_verify().unwrap().problem, None);
+}
+
+#[test]
+fn what_is_over_is_deleted_past_its_retention_and_the_chain_verifies_from_its_anchor() {
+    for backend in BACKENDS {
+        let h = Harness::start_with(backend, |c| {
+            c.retention.closed_seconds = 3600;
+            c.retention.audit_seconds = 7200;
+        });
+        let t0 = h.now();
+        let identity = h.identity("svc:retained");
+        // A: ended at once, its credential revoked with it.
+        let ended = h.start_task(&identity, "team-a", &[AUD]);
+        let revoked = h.exchange(&identity, &ended.id, AUD).access_token;
+        h.client().end_task(ADMIN, &ended.id).unwrap();
+        // B: its credential expires after 300 s, the task after 600 s.
+        let expiring = h.start_task(&identity, "team-a", &[AUD]);
+        let expired = h.exchange(&identity, &expiring.id, AUD).access_token;
+        let events_at_t0 = Store::open(&h.db).unwrap().audit_verify().unwrap().events;
+
+        h.clock.advance(300);
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((swept.tasks_ended, swept.leases_closed), (0, 1));
+        // Closed, but within the hour: kept.
+        h.clock.advance(3299);
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((swept.tasks_ended, swept.leases_closed), (1, 0));
+        assert_eq!((swept.leases_deleted, swept.tasks_deleted), (0, 0));
+        let mut store = Store::open(&h.db).unwrap();
+        assert_eq!(store.broker_task_leases(&ended.id).unwrap().len(), 1);
+
+        // An hour after A ended: A and its credential are gone, B stays.
+        h.clock.advance(1);
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((swept.leases_deleted, swept.tasks_deleted), (1, 1));
+        assert!(store.broker_task(&ended.id).unwrap().is_none());
+        assert!(store.broker_task_leases(&ended.id).unwrap().is_empty());
+        assert_eq!(store.broker_task_leases(&expiring.id).unwrap().len(), 1);
+        assert!(!h.active(&revoked), "a deleted credential stays inactive");
+        let (status, _) = h.raw(
+            "GET",
+            &format!("/v1/tasks/{}", ended.id),
+            &[("Authorization", &format!("Bearer {ADMIN}"))],
+            b"",
+        );
+        assert_eq!(status, 404);
+
+        // An hour after B's credential expired and B ended: both gone.
+        h.clock.advance(600);
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!((swept.leases_deleted, swept.tasks_deleted), (1, 1));
+        assert!(store.broker_task(&expiring.id).unwrap().is_none());
+        assert!(!h.active(&expired));
+        assert_eq!(swept.events_deleted, 0, "no event is two hours old yet");
+
+        // Two hours on, the events of t0 go; the chain verifies from its
+        // anchor and records the deletion.
+        h.clock.advance(t0 + 7200 - h.now());
+        let swept = h.rt.block_on(h.broker.sweep()).unwrap();
+        assert_eq!(swept.events_deleted, events_at_t0 as u64);
+        let verified = store.audit_verify().unwrap();
+        assert_eq!(verified.problem, None);
+        assert_eq!(verified.pruned_through, events_at_t0);
+        let tail = store.audit_tail(1).unwrap();
+        assert_eq!(tail[0].kind, "audit.prune");
+        let prune: Value = serde_json::from_str(&tail[0].data).unwrap();
+        assert_eq!(prune["through"], json!(events_at_t0));
+        // Later events are as tamper-evident as before.
+        let first_kept = events_at_t0 + 1;
+        h.sql(&format!(
+            "UPDATE audit_events SET at = at + 1 WHERE seq = {first_kept}"
+        ));
+        let problem = store.audit_verify().unwrap().problem.unwrap();
+        assert!(
+            problem.contains(&format!("event {first_kept} was edited")),
+            "{problem}"
+        );
+        h.sql(&format!(
+            "UPDATE audit_events SET at = at - 1 WHERE seq = {first_kept}"
+        ));
+        assert_eq!(store.audit_verify().unwrap().problem, None);
+        h.sql(&format!(
+            "DELETE FROM audit_events WHERE seq = {first_kept}"
+        ));
+        let problem = store.audit_verify().unwrap().problem.unwrap();
+        assert!(
+            problem.contains("does not link") || problem.contains("missing"),
+            "{problem}"
+        );
+    }
 }

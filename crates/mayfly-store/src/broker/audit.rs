@@ -1,5 +1,7 @@
-//! The hash-chained audit log: appending inside a write transaction, and
-//! verifying the whole chain.
+//! The hash-chained audit log: appending inside a write transaction,
+//! deleting its oldest events past their retention (the chain then starts
+//! at an anchor: the last deleted event's number and hash), and verifying
+//! the chain from its anchor to its head.
 
 use sha2::{Digest, Sha256};
 
@@ -28,6 +30,20 @@ pub fn audit_hash(prev_hash: &str, seq: i64, at: Timestamp, kind: &str, data: &s
         }
     }
     hex
+}
+
+/// Where the chain starts: the number and hash of the last event deleted
+/// by retention, or the genesis before any was.
+fn anchor(tx: &mut dyn Tx) -> Result<(i64, String), StoreError> {
+    let rows = tx.query(
+        "read audit anchor",
+        "SELECT seq, hash FROM audit_anchor",
+        &[],
+    )?;
+    match rows.into_iter().next() {
+        Some(mut row) => Ok((row.int("seq")?, row.text("hash")?)),
+        None => Ok((0, GENESIS.to_owned())),
+    }
 }
 
 fn audit_row(mut row: Row) -> Result<AuditEvent, StoreError> {
@@ -94,6 +110,56 @@ impl Chain {
         Ok(())
     }
 
+    /// Deletes the events recorded at or before `before` from the start of
+    /// the chain (at most `limit`, and only up to the first newer one, so
+    /// what stays is one unbroken chain), moves the anchor to the last one
+    /// deleted and appends an `audit.prune` event saying so. Returns how
+    /// many were deleted.
+    pub(super) fn prune(
+        &mut self,
+        tx: &mut dyn Tx,
+        now: Timestamp,
+        before: Timestamp,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        let (from, _) = anchor(tx)?;
+        let oldest = tx.query(
+            "find old audit events",
+            "SELECT seq, at, hash FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[from.into(), limit.into()],
+        )?;
+        let mut last = None;
+        for mut row in oldest {
+            if row.int("at")? > before {
+                break;
+            }
+            last = Some((row.int("seq")?, row.text("hash")?));
+        }
+        let Some((through, hash)) = last else {
+            return Ok(0);
+        };
+        let deleted = tx.execute(
+            "delete old audit events",
+            "DELETE FROM audit_events WHERE seq > $1 AND seq <= $2",
+            &[from.into(), through.into()],
+        )?;
+        tx.execute("move audit anchor", "DELETE FROM audit_anchor", &[])?;
+        tx.execute(
+            "move audit anchor",
+            "INSERT INTO audit_anchor (seq, hash, at) VALUES ($1, $2, $3)",
+            &[through.into(), hash.as_str().into(), now.into()],
+        )?;
+        self.append(
+            tx,
+            &NewAuditEvent::new(
+                now,
+                "audit.prune",
+                serde_json::json!({"from": from + 1, "through": through, "hash": hash}),
+            ),
+        )?;
+        Ok(deleted)
+    }
+
     /// Records the new head, if anything was appended.
     pub(super) fn save(&self, tx: &mut dyn Tx) -> Result<(), StoreError> {
         if self.seq == self.start {
@@ -143,19 +209,22 @@ impl Store {
         })
     }
 
-    /// Walks the whole audit chain: every event must follow the previous one
-    /// (no gap, no reordering), carry its hash (no edit), and the chain must
-    /// end where the recorded head says (nothing removed from the end).
+    /// Walks the audit chain from its anchor: every event must follow the
+    /// previous one (no gap, no reordering), carry its hash (no edit), and
+    /// the chain must end where the recorded head says (nothing removed
+    /// from the end).
     pub fn audit_verify(&mut self) -> Result<AuditVerification, StoreError> {
-        let head = self.read(|tx| {
+        let (head, (anchor_seq, anchor_hash)) = self.read(|tx| {
             let rows = tx.query("read audit head", "SELECT seq, hash FROM audit_head", &[])?;
-            rows.into_iter()
+            let head = rows
+                .into_iter()
                 .next()
                 .map(|mut r| Ok((r.int("seq")?, r.text("hash")?)))
-                .transpose()
+                .transpose()?;
+            Ok((head, anchor(tx)?))
         })?;
-        let mut prev_hash = GENESIS.to_owned();
-        let mut expected_seq = 1;
+        let mut prev_hash = anchor_hash;
+        let mut expected_seq = anchor_seq + 1;
         let mut checked = 0;
         loop {
             let batch = self.audit_events(expected_seq - 1, 10_000)?;
@@ -187,6 +256,7 @@ impl Store {
                 if problem.is_some() {
                     return Ok(AuditVerification {
                         events: checked,
+                        pruned_through: anchor_seq,
                         problem,
                     });
                 }
@@ -195,15 +265,17 @@ impl Store {
                 prev_hash = event.hash;
             }
         }
+        let last = anchor_seq + checked;
         let problem = match head {
-            Some((seq, hash)) if seq != checked || hash != prev_hash => Some(format!(
-                "the chain ends at event {checked} but its recorded head is event {seq}: events were removed from the end"
+            Some((seq, hash)) if seq != last || hash != prev_hash => Some(format!(
+                "the chain ends at event {last} but its recorded head is event {seq}: events were removed from the end"
             )),
-            None if checked > 0 => Some("the chain has events but no recorded head".to_owned()),
+            None if last > 0 => Some("the chain has events but no recorded head".to_owned()),
             _ => None,
         };
         Ok(AuditVerification {
             events: checked,
+            pruned_through: anchor_seq,
             problem,
         })
     }

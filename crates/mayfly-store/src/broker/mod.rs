@@ -9,10 +9,12 @@
 mod audit;
 mod policy_sets;
 mod reads;
+mod retention;
 mod writes;
 
 pub use audit::audit_hash;
 pub use policy_sets::{NewPolicySet, POLICY_CHANGED, PolicySetRecord};
+pub use retention::{Sweep, Swept};
 
 #[cfg(doc)]
 use crate::Store;
@@ -416,6 +418,9 @@ pub struct GrantKey {
 pub struct AuditVerification {
     /// Events checked.
     pub events: i64,
+    /// The last event deleted by retention (the chain was checked from the
+    /// one after it); 0 when none was.
+    pub pruned_through: i64,
     /// The first problem, if any: the chain is broken there.
     pub problem: Option<String>,
 }

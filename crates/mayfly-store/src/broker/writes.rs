@@ -1,5 +1,5 @@
 //! Broker writes: batches of task, lease, key and audit writes in one
-//! transaction, and the sweep of expired tasks and leases.
+//! transaction.
 
 use serde_json::json;
 
@@ -72,7 +72,7 @@ fn spend_proof(tx: &mut dyn Tx, proof: &str, forget_at: Timestamp) -> Result<boo
     Ok(spent > 0)
 }
 
-fn revoke_task_leases(
+pub(super) fn revoke_task_leases(
     tx: &mut dyn Tx,
     task_id: &str,
     at: Timestamp,
@@ -449,73 +449,6 @@ impl Store {
             }
             chain.save(tx)?;
             Ok(outcomes)
-        })
-    }
-
-    /// Ends tasks past their expiry and records leases past their `exp`,
-    /// at most `limit` of each per call, so a sweep never holds the writer
-    /// long. Returns how many tasks and leases it closed. On PostgreSQL,
-    /// a sweep that another replica is running at the same moment is
-    /// skipped (an advisory lock): none is run twice.
-    pub fn broker_sweep(&mut self, now: Timestamp, limit: i64) -> Result<(u64, u64), StoreError> {
-        self.transaction(|tx| {
-            // One replica sweeps at a time; the others skip this round (and
-            // take over by themselves when that one is gone).
-            if !crate::dialect::try_lock(tx, crate::dialect::Lock::Sweeper)? {
-                return Ok((0, 0));
-            }
-            let mut chain = Chain::load(tx)?;
-            let tasks = tx.query(
-                "find expired tasks",
-                "SELECT id, owner, workload FROM broker_tasks WHERE ended_at IS NULL AND expires_at <= $1 LIMIT $2",
-                &[now.into(), limit.into()],
-            )?;
-            for row in &tasks {
-                let id = row.clone().text("id")?;
-                tx.execute(
-                    "end expired task",
-                    "UPDATE broker_tasks SET ended_at = expires_at, end_reason = 'expired' WHERE id = $1 AND ended_at IS NULL",
-                    &[id.as_str().into()],
-                )?;
-                let revoked = revoke_task_leases(tx, &id, now, "task expired")?;
-                chain.append(
-                    tx,
-                    &NewAuditEvent::new(now, "task.expire", json!({"task": id, "revoked": revoked})),
-                )?;
-            }
-            let leases = tx.query(
-                "find expired credentials",
-                "SELECT jti, task_id, expires_at FROM broker_leases WHERE revoked_at IS NULL AND expires_at <= $1 LIMIT $2",
-                &[now.into(), limit.into()],
-            )?;
-            for row in &leases {
-                let mut row = row.clone();
-                let jti = row.text("jti")?;
-                let task = row.text("task_id")?;
-                tx.execute(
-                    "close expired credential",
-                    "UPDATE broker_leases SET revoked_at = expires_at, revoke_reason = 'expired' WHERE jti = $1 AND revoked_at IS NULL",
-                    &[jti.as_str().into()],
-                )?;
-                chain.append(
-                    tx,
-                    &NewAuditEvent::new(
-                        row.int("expires_at")?,
-                        "token.expire",
-                        json!({"jti": jti, "task": task}),
-                    ),
-                )?;
-            }
-            // Previous custody versions whose grace period is over.
-            crate::custody::destroy_retired(tx, now)?;
-            // Proofs too old to be accepted anyway.
-            tx.execute(
-                "forget old proofs",
-                "DELETE FROM broker_proofs WHERE forget_at <= $1",
-                &[now.into()],
-            )?;
-            chain.save(tx)?;
-            Ok((tasks.len() as u64, leases.len() as u64))
         })
     }
 }

@@ -37,6 +37,15 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
         AuditCommand::Verify => {
             let result = store.audit_verify()?;
             match result.problem {
+                None if result.pruned_through > 0 => {
+                    outln!(
+                        "audit chain intact: {} events, from event {} (events 1 to {} were deleted by [retention] audit_seconds)",
+                        result.events,
+                        result.pruned_through + 1,
+                        result.pruned_through
+                    )?;
+                    Ok(0)
+                }
                 None => {
                     outln!("audit chain intact: {} events", result.events)?;
                     Ok(0)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use assert_cmd::cargo::CommandCargoExt;
 
 use crate::common::{Workspace, json_of, stdout_of};
-use crate::server::{Server, client, free_port, get, mint, serve, serve_on};
+use crate::server::{Server, client, free_port, get, mint, serve, serve_on, serve_with};
 
 /// Starts the README's task (deploy, team-platform, api.example) with
 /// `client`; its id, once it is live.
@@ -116,6 +116,75 @@ fn serve_task_token_and_run_on_sqlite() {
     // No token in the audit log.
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains("eyJ"), "{text}");
+}
+
+/// `[retention]` through the real sweeper: what is over is deleted, and
+/// `audit verify` checks the chain from its anchor.
+#[test]
+fn retention_deletes_what_is_over_and_the_chain_still_verifies() {
+    let ws = Workspace::new();
+    let config = ws.dir.path().join("retention.toml");
+    std::fs::write(
+        &config,
+        "[retention]\nclosed_seconds = 1\naudit_seconds = 1\n",
+    )
+    .unwrap();
+    let server = serve_with(
+        &ws,
+        None,
+        free_port(),
+        &["--config", config.to_str().unwrap()],
+    );
+    mint(&ws, "local:acme/app");
+    let id = deploy_task(client(&ws, &server));
+    let (code, _) = json_of(client(&ws, &server).args([
+        "token",
+        "exchange",
+        "--task",
+        &id,
+        "--audience",
+        "https://api.example",
+    ]));
+    assert_eq!(code, 0);
+    let (code, _) = json_of(client(&ws, &server).args(["task", "end", &id]));
+    assert_eq!(code, 0);
+    // The sweeper runs every 250 ms; what closed more than a second ago goes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, err) = stdout_of(client(&ws, &server).args(["task", "show", &id]));
+        if code != 0 {
+            assert!(
+                err.contains("404") || err.contains("not found"),
+                "{out}{err}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task still kept: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, _) = stdout_of(ws.mayfly().args(["audit", "verify"]));
+        assert_eq!(code, 0, "{out}");
+        if out.contains("from event") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event deleted: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, events) = json_of(
+        ws.mayfly()
+            .args(["audit", "tail", "-n", "1", "--format", "json"]),
+    );
+    assert_eq!(code, 0);
+    assert_eq!(events[0]["kind"], "audit.prune", "{events}");
+    drop(server);
 }
 
 #[test]
