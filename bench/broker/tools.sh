@@ -19,7 +19,9 @@ bench_tools() {
     fi
     PY="$venv/bin/python"
     for pkg in "$@"; do
-        version="$("$PY" -m pip show "${pkg%%==*}" 2>/dev/null | awk '/^Version:/{print $2}')"
+        # pip show fails for a package not installed yet: that is the case
+        # to install, not an error (set -e and pipefail are on).
+        version="$("$PY" -m pip show "${pkg%%==*}" 2>/dev/null | awk '/^Version:/{print $2}' || true)"
         [[ -n "$version" && ( "$pkg" != *==* || "$version" == "${pkg##*==}" ) ]] && continue
         log "installing $pkg (pip)"
         "$PY" -m pip install -q --disable-pip-version-check "$pkg"
