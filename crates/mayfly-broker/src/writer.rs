@@ -50,10 +50,20 @@ pub enum WriteError {
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
+/// A batch of writes back from the writer: one outcome per write, and the
+/// writes themselves, so that their memory is freed by the thread that
+/// made it (mimalloc frees a block from another thread's heap through
+/// atomics, and the writer would pay that for every string of every
+/// credential).
+struct Applied {
+    outcomes: Vec<WriteOutcome>,
+    writes: Vec<BrokerWrite>,
+}
+
 enum Job {
     /// Writes, and the policy generation they were decided under (if a
     /// decision stands behind them).
-    Apply(Vec<BrokerWrite>, Option<u64>, Reply<Vec<WriteOutcome>>),
+    Apply(Vec<BrokerWrite>, Option<u64>, Reply<Applied>),
     Sweep(Sweep, Reply<Swept>),
     /// A new policy set is in force: writes decided under an older one are
     /// refused from here on. Answered once everything before it is durable.
@@ -109,7 +119,9 @@ impl Writer {
     /// Commits `writes` (with whatever else is waiting) and returns their
     /// outcomes once they are durable.
     pub async fn apply(&self, writes: Vec<BrokerWrite>) -> Result<Vec<WriteOutcome>, WriteError> {
-        self.call(|done| Job::Apply(writes, None, done)).await
+        let applied = self.call(|done| Job::Apply(writes, None, done)).await?;
+        drop(applied.writes);
+        Ok(applied.outcomes)
     }
 
     /// Commits one write and returns its outcome.
@@ -130,8 +142,12 @@ impl Writer {
         write: BrokerWrite,
         generation: u64,
     ) -> Result<WriteOutcome, WriteError> {
-        self.call(|done| Job::Apply(vec![write], Some(generation), done))
-            .await?
+        let applied = self
+            .call(|done| Job::Apply(vec![write], Some(generation), done))
+            .await?;
+        drop(applied.writes);
+        applied
+            .outcomes
             .into_iter()
             .next()
             .ok_or(WriteError::Stopped)
@@ -197,24 +213,19 @@ fn run(mut store: Store, queue: mpsc::Receiver<Job>, mut generation: u64, metric
             }
         }
         if !applies.is_empty() {
-            let mut all = Vec::with_capacity(pending);
-            let mut waiting = Vec::with_capacity(applies.len());
-            for (writes, done) in applies {
-                waiting.push((writes.len(), done));
-                all.extend(writes);
-            }
-            metrics.batch_size.observe(all.len() as f64);
+            metrics.batch_size.observe(pending as f64);
             metrics.commits.fetch_add(1, Ordering::Relaxed);
-            match store.broker_apply(&all) {
+            match store.broker_apply(applies.iter().flat_map(|(writes, _)| writes)) {
                 Ok(outcomes) => {
                     let mut outcomes = outcomes.into_iter();
-                    for (count, done) in waiting {
-                        let _ = done.send(Ok(outcomes.by_ref().take(count).collect()));
+                    for (writes, done) in applies {
+                        let outcomes = outcomes.by_ref().take(writes.len()).collect();
+                        let _ = done.send(Ok(Applied { outcomes, writes }));
                     }
                 }
                 Err(e) => {
                     let error = WriteError::Store(e.to_string());
-                    for (_, done) in waiting {
+                    for (_, done) in applies {
                         let _ = done.send(Err(error.clone()));
                     }
                 }

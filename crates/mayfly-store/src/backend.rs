@@ -72,18 +72,11 @@ struct SqliteTx<'a>(rusqlite::Transaction<'a>);
 
 /// SQLite numbers `$N` parameters by first appearance, not by N; `?N` is
 /// numbered by N, as PostgreSQL reads `$N`.
-fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+/// SQLite's form of a statement: `$N` parameters become `?N`.
+fn sqlite_form(sql: &str) -> String {
     let mut parts = sql.split('$');
-    let Some(first) = parts.next() else {
-        return std::borrow::Cow::Borrowed(sql);
-    };
-    if first.len() == sql.len() {
-        return std::borrow::Cow::Borrowed(sql);
-    }
-    // Runs on every statement the writer executes: slices between the
-    // `$`s are copied whole.
     let mut out = String::with_capacity(sql.len());
-    out.push_str(first);
+    out.push_str(parts.next().unwrap_or_default());
     for part in parts {
         out.push(if part.starts_with(|c: char| c.is_ascii_digit()) {
             '?'
@@ -92,11 +85,54 @@ fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
         });
         out.push_str(part);
     }
-    std::borrow::Cow::Owned(out)
+    out
+}
+
+/// Most statements whose SQLite form a thread remembers.
+const SQLITE_FORMS: usize = 64;
+
+thread_local! {
+    /// The SQLite forms of the statements this thread ran, by the address
+    /// and length of the text they were made from, with that text (an
+    /// address reused by other text is a miss, not a wrong statement).
+    static FORMS: std::cell::RefCell<Vec<(usize, usize, String, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Calls `prepare` with SQLite's form of `sql`. The writer runs the same few
+/// statements for every credential: their forms are made once per thread,
+/// not once per execution.
+fn with_sqlite_form<T>(sql: &str, prepare: impl FnOnce(&str) -> T) -> T {
+    if !sql.contains('$') {
+        return prepare(sql);
+    }
+    let key = (sql.as_ptr() as usize, sql.len());
+    FORMS.with(|forms| {
+        let mut forms = forms.borrow_mut();
+        let found = forms
+            .iter()
+            .position(|(ptr, len, text, _)| (*ptr, *len) == key && text == sql);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                if forms.len() >= SQLITE_FORMS {
+                    forms.clear();
+                }
+                forms.push((key.0, key.1, sql.to_owned(), sqlite_form(sql)));
+                forms.len() - 1
+            }
+        };
+        match forms.get(at) {
+            Some((_, _, _, form)) => prepare(form),
+            None => prepare(&sqlite_form(sql)),
+        }
+    })
 }
 
 /// The parameters as SQLite values, borrowing the text (no copy per row).
-fn sqlite_params(params: &[Value]) -> impl Iterator<Item = rusqlite::types::ToSqlOutput<'_>> {
+fn sqlite_params<'a>(
+    params: &'a [Value<'_>],
+) -> impl Iterator<Item = rusqlite::types::ToSqlOutput<'a>> {
     use rusqlite::types::{ToSqlOutput, ValueRef};
     params.iter().map(|p| match p {
         Value::Int(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Integer(*v)),
@@ -112,9 +148,7 @@ impl Tx for SqliteTx<'_> {
         sql: &str,
         params: &[Value],
     ) -> Result<u64, StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached(&sqlite_sql(sql))
+        let mut stmt = with_sqlite_form(sql, |form| self.0.prepare_cached(form))
             .map_err(|e| query_error(what, e))?;
         stmt.execute(rusqlite::params_from_iter(sqlite_params(params)))
             .map(|n| n as u64)
@@ -128,9 +162,7 @@ impl Tx for SqliteTx<'_> {
         params: &[Value],
         each: &mut dyn FnMut(&mut Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut stmt = self
-            .0
-            .prepare_cached(&sqlite_sql(sql))
+        let mut stmt = with_sqlite_form(sql, |form| self.0.prepare_cached(form))
             .map_err(|e| query_error(what, e))?;
         let names: std::sync::Arc<[String]> =
             stmt.column_names().into_iter().map(str::to_owned).collect();
@@ -186,7 +218,7 @@ fn postgres_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Syn
         .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
             match p {
                 Value::Int(v) => Box::new(*v),
-                Value::Text(v) => Box::new(v.clone()),
+                Value::Text(v) => Box::new(v.as_deref().map(str::to_owned)),
             }
         })
         .collect()
@@ -600,8 +632,22 @@ mod tests {
     #[test]
     fn sqlite_parameters_keep_their_numbers() {
         assert_eq!(
-            super::sqlite_sql("UPDATE t SET a = $2 WHERE id = $1"),
-            "UPDATE t SET a = ?2 WHERE id = ?1"
+            super::sqlite_form("UPDATE t SET a = $2 WHERE id = $1 AND b = '$x'"),
+            "UPDATE t SET a = ?2 WHERE id = ?1 AND b = '$x'"
+        );
+        // The remembered form is the one of the text given, even when
+        // another text had the same address before.
+        let first = String::from("SELECT $1");
+        let form = super::with_sqlite_form(&first, str::to_owned);
+        assert_eq!(form, "SELECT ?1");
+        assert_eq!(super::with_sqlite_form(&first, str::to_owned), "SELECT ?1");
+        let mut reused = first;
+        reused.clear();
+        reused.push_str("SELECT $2");
+        assert_eq!(super::with_sqlite_form(&reused, str::to_owned), "SELECT ?2");
+        assert_eq!(
+            super::with_sqlite_form("SELECT 1", str::to_owned),
+            "SELECT 1"
         );
     }
 

@@ -3,64 +3,73 @@
 //! required or a number where text is expected is an error that names the
 //! column, never a silent zero or empty string.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::StoreError;
 
-/// A parameter or a result cell.
+/// A statement's parameter. Text is borrowed where the caller has it
+/// (the writer binds every credential's and event's fields without a copy).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Value {
+pub(crate) enum Value<'a> {
     Int(Option<i64>),
-    Text(Option<String>),
+    Text(Option<Cow<'a, str>>),
 }
 
-impl From<i64> for Value {
+impl From<i64> for Value<'_> {
     fn from(v: i64) -> Self {
         Value::Int(Some(v))
     }
 }
 
-impl From<&str> for Value {
-    fn from(v: &str) -> Self {
-        Value::Text(Some(v.to_owned()))
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(v: &'a str) -> Self {
+        Value::Text(Some(Cow::Borrowed(v)))
     }
 }
 
-impl From<String> for Value {
+impl From<String> for Value<'_> {
     fn from(v: String) -> Self {
-        Value::Text(Some(v))
+        Value::Text(Some(Cow::Owned(v)))
     }
 }
 
-impl From<&String> for Value {
-    fn from(v: &String) -> Self {
-        Value::Text(Some(v.clone()))
+impl<'a> From<&'a String> for Value<'a> {
+    fn from(v: &'a String) -> Self {
+        Value::Text(Some(Cow::Borrowed(v)))
     }
 }
 
-impl From<Option<i64>> for Value {
+impl From<Option<i64>> for Value<'_> {
     fn from(v: Option<i64>) -> Self {
         Value::Int(v)
     }
 }
 
-impl From<Option<String>> for Value {
+impl From<Option<String>> for Value<'_> {
     fn from(v: Option<String>) -> Self {
-        Value::Text(v)
+        Value::Text(v.map(Cow::Owned))
     }
 }
 
-impl From<Option<&str>> for Value {
-    fn from(v: Option<&str>) -> Self {
-        Value::Text(v.map(str::to_owned))
+impl<'a> From<Option<&'a str>> for Value<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Value::Text(v.map(Cow::Borrowed))
     }
+}
+
+/// A result cell.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Int(Option<i64>),
+    Text(Option<String>),
 }
 
 /// One result row: its cells and the names of the query's columns.
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
     columns: Arc<[String]>,
-    cells: Vec<Value>,
+    cells: Vec<Cell>,
 }
 
 fn column_error(column: &str, problem: &'static str) -> StoreError {
@@ -74,7 +83,7 @@ impl Row {
     /// An empty row for a query with these columns; drivers fill it with
     /// [`Row::set_int`], [`Row::set_text`] and [`Row::set_null`].
     pub(crate) fn new(columns: Arc<[String]>) -> Row {
-        let cells = vec![Value::Text(None); columns.len()];
+        let cells = vec![Cell::Text(None); columns.len()];
         Row { columns, cells }
     }
 
@@ -85,7 +94,7 @@ impl Row {
             .ok_or_else(|| column_error(column, "is not in the query"))
     }
 
-    fn cell(&self, column: &str) -> Result<&Value, StoreError> {
+    fn cell(&self, column: &str) -> Result<&Cell, StoreError> {
         let i = self.position(column)?;
         self.cells
             .get(i)
@@ -102,9 +111,9 @@ impl Row {
     pub(crate) fn opt_text(&mut self, column: &str) -> Result<Option<String>, StoreError> {
         let i = self.position(column)?;
         match self.cells.get_mut(i) {
-            Some(Value::Text(v)) => Ok(v.take()),
-            Some(Value::Int(None)) => Ok(None),
-            Some(Value::Int(Some(_))) => Err(column_error(column, "holds a number, not text")),
+            Some(Cell::Text(v)) => Ok(v.take()),
+            Some(Cell::Int(None)) => Ok(None),
+            Some(Cell::Int(Some(_))) => Err(column_error(column, "holds a number, not text")),
             None => Err(column_error(column, "is not in the row")),
         }
     }
@@ -118,9 +127,9 @@ impl Row {
     /// An integer column that may be NULL.
     pub(crate) fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
         match self.cell(column)? {
-            Value::Int(v) => Ok(*v),
-            Value::Text(None) => Ok(None),
-            Value::Text(Some(_)) => Err(column_error(column, "holds text, not a number")),
+            Cell::Int(v) => Ok(*v),
+            Cell::Text(None) => Ok(None),
+            Cell::Text(Some(_)) => Err(column_error(column, "holds text, not a number")),
         }
     }
 
@@ -131,13 +140,13 @@ impl Row {
 
     pub(crate) fn set_int(&mut self, i: usize, v: Option<i64>) {
         if let Some(cell) = self.cells.get_mut(i) {
-            *cell = Value::Int(v);
+            *cell = Cell::Int(v);
         }
     }
 
     pub(crate) fn set_null(&mut self, i: usize) {
         if let Some(cell) = self.cells.get_mut(i) {
-            *cell = Value::Text(None);
+            *cell = Cell::Text(None);
         }
     }
 
@@ -154,11 +163,11 @@ impl Row {
             Err(_) => String::from_utf8_lossy(bytes),
         };
         match cell {
-            Value::Text(Some(buffer)) => {
+            Cell::Text(Some(buffer)) => {
                 buffer.clear();
                 buffer.push_str(&text);
             }
-            _ => *cell = Value::Text(Some(text.into_owned())),
+            _ => *cell = Cell::Text(Some(text.into_owned())),
         }
     }
 }

@@ -212,53 +212,73 @@ impl Store {
     /// Walks the audit chain from its anchor: every event must follow the
     /// previous one (no gap, no reordering), carry its hash (no edit), and
     /// the chain must end where the recorded head says (nothing removed
-    /// from the end).
+    /// from the end). On a running broker, events are appended and deleted
+    /// while the walk goes on: a problem seen while the head or the anchor
+    /// moved is checked again by a new walk (a few times) before it is
+    /// reported.
     pub fn audit_verify(&mut self) -> Result<AuditVerification, StoreError> {
-        let (head, (anchor_seq, anchor_hash)) = self.read(|tx| {
-            let rows = tx.query("read audit head", "SELECT seq, hash FROM audit_head", &[])?;
-            let head = rows
-                .into_iter()
-                .next()
-                .map(|mut r| Ok((r.int("seq")?, r.text("hash")?)))
-                .transpose()?;
-            Ok((head, anchor(tx)?))
-        })?;
-        let mut prev_hash = anchor_hash;
+        let mut ends = self.read(chain_ends)?;
+        for _ in 0..4 {
+            let verification = self.walk_chain(&ends.1)?;
+            if verification.problem.is_none() {
+                return Ok(verification);
+            }
+            let now = self.read(chain_ends)?;
+            if now == ends {
+                return Ok(verification);
+            }
+            ends = now;
+        }
+        self.walk_chain(&ends.1)
+    }
+
+    /// One walk from `anchor` to the end, checked against the head read
+    /// after it.
+    fn walk_chain(&mut self, anchor: &(i64, String)) -> Result<AuditVerification, StoreError> {
+        let (anchor_seq, anchor_hash) = anchor;
+        let mut prev_hash = anchor_hash.clone();
         let mut expected_seq = anchor_seq + 1;
         let mut checked = 0;
+        let found = |checked, problem| AuditVerification {
+            events: checked,
+            pruned_through: *anchor_seq,
+            problem: Some(problem),
+        };
         loop {
             let batch = self.audit_events(expected_seq - 1, 10_000)?;
             if batch.is_empty() {
                 break;
             }
             for event in batch {
-                let problem = if event.seq != expected_seq {
-                    Some(format!(
-                        "event {} follows event {}: events are missing or reordered",
-                        event.seq,
-                        expected_seq - 1
-                    ))
-                } else if event.prev_hash != prev_hash {
-                    Some(format!(
-                        "event {} does not link to the event before it: events were removed, inserted or reordered",
-                        event.seq
-                    ))
-                } else if audit_hash(&prev_hash, event.seq, event.at, &event.kind, &event.data)
+                if event.seq != expected_seq {
+                    return Ok(found(
+                        checked,
+                        format!(
+                            "event {} follows event {}: events are missing or reordered",
+                            event.seq,
+                            expected_seq - 1
+                        ),
+                    ));
+                }
+                if event.prev_hash != prev_hash {
+                    return Ok(found(
+                        checked,
+                        format!(
+                            "event {} does not link to the event before it: events were removed, inserted or reordered",
+                            event.seq
+                        ),
+                    ));
+                }
+                if audit_hash(&prev_hash, event.seq, event.at, &event.kind, &event.data)
                     != event.hash
                 {
-                    Some(format!(
-                        "event {} was edited: its hash does not match its content",
-                        event.seq
-                    ))
-                } else {
-                    None
-                };
-                if problem.is_some() {
-                    return Ok(AuditVerification {
-                        events: checked,
-                        pruned_through: anchor_seq,
-                        problem,
-                    });
+                    return Ok(found(
+                        checked,
+                        format!(
+                            "event {} was edited: its hash does not match its content",
+                            event.seq
+                        ),
+                    ));
                 }
                 checked += 1;
                 expected_seq += 1;
@@ -266,7 +286,7 @@ impl Store {
             }
         }
         let last = anchor_seq + checked;
-        let problem = match head {
+        let problem = match self.read(chain_ends)?.0 {
             Some((seq, hash)) if seq != last || hash != prev_hash => Some(format!(
                 "the chain ends at event {last} but its recorded head is event {seq}: events were removed from the end"
             )),
@@ -275,10 +295,23 @@ impl Store {
         };
         Ok(AuditVerification {
             events: checked,
-            pruned_through: anchor_seq,
+            pruned_through: *anchor_seq,
             problem,
         })
     }
+}
+
+/// The chain's recorded head (none before the first event) and its anchor.
+type ChainEnds = (Option<(i64, String)>, (i64, String));
+
+fn chain_ends(tx: &mut dyn Tx) -> Result<ChainEnds, StoreError> {
+    let rows = tx.query("read audit head", "SELECT seq, hash FROM audit_head", &[])?;
+    let head = rows
+        .into_iter()
+        .next()
+        .map(|mut r| Ok((r.int("seq")?, r.text("hash")?)))
+        .transpose()?;
+    Ok((head, anchor(tx)?))
 }
 
 #[cfg(test)]

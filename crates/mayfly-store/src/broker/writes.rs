@@ -197,7 +197,7 @@ fn apply_one(
                     lease.audience.as_str().into(),
                     lease.scope.as_str().into(),
                     lease.client_id.as_str().into(),
-                    lease.cnf_jkt.clone().into(),
+                    lease.cnf_jkt.as_deref().into(),
                     lease.source_addr.as_str().into(),
                     lease.issued_at.into(),
                     lease.expires_at.into(),
@@ -432,15 +432,16 @@ impl Store {
     /// outcome per write. A write the state refuses (its task ended) does
     /// not stop the others; a database error rolls the whole batch back,
     /// so no caller is told "done" for a write that is not committed.
-    pub fn broker_apply(
+    pub fn broker_apply<'w>(
         &mut self,
-        writes: &[BrokerWrite],
+        writes: impl IntoIterator<Item = &'w BrokerWrite>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         self.transaction(|tx| {
             // One chain for all replicas: appends take turns.
             let mut chain = Chain::load(tx)?;
             let mut batch = Batch::default();
-            let mut outcomes = Vec::with_capacity(writes.len());
+            let writes = writes.into_iter();
+            let mut outcomes = Vec::with_capacity(writes.size_hint().0);
             for write in writes {
                 if write.may_end_tasks() {
                     batch.live_tasks.clear();

@@ -43,10 +43,10 @@ impl Store {
         self.read(move |tx| {
             let mut sql = format!("SELECT {SECRET_COLUMNS} FROM secrets s WHERE 1 = 1");
             let mut params: Vec<Value> = Vec::new();
-            let param = |value: Value, params: &mut Vec<Value>| {
+            fn param<'a>(value: Value<'a>, params: &mut Vec<Value<'a>>) -> String {
                 params.push(value);
                 format!("${}", params.len())
-            };
+            }
             if let Some(provider) = &filter.provider {
                 let p = param(provider.to_lowercase().into(), &mut params);
                 sql.push_str(&format!(" AND lower(s.provider) = {p}"));
