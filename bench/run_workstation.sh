@@ -51,7 +51,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 MAYFLY_HOME="$WORK/home" MAYFLY_LOG=warn "$MAYFLY" serve --config "$WORK/mayfly.toml" \
   --listen "127.0.0.1:$PORT" > "$WORK/serve.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
+trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   [[ -S "$WORK/home/workload.sock" ]] && curl -sf "http://127.0.0.1:$PORT/.well-known/jwks.json" >/dev/null && break
   sleep 0.1
@@ -71,7 +71,7 @@ REMOTE_KEY="bench-$(python3 -c 'import secrets; print(secrets.token_hex(20))')"
 python3 "$ROOT/crates/mayfly/tests/data/mcp/remote_server.py" "$REMOTE_PORT" "$REMOTE_KEY" /dev/null \
   > "$WORK/remote.log" 2>&1 &
 REMOTE=$!
-trap 'kill $SERVER $REMOTE 2>/dev/null; wait $SERVER $REMOTE 2>/dev/null' EXIT
+trap 'kill $SERVER $REMOTE 2>/dev/null; wait $SERVER $REMOTE 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$REMOTE_PORT/mcp" && break
   sleep 0.1
