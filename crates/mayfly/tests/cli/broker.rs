@@ -9,7 +9,7 @@ use std::time::Duration;
 use assert_cmd::cargo::CommandCargoExt;
 
 use crate::common::{Workspace, json_of, stdout_of};
-use crate::server::{Server, client, free_port, get, mint, serve, serve_on, serve_with};
+use crate::server::{Server, client, free_port, get, mint, serve, serve_configured, serve_on};
 
 /// Starts the README's task (deploy, team-platform, api.example) with
 /// `client`; its id, once it is live.
@@ -123,18 +123,7 @@ fn serve_task_token_and_run_on_sqlite() {
 #[test]
 fn retention_deletes_what_is_over_and_the_chain_still_verifies() {
     let ws = Workspace::new();
-    let config = ws.dir.path().join("retention.toml");
-    std::fs::write(
-        &config,
-        "[retention]\nclosed_seconds = 1\naudit_seconds = 1\n",
-    )
-    .unwrap();
-    let server = serve_with(
-        &ws,
-        None,
-        free_port(),
-        &["--config", config.to_str().unwrap()],
-    );
+    let server = serve_configured(&ws, "[retention]\nclosed_seconds = 1\naudit_seconds = 1\n");
     mint(&ws, "local:acme/app");
     let id = deploy_task(client(&ws, &server));
     let (code, _) = json_of(client(&ws, &server).args([

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{Workspace, json_of, stdout_of};
-use crate::server::{attested_client, free_port, serve, serve_with};
+use crate::server::{attested_client, free_port, serve, serve_configured};
 
 fn socket(ws: &Workspace) -> PathBuf {
     ws.dir.path().join("home").join("workload.sock")
@@ -241,17 +241,9 @@ when {{ principal.hasTag("exe_sha256") && principal.getTag("exe_sha256") == "{ha
         ),
     )
     .unwrap();
-    let config = ws.dir.path().join("mayfly.toml");
-    std::fs::write(
-        &config,
-        format!("[policy]\ndir = {:?}\n", policies.display().to_string()),
-    )
-    .unwrap();
-    let server = serve_with(
+    let server = serve_configured(
         &ws,
-        None,
-        free_port(),
-        &["--config", config.to_str().unwrap()],
+        &format!("[policy]\ndir = {:?}\n", policies.display().to_string()),
     );
     let start = [
         "task",
@@ -364,26 +356,19 @@ fn a_group_socket_is_shared_with_that_group_only() {
         let gid = std::fs::metadata(ws.dir.path()).unwrap().gid();
         (gid.to_string(), gid)
     });
-    let config = ws.dir.path().join("mayfly.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let _server = serve_configured(
+        &ws,
+        &format!(
             "[local]\nsocket = {:?}\ngroup = {group:?}\n",
             socket.display().to_string()
         ),
-    )
-    .unwrap();
-    let _server = serve_with(
-        &ws,
-        None,
-        free_port(),
-        &["--config", config.to_str().unwrap()],
     );
     let meta = std::fs::metadata(&socket).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(meta.gid(), gid);
 
     // An unknown group is refused at start, with the setting named.
+    let config = ws.dir.path().join("mayfly.toml");
     std::fs::write(
         &config,
         format!(

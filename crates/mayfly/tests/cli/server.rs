@@ -38,6 +38,14 @@ pub fn serve_on(ws: &Workspace, db: Option<&str>, port: u16) -> Server {
     serve_with(ws, db, port, &[])
 }
 
+/// `mayfly serve --config` on SQLite, with `config` written to the
+/// workspace's `mayfly.toml`.
+pub fn serve_configured(ws: &Workspace, config: &str) -> Server {
+    let path = ws.dir.path().join("mayfly.toml");
+    std::fs::write(&path, config).unwrap();
+    serve_with(ws, None, free_port(), &["--config", path.to_str().unwrap()])
+}
+
 /// `mayfly serve` with more arguments.
 pub fn serve_with(ws: &Workspace, db: Option<&str>, port: u16, extra: &[&str]) -> Server {
     let mut cmd = StdCommand::cargo_bin("mayfly").unwrap();

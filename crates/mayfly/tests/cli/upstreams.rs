@@ -5,7 +5,7 @@
 use std::process::Command as StdCommand;
 
 use crate::common::{Workspace, stdout_of};
-use crate::server::{client, free_port, mint, serve_with};
+use crate::server::{client, mint, serve_configured};
 
 pub(crate) fn psql(db: &str, sql: &str) -> String {
     let out = StdCommand::new("psql")
@@ -92,10 +92,9 @@ fn a_script_gets_a_postgres_role_that_lives_only_while_it_runs() {
     let target = Target::new();
     let db = &target.db;
     let ws = Workspace::new();
-    let config = ws.dir.path().join("mayfly.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let server = serve_configured(
+        &ws,
+        &format!(
             r#"[[upstream.postgres]]
 name = "app-cli"
 url = "postgres://{db}_mgr@127.0.0.1:5432/{db}"
@@ -103,13 +102,6 @@ url = "postgres://{db}_mgr@127.0.0.1:5432/{db}"
 read = ["GRANT {db}_read TO {{{{role}}}}"]
 "#
         ),
-    )
-    .unwrap();
-    let server = serve_with(
-        &ws,
-        None,
-        free_port(),
-        &["--config", config.to_str().unwrap()],
     );
     mint(&ws, "local:acme/report");
     let (code, out, err) = stdout_of(client(&ws, &server).args([
