@@ -70,9 +70,9 @@ fn query_error(what: &'static str, err: impl std::fmt::Display) -> StoreError {
 
 struct SqliteTx<'a>(rusqlite::Transaction<'a>);
 
-/// SQLite numbers `$N` parameters by first appearance, not by N; `?N` is
-/// numbered by N, as PostgreSQL reads `$N`.
-/// SQLite's form of a statement: `$N` parameters become `?N`.
+/// SQLite's form of a statement: `$N` parameters become `?N` (SQLite
+/// numbers `$N` parameters by first appearance, not by N; `?N` is numbered
+/// by N, as PostgreSQL reads `$N`).
 fn sqlite_form(sql: &str) -> String {
     let mut parts = sql.split('$');
     let mut out = String::with_capacity(sql.len());
