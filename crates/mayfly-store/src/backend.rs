@@ -212,15 +212,23 @@ impl PostgresTx<'_> {
     }
 }
 
-fn postgres_params(params: &[Value]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+/// PostgreSQL's parameters, or [`StoreError::Nul`] for a text that holds a
+/// NUL (the server would refuse it as an encoding error).
+fn postgres_params(
+    what: &'static str,
+    params: &[Value],
+) -> Result<Vec<Box<dyn postgres::types::ToSql + Sync>>, StoreError> {
     params
         .iter()
-        .map(|p| -> Box<dyn postgres::types::ToSql + Sync> {
-            match p {
-                Value::Int(v) => Box::new(*v),
-                Value::Text(v) => Box::new(v.as_deref().map(str::to_owned)),
-            }
-        })
+        .map(
+            |p| -> Result<Box<dyn postgres::types::ToSql + Sync>, StoreError> {
+                match p {
+                    Value::Int(v) => Ok(Box::new(*v)),
+                    Value::Text(Some(text)) if text.contains('\0') => Err(StoreError::Nul { what }),
+                    Value::Text(v) => Ok(Box::new(v.as_deref().map(str::to_owned))),
+                }
+            },
+        )
         .collect()
 }
 
@@ -276,7 +284,7 @@ impl Tx for PostgresTx<'_> {
         params: &[Value],
     ) -> Result<u64, StoreError> {
         let stmt = self.statement(what, sql)?;
-        let boxed = postgres_params(params);
+        let boxed = postgres_params(what, params)?;
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             boxed.iter().map(|b| b.as_ref()).collect();
         self.tx
@@ -292,7 +300,7 @@ impl Tx for PostgresTx<'_> {
         each: &mut dyn FnMut(&mut Row) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let stmt = self.statement(what, sql)?;
-        let boxed = postgres_params(params);
+        let boxed = postgres_params(what, params)?;
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             boxed.iter().map(|b| b.as_ref()).collect();
         let rows = self

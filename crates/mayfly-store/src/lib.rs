@@ -60,6 +60,13 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+    /// A value holds a NUL character, which PostgreSQL's text cannot hold:
+    /// bad input (nothing stored can equal it), not a failing store.
+    #[error("a value for {what} holds a NUL character; remove it")]
+    Nul {
+        /// What was being done.
+        what: &'static str,
+    },
     /// A query failed.
     #[error("store query failed ({what}): {reason}")]
     Query {

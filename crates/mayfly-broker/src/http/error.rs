@@ -81,6 +81,9 @@ fn classify(e: &BrokerError) -> (StatusCode, &'static str) {
         BrokerError::TooManyRequests(_) => {
             (StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable")
         }
+        BrokerError::Store(mayfly_store::StoreError::Nul { .. }) => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        }
         BrokerError::Store(_) | BrokerError::Write(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
         }

@@ -395,6 +395,19 @@ async fn admin_revoke(
 ) -> Result<Response, ApiError> {
     broker.authenticate_admin(authorization(&headers))?;
     let ApiJson(body) = body?;
+    // PostgreSQL's text holds no NUL: such a value is refused here, not
+    // failed at the store as if the store were down.
+    for (name, value) in [
+        ("jti", &body.jti),
+        ("task", &body.task),
+        ("workload", &body.workload),
+        ("owner", &body.owner),
+        ("reason", &body.reason),
+    ] {
+        if let Some(value) = value {
+            crate::protocol::field(name, value, 512)?;
+        }
+    }
     let selector = match (body.jti, body.task, body.workload, body.owner) {
         (Some(v), None, None, None) => RevokeSelector::Lease(v),
         (None, Some(v), None, None) => RevokeSelector::Task(v),

@@ -124,14 +124,18 @@ impl Broker {
     /// A task as the store has it now.
     pub(super) async fn stored_task(&self, id: &str) -> Result<TaskRecord, BrokerError> {
         let owned = id.to_owned();
-        self.readers
-            .read(move |s| s.broker_task(&owned))
-            .await?
-            .ok_or_else(|| {
-                BrokerError::NotFound(format!(
-                    "task {id} does not exist; start one with POST /v1/tasks (`mayfly task start`)"
-                ))
-            })
+        // No task id holds a control character (PostgreSQL would refuse a
+        // NUL in the lookup as if the store had failed).
+        let found = if id.chars().any(char::is_control) {
+            None
+        } else {
+            self.readers.read(move |s| s.broker_task(&owned)).await?
+        };
+        found.ok_or_else(|| {
+            BrokerError::NotFound(format!(
+                "task {id} does not exist; start one with POST /v1/tasks (`mayfly task start`)"
+            ))
+        })
     }
 
     /// A task from the cache, or the store (and then cached while live).

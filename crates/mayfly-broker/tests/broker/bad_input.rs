@@ -267,3 +267,61 @@ fn a_tampered_audit_log_is_detected() {
         assert!(problem.contains("missing or reordered"), "{problem}");
     }
 }
+
+/// A NUL or another control character in an id or a reason (PostgreSQL's
+/// text cannot hold a NUL) is refused as bad input, never reported as the
+/// store failing, and the broker keeps serving.
+#[test]
+fn control_characters_in_ids_are_bad_input_not_a_store_failure() {
+    for backend in BACKENDS {
+        let h = Harness::start(backend);
+        let admin = [
+            ("Authorization", format!("Bearer {ADMIN}")),
+            ("Content-Type", "application/json".to_owned()),
+        ];
+        let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for body in [
+            json!({"jti": "\u{0}B\u{ae}"}),
+            json!({"task": "t\u{0}"}),
+            json!({"owner": "team-a", "reason": "gone\u{0}"}),
+        ] {
+            let (status, answer) = h.raw(
+                "POST",
+                "/v1/admin/revoke",
+                &admin,
+                body.to_string().as_bytes(),
+            );
+            assert_eq!(status, 400, "{backend:?} {body}: {answer}");
+            assert_eq!(answer["error"], "invalid_request", "{answer}");
+        }
+        let (status, answer) = h.raw("GET", "/v1/tasks/a%00b", &admin, b"");
+        assert_eq!(status, 404, "{backend:?}: {answer}");
+        // A filter no stored value can match: an empty list on SQLite,
+        // refused as bad input on PostgreSQL; never "unavailable".
+        let (status, answer) = h.raw("GET", "/v1/admin/tasks?owner=a%00b&live=true", &admin, b"");
+        match backend {
+            Backend::Sqlite => assert_eq!((status, &answer["tasks"]), (200, &json!([]))),
+            Backend::Postgres => {
+                assert_eq!(status, 400, "{answer}");
+                assert!(
+                    answer["error_description"]
+                        .as_str()
+                        .unwrap()
+                        .contains("NUL character"),
+                    "{answer}"
+                );
+            }
+        }
+        for (method, path) in [
+            ("GET", "/v1/custody/a%00b"),
+            ("GET", "/v1/admin/custody/a%00b"),
+            ("DELETE", "/v1/admin/custody/a%00b"),
+        ] {
+            let (status, answer) = h.raw(method, path, &admin, b"");
+            assert_eq!(status, 400, "{backend:?} {method} {path}: {answer}");
+        }
+        let identity = h.identity("svc:a");
+        let task = h.start_task(&identity, "team-a", &[AUD]).id;
+        h.exchange(&identity, &task, AUD);
+    }
+}

@@ -311,8 +311,12 @@ impl Harness {
             .into();
         let url = format!("{}{path}", self.url);
         let mut response = match method {
-            "GET" => {
-                let mut req = agent.get(&url);
+            "GET" | "DELETE" => {
+                let mut req = if method == "GET" {
+                    agent.get(&url)
+                } else {
+                    agent.delete(&url)
+                };
                 for (k, v) in headers {
                     req = req.header(*k, *v);
                 }
