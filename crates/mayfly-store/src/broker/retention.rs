@@ -54,7 +54,8 @@ impl Swept {
         .into_iter()
         .max()
         .unwrap_or(0);
-        most >= u64::try_from(limit).unwrap_or(0)
+        // A limit of 0 does nothing and so can never be full.
+        limit > 0 && most >= u64::try_from(limit).unwrap_or(u64::MAX)
     }
 }
 
@@ -198,4 +199,20 @@ fn delete_ended_tasks(tx: &mut dyn Tx, before: Timestamp, limit: i64) -> Result<
         )?;
     }
     Ok(tasks.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Swept;
+
+    #[test]
+    fn a_sweep_is_full_when_one_kind_reached_the_limit() {
+        let swept = Swept {
+            events_deleted: 1000,
+            ..Swept::default()
+        };
+        assert!(swept.is_full(1000));
+        assert!(!swept.is_full(1001));
+        assert!(!Swept::default().is_full(0), "a limit of 0 never loops");
+    }
 }
