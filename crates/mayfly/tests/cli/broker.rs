@@ -29,18 +29,24 @@ pub(crate) fn deploy_task(mut client: assert_cmd::Command) -> String {
     task["id"].as_str().unwrap().to_owned()
 }
 
+/// `mayfly token exchange` for the README's task and audience with
+/// `client`: its exit code and JSON answer.
+fn exchange_for(mut client: assert_cmd::Command, task: &str) -> (i32, serde_json::Value) {
+    json_of(client.args([
+        "token",
+        "exchange",
+        "--task",
+        task,
+        "--audience",
+        "https://api.example",
+    ]))
+}
+
 fn the_readme_flow(ws: &Workspace, server: &Server) {
     mint(ws, "local:acme/app");
     let id = deploy_task(client(ws, server));
 
-    let (code, token) = json_of(client(ws, server).args([
-        "token",
-        "exchange",
-        "--task",
-        &id,
-        "--audience",
-        "https://api.example",
-    ]));
+    let (code, token) = exchange_for(client(ws, server), &id);
     assert_eq!(code, 0);
     assert_eq!(token["token_type"], "Bearer");
     let access = token["access_token"].as_str().unwrap().to_owned();
@@ -126,14 +132,7 @@ fn retention_deletes_what_is_over_and_the_chain_still_verifies() {
     let server = serve_configured(&ws, "[retention]\nclosed_seconds = 1\naudit_seconds = 1\n");
     mint(&ws, "local:acme/app");
     let id = deploy_task(client(&ws, &server));
-    let (code, _) = json_of(client(&ws, &server).args([
-        "token",
-        "exchange",
-        "--task",
-        &id,
-        "--audience",
-        "https://api.example",
-    ]));
+    let (code, _) = exchange_for(client(&ws, &server), &id);
     assert_eq!(code, 0);
     let (code, _) = json_of(client(&ws, &server).args(["task", "end", &id]));
     assert_eq!(code, 0);
