@@ -81,6 +81,10 @@ impl Default for WriterMetrics {
     }
 }
 
+/// What the sweep deletes past its retention, in the order of
+/// [`Metrics::swept`]'s counts.
+const RETENTION_KINDS: [&str; 3] = ["credentials", "tasks", "audit_events"];
+
 /// The broker's counters.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +93,7 @@ pub struct Metrics {
     exchange_seconds: Histogram,
     revocations: AtomicU64,
     proxied: Mutex<BTreeMap<String, u64>>,
+    /// Rows deleted past their retention, by [`RETENTION_KINDS`].
     deleted: [AtomicU64; 3],
     /// The writer's own figures.
     pub writer: std::sync::Arc<WriterMetrics>,
@@ -213,10 +218,7 @@ impl Metrics {
             "counter",
             "Rows deleted by the sweep past their retention: closed credentials, ended tasks, audit events.",
         );
-        for (kind, counter) in ["credentials", "tasks", "audit_events"]
-            .iter()
-            .zip(&self.deleted)
-        {
+        for (kind, counter) in RETENTION_KINDS.iter().zip(&self.deleted) {
             let _ = writeln!(
                 out,
                 "mayfly_retention_deleted_total{{kind=\"{kind}\"}} {}",
