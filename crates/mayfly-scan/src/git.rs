@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender};
 
@@ -15,6 +16,7 @@ use crate::matcher::Scratch;
 use crate::scan::{Origin, Progress, ScanIssue, ScanReport, ScanStats, Scanner, SkippedFile};
 use crate::sketch::{HISTORY_BUDGET, PathSketches, SketchBudget};
 use crate::surface::classify;
+use crate::tree::EntryKind;
 
 /// Which history to scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -341,6 +343,8 @@ impl Scanner {
             (Some(kept), Some(query)) => !kept.may_hold(path, query),
             _ => false,
         };
+        let mut trees = TreeReader::new(&repo).map_err(|e| repo_error(repo_path, &e))?;
+        let mut parent_slot: Option<git2::Commit<'_>> = None;
         let budget = SketchBudget::new(HISTORY_BUDGET);
         let sketching = (self.options.sketch && self.copies.is_none()).then_some(&budget);
         let (senders, receivers) = self.lanes();
@@ -374,7 +378,11 @@ impl Scanner {
                 {
                     break;
                 }
-                let commit = match oid.and_then(|oid| repo.find_commit(oid)) {
+                // The commit read as the last one's parent, if it is this one.
+                let commit = match oid.and_then(|oid| match parent_slot.take() {
+                    Some(parent) if parent.id() == oid => Ok(parent),
+                    _ => repo.find_commit(oid),
+                }) {
                     Ok(commit) => commit,
                     Err(e) => {
                         stats.errors.push(ScanIssue {
@@ -392,17 +400,19 @@ impl Scanner {
                 }
                 let index = seen.commits.len();
                 seen.commits.push(commit.id());
-                let Ok(tree) = commit.tree() else {
+                trees.next_commit();
+                let tree = commit.tree_id();
+                if trees.read(tree).is_err() {
                     stats.errors.push(ScanIssue {
                         path: format!("{}@{}", repo_path.display(), commit.id()),
                         error: "tree unreadable".into(),
                     });
                     continue;
-                };
-                let parent_tree = commit.parent(0).ok().and_then(|p| p.tree().ok());
+                }
+                parent_slot = commit.parent(0).ok();
+                let parent_tree = parent_slot.as_ref().map(git2::Commit::tree_id);
                 let mut changed = Vec::new();
-                if let Err(e) = changed_blobs(&repo, parent_tree.as_ref(), &tree, "", &mut changed)
-                {
+                if let Err(e) = changed_blobs(&mut trees, parent_tree, tree, "", &mut changed) {
                     stats.errors.push(ScanIssue {
                         path: format!("{}@{}", repo_path.display(), commit.id()),
                         error: format!("cannot compare trees: {}", e.message()),
@@ -680,44 +690,97 @@ fn path_lane(path: &str, lanes: usize) -> usize {
     (hash % lanes.max(1) as u64) as usize
 }
 
-/// The blobs added or changed from `old` to `new`, with their paths.
-/// Subtrees with the same id are skipped whole, so a commit costs what it
-/// changed, not the size of the tree.
+/// The trees the walk reads, by id: each commit's tree is compared with
+/// its parent's, and the next commit walked is usually that parent, so the
+/// trees read for one commit are kept for the next (up to
+/// [`TREE_CACHE_BYTES`]) and the rest dropped.
+struct TreeReader<'r> {
+    odb: git2::Odb<'r>,
+    current: HashMap<Oid, Rc<Vec<u8>>>,
+    previous: HashMap<Oid, Rc<Vec<u8>>>,
+    bytes: usize,
+}
+
+/// Bytes of tree objects kept from one commit to the next.
+const TREE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+impl<'r> TreeReader<'r> {
+    fn new(repo: &'r Repository) -> Result<TreeReader<'r>, git2::Error> {
+        Ok(TreeReader {
+            odb: repo.odb()?,
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            bytes: 0,
+        })
+    }
+
+    /// The bytes of tree `id`.
+    fn read(&mut self, id: Oid) -> Result<Rc<Vec<u8>>, git2::Error> {
+        if let Some(data) = self.current.get(&id) {
+            return Ok(data.clone());
+        }
+        let data = match self.previous.remove(&id) {
+            Some(data) => data,
+            None => {
+                let object = self.odb.read(id)?;
+                if object.kind() != ObjectType::Tree {
+                    return Err(git2::Error::from_str(&format!("{id} is not a tree")));
+                }
+                Rc::new(object.data().to_vec())
+            }
+        };
+        if self.bytes + data.len() <= TREE_CACHE_BYTES {
+            self.bytes += data.len();
+            self.current.insert(id, data.clone());
+        }
+        Ok(data)
+    }
+
+    /// Starts the next commit: what the last one read is kept for it.
+    fn next_commit(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+        self.bytes = 0;
+    }
+}
+
+/// The blobs added or changed from tree `old` to tree `new`, with their
+/// paths. Subtrees with the same id are skipped whole, so a commit costs
+/// what it changed, not the size of the tree.
 fn changed_blobs(
-    repo: &Repository,
-    old: Option<&git2::Tree<'_>>,
-    new: &git2::Tree<'_>,
+    trees: &mut TreeReader<'_>,
+    old: Option<Oid>,
+    new: Oid,
     prefix: &str,
     out: &mut Vec<(Oid, String)>,
 ) -> Result<(), git2::Error> {
-    for entry in new.iter() {
-        let name = entry.name_bytes();
-        // libgit2 finds a name by binary search in the sorted tree.
-        let previous = old
-            .and_then(|tree| tree.get_name_bytes(name))
-            .map(|e| (e.id(), e.kind()));
-        if previous.is_some_and(|(id, _)| id == entry.id()) {
-            continue;
-        }
-        let path = format!("{prefix}{}", String::from_utf8_lossy(name));
-        match entry.kind() {
-            Some(ObjectType::Blob) => out.push((entry.id(), path)),
-            Some(ObjectType::Tree) => {
-                let subtree = repo.find_tree(entry.id())?;
-                let old_subtree = match previous {
-                    Some((id, Some(ObjectType::Tree))) => repo.find_tree(id).ok(),
-                    _ => None,
-                };
-                changed_blobs(
-                    repo,
-                    old_subtree.as_ref(),
-                    &subtree,
-                    &format!("{path}/"),
-                    out,
-                )?;
-            }
-            // Submodules (commits) and anything else hold no blob of ours.
-            _ => {}
+    let new_data = trees.read(new)?;
+    // An old tree that cannot be read counts as empty: all of `new` is new.
+    let old_data = old.and_then(|old| trees.read(old).ok());
+    // Entries in the tree's order, subtrees walked in place, as a
+    // recursive walk would: the first path a blob is seen at is the same.
+    let mut changed = Vec::new();
+    crate::tree::changes(
+        old_data.as_deref().map(Vec::as_slice),
+        &new_data,
+        |entry, previous| {
+            let id =
+                |raw: &[u8; crate::tree::ID_LEN]| Oid::from_bytes(raw).unwrap_or(Oid::ZERO_SHA1);
+            let path = format!("{prefix}{}", String::from_utf8_lossy(entry.name));
+            changed.push((
+                entry.kind(),
+                id(&entry.id),
+                previous.map(|p| id(&p.id)),
+                path,
+            ));
+        },
+    )
+    .map_err(|e| git2::Error::from_str(&format!("tree {new}: {e}")))?;
+    for (kind, id, previous, path) in changed {
+        match kind {
+            EntryKind::Blob => out.push((id, path)),
+            EntryKind::Tree => changed_blobs(trees, previous, id, &format!("{path}/"), out)?,
+            // Submodules hold no blob of this repository.
+            EntryKind::Commit => {}
         }
     }
     Ok(())

@@ -44,6 +44,7 @@ pub mod source;
 pub mod suppress;
 pub mod surface;
 pub mod time;
+pub mod tree;
 pub mod validate;
 
 #[cfg(feature = "sqlite")]
