@@ -192,36 +192,13 @@ pub(crate) fn token_runs(
     mut visit: impl FnMut(usize, usize),
 ) {
     let min = min.clamp(1, MIN_BASE64_RUN);
-    let len = input.len();
-    let token = |k: usize| input.get(k).copied().is_some_and(is_token);
     // No run starts before `i` except those already passed: the byte
     // before `i` is never a token character.
     let mut i = 0;
-    while i + min <= len {
-        // Any run long enough that starts at or after `i` covers `probe`:
-        // when that byte is not a token character, none starts up to it.
-        // Text is mostly short words, so this skips most bytes unread.
-        let probe = i + min - 1;
-        if !token(probe) {
-            i = probe + 1;
-            continue;
-        }
-        // Back to the run's start: if it is after `i`, no run starts
-        // before it, and a long run from it covers its own probe.
-        let mut start = probe;
-        while start > i && token(start - 1) {
-            start -= 1;
-        }
-        if start > i {
-            i = start;
-            continue;
-        }
-        // `i..=probe` are all token characters (and the byte before `i` is
-        // not one): a long run starts at `i`.
-        let mut end = probe + 1;
-        while token(end) {
-            end += 1;
-        }
+    while let Some(start) = next_long_run(input, i, min) {
+        // The first `min` token characters from `i` on start a run: the
+        // byte before them is not one (or it would start an earlier one).
+        let end = run_end(input, start + min);
         i = end;
         token_run(start, end);
         if end - start >= MIN_BASE64_RUN {
@@ -230,22 +207,132 @@ pub(crate) fn token_runs(
     }
 }
 
+/// Bytes classified at once by [`token_mask`].
+const BLOCK: usize = 64;
+
+/// Where the first `min` consecutive token characters at or after `from`
+/// start (`min` at most [`MIN_BASE64_RUN`]). Text is mostly short words:
+/// a block of 64 bytes is classified into a bit mask at once, and the
+/// positions that start `min` ones are found with a few shifts of it.
+fn next_long_run(input: &[u8], from: usize, min: usize) -> Option<usize> {
+    // The shifts of a constant length are a few instructions; the scan
+    // and the sketch both use this one.
+    if min == MIN_BASE64_RUN {
+        first_start(input, from, |window| runs_of(window, MIN_BASE64_RUN))
+    } else {
+        first_start(input, from, |window| runs_of(window, min))
+    }
+}
+
+/// The first position at or after `from` where `starts` (given the masks
+/// of two blocks, the first in the low bits) sets a bit in the first block.
+#[inline(always)]
+fn first_start(input: &[u8], from: usize, starts: impl Fn(u128) -> u128) -> Option<usize> {
+    let mut base = from;
+    let mut here = token_mask(input, base);
+    while base < input.len() {
+        let next = token_mask(input, base + BLOCK);
+        let window = u128::from(here) | (u128::from(next) << BLOCK);
+        let found = starts(window) as u64;
+        if found != 0 {
+            return Some(base + found.trailing_zeros() as usize);
+        }
+        base += BLOCK;
+        here = next;
+    }
+    None
+}
+
+/// Where the run of token characters that goes on at `from` ends: the
+/// first position at or after `from` that is not a token character.
+fn run_end(input: &[u8], from: usize) -> usize {
+    let mut at = from;
+    loop {
+        let ones = token_mask(input, at).trailing_ones() as usize;
+        at += ones;
+        if ones < BLOCK {
+            return at.min(input.len());
+        }
+    }
+}
+
+/// Bit `k` set when `input[at + k]` is a token character, for the 64
+/// bytes from `at` (bytes past the end count as not).
+fn token_mask(input: &[u8], at: usize) -> u64 {
+    let whole: Option<&[u8; BLOCK]> = input.get(at..at + BLOCK).and_then(|b| b.try_into().ok());
+    match whole {
+        Some(block) => block_mask(block),
+        None => {
+            // The last, partial block: padded with bytes that are not token
+            // characters.
+            let mut block = [0u8; BLOCK];
+            let bytes = input.get(at..).unwrap_or_default();
+            let n = bytes.len().min(BLOCK);
+            if let (Some(to), Some(from)) = (block.get_mut(..n), bytes.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            block_mask(&block)
+        }
+    }
+}
+
+/// Bit `k` set when `block[k]` is a token character.
+fn block_mask(block: &[u8; BLOCK]) -> u64 {
+    // One flag byte per input byte, in arithmetic the compiler turns into
+    // vector compares; then eight flags at a time are packed into bits.
+    let mut flags = [0u8; BLOCK];
+    for (flag, &b) in flags.iter_mut().zip(block) {
+        let letter = (b | 0x20).wrapping_sub(b'a') < 26;
+        let digit = b.wrapping_sub(b'0') < 10;
+        let symbol = matches!(b, b'+' | b'/' | b'-' | b'_' | b'=' | b'%' | b'\\');
+        *flag = u8::from(letter | digit | symbol);
+    }
+    let mut mask = 0u64;
+    for (k, eight) in flags.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(eight.try_into().unwrap_or_default());
+        // Each flag byte is 0 or 1: the multiply gathers byte j's bit at
+        // bit 56 + j, with no carries between them.
+        let packed = word.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask |= packed << (8 * k);
+    }
+    mask
+}
+
+/// Bit `k` set when bits `k..k + len` of `bits` are all set.
+#[inline(always)]
+fn runs_of(bits: u128, len: usize) -> u128 {
+    let (mut result, mut shift) = (bits, 0usize);
+    // `power` holds the starts of runs of `width` ones; `len` is made of
+    // the widths of its set bits, each applied at the offset reached.
+    let (mut power, mut width, mut remaining) = (bits, 1usize, len);
+    while remaining > 0 {
+        if remaining & 1 == 1 {
+            result &= power >> shift;
+            shift += width;
+        }
+        remaining >>= 1;
+        power &= power >> width;
+        width *= 2;
+    }
+    result
+}
+
 /// The base64 runs inside the token run `start..end`: its longest stretches
 /// of base64 characters (`=`, `%` and `\\` end them).
 fn base64_within(input: &[u8], start: usize, end: usize, visit: &mut impl FnMut(usize, usize)) {
-    let b64 = |k: usize| k < end && input.get(k).copied().is_some_and(is_b64);
+    // Inside a token run, only `=`, `%` and `\\` are not base64 characters.
     let mut k = start;
     while k < end {
-        while k < end && !b64(k) {
+        while k < end && input.get(k).is_some_and(|&b| !is_b64(b)) {
             k += 1;
         }
-        let run_start = k;
-        while b64(k) {
-            k += 1;
-        }
-        if k - run_start >= MIN_BASE64_RUN {
-            k = padded_run(input, run_start, k - run_start, visit);
-        }
+        let rest = input.get(k..end).unwrap_or_default();
+        let run = memchr::memchr3(b'=', b'%', b'\\', rest).unwrap_or(rest.len());
+        k = if run >= MIN_BASE64_RUN {
+            padded_run(input, k, run, visit)
+        } else {
+            k + run
+        };
     }
 }
 
@@ -263,12 +350,15 @@ fn padded_run(
         end += 1;
     }
     let body = input.get(start..start + run).unwrap_or_default();
-    let upper = body.iter().any(u8::is_ascii_uppercase);
-    let lower = body.iter().any(u8::is_ascii_lowercase);
-    let digit = body
-        .iter()
-        .any(|&b| b.is_ascii_digit() || b == b'+' || b == b'/');
-    if end - start <= MAX_BASE64_RUN && upper && lower && digit {
+    // One pass, without an early exit, so that it runs on vectors: bit 0
+    // for an upper-case letter, bit 1 a lower-case one, bit 2 a digit, `+`
+    // or `/`.
+    let classes = body.iter().fold(0u8, |seen, &b| {
+        seen | u8::from(b.is_ascii_uppercase())
+            | (u8::from(b.is_ascii_lowercase()) << 1)
+            | (u8::from(b.is_ascii_digit() || b == b'+' || b == b'/') << 2)
+    });
+    if end - start <= MAX_BASE64_RUN && classes == 0b111 {
         visit(start, end);
     }
     end
@@ -383,6 +473,28 @@ mod tests {
                 continue;
             }
             i = padded_run(input, start, run, &mut visit);
+        }
+    }
+
+    #[test]
+    fn block_masks_classify_every_byte_as_the_table_does() {
+        // Every byte value at every position of a block, and a partial
+        // block whose padding is no token character.
+        let bytes: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        for at in 0..bytes.len() {
+            let mask = token_mask(&bytes, at);
+            for k in 0..BLOCK {
+                let expected = bytes.get(at + k).is_some_and(|&b| is_token(b));
+                assert_eq!(mask >> k & 1 == 1, expected, "byte at {}", at + k);
+            }
+        }
+        for len in 1..=MIN_BASE64_RUN {
+            let bits = 0b1111_0111_1111_1111_1111_1111_1111_0011u128;
+            let naive = (0..128).fold(0u128, |acc, k| {
+                let all = (k..k + len).all(|j| j < 128 && bits >> j & 1 == 1);
+                acc | (u128::from(all) << k)
+            });
+            assert_eq!(runs_of(bits, len), naive, "len {len}");
         }
     }
 
