@@ -481,7 +481,7 @@ impl Scanner {
                 repo: repo_path.to_path_buf(),
                 selection: selection.clone(),
                 seen,
-                sketch: sketching.filter(|b| !b.is_spent()).map(|_| sketch),
+                sketch: sketching.map(|_| sketch),
             });
         }
         Ok(report)

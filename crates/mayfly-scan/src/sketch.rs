@@ -17,7 +17,7 @@
 //! way: then every file is read again, as without a sketch.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Shortest run of token characters whose chunks are kept: the shortest
 /// base64 run, so that one walk over the text finds both (a shorter run
@@ -168,23 +168,13 @@ impl ReadSketch {
 #[derive(Debug)]
 pub(crate) struct SketchBudget {
     left: AtomicUsize,
-    /// Set when a history read ran out of room.
-    spent: AtomicBool,
 }
 
 impl SketchBudget {
     pub(crate) fn new(hashes: usize) -> Self {
         SketchBudget {
             left: AtomicUsize::new(hashes),
-            spent: AtomicBool::new(false),
         }
-    }
-
-    /// Whether a history read ran out of room: its sketch is then dropped
-    /// whole (a long history would have most paths read again anyway, and
-    /// its walk must stay within its memory bound).
-    pub(crate) fn is_spent(&self) -> bool {
-        self.spent.load(Ordering::Relaxed)
     }
 
     /// Takes room for `n` more hashes; false when the budget is spent.
@@ -202,9 +192,10 @@ impl SketchBudget {
     }
 }
 
-/// Most chunk hashes a history read keeps in all (4 MiB, at most twice
-/// that with the room each path's list grows into); past it, the history's
-/// sketch is dropped and the copies pass reads every blob again.
+/// Most chunk hashes a history read keeps in all (4 MiB, repeats within a
+/// path's list included until they are dropped); a path whose hashes do
+/// not fit is read again by the copies pass, and gives its room back to
+/// the others.
 pub(crate) const HISTORY_BUDGET: usize = 1 << 20;
 
 /// What a history read keeps for the copies pass: per path, the chunk
@@ -237,12 +228,6 @@ impl PathSketches {
     /// Adds the chunk hashes of one blob at `path` (`None`: none could be
     /// kept, so the path is always read again).
     pub(crate) fn add(&mut self, path: u32, hashes: Option<&[u32]>, budget: &SketchBudget) {
-        if budget.is_spent() {
-            if !self.paths.is_empty() {
-                self.paths = std::collections::HashMap::new();
-            }
-            return;
-        }
         let Some(hashes) = hashes else {
             if let Some(Some(dropped)) = self.paths.insert(path, None) {
                 budget.give_back(dropped.hashes.len());
@@ -260,8 +245,8 @@ impl PathSketches {
             return;
         };
         if !budget.take(hashes.len()) {
-            budget.spent.store(true, Ordering::Relaxed);
-            self.paths = std::collections::HashMap::new();
+            budget.give_back(chunks.hashes.len());
+            *entry = None;
             return;
         }
         chunks.hashes.extend_from_slice(hashes);
@@ -366,13 +351,17 @@ mod tests {
         let windows = form_windows(b"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").unwrap(); // mayfly:allow (test fixture)
         paths.add(5, Some(&windows[3..4]), &budget);
         assert!(paths.may_hold(5, &query));
-        // Past the budget the whole sketch is given up (and freed): the
-        // history's copies pass reads every blob again.
-        assert!(!budget.is_spent());
+        // A path whose hashes do not fit is read again, and gives its room
+        // back: the others keep their sketches, and a later path fits.
+        let left = budget.left.load(Ordering::Relaxed);
+        paths.add(3, Some(&[1, 2]), &budget);
         let large: Vec<u32> = (10_000..14_000).collect();
         paths.add(3, Some(&large), &budget);
-        assert!(budget.is_spent());
-        assert!(paths.paths.is_empty());
+        assert!(paths.may_hold(3, &query));
+        assert!(!paths.may_hold(1, &query) && paths.may_hold(5, &query));
+        assert_eq!(budget.left.load(Ordering::Relaxed), left);
+        paths.add(6, Some(&[9]), &budget);
+        assert!(!paths.may_hold(6, &query));
     }
 
     proptest::proptest! {
