@@ -701,8 +701,10 @@ struct TreeReader<'r> {
     bytes: usize,
 }
 
-/// Bytes of tree objects kept from one commit to the next.
-const TREE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of tree objects kept from one commit to the next (a commit
+/// changes a few directories: this only matters for a huge commit, whose
+/// trees past it are read again, and it bounds the walk's memory).
+const TREE_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 impl<'r> TreeReader<'r> {
     fn new(repo: &'r Repository) -> Result<TreeReader<'r>, git2::Error> {
