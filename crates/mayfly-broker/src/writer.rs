@@ -119,7 +119,20 @@ impl Writer {
     /// Commits `writes` (with whatever else is waiting) and returns their
     /// outcomes once they are durable.
     pub async fn apply(&self, writes: Vec<BrokerWrite>) -> Result<Vec<WriteOutcome>, WriteError> {
-        let applied = self.call(|done| Job::Apply(writes, None, done)).await?;
+        self.apply_under(writes, None).await
+    }
+
+    /// Commits `writes`, refused whole if they were decided under a policy
+    /// generation older than the one in force when they reach the commit.
+    async fn apply_under(
+        &self,
+        writes: Vec<BrokerWrite>,
+        generation: Option<u64>,
+    ) -> Result<Vec<WriteOutcome>, WriteError> {
+        let applied = self
+            .call(|done| Job::Apply(writes, generation, done))
+            .await?;
+        // Freed here, by the thread that allocated them.
         drop(applied.writes);
         Ok(applied.outcomes)
     }
@@ -142,12 +155,8 @@ impl Writer {
         write: BrokerWrite,
         generation: u64,
     ) -> Result<WriteOutcome, WriteError> {
-        let applied = self
-            .call(|done| Job::Apply(vec![write], Some(generation), done))
-            .await?;
-        drop(applied.writes);
-        applied
-            .outcomes
+        self.apply_under(vec![write], Some(generation))
+            .await?
             .into_iter()
             .next()
             .ok_or(WriteError::Stopped)

@@ -37,8 +37,6 @@ pub(super) async fn show(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // A name that cannot exist is refused before the store is asked.
-    crate::custody::check_name(&name)?;
     broker.authenticate_admin(authorization(&headers))?;
     Ok(no_store(Json(broker.custody_show(&name).await?)))
 }
@@ -49,8 +47,6 @@ pub(super) async fn rotate(
     headers: HeaderMap,
     body: Result<ApiJson<RotateCustody>, ApiError>,
 ) -> Result<Response, ApiError> {
-    // A name that cannot exist is refused before the store is asked.
-    crate::custody::check_name(&name)?;
     broker.authenticate_admin(authorization(&headers))?;
     let ApiJson(body) = body?;
     Ok(no_store(Json(
@@ -63,8 +59,6 @@ pub(super) async fn remove(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // A name that cannot exist is refused before the store is asked.
-    crate::custody::check_name(&name)?;
     broker.authenticate_admin(authorization(&headers))?;
     broker.custody_remove(&name).await?;
     Ok(no_store(Json(json!({"removed": name}))))
@@ -75,8 +69,6 @@ pub(super) async fn usage(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // A name that cannot exist is refused before the store is asked.
-    crate::custody::check_name(&name)?;
     broker.authenticate(authorization(&headers)).await?;
     Ok(no_store(Json(broker.custody_use(&name).await?)))
 }

@@ -243,6 +243,7 @@ impl Broker {
     /// Removes an entry and destroys its versions; the proxy refuses it
     /// from then on (admin).
     pub async fn custody_remove(&self, name: &str) -> Result<(), BrokerError> {
+        custody::check_name(name)?;
         let now = self.now();
         let outcome = self
             .writer
@@ -272,10 +273,14 @@ impl Broker {
         view_of(&entry, &versions, self.now())
     }
 
+    /// An entry and its versions from the store. A name that cannot exist
+    /// is refused before the store is asked (PostgreSQL would refuse a NUL
+    /// in it as if the store had failed).
     async fn stored_entry(
         &self,
         name: &str,
     ) -> Result<(CustodyEntry, Vec<SealedVersion>), BrokerError> {
+        custody::check_name(name)?;
         let now = self.now();
         let key = name.to_owned();
         self.readers
